@@ -1,0 +1,71 @@
+"""The tornado Application: the route table and the dependencies handed to handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import tornado.web
+
+from server.auth import Authenticator
+from server.cache import ReadCache
+from server.config import Settings
+from server.handlers import admin, bulk, competitions, health, points, reads
+from server.handlers.base import NotFoundHandler
+from server.ingest import Ingest
+from server.queue.paths import IngestPath
+from server.queue.redis_queue import PointQueue
+from server.queue.worker import Workers
+from server.storage.database import Database
+
+
+@dataclass
+class LifecycleState:
+    """Read by /health and the handlers; written by the lifecycle owner."""
+
+    draining: bool = False
+    inflight: int = 0  # requests between prepare() and on_finish()
+
+
+@dataclass
+class Deps:
+    """Everything a handler may use; built once by the lifecycle owner."""
+
+    settings: Settings
+    db: Database
+    redis: aioredis.Redis
+    path: IngestPath
+    queue: PointQueue
+    workers: Workers
+    ingest: Ingest
+    cache: ReadCache
+    auth: Authenticator
+    lifecycle: LifecycleState
+    readiness: Any = None
+
+
+def make_app(deps: Deps) -> tornado.web.Application:
+    deps.readiness = health.ReadinessProbe(deps)
+    d = {"deps": deps}
+    routes = [
+        (r"/health", health.HealthHandler, d),
+        (r"/ready", health.ReadyHandler, d),
+        (r"/v1/competitions", competitions.CompetitionsHandler, d),
+        (r"/v1/competitions/([0-9]+)", competitions.CompetitionHandler, d),
+        (r"/v1/competitions/([0-9]+)/participants", competitions.ParticipantsHandler, d),
+        (r"/v1/competitions/([0-9]+)/leaderboard", reads.LeaderboardHandler, d),
+        (r"/v1/competitions/([0-9]+)/stats", reads.StatsHandler, d),
+        (r"/v1/participants/([0-9]+)", reads.ParticipantHandler, d),
+        (r"/v1/points", points.PointsHandler, d),
+        (r"/v1/points/bulk", bulk.BulkHandler, d),
+        (r"/v1/points/([^/]{1,64})", points.PointHandler, d),
+        (r"/v1/admin/queue", admin.QueueHandler, d),
+    ]
+    return tornado.web.Application(
+        routes,
+        default_handler_class=NotFoundHandler,
+        default_handler_args=d,
+        compress_response=False,
+        serve_traceback=False,
+    )

@@ -1,0 +1,80 @@
+"""Bearer tokens: generation, hashing, lookup with a short in-process cache.
+
+Tokens are 256-bit random strings, so an unsalted SHA-256 is a sound verifier;
+only the hash is stored.  A lookup finds the row by hash and then compares the
+hashes with ``hmac.compare_digest`` (constant time).  Lookups are cached for
+``CACHE_TTL_S`` per process: a revoked token stops working within that time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+from server.errors import Forbidden, Unauthorized
+from server.storage import tokens as sql
+from server.storage.database import Database
+
+ROLES = ("read", "ingest", "admin")
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
+CACHE_TTL_S = 5.0
+TOKEN_PREFIX = "pts_"
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def role_allows(role: str, required: str) -> bool:
+    """admin ⊇ ingest ⊇ read."""
+    return _RANK[role] >= _RANK[required]
+
+
+async def create_token(db: Database, role: str, name: str) -> str:
+    token = generate_token()
+    async with db.cursor() as cur:
+        await sql.insert_token(cur, hash_token(token), role, name)
+    return token
+
+
+class Authenticator:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cache: dict[bytes, tuple[float, str | None]] = {}
+
+    async def role_of(self, authorization: str | None) -> str:
+        """The role behind an ``Authorization`` header, or Unauthorized."""
+        if not authorization:
+            raise Unauthorized("missing Authorization: Bearer <token> header")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > 256:
+            raise Unauthorized("Authorization must be 'Bearer <token>'")
+        digest = hash_token(token)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            role = hit[1]
+        else:
+            async with self.db.cursor(read=False) as cur:
+                row = await sql.find_token(cur, digest)
+            role = row[1] if row is not None and hmac.compare_digest(row[0], digest) else None
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now + CACHE_TTL_S, role)
+        if role is None:
+            raise Unauthorized("unknown or revoked token")
+        return role
+
+    async def require(self, authorization: str | None, required: str) -> str:
+        role = await self.role_of(authorization)
+        if not role_allows(role, required):
+            raise Forbidden(f"this token has role {role!r}; {required!r} is required",
+                            code="forbidden")
+        return role

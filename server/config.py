@@ -1,0 +1,255 @@
+"""One frozen settings object, parsed once from the environment and CLI flags.
+
+Every variable is read, every problem is collected, and all of them are reported
+together (name, value, what is wrong) so that a misconfigured deployment is fixed
+in one round instead of one restart per typo.  The entry point turns a
+``ConfigError`` into exit code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+INGEST_PATHS = ("naive", "pipelined")
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """Raised with every configuration problem found, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment; built once, passed down."""
+
+    data_dir: Path = Path("./.data")
+    database_url: str | None = None
+    database_read_url: str | None = None
+    redis_url: str | None = None
+    redis_max_connections: int = 10
+    pg_pool_min: int = 2
+    pg_pool_max: int = 10
+    db_conn_max_age_s: float = 600.0
+    pg_connect_timeout_s: float = 10.0
+    pg_statement_timeout_ms: int = 30000
+    queue_workers: int = 4
+    queue_batch_size: int = 1000
+    queue_lease_s: float = 30.0
+    queue_max_attempts: int = 8
+    retry_base_s: float = 0.5
+    retry_max_s: float = 60.0
+    points_max_batch: int = 10000
+    bulk_max_bytes: int = 1 << 30
+    ack_timeout_s: float = 5.0
+    rate_limit_per_token: float = 0.0
+    log_dir: Path | None = None
+    log_level: str = "INFO"
+    log_format: str = "json"
+    shutdown_timeout_s: float = 30.0
+    prod: bool = False
+    # Flags (CLI overrides; also settable from the environment for containers).
+    port: int = 8000
+    address: str = "127.0.0.1"
+    processes: int = 1
+    ingest_path: str = "pipelined"
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def json_body_max_bytes(self) -> int:
+        """Largest JSON body accepted: room for a full batch of verbose points."""
+        return max(1 << 20, self.points_max_batch * 512)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# --- parsers: each returns the parsed value or raises ValueError(reason) -----
+
+
+def _int(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError("must be an integer") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ValueError(f"must be {bound}")
+        return value
+
+    return parse
+
+
+def _float(low: float, *, strict: bool = False) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be finite")
+        if value < low or (strict and value == low):
+            raise ValueError(f"must be {'>' if strict else '>='} {low:g}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        scheme = urlsplit(value).scheme
+        if scheme not in schemes:
+            raise ValueError(f"must be a URL with scheme {' or '.join(schemes)}")
+        return value
+
+    return parse
+
+
+def _path(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return Path(raw.strip())
+
+
+_PG_SCHEMES = ("postgres", "postgresql")
+_REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel")
+
+# variable name -> (settings field, parser)
+_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "DATA_DIR": ("data_dir", _path),
+    "DATABASE_URL": ("database_url", _url(_PG_SCHEMES)),
+    "DATABASE_READ_URL": ("database_read_url", _url(_PG_SCHEMES)),
+    "REDIS_URL": ("redis_url", _url(_REDIS_SCHEMES)),
+    "REDIS_MAX_CONNECTIONS": ("redis_max_connections", _int(1, 10000)),
+    "PG_POOL_MIN": ("pg_pool_min", _int(0, 1000)),
+    "PG_POOL_MAX": ("pg_pool_max", _int(1, 1000)),
+    "DB_CONN_MAX_AGE": ("db_conn_max_age_s", _float(0)),
+    "PG_CONNECT_TIMEOUT": ("pg_connect_timeout_s", _float(0, strict=True)),
+    "PG_STATEMENT_TIMEOUT_MS": ("pg_statement_timeout_ms", _int(1)),
+    "QUEUE_WORKERS": ("queue_workers", _int(0, 256)),
+    "QUEUE_BATCH_SIZE": ("queue_batch_size", _int(1, 100000)),
+    "QUEUE_LEASE_S": ("queue_lease_s", _float(1)),
+    "QUEUE_MAX_ATTEMPTS": ("queue_max_attempts", _int(1, 1000)),
+    "RETRY_BASE_S": ("retry_base_s", _float(0, strict=True)),
+    "RETRY_MAX_S": ("retry_max_s", _float(0, strict=True)),
+    "POINTS_MAX_BATCH": ("points_max_batch", _int(1, 1000000)),
+    "BULK_MAX_BYTES": ("bulk_max_bytes", _int(1)),
+    "ACK_TIMEOUT_S": ("ack_timeout_s", _float(0, strict=True)),
+    "RATE_LIMIT_PER_TOKEN": ("rate_limit_per_token", _float(0)),
+    "LOG_DIR": ("log_dir", _path),
+    "LOG_LEVEL": ("log_level", _choice(LOG_LEVELS, upper=True)),
+    "LOG_FORMAT": ("log_format", _choice(LOG_FORMATS)),
+    "SHUTDOWN_TIMEOUT": ("shutdown_timeout_s", _float(0, strict=True)),
+    "PROD": ("prod", _bool),
+    "PORT": ("port", _int(0, 65535)),
+    "ADDRESS": ("address", str.strip),
+    "PROCESSES": ("processes", _int(1, 256)),
+    "INGEST_PATH": ("ingest_path", _choice(INGEST_PATHS)),
+}
+
+# Flag name (as the CLI spells it, with dashes) -> environment variable it overrides.
+FLAG_VARIABLES = {
+    "data_dir": "DATA_DIR",
+    "port": "PORT",
+    "address": "ADDRESS",
+    "processes": "PROCESSES",
+    "workers": "QUEUE_WORKERS",
+    "ingest_path": "INGEST_PATH",
+}
+
+
+def _shown(name: str, raw: str) -> str:
+    """Render a value for an error message without leaking credentials."""
+    if name.endswith("_URL"):
+        parts = urlsplit(raw.strip())
+        if parts.password:
+            return repr(raw.replace(parts.password, "***"))
+    return repr(raw)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build Settings from ``env`` (default ``os.environ``) and CLI ``flags``.
+
+    Flags win over the environment.  Raises ConfigError listing every problem.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, str] = {name: env[name] for name in _VARIABLES if env.get(name, "") != ""}
+    for flag, value in (flags or {}).items():
+        if value is not None:
+            raw[FLAG_VARIABLES[flag]] = str(value)
+
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for name, text in raw.items():
+        field, parse = _VARIABLES[name]
+        try:
+            values[field] = parse(text)
+        except ValueError as exc:
+            problems.append(f"{name}={_shown(name, text)}: {exc}")
+
+    settings = Settings(**values) if not problems else Settings()
+    if not problems:
+        problems.extend(_cross_checks(settings))
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _cross_checks(s: Settings) -> list[str]:
+    problems = []
+    if s.pg_pool_min > s.pg_pool_max:
+        problems.append(
+            f"PG_POOL_MIN={s.pg_pool_min}: must not exceed PG_POOL_MAX={s.pg_pool_max}"
+        )
+    if s.retry_base_s > s.retry_max_s:
+        problems.append(
+            f"RETRY_BASE_S={s.retry_base_s:g}: must not exceed RETRY_MAX_S={s.retry_max_s:g}"
+        )
+    if s.prod:
+        if s.database_url is None:
+            problems.append("DATABASE_URL: required when PROD=true (no embedded store)")
+        if s.redis_url is None:
+            problems.append("REDIS_URL: required when PROD=true (no embedded store)")
+        if s.log_level == "DEBUG":
+            problems.append("LOG_LEVEL='DEBUG': refused when PROD=true (logs payloads)")
+    return problems

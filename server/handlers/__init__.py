@@ -1,0 +1,1 @@
+"""HTTP handlers: parse and validate the request, call the service, write JSON."""

@@ -1,0 +1,183 @@
+"""Handler base classes: dependencies, auth, JSON in and out, the one error mapper.
+
+Every handler gets its dependencies through ``initialize(deps=...)`` from the
+route table (no module globals).  ``write_error`` is the only place an error
+body is shaped; anything that is not an ``ApiError`` is a bug and answers a bare
+``internal_error`` without details, logged with its traceback.
+
+Bodies: handlers that take JSON stream their body (``stream_request_body``) so
+that an oversized body is refused with 413 from its Content-Length, or as soon
+as it crosses the limit, without being buffered first.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import tornado.web
+from tornado.httputil import responses
+
+from server.errors import (
+    ApiError,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+
+if TYPE_CHECKING:
+    from server.app import Deps
+
+log = logging.getLogger(__name__)
+_INT64_MAX = 2**63 - 1
+
+
+def _code_for(status: int) -> str:
+    return responses.get(status, "error").lower().replace(" ", "_").replace("-", "_")
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Public by default; set ``role`` to require a token with at least that role."""
+
+    role: str | None = None
+
+    def initialize(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def prepare(self) -> None:
+        self.deps.lifecycle.inflight += 1
+        self._counted = True
+        if self.role is not None:
+            await self.deps.auth.require(self.request.headers.get("Authorization"), self.role)
+
+    def on_finish(self) -> None:
+        if getattr(self, "_counted", False):
+            self.deps.lifecycle.inflight -= 1
+            self._counted = False
+
+    def on_connection_close(self) -> None:
+        self.on_finish()
+        super().on_connection_close()
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def write_json(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(obj if isinstance(obj, bytes) else orjson.dumps(obj))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            self.set_status(exc.status)
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+            body = exc.body()
+        elif isinstance(exc, tornado.web.HTTPError) or exc is None:
+            status = exc.status_code if exc is not None else status_code
+            self.set_status(status)
+            message = (exc.log_message if exc is not None and exc.log_message
+                       else responses.get(status, "error"))
+            body = {"error": {"code": _code_for(status), "message": message, "details": []}}
+        else:
+            self.set_status(500)
+            body = {"error": {"code": "internal_error",
+                              "message": "internal error; it has been logged", "details": []}}
+        self.finish(orjson.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError):
+            return  # a client error, answered in full; not worth a log line
+        super().log_exception(typ, value, tb)
+
+    # --- request helpers ------------------------------------------------------
+
+    @staticmethod
+    def path_id(text: str) -> int:
+        """A positive 64-bit id from the URL; anything else is simply not found."""
+        from server.errors import NotFound
+
+        value = int(text) if text.isdigit() and len(text) <= 19 else 0
+        if not 0 < value <= _INT64_MAX:
+            raise NotFound("no such resource")
+        return value
+
+    def query_int(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise Unprocessable(f"query parameter {name!r} must be an integer from {low} to "
+                                f"{high}", details=[{"field": name,
+                                                     "message": f"must be {low}..{high}"}])
+        return int(raw)
+
+
+@tornado.web.stream_request_body
+class BodyHandler(BaseHandler):
+    """Streams the request body into memory up to ``max_body_bytes``; 413 beyond.
+
+    Subclasses set ``content_types`` and read ``self.body`` in their verb method.
+    """
+
+    content_types: tuple[str, ...] = ("application/json",)
+
+    def max_body_bytes(self) -> int:
+        return self.deps.settings.json_body_max_bytes
+
+    async def prepare(self) -> None:
+        limit = self.max_body_bytes()
+        # Never let tornado answer an oversize body with its own bare 400.
+        self.request.connection.set_max_body_size(max(limit, 1) + 1)
+        self._chunks: list[bytes] = []
+        self._size = 0
+        await super().prepare()
+        if self.request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+            return
+        media_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if self.request.method != "DELETE" or media_type:
+            if media_type not in self.content_types:
+                raise UnsupportedMediaType(
+                    f"Content-Type must be {' or '.join(self.content_types)}",
+                    details=[{"field": "Content-Type", "message": media_type or "missing"}])
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {limit}")
+
+    def data_received(self, chunk: bytes) -> Any:
+        if self._finished:
+            return None
+        self._size += len(chunk)
+        if self._size > self.max_body_bytes():
+            self.refuse(PayloadTooLarge(f"body exceeds the limit of {self.max_body_bytes()} "
+                                        "bytes"))
+            return None
+        self._chunks.append(chunk)
+        return None
+
+    def refuse(self, exc: ApiError) -> None:
+        """Answer now, mid-body; the verb method will then see the request finished."""
+        self._chunks.clear()
+        self.send_error(exc.status, exc_info=(type(exc), exc, None))
+
+    async def post(self, *args: str) -> None:
+        if not self._finished:
+            await self.post_body(*args)
+
+    async def post_body(self, *args: str) -> None:
+        raise NotImplementedError
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+class NotFoundHandler(BaseHandler):
+    """Every unrouted path: a 404 in the error shape."""
+
+    def prepare(self) -> None:  # type: ignore[override]
+        from server.errors import NotFound
+
+        raise NotFound(f"no route for {self.request.path}")

@@ -1,0 +1,92 @@
+"""/health (liveness, no I/O), /ready (bounded, cached probes) and the admin queue view."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from server.handlers.base import BaseHandler
+
+PROBE_TIMEOUT_S = 1.0
+READY_CACHE_S = 1.0
+
+
+class HealthHandler(BaseHandler):
+    def get(self) -> None:
+        if self.deps.lifecycle.draining:
+            self.write_json({"status": "draining"}, 503)
+        else:
+            self.write_json({"status": "ok"})
+
+
+async def _timed(probe: Any) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        detail = await asyncio.wait_for(probe, PROBE_TIMEOUT_S)
+        ok, error = True, None
+    except asyncio.TimeoutError:
+        detail, ok, error = None, False, f"no answer within {PROBE_TIMEOUT_S:g}s"
+    except Exception as exc:  # a probe boundary: any failure means "not ok"
+        detail, ok, error = None, False, f"{type(exc).__name__}: {exc}".strip()[:200]
+    result: dict[str, Any] = {"ok": ok,
+                              "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+    if error:
+        result["error"] = error
+    if isinstance(detail, dict):
+        result.update(detail)
+    return result
+
+
+class ReadinessProbe:
+    """Runs the store probes at most once per READY_CACHE_S, however many ask."""
+
+    def __init__(self, deps: Any) -> None:
+        self.deps = deps
+        self._cached: tuple[float, int, dict[str, Any]] | None = None
+        self._running: asyncio.Future | None = None
+
+    async def check(self) -> tuple[int, dict[str, Any]]:
+        now = time.monotonic()
+        if self._cached and now - self._cached[0] < READY_CACHE_S:
+            return self._cached[1], self._cached[2]
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._probe())
+        status, body = await asyncio.shield(self._running)
+        self._cached = (time.monotonic(), status, body)
+        return status, body
+
+    async def _probe(self) -> tuple[int, dict[str, Any]]:
+        deps = self.deps
+
+        async def postgres() -> dict[str, Any]:
+            async with deps.db.cursor() as cur:
+                await cur.execute("SELECT 1")
+            return {"pool": deps.db.pool_stats()}
+
+        async def redis() -> None:
+            await deps.redis.ping()
+
+        async def queue() -> dict[str, Any]:
+            stats = await deps.queue.stats()
+            return {"depth": stats["depth"], "oldest_age_s": stats["oldest_age_s"]}
+
+        pg, rd, qu = await asyncio.gather(_timed(postgres()), _timed(redis()), _timed(queue()))
+        checks = {"postgres": pg, "redis": rd, "queue": qu,
+                  "workers": {"ok": True, "path": deps.path.name,
+                              **deps.workers.stats.as_dict()}}
+        if deps.lifecycle.draining:
+            status = "unavailable"
+        elif pg["ok"] and rd["ok"]:
+            status = "ready"
+        elif pg["ok"] or rd["ok"]:
+            status = "degraded"
+        else:
+            status = "unavailable"
+        return (503 if status == "unavailable" else 200), {"status": status, "checks": checks}
+
+
+class ReadyHandler(BaseHandler):
+    async def get(self) -> None:
+        status, body = await self.deps.readiness.check()
+        self.write_json(body, status)

@@ -1,0 +1,72 @@
+"""POST /v1/points (single or batch) and GET /v1/points/{id}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.errors import NotFound, Unprocessable
+from server.handlers.base import BaseHandler, BodyHandler
+from server.jsonbody import decode_json
+from server.points import PointErrors, now_us, validate_points
+from server.storage import points as sql
+
+
+class PointsHandler(BodyHandler):
+    role = "ingest"
+
+    async def post_body(self) -> None:
+        received_us = now_us()
+        ack = self.get_query_argument("ack", "queued")
+        if ack not in ("queued", "committed"):
+            raise Unprocessable("query parameter 'ack' must be 'queued' or 'committed'",
+                                details=[{"field": "ack", "message": "queued|committed"}])
+        items = self._items(decode_json(self.body))
+        try:
+            points = validate_points(items, received_us)
+        except PointErrors as exc:
+            raise Unprocessable(f"{len(exc.errors)} invalid field(s); nothing was accepted",
+                                details=exc.errors) from None
+        ingest = self.deps.ingest
+        await ingest.accept(points)
+        ids = [p[0] for p in points]
+        body: dict[str, Any] = {"accepted": len(points), "ids": ids}
+        if ack == "committed":
+            committed = await ingest.wait_committed(ids, self.deps.settings.ack_timeout_s)
+            body["committed"] = committed
+            self.write_json(body, 201 if committed else 202)
+        else:
+            self.write_json(body, 202)
+
+    def _items(self, decoded: Any) -> list[Any]:
+        """A single point object, or {"points": [...]} within POINTS_MAX_BATCH."""
+        if type(decoded) is not dict or "points" not in decoded:
+            return [decoded]
+        extra = [key for key in decoded if key != "points"]
+        if extra:
+            raise Unprocessable("a batch body has only the key 'points'",
+                                details=[{"field": key, "message": "unknown field"}
+                                         for key in extra])
+        items = decoded["points"]
+        limit = self.deps.settings.points_max_batch
+        if type(items) is not list:
+            raise Unprocessable("'points' must be a list",
+                                details=[{"field": "points", "message": "must be a list"}])
+        if not items:
+            raise Unprocessable("'points' must not be empty",
+                                details=[{"field": "points", "message": "empty batch"}])
+        if len(items) > limit:
+            raise Unprocessable(f"a batch holds at most {limit} points (POINTS_MAX_BATCH)",
+                                details=[{"field": "points",
+                                          "message": f"{len(items)} > {limit}"}])
+        return items
+
+
+class PointHandler(BaseHandler):
+    role = "read"
+
+    async def get(self, point_id: str) -> None:
+        async with self.deps.db.cursor(read=True) as cur:
+            row = await sql.get_point(cur, point_id)
+        if row is None:
+            raise NotFound(f"no committed point with id {point_id!r}")
+        self.write_json(row)

@@ -1,0 +1,232 @@
+"""What a point is: validation of client input into the internal tuple, and its ids.
+
+Internally a point is a plain tuple, cheap to build, to pack into the queue with
+orjson and to turn into SQL arrays::
+
+    (id, competition_id, participant_id, value, recorded_us, received_us)
+
+where ``*_us`` are integer microseconds since the Unix epoch (UTC).
+
+Validation is strict and total: every problem of every point is reported (up to
+``MAX_REPORTED``) with the index or line and the field, and nothing is accepted
+from a request that has any problem.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+Point = tuple  # (id, competition_id, participant_id, value, recorded_us, received_us)
+
+FIELDS = ("id", "competition_id", "participant_id", "value", "recorded_at")
+REQUIRED = ("competition_id", "participant_id", "value")
+_ALLOWED = frozenset(FIELDS)
+MAX_ID_CHARS = 64
+MAX_FUTURE_US = 5 * 60 * 1_000_000
+MAX_REPORTED = 100
+_INT64_MAX = 2**63 - 1
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class NonFinite:
+    """Stands in for NaN/Infinity literals so they can be refused by field, not by body."""
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+class PointErrors(Exception):
+    """Validation failed; ``errors`` are detail dicts naming index/line and field."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} invalid field(s)")
+        self.errors = errors
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+# --- ids ---------------------------------------------------------------------
+
+
+class _IdGenerator:
+    """Sortable unique ids: 48-bit ms timestamp, 32-bit process tag, 48-bit counter.
+
+    Rendered as 32 lowercase hex characters, so string order is time order across
+    processes (to the millisecond) and exact order within one.  The process tag is
+    re-drawn after a fork so forked workers never collide.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = -1
+
+    def _reseed(self) -> None:
+        self._pid = os.getpid()
+        self._tag = int.from_bytes(os.urandom(4), "big")
+        self._counter = int.from_bytes(os.urandom(5), "big")
+
+    def take(self, n: int) -> list[str]:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._reseed()
+            start = self._counter
+            self._counter = (start + n) % (1 << 48)
+        prefix = f"{time.time_ns() // 1_000_000:012x}{self._tag:08x}"
+        return [f"{prefix}{(start + i) % (1 << 48):012x}" for i in range(n)]
+
+
+new_ids = _IdGenerator().take
+
+
+# --- validation --------------------------------------------------------------
+
+
+def _problem(where: dict[str, Any], field: str | None, message: str) -> dict[str, Any]:
+    detail = dict(where)
+    if field is not None:
+        detail["field"] = field
+    detail["message"] = message
+    return detail
+
+
+def _check_id(value: Any) -> str | None:
+    if type(value) is not str:
+        return "must be a string"
+    if not value or len(value) > MAX_ID_CHARS:
+        return f"must be 1 to {MAX_ID_CHARS} characters"
+    if _CONTROL.search(value):
+        return "must not contain control characters"
+    if not is_encodable(value):
+        return "must be valid Unicode (no lone surrogates)"
+    return None
+
+
+def is_encodable(text: str) -> bool:
+    """False for strings holding lone surrogates (legal in JSON escapes, not in UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_ref(value: Any) -> str | None:
+    if type(value) is not int:
+        return "must be an integer" + (" (not a boolean)" if type(value) is bool else "")
+    if not 0 < value <= _INT64_MAX:
+        return "must be between 1 and 2^63-1"
+    return None
+
+
+def _value(value: Any) -> tuple[float | None, str | None]:
+    kind = type(value)
+    if kind is float:
+        if math.isfinite(value):
+            return value, None
+        return None, "must be a finite number"
+    if kind is int:
+        if -_INT64_MAX - 1 <= value <= _INT64_MAX:
+            return float(value), None
+        return None, "integer out of 64-bit range"
+    if kind is bool:
+        return None, "must be a number (not a boolean)"
+    if kind is NonFinite:
+        return None, f"must be a finite number (not {value.literal})"
+    return None, "must be a number"
+
+
+def parse_rfc3339(value: Any) -> datetime | None:
+    """An RFC 3339 date-time with an explicit offset, or None."""
+    if type(value) is not str or not _RFC3339.fullmatch(value):
+        return None
+    text = value.replace("z", "Z").replace("t", "T")
+    if "." in text:  # Python keeps microseconds; trim finer digits before parsing.
+        head, _, tail = text.partition(".")
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        text = f"{head}.{tail[:digits][:6].ljust(6, '0')}{tail[digits:]}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+RFC3339_HINT = "must be an RFC 3339 timestamp with offset, e.g. 2026-01-31T12:00:00Z"
+
+
+def parse_timestamp_us(value: Any, received_us: int) -> tuple[int | None, str | None]:
+    """RFC 3339, not more than 5 minutes after ``received_us``; as epoch microseconds."""
+    moment = parse_rfc3339(value)
+    if moment is None:
+        return None, RFC3339_HINT
+    us = (moment - _EPOCH) // _MICROSECOND
+    if us - received_us > MAX_FUTURE_US:
+        return None, "must not be more than 5 minutes in the future"
+    return us, None
+
+
+def validate_point(obj: Any, where: dict[str, Any], received_us: int,
+                   errors: list[dict[str, Any]]) -> tuple | None:
+    """Turn one decoded JSON object into a point tuple (without id), or add errors."""
+    if type(obj) is not dict:
+        errors.append(_problem(where, None, "must be a JSON object"))
+        return None
+    before = len(errors)
+    if not obj.keys() <= _ALLOWED:
+        for key in obj.keys() - _ALLOWED:
+            errors.append(_problem(where, str(key), "unknown field"))
+    for key in REQUIRED:
+        if key not in obj:
+            errors.append(_problem(where, key, "is required"))
+    point_id = obj.get("id")
+    if point_id is not None and (msg := _check_id(point_id)):
+        errors.append(_problem(where, "id", msg))
+    for key in ("competition_id", "participant_id"):
+        if key in obj and (msg := _check_ref(obj[key])):
+            errors.append(_problem(where, key, msg))
+    value = None
+    if "value" in obj:
+        value, msg = _value(obj["value"])
+        if msg:
+            errors.append(_problem(where, "value", msg))
+    recorded_us = received_us
+    if obj.get("recorded_at") is not None:
+        recorded_us, msg = parse_timestamp_us(obj["recorded_at"], received_us)
+        if msg:
+            errors.append(_problem(where, "recorded_at", msg))
+    if len(errors) > before:
+        return None
+    return (point_id, obj["competition_id"], obj["participant_id"], value, recorded_us,
+            received_us)
+
+
+def with_ids(partial: list[tuple]) -> list[Point]:
+    """Give server-assigned sortable ids to the points that came without one."""
+    missing = sum(1 for p in partial if p[0] is None)
+    fresh = iter(new_ids(missing)) if missing else iter(())
+    return [p if p[0] is not None else (next(fresh), *p[1:]) for p in partial]
+
+
+def validate_points(items: list[Any], received_us: int) -> list[Point]:
+    """All-or-nothing: every point valid (ids assigned) or PointErrors with all problems."""
+    errors: list[dict[str, Any]] = []
+    partial = []
+    for index, obj in enumerate(items):
+        point = validate_point(obj, {"index": index}, received_us, errors)
+        if point is not None:
+            partial.append(point)
+    if errors:
+        raise PointErrors(errors[:MAX_REPORTED])
+    return with_ids(partial)

@@ -1,0 +1,40 @@
+"""The naive and pipelined ingest paths: one seam, chosen once at start-up.
+
+Both paths run the same code — the same Lua scripts, the same SQL, the same
+worker — and differ only in how much work goes into one round trip:
+
+=============================  =====  =========================
+                               naive  pipelined
+=============================  =====  =========================
+points per queue chunk         1      QUEUE_BATCH_SIZE
+chunks per enqueue call        1      all of a request's chunks
+points claimed per round trip  1      QUEUE_BATCH_SIZE
+points per validation query    1      the whole claim (batch)
+and per insert transaction
+=============================  =====  =========================
+
+``make_path`` is the only place in the code base that branches on the name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IngestPath:
+    name: str
+    chunk_points: int
+    chunks_per_call: int  # 0 = every chunk of a request in one call
+    claim_points: int
+    commit_points: int
+
+
+def make_path(name: str, batch_size: int) -> IngestPath:
+    if name == "naive":
+        return IngestPath(name, chunk_points=1, chunks_per_call=1, claim_points=1,
+                          commit_points=1)
+    if name == "pipelined":
+        return IngestPath(name, chunk_points=batch_size, chunks_per_call=0,
+                          claim_points=batch_size, commit_points=batch_size)
+    raise ValueError(f"unknown ingest path {name!r}")

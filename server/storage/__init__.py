@@ -1,0 +1,1 @@
+"""PostgreSQL: the pool, the migrations, and every SQL statement the service runs."""

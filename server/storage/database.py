@@ -1,0 +1,102 @@
+"""The aiopg pools (primary and optional read replica) and how code borrows them.
+
+psycopg2's asynchronous connections are always in autocommit mode, so a
+transaction is an explicit ``BEGIN``/``COMMIT`` pair: ``Database.transaction``
+owns that pair so no caller can forget the ``ROLLBACK``.  Borrowing a connection
+waits at most ``acquire_timeout_s``; a request that cannot get one gets a 503
+instead of hanging behind a burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiopg
+import psycopg2
+
+from server.config import Settings
+from server.errors import Unavailable
+
+# psycopg2 errors that mean "the store or the link to it failed", not "this data is bad".
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    psycopg2.errors.AdminShutdown,
+    psycopg2.errors.QueryCanceled,
+    psycopg2.errors.SerializationFailure,
+    psycopg2.errors.DeadlockDetected,
+    ConnectionError,
+    asyncio.TimeoutError,
+)
+
+
+class Database:
+    """Owns the pools; hands out cursors and transactions."""
+
+    def __init__(self, pool: aiopg.Pool, read_pool: aiopg.Pool | None, acquire_timeout_s: float):
+        self.pool = pool
+        self.read_pool = read_pool or pool
+        self.acquire_timeout_s = acquire_timeout_s
+
+    @asynccontextmanager
+    async def cursor(self, *, read: bool = False) -> AsyncIterator[Any]:
+        """A cursor in autocommit mode; ``read=True`` may use the replica."""
+        pool = self.read_pool if read else self.pool
+        try:
+            conn = await asyncio.wait_for(pool.acquire(), self.acquire_timeout_s)
+        except asyncio.TimeoutError:
+            raise Unavailable("no database connection free; try again shortly") from None
+        try:
+            async with conn.cursor() as cur:
+                yield cur
+        finally:
+            await pool.release(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """A cursor inside BEGIN … COMMIT, rolled back on any exception."""
+        async with self.cursor() as cur:
+            await cur.execute("BEGIN")
+            try:
+                yield cur
+            except BaseException:
+                if not cur.connection.closed:
+                    await cur.execute("ROLLBACK")
+                raise
+            await cur.execute("COMMIT")
+
+    def pool_stats(self) -> dict[str, int]:
+        return {"size": self.pool.size, "free": self.pool.freesize,
+                "min": self.pool.minsize, "max": self.pool.maxsize}
+
+    async def close(self) -> None:
+        for pool in {id(self.pool): self.pool, id(self.read_pool): self.read_pool}.values():
+            pool.close()
+            await pool.wait_closed()
+
+
+async def _create_pool(dsn: str, settings: Settings) -> aiopg.Pool:
+    return await aiopg.create_pool(
+        dsn,
+        minsize=settings.pg_pool_min,
+        maxsize=settings.pg_pool_max,
+        # aiopg applies this to every statement; the server-side statement_timeout
+        # fires first, this only catches a link that went silent.
+        timeout=settings.pg_statement_timeout_ms / 1000 + 5,
+        pool_recycle=settings.db_conn_max_age_s,
+        enable_json=False,
+        enable_hstore=False,
+        enable_uuid=False,
+        connect_timeout=max(1, round(settings.pg_connect_timeout_s)),
+        options=f"-c statement_timeout={settings.pg_statement_timeout_ms}",
+        application_name="points-server",
+    )
+
+
+async def open_database(settings: Settings, url: str, read_url: str | None = None) -> Database:
+    pool = await _create_pool(url, settings)
+    read_pool = await _create_pool(read_url, settings) if read_url else None
+    return Database(pool, read_pool, acquire_timeout_s=settings.pg_connect_timeout_s)

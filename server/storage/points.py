@@ -1,0 +1,110 @@
+"""SQL for points: reference checks, the idempotent batch insert, reads by id.
+
+Each statement takes arrays, so the same SQL serves one point (naive path) or a
+thousand (pipelined path): the ingest path decides only how many rows go into
+one call and one transaction.
+
+A point travels as a plain tuple (see ``server.points.Point``): id,
+competition_id, participant_id, value, recorded_at and received_at as integer
+microseconds since the Unix epoch (exact, compact in the queue, no parsing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+# Insert what is new, then fold exactly the inserted rows into standings.  The
+# ORDER BY gives concurrent workers one lock order on standings rows, which keeps
+# deadlocks away.  Returns (inserted, standings rows touched).
+INSERT_POINTS = """
+WITH input AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(competitions)s::bigint[],
+                         %(participants)s::bigint[], %(values)s::float8[],
+                         %(recorded)s::bigint[], %(received)s::bigint[])
+        AS t(id, competition_id, participant_id, value, recorded_us, received_us)
+), inserted AS (
+    INSERT INTO points (id, competition_id, participant_id, value, recorded_at, received_at)
+    SELECT id, competition_id, participant_id, value,
+           timestamptz 'epoch' + recorded_us * interval '1 microsecond',
+           timestamptz 'epoch' + received_us * interval '1 microsecond'
+    FROM input
+    ON CONFLICT (id) DO NOTHING
+    RETURNING competition_id, participant_id, value, recorded_at
+), folded AS (
+    INSERT INTO standings AS s (competition_id, participant_id, total, points, last_point_at)
+    SELECT competition_id, participant_id, sum(value), count(*), max(recorded_at)
+    FROM inserted
+    GROUP BY competition_id, participant_id
+    ORDER BY competition_id, participant_id
+    ON CONFLICT (competition_id, participant_id) DO UPDATE
+        SET total = s.total + EXCLUDED.total,
+            points = s.points + EXCLUDED.points,
+            last_point_at = greatest(s.last_point_at, EXCLUDED.last_point_at)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM folded)
+"""
+
+# One query per batch: which of these competitions exist, and which of these
+# participants exist in which competition.
+KNOWN_REFS = """
+SELECT 'c', id, id FROM competitions WHERE id = ANY(%(competitions)s::bigint[])
+UNION ALL
+SELECT 'p', id, competition_id FROM participants WHERE id = ANY(%(participants)s::bigint[])
+"""
+
+GET_POINT = """
+SELECT id, competition_id, participant_id, value, recorded_at, received_at, committed_at
+FROM points WHERE id = %s
+"""
+
+COUNT_COMMITTED = "SELECT count(*) FROM points WHERE id = ANY(%s::text[])"
+
+
+def _columns(points: Sequence[tuple]) -> dict[str, list[Any]]:
+    ids, comps, parts, values, recorded, received = (list(col) for col in zip(*points))
+    return {"ids": ids, "competitions": comps, "participants": parts, "values": values,
+            "recorded": recorded, "received": received}
+
+
+async def insert_points(cur: Any, points: Sequence[tuple]) -> int:
+    """Insert ``points`` (idempotent on id) and update standings; return rows inserted.
+
+    Must run inside a transaction so that points and standings commit together.
+    """
+    await cur.execute(INSERT_POINTS, _columns(points))
+    inserted, _ = await cur.fetchone()
+    return int(inserted)
+
+
+async def known_refs(cur: Any, points: Sequence[tuple]) -> tuple[set[int], dict[int, int]]:
+    """Return (existing competition ids, {participant id: its competition id})."""
+    await cur.execute(KNOWN_REFS, {
+        "competitions": sorted({p[1] for p in points}),
+        "participants": sorted({p[2] for p in points}),
+    })
+    competitions: set[int] = set()
+    participants: dict[int, int] = {}
+    for kind, ident, competition in await cur.fetchall():
+        if kind == "c":
+            competitions.add(ident)
+        else:
+            participants[ident] = competition
+    return competitions, participants
+
+
+async def get_point(cur: Any, point_id: str) -> dict[str, Any] | None:
+    await cur.execute(GET_POINT, (point_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    keys = ("id", "competition_id", "participant_id", "value", "recorded_at",
+            "received_at", "committed_at")
+    return dict(zip(keys, row))
+
+
+async def count_committed(cur: Any, ids: Sequence[str]) -> int:
+    await cur.execute(COUNT_COMMITTED, (list(ids),))
+    (count,) = await cur.fetchone()
+    return int(count)

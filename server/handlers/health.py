@@ -25,7 +25,7 @@ async def _timed(probe: Any) -> dict[str, Any]:
     try:
         detail = await asyncio.wait_for(probe, PROBE_TIMEOUT_S)
         ok, error = True, None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         detail, ok, error = None, False, f"no answer within {PROBE_TIMEOUT_S:g}s"
     except Exception as exc:  # a probe boundary: any failure means "not ok"
         detail, ok, error = None, False, f"{type(exc).__name__}: {exc}".strip()[:200]

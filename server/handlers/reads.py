@@ -7,7 +7,7 @@ per TTL, not one per request.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from server.errors import NotFound
 from server.handlers.base import BaseHandler
@@ -37,7 +37,7 @@ class LeaderboardHandler(_CachedRead):
             async with self.deps.db.cursor(read=True) as cur:
                 await self._competition_exists(cur, cid)
                 entries = await reads.leaderboard(cur, cid, limit, offset)
-            return {"competition_id": cid, "as_of": datetime.now(timezone.utc),
+            return {"competition_id": cid, "as_of": datetime.now(UTC),
                     "entries": entries}
 
         body = await self.deps.cache.get_or_compute(f"lb:{cid}:{limit}:{offset}",
@@ -53,7 +53,7 @@ class StatsHandler(_CachedRead):
             async with self.deps.db.cursor(read=True) as cur:
                 await self._competition_exists(cur, cid)
                 stats = await reads.competition_stats(cur, cid)
-            return {**stats, "as_of": datetime.now(timezone.utc)}
+            return {**stats, "as_of": datetime.now(UTC)}
 
         self.write_json(await self.deps.cache.get_or_compute(f"stats:{cid}", STATS_TTL_S,
                                                              compute))

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,7 @@ class WorkerStats:
     points_retried: int = 0
     points_dead: int = 0
     handbacks: int = 0
-    batch_sizes: list[int] = field(default_factory=list)  # recent commit group sizes
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=100))  # recent groups
 
     def as_dict(self) -> dict[str, int]:
         return {"claims": self.claims, "points_committed": self.points_committed,
@@ -227,7 +228,7 @@ class Workers:
         outcome.committed += inserted
         self.stats.points_committed += inserted
         self.stats.points_duplicate += len(good) - inserted
-        self.stats.batch_sizes = (self.stats.batch_sizes + [len(points)])[-100:]
+        self.stats.batch_sizes.append(len(points))
 
     async def _bisect(self, group: list, outcome: Settlement, failed: list,
                       exc: Exception) -> None:

@@ -47,7 +47,7 @@ class Database:
         pool = self.read_pool if read else self.pool
         try:
             conn = await asyncio.wait_for(pool.acquire(), self.acquire_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable("no database connection free; try again shortly") from None
         try:
             async with conn.cursor() as cur:

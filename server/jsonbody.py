@@ -9,6 +9,7 @@ takes a second look only to tell *why*: NaN/Infinity literals and integers past
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -17,9 +18,17 @@ from server.errors import BadRequest
 from server.points import NonFinite
 
 
+# orjson reads integers past 64 bits as floats, silently losing digits; a body with
+# a run of 20+ digits is re-read by the stdlib so such integers stay exact and can
+# be refused by field.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
 def decode_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
+        if not _LONG_DIGITS.search(body):
+            return value
     except orjson.JSONDecodeError:
         pass
     try:

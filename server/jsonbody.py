@@ -17,7 +17,6 @@ import orjson
 from server.errors import BadRequest
 from server.points import NonFinite
 
-
 # orjson reads integers past 64 bits as floats, silently losing digits; a body with
 # a run of 20+ digits is re-read by the stdlib so such integers stay exact and can
 # be refused by field.

@@ -23,8 +23,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import deque
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 

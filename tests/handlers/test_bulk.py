@@ -59,6 +59,7 @@ async def test_bulk_refuses_other_content_types(api: Api) -> None:
     status, body = await api.post("/v1/points/bulk", body=b"{}",
                                   content_type="application/json")
     assert status == 415
+    assert body["error"]["code"] == "unsupported_media_type"
 
 
 async def test_bulk_over_the_byte_limit_is_413_before_the_body_is_read(

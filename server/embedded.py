@@ -52,6 +52,17 @@ def free_port(address: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def port_or_free(port_file: Path) -> int:
+    """The port used last time (stable URLs across restarts) if still free, else a new one."""
+    try:
+        port = int(port_file.read_text())
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))
+        return port
+    except (OSError, ValueError):
+        return free_port()
+
+
 def _pid_alive(pid: int, needle: str) -> bool:
     """True when ``pid`` runs and its command line mentions ``needle``."""
     try:
@@ -96,7 +107,9 @@ class EmbeddedPostgres:
             return self.url
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
-        self.port = free_port()
+        port_file = self.pgdata.parent / "postgres.port"
+        self.port = port_or_free(port_file)
+        port_file.write_text(str(self.port))
         logfile = self.pgdata / "server.log"
         options = f"-h 127.0.0.1 -p {self.port} -c unix_socket_directories=''"
         self._run(["pg_ctl", "-D", str(self.pgdata), "-l", str(logfile), "-o", options,
@@ -205,7 +218,7 @@ class EmbeddedRedis:
             self.port = int(port_file.read_text())
             log.info("reusing Redis on port %d (dir %s)", self.port, self.dir)
             return self.url
-        self.port = free_port()
+        self.port = port_or_free(port_file)
         conf = self.dir / "redis.conf"
         conf.write_text(
             "\n".join([

@@ -25,11 +25,14 @@ from server.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from server.queue.redis_queue import REDIS_ERRORS
+from server.storage.database import TRANSIENT_ERRORS
 
 if TYPE_CHECKING:
     from server.app import Deps
 
 log = logging.getLogger(__name__)
+STORE_ERRORS = (*TRANSIENT_ERRORS, *REDIS_ERRORS)
 _INT64_MAX = 2**63 - 1
 
 
@@ -75,6 +78,14 @@ class BaseHandler(tornado.web.RequestHandler):
             for name, value in exc.headers.items():
                 self.set_header(name, value)
             body = exc.body()
+        elif isinstance(exc, STORE_ERRORS):
+            # A store went away mid-request: the client may retry; nothing is half-done
+            # that a retry could double (every write is idempotent or transactional).
+            self.set_status(503)
+            self.set_header("Retry-After", "1")
+            body = {"error": {"code": "store_unavailable",
+                              "message": f"a data store is unavailable ({type(exc).__name__}); "
+                                         "retry shortly", "details": []}}
         elif isinstance(exc, tornado.web.HTTPError) or exc is None:
             status = exc.status_code if exc is not None else status_code
             self.set_status(status)
@@ -90,6 +101,10 @@ class BaseHandler(tornado.web.RequestHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError):
             return  # a client error, answered in full; not worth a log line
+        if isinstance(value, STORE_ERRORS):
+            log.warning("%s %s: store unavailable: %s", self.request.method,
+                        self.request.path, value)
+            return
         super().log_exception(typ, value, tb)
 
     # --- request helpers ------------------------------------------------------

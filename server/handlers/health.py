@@ -72,9 +72,15 @@ class ReadinessProbe:
             return {"depth": stats["depth"], "oldest_age_s": stats["oldest_age_s"]}
 
         pg, rd, qu = await asyncio.gather(_timed(postgres()), _timed(redis()), _timed(queue()))
+        workers = deps.workers
+        pg["circuit"] = workers.postgres_breaker.state
+        rd["circuit"] = workers.redis_breaker.state
         checks = {"postgres": pg, "redis": rd, "queue": qu,
                   "workers": {"ok": True, "path": deps.path.name,
-                              **deps.workers.stats.as_dict()}}
+                              "running": sum(1 for w in workers.describe() if w["running"]),
+                              **workers.stats.as_dict(),
+                              "breakers": {"postgres": workers.postgres_breaker.as_dict(),
+                                           "redis": workers.redis_breaker.as_dict()}}}
         if deps.lifecycle.draining:
             status = "unavailable"
         elif pg["ok"] and rd["ok"]:

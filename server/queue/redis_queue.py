@@ -16,11 +16,19 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from server.points import Point, new_ids
 from server.queue import keys, scripts
 from server.queue.paths import IngestPath
 
+# Redis errors that mean "the store or the link failed", not "the command is wrong".
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+)
 RECLAIM_LIMIT = 1000  # chunks moved per reclaim call; the reclaimer loops while busy
 
 

@@ -11,7 +11,8 @@ also folds the inserted rows into standings.  The group's outcome:
 * a data error from PostgreSQL — the group is bisected until the poison point is
   alone; it is dead-lettered and its group-mates commit;
 * a transient store error — the whole claim is handed back unspent and the
-  worker backs off (at most 1 s, so draining resumes quickly once the store is back).
+  store's circuit breaker opens (``breaker.py``): workers stop claiming until a
+  probe succeeds, at most ~1 s after the store is back.
 
 Shutdown follows arq: stop claiming, wait (bounded) for claims in hand, cancel,
 and hand back anything still leased.
@@ -32,8 +33,16 @@ import orjson
 import psycopg2
 
 from server.config import Settings
+from server.errors import Unavailable
+from server.queue.breaker import CircuitBreaker
 from server.queue.paths import IngestPath
-from server.queue.redis_queue import Chunk, PointQueue, Settlement, new_chunk_ids
+from server.queue.redis_queue import (
+    REDIS_ERRORS,
+    Chunk,
+    PointQueue,
+    Settlement,
+    new_chunk_ids,
+)
 from server.storage import points as sql
 from server.storage.database import TRANSIENT_ERRORS, Database
 
@@ -41,7 +50,7 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.05  # idle workers also wake on local enqueue, so this bounds cross-process lag
 RECLAIM_INTERVAL_S = 0.25
-MAX_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 1.0  # after an unexpected error
 
 
 def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
@@ -85,7 +94,8 @@ class Workers:
         self.busy: dict[int, float] = {}  # worker index -> claim start (monotonic)
         self._tasks: dict[str, asyncio.Task] = {}
         self._stopping = False
-        self._store_failures = 0
+        self.postgres_breaker = CircuitBreaker("postgres")
+        self.redis_breaker = CircuitBreaker("redis")
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -118,14 +128,21 @@ class Workers:
 
     async def _run(self, index: int) -> None:
         while not self._stopping:
+            handled = False
             try:
+                await self.postgres_breaker.wait_ready()
+                await self.redis_breaker.wait_ready()
+                if self._stopping:
+                    break
                 handled = await self.work_once(index)
             except asyncio.CancelledError:
                 raise
+            except REDIS_ERRORS as exc:
+                self.redis_breaker.record_failure(f"{type(exc).__name__}: {exc}")
+                log.warning("worker %d: Redis unavailable: %s", index, exc)
             except Exception:  # task boundary: log and keep the worker alive
                 log.exception("worker %d failed; continuing", index)
-                handled = False
-                await asyncio.sleep(self._store_backoff())
+                await asyncio.sleep(MAX_BACKOFF_S)
             if not handled and not self._stopping:
                 self.queue.wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -157,7 +174,9 @@ class Workers:
     async def work_once(self, index: int) -> bool:
         """Claim once and see the claim through; False when nothing was claimed."""
         chunks = await self.queue.claim(self.path.claim_points, self.settings.queue_lease_s)
+        self.redis_breaker.record_success()
         if not chunks:
+            self.postgres_breaker.release_probe()
             return False
         self.stats.claims += 1
         self.busy[index] = time.monotonic()
@@ -165,25 +184,20 @@ class Workers:
             outcome = await self.write(chunks)
         except StoreUnavailable as exc:
             self.stats.handbacks += 1
+            self.postgres_breaker.record_failure(str(exc))
+            log.warning("PostgreSQL unavailable (%s); handing back %d chunk(s)", exc,
+                        len(chunks))
             # Shielded: a cancel during shutdown must not strand the leases.
             await asyncio.shield(self.queue.release([c.id for c in chunks]))
-            delay = self._store_backoff()
-            log.warning("store unavailable (%s); handed back %d chunk(s), backing off %.2fs",
-                        exc, len(chunks), delay)
-            await asyncio.sleep(delay)
             return True
         except BaseException:
             await asyncio.shield(self.queue.release([c.id for c in chunks]))
             raise
         finally:
             self.busy.pop(index, None)
+        self.postgres_breaker.record_success()
         await asyncio.shield(self.queue.settle(outcome))
-        self._store_failures = 0
         return True
-
-    def _store_backoff(self) -> float:
-        self._store_failures += 1
-        return min(MAX_BACKOFF_S, 0.05 * 2 ** min(self._store_failures, 10))
 
     async def write(self, chunks: list[Chunk]) -> Settlement:
         """Write every point of the claim; decide retries and dead letters."""
@@ -202,32 +216,22 @@ class Workers:
         points = [point for point, _ in group]
         try:
             async with self.db.transaction() as cur:
-                competitions, participants = await sql.known_refs(cur, points)
-                good = []
-                for point, chunk in group:
-                    if point[1] not in competitions:
-                        failed.append((point, chunk, "unknown_competition",
-                                       f"competition {point[1]} does not exist"))
-                    elif participants.get(point[2]) != point[1]:
-                        failed.append((point, chunk, "unknown_participant",
-                                       f"participant {point[2]} is not in competition "
-                                       f"{point[1]}"))
-                    else:
-                        good.append(point)
-                inserted = await sql.insert_points(cur, good) if good else 0
-        except (psycopg2.DataError, psycopg2.IntegrityError,
-                psycopg2.ProgrammingError) as exc:
-            if isinstance(exc, TRANSIENT_ERRORS):
-                raise StoreUnavailable(str(exc).strip()) from exc
+                inserted, refused = await sql.write_points(cur, points)
+        except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+            # PostgreSQL refused the data itself: find the poison by bisection.
             await self._bisect(group, outcome, failed, exc)
             return
-        except TRANSIENT_ERRORS as exc:
+        except (*TRANSIENT_ERRORS, psycopg2.Error, Unavailable) as exc:
+            # Store down, link lost, timeouts, or a schema problem: none is the
+            # points' fault, so none may spend their attempts.
             raise StoreUnavailable(str(exc).strip() or type(exc).__name__) from exc
-        except psycopg2.Error as exc:
-            raise StoreUnavailable(str(exc).strip()) from exc
+        for index, reason, message in refused:
+            point, chunk = group[index]
+            failed.append((point, chunk, reason, message))
+        good = len(points) - len(refused)
         outcome.committed += inserted
         self.stats.points_committed += inserted
-        self.stats.points_duplicate += len(good) - inserted
+        self.stats.points_duplicate += good - inserted
         self.stats.batch_sizes.append(len(points))
 
     async def _bisect(self, group: list, outcome: Settlement, failed: list,

@@ -94,6 +94,28 @@ async def known_refs(cur: Any, points: Sequence[tuple]) -> tuple[set[int], dict[
     return competitions, participants
 
 
+async def write_points(cur: Any, points: Sequence[tuple]) -> tuple[int, list[tuple[int, str, str]]]:
+    """Check references (one query), insert the points whose references hold.
+
+    Returns (rows inserted, refused) where refused lists (index in ``points``,
+    reason, message) for points whose competition or participant is unknown, or
+    whose participant belongs to another competition.  Run inside a transaction.
+    """
+    competitions, participants = await known_refs(cur, points)
+    good, refused = [], []
+    for index, point in enumerate(points):
+        if point[1] not in competitions:
+            refused.append((index, "unknown_competition",
+                            f"competition {point[1]} does not exist"))
+        elif participants.get(point[2]) != point[1]:
+            refused.append((index, "unknown_participant",
+                            f"participant {point[2]} is not in competition {point[1]}"))
+        else:
+            good.append(point)
+    inserted = await insert_points(cur, good) if good else 0
+    return inserted, refused
+
+
 async def get_point(cur: Any, point_id: str) -> dict[str, Any] | None:
     await cur.execute(GET_POINT, (point_id,))
     row = await cur.fetchone()

@@ -1,0 +1,67 @@
+"""A per-store circuit breaker: closed → open → half-open → closed.
+
+When a store fails, workers stop hammering it: the breaker opens for a cool-down
+that doubles with each consecutive failure (``base_s`` … ``max_s``), then lets a
+single probe through (half-open).  A success closes it; a failure opens it again.
+``max_s`` stays at 1 s so that draining resumes within about a second of the
+store's return (SPEC: within 2 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class CircuitBreaker:
+    def __init__(self, name: str, *, base_s: float = 0.05, max_s: float = 1.0) -> None:
+        self.name = name
+        self.base_s = base_s
+        self.max_s = max_s
+        self.failures = 0  # consecutive
+        self.opened_total = 0
+        self._open_until = 0.0
+        self._probing = False
+        self.last_error: str | None = None
+
+    @property
+    def state(self) -> str:
+        if self.failures == 0:
+            return CLOSED
+        if time.monotonic() < self._open_until or self._probing:
+            return OPEN if not self._probing else HALF_OPEN
+        return HALF_OPEN
+
+    async def wait_ready(self) -> None:
+        """Return when a call may go through: closed, or this caller is the probe."""
+        while self.failures:
+            remaining = self._open_until - time.monotonic()
+            if remaining <= 0 and not self._probing:
+                self._probing = True
+                return
+            await asyncio.sleep(max(remaining, 0.02))
+
+    def release_probe(self) -> None:
+        """The probe had nothing to try the store with; let the next caller probe."""
+        self._probing = False
+
+    def record_success(self) -> None:
+        self.failures = 0
+        self._probing = False
+        self.last_error = None
+
+    def record_failure(self, error: str) -> None:
+        if self.failures == 0:
+            self.opened_total += 1
+        self.failures += 1
+        self._probing = False
+        self.last_error = error[:200]
+        cool_down = min(self.max_s, self.base_s * 2 ** min(self.failures - 1, 20))
+        self._open_until = time.monotonic() + cool_down
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "consecutive_failures": self.failures,
+                "times_opened": self.opened_total, "last_error": self.last_error}

@@ -61,6 +61,10 @@ def make_app(deps: Deps) -> tornado.web.Application:
         (r"/v1/points/bulk", bulk.BulkHandler, d),
         (r"/v1/points/([^/]{1,64})", points.PointHandler, d),
         (r"/v1/admin/queue", admin.QueueHandler, d),
+        (r"/v1/admin/queue/pause", admin.PauseHandler, {**d, "paused": True}),
+        (r"/v1/admin/queue/resume", admin.PauseHandler, {**d, "paused": False}),
+        (r"/v1/admin/dlq", admin.DeadLettersHandler, d),
+        (r"/v1/admin/dlq/requeue", admin.RequeueHandler, d),
     ]
     return tornado.web.Application(
         routes,

@@ -4,6 +4,8 @@ Tokens are 256-bit random strings, so an unsalted SHA-256 is a sound verifier;
 only the hash is stored.  A lookup finds the row by hash and then compares the
 hashes with ``hmac.compare_digest`` (constant time).  Lookups are cached for
 ``CACHE_TTL_S`` per process: a revoked token stops working within that time.
+While PostgreSQL is down, a token verified in the last ``STALE_OK_S`` keeps
+working (ingest must go on into Redis); other tokens get a 503.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import hmac
 import secrets
 import time
 
-from server.errors import Forbidden, Unauthorized
+from server.errors import Forbidden, Unauthorized, Unavailable
 from server.storage import tokens as sql
-from server.storage.database import Database
+from server.storage.database import TRANSIENT_ERRORS, Database
 
 ROLES = ("read", "ingest", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 CACHE_TTL_S = 5.0
+STALE_OK_S = 900.0
 TOKEN_PREFIX = "pts_"
 
 
@@ -62,12 +65,23 @@ class Authenticator:
         if hit is not None and hit[0] > now:
             role = hit[1]
         else:
-            async with self.db.cursor(read=False) as cur:
-                row = await sql.find_token(cur, digest)
-            role = row[1] if row is not None and hmac.compare_digest(row[0], digest) else None
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (now + CACHE_TTL_S, role)
+            try:
+                async with self.db.cursor() as cur:
+                    row = await sql.find_token(cur, digest)
+            except (*TRANSIENT_ERRORS, Unavailable):
+                # PostgreSQL is away: a token verified within STALE_OK_S still works,
+                # so ingest keeps accepting into Redis; an unknown one gets a 503.
+                if hit is not None and hit[0] + STALE_OK_S > now:
+                    role = hit[1]
+                else:
+                    raise Unavailable("cannot verify the token: the database is "
+                                      "unavailable", retry_after_s=2) from None
+            else:
+                role = (row[1] if row is not None and hmac.compare_digest(row[0], digest)
+                        else None)
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[digest] = (now + CACHE_TTL_S, role)
         if role is None:
             raise Unauthorized("unknown or revoked token")
         return role

@@ -49,6 +49,8 @@ class Settings:
     queue_max_attempts: int = 8
     retry_base_s: float = 0.5
     retry_max_s: float = 60.0
+    dlq_max_entries: int = 100_000
+    dlq_max_age_s: float = 7 * 86400.0
     points_max_batch: int = 10000
     bulk_max_bytes: int = 1 << 30
     ack_timeout_s: float = 5.0
@@ -170,6 +172,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "QUEUE_MAX_ATTEMPTS": ("queue_max_attempts", _int(1, 1000)),
     "RETRY_BASE_S": ("retry_base_s", _float(0, strict=True)),
     "RETRY_MAX_S": ("retry_max_s", _float(0, strict=True)),
+    "DLQ_MAX_ENTRIES": ("dlq_max_entries", _int(1)),
+    "DLQ_MAX_AGE_S": ("dlq_max_age_s", _float(1)),
     "POINTS_MAX_BATCH": ("points_max_batch", _int(1, 1000000)),
     "BULK_MAX_BYTES": ("bulk_max_bytes", _int(1)),
     "ACK_TIMEOUT_S": ("ack_timeout_s", _float(0, strict=True)),

@@ -1,24 +1,37 @@
-"""Accepting points: put them in the queue, and optionally wait for their commit.
+"""Accepting points: into the Redis queue, or straight into PostgreSQL when Redis is down.
 
-The handler validates; this module decides where validated points go.  Today
-that is always the Redis queue; ``wait_committed`` serves ``?ack=committed`` by
-polling PostgreSQL for the ids with a growing interval, which works whichever
-process's worker commits them.
+The handler validates; this module decides where validated points go:
+
+* normally the queue (``accept`` returns once they are durable in Redis);
+* when Redis refuses, the points are written to PostgreSQL at once with the
+  same idempotent insert the workers use (degraded mode).  That write is
+  all-or-nothing: if any point's competition or participant is unknown — which
+  the queue would have retried — the request gets a 503 and nothing is written;
+* when both stores refuse, the store error surfaces as a 503 with Retry-After.
+
+``wait_committed`` serves ``?ack=committed`` by polling PostgreSQL for the ids
+with a growing interval, which works whichever process's worker commits them;
+a store error while waiting only means "not committed yet".
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 
-import redis.exceptions
-
 from server.errors import Unavailable
 from server.points import Point
-from server.queue.redis_queue import PointQueue
+from server.queue.redis_queue import REDIS_ERRORS, PointQueue
 from server.storage import points as sql
-from server.storage.database import Database
+from server.storage.database import TRANSIENT_ERRORS, Database
+
+log = logging.getLogger(__name__)
+
+
+class _Refused(Exception):
+    pass
 
 
 class Ingest:
@@ -26,15 +39,34 @@ class Ingest:
         self.queue = queue
         self.db = db
         self.accepted = 0
+        self.written_directly = 0
 
-    async def accept(self, points: Sequence[Point]) -> None:
-        """Enqueue ``points``; once this returns they are durable in Redis (AOF)."""
+    async def accept(self, points: Sequence[Point]) -> bool:
+        """Take ``points``; True when they were committed directly (Redis down)."""
         try:
             await self.queue.enqueue(points)
-        except redis.exceptions.RedisError as exc:
-            raise Unavailable(f"the queue is unavailable ({type(exc).__name__}); "
-                              "nothing was accepted", retry_after_s=1) from exc
+        except REDIS_ERRORS as exc:
+            log.warning("Redis unavailable (%s); writing %d point(s) to PostgreSQL directly",
+                        exc, len(points))
+            await self._write_directly(points)
+            self.accepted += len(points)
+            self.written_directly += len(points)
+            return True
         self.accepted += len(points)
+        return False
+
+    async def _write_directly(self, points: Sequence[Point]) -> None:
+        try:
+            async with self.db.transaction() as cur:
+                _, refused = await sql.write_points(cur, points)
+                if refused:
+                    raise _Refused(refused[0][2])
+        except _Refused as exc:
+            raise Unavailable(f"the queue is unavailable and {exc}; nothing was written, "
+                              "retry when the queue is back", retry_after_s=5) from None
+        except TRANSIENT_ERRORS as exc:
+            raise Unavailable("both Redis and PostgreSQL are unavailable; nothing was "
+                              f"accepted ({type(exc).__name__})", retry_after_s=2) from None
 
     async def wait_committed(self, ids: Sequence[str], timeout_s: float) -> bool:
         """True once every id is committed in PostgreSQL; False if ``timeout_s`` passes."""
@@ -42,9 +74,12 @@ class Ingest:
         delay = 0.005
         unique = list(dict.fromkeys(ids))
         while True:
-            async with self.db.cursor() as cur:
-                if await sql.count_committed(cur, unique) == len(unique):
-                    return True
+            try:
+                async with self.db.cursor() as cur:
+                    if await sql.count_committed(cur, unique) == len(unique):
+                        return True
+            except (*TRANSIENT_ERRORS, Unavailable):
+                pass  # PostgreSQL away: the points wait safely in the queue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

@@ -72,7 +72,8 @@ async def running_service(
     db = await open_database(settings, database_url, settings.database_read_url)
     client = redis_client(redis_url, settings)
     path = make_path(settings.ingest_path, settings.queue_batch_size)
-    queue = PointQueue(client, path)
+    queue = PointQueue(client, path, dead_max=settings.dlq_max_entries,
+                       dead_max_age_s=settings.dlq_max_age_s)
     pool = Workers(queue, db, path, settings)
     state = LifecycleState()
     deps = Deps(settings=settings, db=db, redis=client, path=path, queue=queue, workers=pool,

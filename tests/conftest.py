@@ -154,7 +154,8 @@ class Api:
             body = b""
         response = await self.http.fetch(
             self.base_url + path, method=method, body=body, headers=all_headers,
-            raise_error=False, request_timeout=120, **kwargs)
+            raise_error=False, request_timeout=120,
+            allow_nonstandard_methods=method == "DELETE", **kwargs)
         if response.code == 599:
             raise response.error  # type: ignore[misc]
         data = orjson.loads(response.body) if response.body else None

@@ -1,9 +1,15 @@
-"""Admin views of the queue."""
+"""Admin: the queue's state, pause/resume, and the dead-letter queue."""
 
 from __future__ import annotations
 
-from server.handlers.base import BaseHandler
+from typing import Any
+
+from server.errors import Unprocessable
+from server.handlers.base import BaseHandler, BodyHandler
+from server.jsonbody import decode_json
 from server.storage import reads
+
+MAX_IDS = 10_000
 
 
 class QueueHandler(BaseHandler):
@@ -22,3 +28,60 @@ class QueueHandler(BaseHandler):
             "workers": deps.workers.describe(),
             "worker_counters": deps.workers.stats.as_dict(),
         })
+
+
+class PauseHandler(BaseHandler):
+    """POST /v1/admin/queue/pause and /resume: stop or restart claiming everywhere.
+
+    Takes no body (any body is ignored), so no Content-Type is required.
+    """
+
+    role = "admin"
+
+    def initialize(self, deps: Any, paused: bool) -> None:  # type: ignore[override]
+        super().initialize(deps)
+        self.paused = paused
+
+    async def post(self) -> None:
+        queue = self.deps.queue
+        await (queue.pause() if self.paused else queue.resume())
+        self.write_json({"paused": self.paused})
+
+
+def _selection(body: bytes) -> list[str] | None:
+    """``{"ids": [...]}`` → the ids; ``{"all": true}`` → None (everything)."""
+    data = decode_json(body)
+    if data == {"all": True}:
+        return None
+    ids = data.get("ids") if type(data) is dict and set(data) == {"ids"} else None
+    if (type(ids) is not list or not 0 < len(ids) <= MAX_IDS
+            or not all(type(i) is str and 0 < len(i) <= 64 for i in ids)):
+        raise Unprocessable(
+            'body must be {"ids": [1..10000 point ids]} or {"all": true}',
+            details=[{"field": "ids", "message": "list of 1..10000 strings of 1..64 chars"}])
+    return ids
+
+
+class DeadLettersHandler(BodyHandler):
+    """GET lists (offset cursor), DELETE purges."""
+
+    role = "admin"
+
+    async def get(self) -> None:
+        limit = self.query_int("limit", 100, 1, 1000)
+        offset = self.query_int("cursor", 0, 0, 2**31)
+        items, next_offset = await self.deps.queue.dead_page(limit, offset)
+        self.write_json({"items": items,
+                         "next_cursor": str(next_offset) if next_offset is not None else None})
+
+    async def delete_body(self) -> None:
+        purged = await self.deps.queue.purge_dead(_selection(self.body))
+        self.write_json({"purged": purged})
+
+
+class RequeueHandler(BodyHandler):
+    role = "admin"
+
+    async def post_body(self) -> None:
+        requeued = await self.deps.queue.requeue_dead(_selection(self.body))
+        self.write_json({"requeued": requeued})

@@ -181,8 +181,15 @@ class BodyHandler(BaseHandler):
         if not self._finished:
             await self.post_body(*args)
 
+    async def delete(self, *args: str) -> None:
+        if not self._finished:
+            await self.delete_body(*args)
+
     async def post_body(self, *args: str) -> None:
-        raise NotImplementedError
+        raise tornado.web.HTTPError(405)
+
+    async def delete_body(self, *args: str) -> None:
+        raise tornado.web.HTTPError(405)
 
     @property
     def body(self) -> bytes:

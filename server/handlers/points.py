@@ -27,10 +27,13 @@ class PointsHandler(BodyHandler):
             raise Unprocessable(f"{len(exc.errors)} invalid field(s); nothing was accepted",
                                 details=exc.errors) from None
         ingest = self.deps.ingest
-        await ingest.accept(points)
+        direct = await ingest.accept(points)
         ids = [p[0] for p in points]
         body: dict[str, Any] = {"accepted": len(points), "ids": ids}
-        if ack == "committed":
+        if direct:  # Redis was down; the points are already in PostgreSQL
+            body["committed"] = True
+            self.write_json(body, 201 if ack == "committed" else 202)
+        elif ack == "committed":
             committed = await ingest.wait_committed(ids, self.deps.settings.ack_timeout_s)
             body["committed"] = committed
             self.write_json(body, 201 if committed else 202)

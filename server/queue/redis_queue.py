@@ -93,6 +93,8 @@ class PointQueue:
         self._settle = client.register_script(scripts.SETTLE)
         self._release = client.register_script(scripts.RELEASE)
         self._reclaim = client.register_script(scripts.RECLAIM)
+        self._requeue_dead = client.register_script(scripts.REQUEUE_DEAD)
+        self._purge_dead = client.register_script(scripts.PURGE_DEAD)
 
     async def enqueue(self, points: Sequence[Point]) -> None:
         """Put points in the queue: chunked and grouped into calls as the path says."""
@@ -145,6 +147,54 @@ class PointQueue:
         if expired or due:
             self.wakeup.set()
         return int(expired), int(due)
+
+    # --- dead letters ------------------------------------------------------------
+
+    async def dead_page(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int | None]:
+        """DLQ entries, oldest failure first; returns (entries, next offset or None).
+
+        The cursor is an offset: entries requeued, purged or trimmed between two
+        pages shift it, so a page may skip or repeat an entry (admin view).
+        """
+        ids = await self.redis.zrange(keys.DEAD_INDEX, offset, offset + limit - 1)
+        if not ids:
+            return [], None
+        raw = await self.redis.hmget(keys.DEAD, ids)
+        entries = []
+        for entry in raw:
+            if entry is not None:
+                data = orjson.loads(entry)
+                data.pop("raw", None)
+                entries.append(data)
+        return entries, (offset + limit if len(ids) == limit else None)
+
+    async def requeue_dead(self, point_ids: Sequence[str] | None) -> int:
+        """Move dead-lettered points (given ids, or all when None) back to the queue."""
+        moved = 0
+        while True:
+            batch = list(point_ids) if point_ids is not None else [
+                i.decode() for i in await self.redis.zrange(keys.DEAD_INDEX, 0, 999)]
+            if not batch:
+                return moved
+            entries = await self.redis.hmget(keys.DEAD, batch)
+            found = [(pid, orjson.loads(e)) for pid, e in zip(batch, entries) if e is not None]
+            args: list[Any] = []
+            for (point_id, entry), chunk_id in zip(found, new_chunk_ids([1] * len(found))):
+                args += (point_id, chunk_id, Chunk(chunk_id, [tuple(entry["raw"])]).payload())
+            if args:
+                moved += await self._requeue_dead(
+                    keys=[keys.DEAD, keys.DEAD_INDEX, keys.ITEMS, keys.READY, keys.STATS],
+                    args=args)
+                self.wakeup.set()
+            if point_ids is not None or not found:
+                return moved
+
+    async def purge_dead(self, point_ids: Sequence[str] | None) -> int:
+        """Delete dead-lettered points (given ids, or all when None)."""
+        if point_ids is not None and not point_ids:
+            return 0
+        return int(await self._purge_dead(keys=[keys.DEAD, keys.DEAD_INDEX, keys.STATS],
+                                          args=list(point_ids or [])))
 
     async def pause(self) -> None:
         await self.redis.set(keys.PAUSED, b"1")

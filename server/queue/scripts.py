@@ -138,3 +138,40 @@ for _, id in ipairs(due) do
 end
 return {#expired, #due}
 """
+
+# Requeue dead-lettered points, each as a fresh chunk with its attempts reset.
+# Only entries still in the DLQ move, so concurrent requeues cannot duplicate.
+# KEYS: dead dead_index items ready stats   ARGV: (point_id chunk_id payload)...
+REQUEUE_DEAD = """
+local moved = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZREM', KEYS[2], ARGV[i])
+    redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+    redis.call('RPUSH', KEYS[4], ARGV[i + 1])
+    redis.call('HINCRBY', KEYS[5], 'dead', -1)
+    redis.call('HINCRBY', KEYS[5], 'ready', 1)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+# KEYS: dead dead_index stats   ARGV: point ids... (none = everything)
+PURGE_DEAD = """
+if #ARGV == 0 then
+  local n = redis.call('HLEN', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[3], 'dead', 0)
+  return n
+end
+local purged = 0
+for _, id in ipairs(ARGV) do
+  if redis.call('HDEL', KEYS[1], id) == 1 then
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('HINCRBY', KEYS[3], 'dead', -1)
+    purged = purged + 1
+  end
+end
+return purged
+"""

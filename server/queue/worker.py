@@ -27,6 +27,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -48,6 +49,7 @@ from server.storage.database import TRANSIENT_ERRORS, Database
 
 log = logging.getLogger(__name__)
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 IDLE_POLL_S = 0.05  # idle workers also wake on local enqueue, so this bounds cross-process lag
 RECLAIM_INTERVAL_S = 0.25
 MAX_BACKOFF_S = 1.0  # after an unexpected error
@@ -257,8 +259,9 @@ class Workers:
             first = chunk.first_failed_ms or now_ms
             if reason == "data_error" or attempts >= s.queue_max_attempts:
                 entry = orjson.dumps({
-                    "point": _point_json(point), "reason": reason, "attempts": attempts,
-                    "first_failed_at": first / 1000, "last_failed_at": now_ms / 1000,
+                    "point": _point_json(point), "raw": point, "reason": reason,
+                    "attempts": attempts,
+                    "first_failed_at": _utc(first * 1000), "last_failed_at": _utc(now_ms * 1000),
                     "last_error": error,
                 })
                 outcome.dead.append((point[0], entry))
@@ -275,11 +278,15 @@ class Workers:
                 self.stats.points_retried += len(piece)
 
 
+def _utc(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
 def _point_json(point: tuple) -> dict[str, Any]:
     point_id, competition_id, participant_id, value, recorded_us, received_us = point
     return {"id": point_id, "competition_id": competition_id,
             "participant_id": participant_id, "value": value,
-            "recorded_at": recorded_us / 1e6, "received_at": received_us / 1e6}
+            "recorded_at": _utc(recorded_us), "received_at": _utc(received_us)}
 
 
 def _index(name: str) -> int:

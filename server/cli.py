@@ -196,6 +196,7 @@ async def _bootstrap(url: str, settings: Settings) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import tornado.netutil
 
+    from server.lifecycle import LISTEN_BACKLOG
     from server.logs import configure_logging
 
     configure_logging(settings)
@@ -206,7 +207,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     try:
         asyncio.run(_bootstrap(db_url, settings))
         sockets = tornado.netutil.bind_sockets(settings.port, settings.address,
-                                               reuse_port=settings.processes > 1)
+                                               reuse_port=settings.processes > 1,
+                                               backlog=LISTEN_BACKLOG)
         if settings.processes == 1:
             return _serve_process(settings, db_url, redis_url, sockets)
         return _supervise(settings, db_url, redis_url, sockets)

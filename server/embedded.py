@@ -57,6 +57,8 @@ def port_or_free(port_file: Path) -> int:
     try:
         port = int(port_file.read_text())
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the servers do: connections in TIME_WAIT must not move the port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
         return port
     except (OSError, ValueError):

@@ -31,6 +31,9 @@ from server.queue.worker import Workers
 from server.storage.database import open_database
 
 log = logging.getLogger(__name__)
+# A burst of a thousand simultaneous connections must queue in the kernel, not be
+# reset: tornado's default backlog is 128 (the kernel caps this at somaxconn).
+LISTEN_BACKLOG = 4096
 
 
 def redis_client(url: str, settings: Settings) -> aioredis.Redis:
@@ -83,7 +86,8 @@ async def running_service(
         make_app(deps), max_body_size=1 << 20, idle_connection_timeout=60,
     )
     if sockets is None:
-        sockets = tornado.netutil.bind_sockets(settings.port, settings.address)
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.address,
+                                                   backlog=LISTEN_BACKLOG)
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
     pool.start(settings.queue_workers if workers is None else workers)

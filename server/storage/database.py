@@ -19,6 +19,7 @@ import psycopg2
 
 from server.config import Settings
 from server.errors import Unavailable
+from server.storage import aiopg_patch  # noqa: F401  (see its docstring)
 
 # psycopg2 errors that mean "the store or the link to it failed", not "this data is bad".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (

@@ -98,7 +98,10 @@ class CsvLines:
 
     @staticmethod
     def _read_header(text: str) -> list[str]:
-        header = [name.strip().lower() for name in next(csv.reader([text]), [])]
+        try:
+            header = [name.strip().lower() for name in next(csv.reader([text]), [])]
+        except csv.Error as exc:
+            raise BadRequest(f"malformed CSV header: {exc}", code="malformed_csv") from None
         unknown = [name for name in header if name not in FIELDS]
         missing = [name for name in REQUIRED if name not in header]
         if unknown or missing or len(set(header)) != len(header):
@@ -117,7 +120,7 @@ class CsvLines:
 def _csv_value(name: str, value: str) -> Any:
     """CSV is untyped: ids are integers, value a finite number, the rest text."""
     if name in ("competition_id", "participant_id"):
-        if not value.isdigit() or len(value) > 19:
+        if not (value.isascii() and value.isdigit()) or len(value) > 19:
             raise LineError(f"{name}: must be a positive integer")
         return int(value)
     if name == "value":

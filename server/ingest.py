@@ -62,8 +62,9 @@ class Ingest:
                 if refused:
                     raise _Refused(refused[0][2])
         except _Refused as exc:
-            raise Unavailable(f"the queue is unavailable and {exc}; nothing was written, "
-                              "retry when the queue is back", retry_after_s=5) from None
+            raise Unavailable(f"the queue is unavailable and {exc}, so nothing was written "
+                              "to PostgreSQL (part of the request may be queued: retry it "
+                              "with point ids to stay idempotent)", retry_after_s=5) from None
         except TRANSIENT_ERRORS as exc:
             raise Unavailable("both Redis and PostgreSQL are unavailable; nothing was "
                               f"accepted ({type(exc).__name__})", retry_after_s=2) from None

@@ -36,8 +36,33 @@ def decode_json(body: bytes) -> Any:
         raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})",
                          code="invalid_encoding") from None
     try:
-        return json.loads(text, parse_constant=NonFinite)
+        value = json.loads(text, parse_constant=NonFinite)
+        _refuse_lone_surrogates(value)
+        return value
     except RecursionError:
         raise BadRequest("JSON is nested too deeply", code="malformed_json") from None
     except ValueError as exc:
         raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from None
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """JSON may escape a lone surrogate (\\ud800); no UTF-8 text can hold one."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            strings = [item]
+        elif type(item) is dict:
+            strings = list(item)
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in strings:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("JSON holds a lone surrogate escape; strings must be "
+                                 "valid Unicode", code="invalid_encoding") from None

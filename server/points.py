@@ -32,10 +32,13 @@ MAX_FUTURE_US = 5 * 60 * 1_000_000
 MAX_REPORTED = 100
 _INT64_MAX = 2**63 - 1
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -102,25 +105,14 @@ def _problem(where: dict[str, Any], field: str | None, message: str) -> dict[str
     return detail
 
 
-def _check_id(value: Any) -> str | None:
+def check_point_id(value: Any) -> str | None:
     if type(value) is not str:
         return "must be a string"
     if not value or len(value) > MAX_ID_CHARS:
         return f"must be 1 to {MAX_ID_CHARS} characters"
     if _CONTROL.search(value):
         return "must not contain control characters"
-    if not is_encodable(value):
-        return "must be valid Unicode (no lone surrogates)"
     return None
-
-
-def is_encodable(text: str) -> bool:
-    """False for strings holding lone surrogates (legal in JSON escapes, not in UTF-8)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _check_ref(value: Any) -> str | None:
@@ -158,12 +150,16 @@ def parse_rfc3339(value: Any) -> datetime | None:
         digits = len(tail) - len(tail.lstrip("0123456789"))
         text = f"{head}.{tail[:digits][:6].ljust(6, '0')}{tail[digits:]}"
     try:
-        return datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
+    # Keep to years every client and driver can represent (psycopg2 cannot read
+    # back a year past 9999 or before 1 once converted to UTC).
+    return moment if _EARLIEST <= moment < _LATEST else None
 
 
-RFC3339_HINT = "must be an RFC 3339 timestamp with offset, e.g. 2026-01-31T12:00:00Z"
+RFC3339_HINT = ("must be an RFC 3339 timestamp with offset between 1900 and 2200, "
+                "e.g. 2026-01-31T12:00:00Z")
 
 
 def parse_timestamp_us(value: Any, received_us: int) -> tuple[int | None, str | None]:
@@ -191,7 +187,7 @@ def validate_point(obj: Any, where: dict[str, Any], received_us: int,
         if key not in obj:
             errors.append(_problem(where, key, "is required"))
     point_id = obj.get("id")
-    if point_id is not None and (msg := _check_id(point_id)):
+    if point_id is not None and (msg := check_point_id(point_id)):
         errors.append(_problem(where, "id", msg))
     for key in ("competition_id", "participant_id"):
         if key in obj and (msg := _check_ref(obj[key])):

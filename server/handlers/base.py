@@ -123,7 +123,7 @@ class BaseHandler(tornado.web.RequestHandler):
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not low <= int(raw) <= high:
             raise Unprocessable(f"query parameter {name!r} must be an integer from {low} to "
                                 f"{high}", details=[{"field": name,
                                                      "message": f"must be {low}..{high}"}])
@@ -158,7 +158,7 @@ class BodyHandler(BaseHandler):
                     f"Content-Type must be {' or '.join(self.content_types)}",
                     details=[{"field": "Content-Type", "message": media_type or "missing"}])
         length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > limit:
+        if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {limit}")
 
     def data_received(self, chunk: bytes) -> Any:
@@ -172,10 +172,15 @@ class BodyHandler(BaseHandler):
         self._chunks.append(chunk)
         return None
 
-    def refuse(self, exc: ApiError) -> None:
-        """Answer now, mid-body; the verb method will then see the request finished."""
+    def refuse(self, exc: BaseException) -> None:
+        """Answer now, mid-body; the verb method will then see the request finished.
+
+        ``exc`` is mapped like any other error (ApiError, store error, or a bug).
+        """
         self._chunks.clear()
-        self.send_error(exc.status, exc_info=(type(exc), exc, None))
+        if not isinstance(exc, ApiError):
+            self.log_exception(type(exc), exc, exc.__traceback__)
+        self.send_error(500, exc_info=(type(exc), exc, exc.__traceback__))
 
     async def post(self, *args: str) -> None:
         if not self._finished:

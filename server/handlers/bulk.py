@@ -15,7 +15,7 @@ from typing import Any
 import tornado.web
 
 from server.bulk import CsvLines, LineSplitter, NdjsonLines, point_from_line
-from server.errors import ApiError
+from server.errors import ApiError, BadRequest, PayloadTooLarge
 from server.handlers.base import BodyHandler
 from server.points import MAX_REPORTED, now_us, with_ids
 
@@ -47,13 +47,13 @@ class BulkHandler(BodyHandler):
         self._size += len(chunk)
         try:
             if self._size > self.max_body_bytes():
-                from server.errors import PayloadTooLarge
-
                 raise PayloadTooLarge(
                     f"upload exceeds BULK_MAX_BYTES ({self.max_body_bytes()} bytes); "
                     f"{self._accepted} points were accepted before the limit")
             await self._consume(self._lines.feed(chunk))
-        except ApiError as exc:
+        except Exception as exc:  # the request's boundary: answer, never drop the link
+            if isinstance(exc, ApiError):
+                exc.details.append({"accepted_before_error": self._accepted})
             self.refuse(exc)
 
     async def _consume(self, lines: Any) -> None:
@@ -78,8 +78,6 @@ class BulkHandler(BodyHandler):
         await self._consume(self._lines.close())
         await self._flush()
         if isinstance(self._parser, CsvLines) and self._parser.header is None:
-            from server.errors import BadRequest
-
             raise BadRequest("empty CSV upload: a header row is required",
                              code="malformed_csv")
         self.write_json({"accepted": self._accepted, "rejected": self._rejected,

@@ -9,7 +9,7 @@ from typing import Any
 from server.errors import NotFound, Unprocessable
 from server.handlers.base import BaseHandler, BodyHandler
 from server.jsonbody import decode_json
-from server.points import RFC3339_HINT, is_encodable, parse_rfc3339
+from server.points import RFC3339_HINT, parse_rfc3339
 from server.storage import catalog
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
@@ -47,8 +47,8 @@ class _Fields:
         if type(value) is not str or not value.strip() or len(value) > max_chars:
             self.add(name, f"must be a non-empty string of at most {max_chars} characters")
             return None
-        if not is_encodable(value) or "\x00" in value:
-            self.add(name, "must be valid Unicode text without NUL")
+        if "\x00" in value:
+            self.add(name, "must not contain NUL characters")
             return None
         return value
 

@@ -7,7 +7,7 @@ from typing import Any
 from server.errors import NotFound, Unprocessable
 from server.handlers.base import BaseHandler, BodyHandler
 from server.jsonbody import decode_json
-from server.points import PointErrors, now_us, validate_points
+from server.points import PointErrors, check_point_id, now_us, validate_points
 from server.storage import points as sql
 
 
@@ -68,6 +68,8 @@ class PointHandler(BaseHandler):
     role = "read"
 
     async def get(self, point_id: str) -> None:
+        if check_point_id(point_id):
+            raise NotFound(f"no committed point with id {point_id!r}")
         async with self.deps.db.cursor(read=True) as cur:
             row = await sql.get_point(cur, point_id)
         if row is None:

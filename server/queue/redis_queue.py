@@ -22,13 +22,9 @@ from server.points import Point, new_ids
 from server.queue import keys, scripts
 from server.queue.paths import IngestPath
 
-# Redis errors that mean "the store or the link failed", not "the command is wrong".
-REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-)
+# Any Redis failure: down, timed out, loading, read-only replica, out of memory.
+# Callers treat them alike: the queue cannot take or give work right now.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError,)
 RECLAIM_LIMIT = 1000  # chunks moved per reclaim call; the reclaimer loops while busy
 
 

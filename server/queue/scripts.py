@@ -86,7 +86,7 @@ local dead_max, max_age = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
 local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - max_age, 'LIMIT', 0, 1000)
 local excess = redis.call('ZCARD', KEYS[6]) - #old - dead_max
 if excess > 0 then
-  local oldest = redis.call('ZRANGE', KEYS[6], 0, excess - 1)
+  local oldest = redis.call('ZRANGE', KEYS[6], #old, #old + excess - 1)
   for _, id in ipairs(oldest) do old[#old + 1] = id end
 end
 for _, id in ipairs(old) do

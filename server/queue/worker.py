@@ -136,7 +136,12 @@ class Workers:
                 await self.redis_breaker.wait_ready()
                 if self._stopping:
                     break
-                handled = await self.work_once(index)
+                try:
+                    handled = await self.work_once(index)
+                finally:
+                    # Whatever happened, a probe this worker held must not stay held.
+                    self.postgres_breaker.release_probe()
+                    self.redis_breaker.release_probe()
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as exc:

@@ -122,3 +122,18 @@ async def test_200k_line_upload_keeps_server_memory_bounded(
     # 5,000-point chunks the process (server and client together) grows far less.
     assert peak - baseline < 60 * 1024 * 1024, (peak - baseline) / 1e6
     assert (await service.deps.queue.stats())["depth"] == lines
+
+
+async def test_unicode_digits_and_broken_headers_never_drop_the_connection(
+        api: Api, service: Service) -> None:
+    cid, (a, *_) = await seed(api)
+    status, answer = await api.post(
+        "/v1/points/bulk", content_type="text/csv",
+        body=f"competition_id,participant_id,value\n\u00b2,{a},1\n{cid},{a},1\n".encode())
+    assert status == 202 and (answer["accepted"], answer["rejected"]) == (1, 1)
+    status, body = await api.post("/v1/points/bulk", content_type="text/csv",
+                                  body=b'competition_id,participant_id,"value\n1,1,1\n')
+    assert status in (400, 202)
+    status, body = await api.post("/v1/points/bulk", content_type="text/csv",
+                                  body=b"competition_id,participant_id\rvalue\n1,1,1\n")
+    assert status == 400 and body["error"]["code"] == "malformed_csv"

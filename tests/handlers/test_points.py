@@ -129,7 +129,6 @@ async def test_invalid_field_is_422_naming_index_and_field(api: Api, service: Se
     (b'{"competition_id": 1, "participant_id": 1, "value": -Infinity}', "value"),
     (b'{"competition_id": 1, "participant_id": 1, "value": %d}' % BIG, "value"),
     (b'{"competition_id": %d, "participant_id": 1, "value": 1}' % BIG, "competition_id"),
-    (b'{"competition_id": 1, "participant_id": 1, "value": 1, "id": "\\ud800"}', "id"),
 ])
 async def test_non_finite_and_oversized_numbers_are_422(api: Api, service: Service,
                                                         raw: bytes, field: str) -> None:
@@ -198,3 +197,32 @@ async def test_unknown_ack_mode_is_422(api: Api, service: Service) -> None:
 @pytest.fixture
 def settings():
     return make_settings(points_max_batch=100)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"\\ud800": 1, "competition_id": 1, "participant_id": 1, "value": 1}',
+    b'{"competition_id": 1, "participant_id": 1, "value": 1, "recorded_at": "\\udfff"}',
+])
+async def test_lone_surrogates_anywhere_are_400(api: Api, service: Service, raw: bytes) -> None:
+    status, body = await api.post("/v1/points", body=raw, content_type="application/json")
+    assert status == 400 and body["error"]["code"] == "invalid_encoding"
+    assert await queued(service) == 0
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+                                   "1899-12-31T23:59:59Z"])
+async def test_timestamps_outside_the_supported_years_are_422(api: Api, service: Service,
+                                                              stamp: str) -> None:
+    status, body = await api.post("/v1/points", {**GOOD, "recorded_at": stamp})
+    assert status == 422 and body["error"]["details"][0]["field"] == "recorded_at"
+    status, _ = await api.post("/v1/competitions", {"slug": "x", "name": "x",
+                                                    "starts_at": stamp})
+    assert status == 422
+
+
+async def test_odd_ids_and_query_values_are_404_or_422_never_500(api: Api) -> None:
+    assert (await api.get("/v1/points/%00", token="read"))[0] == 404
+    assert (await api.get("/v1/points/a%01b", token="read"))[0] == 404
+    for query in ("limit=%C2%B2", "limit=" + "9" * 5000, "limit=-1", "cursor=1e3"):
+        status, _ = await api.get(f"/v1/competitions?{query}", token="read")
+        assert status == 422, query

@@ -185,3 +185,15 @@ async def test_a_thousand_concurrent_requests_on_a_pool_of_two_get_2xx_or_503(
     assert set(codes) <= {201, 503}, sorted(set(codes))
     created = run_sql(own, "SELECT count(*) FROM competitions")[0][0]
     assert created == codes.count(201) > 0
+
+
+async def test_idle_connections_cut_by_the_server_are_replaced_before_use(
+        faulty: tuple[Service, Api], own: Stores) -> None:
+    service, api = faulty
+    await seed(api)
+    service.deps.db.preping_idle_s = 0  # ping every reused connection
+    await asyncio.to_thread(run_sql, own, "SELECT pg_terminate_backend(pid) FROM "
+                            "pg_stat_activity WHERE application_name = 'points-server'")
+    for _ in range(3):  # every pooled connection was cut; none may fail a request
+        status, body = await api.get("/v1/competitions", token="admin")
+        assert status == 200 and len(body["items"]) == 1

@@ -1,5 +1,9 @@
 """The aiopg pools (primary and optional read replica) and how code borrows them.
 
+Connections are recycled after ``DB_CONN_MAX_AGE`` (aiopg's ``pool_recycle``),
+carry ``statement_timeout`` and ``connect_timeout``, and are pinged before use
+when they sat idle (see ``Database._acquire``).
+
 psycopg2's asynchronous connections are always in autocommit mode, so a
 transaction is an explicit ``BEGIN``/``COMMIT`` pair: ``Database.transaction``
 owns that pair so no caller can forget the ``ROLLBACK``.  Borrowing a connection
@@ -10,6 +14,8 @@ instead of hanging behind a burst.
 from __future__ import annotations
 
 import asyncio
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +26,8 @@ import psycopg2
 from server.config import Settings
 from server.errors import Unavailable
 from server.storage import aiopg_patch  # noqa: F401  (see its docstring)
+
+PREPING_IDLE_S = 5.0
 
 # psycopg2 errors that mean "the store or the link to it failed", not "this data is bad".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -41,19 +49,47 @@ class Database:
         self.pool = pool
         self.read_pool = read_pool or pool
         self.acquire_timeout_s = acquire_timeout_s
+        self._last_used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self.pings_failed = 0
+        self.preping_idle_s = PREPING_IDLE_S
+
+    async def _acquire(self, pool: aiopg.Pool) -> Any:
+        """A connection that answered recently, or answers a ping now (pre-ping).
+
+        A connection idle for ``preping_idle_s`` may have been cut (server restart,
+        a proxy's idle timeout, a dropped SSL session): it is pinged, and if the
+        ping fails it is closed and one other connection is tried.
+        """
+        for attempt in range(2):
+            try:
+                conn = await asyncio.wait_for(pool.acquire(), self.acquire_timeout_s)
+            except TimeoutError:
+                raise Unavailable("no database connection free; try again shortly") from None
+            idle_since = self._last_used.get(conn)
+            if idle_since is None or time.monotonic() - idle_since < self.preping_idle_s:
+                return conn
+            try:
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT 1")
+                return conn
+            except TRANSIENT_ERRORS:
+                self.pings_failed += 1
+                conn.close()
+                await pool.release(conn)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def cursor(self, *, read: bool = False) -> AsyncIterator[Any]:
         """A cursor in autocommit mode; ``read=True`` may use the replica."""
         pool = self.read_pool if read else self.pool
-        try:
-            conn = await asyncio.wait_for(pool.acquire(), self.acquire_timeout_s)
-        except TimeoutError:
-            raise Unavailable("no database connection free; try again shortly") from None
+        conn = await self._acquire(pool)
         try:
             async with conn.cursor() as cur:
                 yield cur
         finally:
+            self._last_used[conn] = time.monotonic()
             await pool.release(conn)
 
     @asynccontextmanager

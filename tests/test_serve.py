@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import orjson
 import psycopg2
 import pytest
+import redis
 
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, _pid_alive, free_port
 
@@ -65,66 +67,121 @@ def call(port: int, method: str, path: str, token: str, body: object = None
         return err.code, orjson.loads(err.read())
 
 
-@pytest.mark.timeout(240)
-def test_serve_killed_with_sigkill_restarts_on_its_stores_and_commits_exactly_once(
+def _setup(port: int, token: str) -> tuple[int, list[int]]:
+    status, comp = call(port, "POST", "/v1/competitions", token, {"slug": "k", "name": "K"})
+    assert status == 201
+    status, body = call(port, "POST", f"/v1/competitions/{comp['id']}/participants", token,
+                        {"participants": [{"external_ref": str(i), "display_name": str(i)}
+                                          for i in range(5)]})
+    return comp["id"], [p["id"] for p in body["participants"]]
+
+
+def _send(port: int, token: str, cid: int, parts: list[int], tag: str, batches: int
+          ) -> set[str]:
+    accepted: set[str] = set()
+    for batch in range(batches):
+        points = [{"id": f"{tag}-{batch}-{i}", "competition_id": cid,
+                   "participant_id": parts[i % 5], "value": 1} for i in range(300)]
+        status, body = call(port, "POST", "/v1/points", token, {"points": points})
+        assert status == 202
+        accepted.update(body["ids"])
+    return accepted
+
+
+def _drain(port: int, token: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _, queue = call(port, "GET", "/v1/admin/queue", token)
+        if queue["depth"] == 0 and queue["inflight"] == 0:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"queue did not drain: {queue}")
+
+
+def _assert_exact(pg: EmbeddedPostgres, accepted: set[str]) -> None:
+    conn = psycopg2.connect(pg.url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT id FROM points")
+            ids = [row[0] for row in cur.fetchall()]
+            assert len(ids) == len(accepted) and set(ids) == accepted
+            cur.execute("SELECT sum(points), sum(total) FROM standings")
+            assert cur.fetchone() == (len(accepted), float(len(accepted)))
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(300)
+def test_serve_killed_with_sigkill_three_times_mid_drain_commits_exactly_once(
         tmp_path: Path) -> None:
     port = free_port()
-    first = Server(tmp_path, port, "--ingest-path", "naive")
+    rng = random.Random(20261127)
     pg, rd = EmbeddedPostgres(tmp_path), EmbeddedRedis(tmp_path)
+    server = Server(tmp_path, port, "--ingest-path", "naive")
     try:
         token_file = tmp_path / "admin-token"
         assert oct(token_file.stat().st_mode & 0o777) == "0o600"
         token = token_file.read_text().strip()
-        assert any(token in line for line in first.output)  # printed once, at first start
-        status, comp = call(port, "POST", "/v1/competitions", token, {"slug": "k", "name": "K"})
-        assert status == 201
-        status, body = call(port, "POST", f"/v1/competitions/{comp['id']}/participants", token,
-                            {"participants": [{"external_ref": str(i), "display_name": str(i)}
-                                              for i in range(5)]})
-        parts = [p["id"] for p in body["participants"]]
+        assert any(token in line for line in server.output)  # printed once, at first start
+        cid, parts = _setup(port, token)
         accepted: set[str] = set()
-        for batch in range(10):
-            points = [{"id": f"b{batch}-{i}", "competition_id": comp["id"],
-                       "participant_id": parts[i % 5], "value": 1} for i in range(300)]
-            status, body = call(port, "POST", "/v1/points", token, {"points": points})
-            assert status == 202
-            accepted.update(body["ids"])
         pg_pid, redis_pid = pg.pid, rd.pid
-        first.kill()  # SIGKILL while the naive workers are still draining
-        assert _pid_alive(pg_pid, "postgres") and _pid_alive(redis_pid, "redis-server")
-
-        second = Server(tmp_path, port)
-        try:
-            assert any("reusing PostgreSQL" in line for line in second.output)
-            assert any("reusing Redis" in line for line in second.output)
-            assert not any(token in line for line in second.output)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                _, queue = call(port, "GET", "/v1/admin/queue", token)
-                if queue["depth"] == 0 and queue["inflight"] == 0:
-                    break
-                time.sleep(0.2)
-            else:
-                raise AssertionError(f"queue did not drain: {queue}")
-            second.proc.send_signal(signal.SIGTERM)
-            assert second.proc.wait(30) == 0
-        finally:
-            second.kill()
-        # serve stopped nothing it had not started: the stores outlived both servers.
+        for round_ in range(3):
+            if round_:
+                server = Server(tmp_path, port, "--ingest-path", "naive")
+                assert any("reusing PostgreSQL" in line for line in server.output)
+                assert any("reusing Redis" in line for line in server.output)
+                assert not any(token in line for line in server.output)
+            accepted |= _send(port, token, cid, parts, f"r{round_}", 6)
+            time.sleep(rng.uniform(0.05, 0.8))  # a random moment of the naive drain
+            server.kill()  # SIGKILL
+            assert _pid_alive(pg_pid, "postgres") and _pid_alive(redis_pid, "redis-server")
+        server = Server(tmp_path, port)
+        _drain(port, token)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        # serve stopped nothing it had not started: the stores outlived every server.
         assert _pid_alive(pg_pid, "postgres")
-        pg.port = int((tmp_path / "postgres" / "postmaster.pid").read_text().split()[3])
-        with psycopg2.connect(pg.url) as conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*), count(DISTINCT id) FROM points")
-            assert cur.fetchone() == (len(accepted), len(accepted))
-            cur.execute("SELECT id FROM points")
-            assert {row[0] for row in cur.fetchall()} == accepted
-            cur.execute("SELECT sum(points), sum(total) FROM standings")
-            assert cur.fetchone() == (len(accepted), float(len(accepted)))
-        conn.close()
+        pg.start()  # finds the running server (reuse) and learns its port
+        _assert_exact(pg, accepted)
     finally:
-        first.kill()
+        server.kill()
         rd.stop(even_if_reused=True)  # the stores this test caused, by their pids
         pg.stop(even_if_reused=True)
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_during_a_drain_exits_0_and_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    pg, rd = EmbeddedPostgres(tmp_path), EmbeddedRedis(tmp_path)
+    server = Server(tmp_path, port, "--ingest-path", "naive")
+    try:
+        token = (tmp_path / "admin-token").read_text().strip()
+        cid, parts = _setup(port, token)
+        accepted = _send(port, token, cid, parts, "t", 10)
+        server.proc.send_signal(signal.SIGTERM)  # the naive workers are mid-drain
+        assert server.proc.wait(30) == 0
+        server.kill()  # already exited: closes its output pipe
+        rd.start()
+        stats = rd_stats(rd)
+        assert int(stats.get(b"ready", 0)) > 0  # the SIGTERM did land mid-drain
+        assert int(stats.get(b"inflight", 0)) == 0  # no lease left behind
+        server = Server(tmp_path, port)
+        _drain(port, token)
+        pg.start()
+        _assert_exact(pg, accepted)
+    finally:
+        server.kill()
+        rd.stop(even_if_reused=True)
+        pg.stop(even_if_reused=True)
+
+
+def rd_stats(rd: EmbeddedRedis) -> dict:
+    client = redis.Redis.from_url(rd.url)
+    try:
+        return client.hgetall("pq:stats")
+    finally:
+        client.close()
 
 
 @pytest.mark.timeout(120)

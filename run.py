@@ -3,7 +3,8 @@
 
 import sys
 
+from harness.cli import add_commands
 from server.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(extra_commands=add_commands))

@@ -11,14 +11,19 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from server.config import INGEST_PATHS, ConfigError, Settings, load_settings
 
 ADMIN_TOKEN_FILE = "admin-token"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Callable[[Any], None] | None = None
+                 ) -> argparse.ArgumentParser:
+    """The CLI; ``extra_commands`` lets run.py add the harness's commands (server never
+    imports harness)."""
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="Points server: HTTP ingest → Redis queue → batched PostgreSQL writes.",
@@ -69,11 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Parse the environment; print the settings "
                                             "or every problem (exit 2).")
     check.set_defaults(func=cmd_check_config)
+    if extra_commands is not None:
+        extra_commands(commands)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None,
+         extra_commands: Callable[[Any], None] | None = None) -> int:
+    args = build_parser(extra_commands).parse_args(argv)
     flags = {name: getattr(args, name, None)
              for name in ("port", "address", "processes", "workers", "ingest_path", "data_dir")}
     try:

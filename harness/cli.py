@@ -1,0 +1,108 @@
+"""The harness's commands for ``run.py``: bench, scenarios, report."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.scenario import ScenarioError, list_scenarios, load
+
+
+def add_commands(commands: Any) -> None:
+    bench = commands.add_parser(
+        "bench", help="replay scenarios against the naive and pipelined paths",
+        description="Start the server on fresh embedded stores once per path, replay the "
+                    "scenario's seeded workload, write results/<scenario>/<time>/. Exit 1 "
+                    "when a threshold fails, 2 on a bad scenario.")
+    bench.add_argument("scenarios", nargs="+", metavar="SCENARIO",
+                       help="a name from `run.py scenarios` or a path to a .toml file")
+    bench.add_argument("--paths", default="naive,pipelined",
+                       help="comma-separated ingest paths (default naive,pipelined)")
+    bench.add_argument("--scale", type=float, default=1.0,
+                       help="multiply rates, clients and point counts (default 1)")
+    bench.add_argument("--seed", type=int, help="override the scenario's seed")
+    bench.add_argument("--out", type=Path, help="results directory (default ./results)")
+    bench.add_argument("--target", help="URL of a running server (one path; no start-up)")
+    bench.add_argument("--token", help="admin token for --target (or env BENCH_TOKEN)")
+    bench.add_argument("--database-url", help="PostgreSQL of --target, for e2e lag")
+    bench.set_defaults(func=cmd_bench)
+
+    scenarios = commands.add_parser("scenarios", help="list the shipped scenarios",
+                                    description="List scenarios/*.toml with descriptions.")
+    scenarios.set_defaults(func=cmd_scenarios)
+
+    report = commands.add_parser(
+        "report", help="re-render a saved run, or compare two",
+        description="One RUN_DIR: redraw its charts and report.md. Two: write a comparison "
+                    "(overlaid charts, delta table) to --out.")
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument("--out", type=Path, help="comparison directory "
+                        "(default results/compare-<A>-vs-<B>)")
+    report.add_argument("--min-change", type=float, default=0.05,
+                        help="ignore relative changes below this (default 0.05)")
+    report.set_defaults(func=cmd_report)
+
+
+def cmd_scenarios(settings: Any, args: argparse.Namespace) -> int:
+    for path in list_scenarios():
+        try:
+            scenario = load(str(path))
+            print(f"{path.stem:<20} {scenario.description}")
+        except ScenarioError as exc:
+            print(f"{path.stem:<20} INVALID: {'; '.join(exc.problems)}")
+    return 0
+
+
+def cmd_bench(settings: Any, args: argparse.Namespace) -> int:
+    from harness.runner import RESULTS_DIR, bench
+
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    bad = [p for p in paths if p not in ("naive", "pipelined")]
+    if bad or not paths:
+        print(f"--paths: unknown path(s) {bad}; use naive and/or pipelined", file=sys.stderr)
+        return 2
+    if args.target and len(paths) != 1:
+        print("--target runs one path: pass --paths with the path that server uses",
+              file=sys.stderr)
+        return 2
+    try:
+        scenarios = [load(name) for name in args.scenarios]
+    except ScenarioError as exc:
+        print(f"invalid scenario {exc.path}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    passed = True
+    for scenario in scenarios:
+        if args.seed is not None:
+            scenario = dataclasses.replace(scenario, seed=args.seed)
+        run_dir, ok = bench(scenario.scaled(args.scale), paths, out_dir=args.out or RESULTS_DIR,
+                            target_url=args.target, token=args.token,
+                            database_url=args.database_url, scale=args.scale)
+        print(f"{scenario.name}: {'all thresholds met' if ok else 'THRESHOLDS FAILED'} — "
+              f"{run_dir / 'report.md'}")
+        passed &= ok
+    return 0 if passed else 1
+
+
+def cmd_report(settings: Any, args: argparse.Namespace) -> int:
+    from harness import report
+
+    for run in args.runs:
+        if not (run / "summary.json").exists():
+            print(f"{run}: no summary.json here", file=sys.stderr)
+            return 2
+    if len(args.runs) == 1:
+        print(report.render(args.runs[0]))
+        return 0
+    if len(args.runs) != 2:
+        print("report takes one run (re-render) or two (compare)", file=sys.stderr)
+        return 2
+    a, b = args.runs
+    name = f"compare-{a.resolve().name}-vs-{b.resolve().name}"
+    out = args.out or a.resolve().parent.parent / name
+    print(report.compare_runs(a, b, out, args.min_change))
+    return 0

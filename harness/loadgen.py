@@ -1,0 +1,219 @@
+"""The load generator: runs one phase in its own process, on its own uvloop.
+
+Executors:
+
+* ``constant-rate`` / ``ramping-rate`` — open model, as wrk2 and k6's
+  arrival-rate executors: requests are due on a schedule (evenly spaced or
+  Poisson) whatever the server does.  A due request waits for a free
+  connection; latency counts from its *intended* time, so a stall shows up in
+  every request it delayed (coordinated omission corrected).  A request that
+  could not even be sent within ``MAX_SEND_DELAY_S`` of its due time is
+  *dropped* and counted (k6's dropped iterations), never silently skipped.
+* ``constant-clients`` — closed model: N clients, each sends, waits for the
+  answer, thinks, repeats.  (Here intended = actual send time, which is exactly
+  why a closed loop hides stalls.)
+* ``bulk-upload`` — files of N points streamed as chunked CSV/NDJSON.
+
+The process records its own CPU time, and marks the phase ``fell_behind`` when
+it dropped requests or dispatched them late by more than 100 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from harness.httpclient import Connection, HttpError, build_stream_head
+from harness.metrics import PhaseRecorder
+from harness.scenario import Phase, Setup
+from harness.workload import Target, Workload
+
+MAX_SEND_DELAY_S = 1.0
+# uvloop's loop.time() ticks in whole milliseconds; latencies need microseconds.
+_now = time.perf_counter
+_STEP_S = 0.001
+
+
+def schedule(phase: Phase, rng: random.Random) -> Iterator[float]:
+    """Intended send times (seconds from phase start) for an open-model phase."""
+    if phase.executor == "constant-rate":
+        pieces = [(phase.duration_s, phase.rate, phase.rate)]
+    else:
+        pieces, rate = [], phase.rate
+        for stage in phase.stages:
+            pieces.append((stage.duration_s, rate, stage.target_rate))
+            rate = stage.target_rate
+    start = 0.0
+    for duration, r0, r1 in pieces:
+        if phase.arrival == "even" and r0 == r1:
+            if r0 > 0:
+                n = round(duration * r0)
+                for i in range(n):
+                    yield start + i / r0
+        else:
+            # Integrate the (linearly changing) rate in 1 ms steps; an arrival falls
+            # where the accumulated expectation crosses the next threshold.
+            acc, t = 0.0, 0.0
+            threshold = rng.expovariate(1.0) if phase.arrival == "poisson" else 1.0
+            while t < duration:
+                rate_now = r0 + (r1 - r0) * (t / duration)
+                acc += rate_now * _STEP_S
+                while acc >= threshold:
+                    acc -= threshold
+                    yield start + t
+                    threshold = rng.expovariate(1.0) if phase.arrival == "poisson" else 1.0
+                t += _STEP_S
+        start += duration
+
+
+async def _open_model(phase: Phase, work: Workload, host: str, port: int,
+                      rec: PhaseRecorder, t0: float) -> None:
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(phase.connections):
+        idle.put_nowait(Connection(host, port))
+    tasks: set[asyncio.Task] = set()
+    points = 1 if phase.kind == "point" else phase.batch_size
+
+    async def fire(due: float, request: bytes, expected: tuple[int, ...]) -> None:
+        conn = await idle.get()
+        sent_at = _now()
+        if sent_at - due > MAX_SEND_DELAY_S:
+            rec.dropped += 1
+            idle.put_nowait(conn)
+            return
+        try:
+            status, _ = await conn.request(request)
+        except (HttpError, OSError):
+            status = 599
+            conn.close()
+        done = _now()
+        idle.put_nowait(conn)
+        rec.record(due - t0, done - due, done - sent_at, status, status in expected,
+                   points if status in (201, 202) else 0)
+
+    rng = random.Random(f"schedule:{phase.name}")
+    for offset in schedule(phase, rng):
+        due = t0 + offset
+        delay = due - _now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        lag = _now() - due
+        rec.max_send_lag_s = max(rec.max_send_lag_s, lag)
+        if lag > 0.01:
+            rec.late += 1
+        rec.intended += 1
+        request, expected = work.next_request()
+        task = asyncio.ensure_future(fire(due, request, expected))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+    while not idle.empty():
+        idle.get_nowait().close()
+
+
+async def _closed_model(phase: Phase, work: Workload, host: str, port: int,
+                        rec: PhaseRecorder, t0: float) -> None:
+    end = t0 + phase.duration_s
+    points = 1 if phase.kind == "point" else phase.batch_size
+
+    async def client() -> None:
+        conn = Connection(host, port)
+        try:
+            while _now() < end:
+                request, expected = work.next_request()
+                rec.intended += 1
+                start = _now()
+                try:
+                    status, _ = await conn.request(request)
+                except (HttpError, OSError):
+                    status = 599
+                    conn.close()
+                done = _now()
+                rec.record(start - t0, done - start, done - start, status, status in expected,
+                           points if status in (201, 202) else 0)
+                if phase.think_time_s:
+                    await asyncio.sleep(phase.think_time_s)
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(client() for _ in range(phase.clients)))
+
+
+async def _bulk(phase: Phase, work: Workload, host: str, port: int, rec: PhaseRecorder,
+                t0: float, target: Target) -> None:
+    content_type = "text/csv" if phase.format == "csv" else "application/x-ndjson"
+    head = build_stream_head(f"{target.url}/v1/points/bulk", target.token, content_type)
+    for _ in range(phase.files):
+        conn = Connection(host, port)
+        rec.intended += 1
+        start = _now()
+        try:
+            status, body = await conn.stream(head, work.bulk_pieces(phase.points))
+            accepted = orjson.loads(body).get("accepted", 0) if status == 202 else 0
+        except (HttpError, OSError, orjson.JSONDecodeError):
+            status, accepted = 599, 0
+        finally:
+            conn.close()
+        done = _now()
+        rec.record(start - t0, done - start, done - start, status, status == 202, accepted)
+
+
+async def run_phase(phase: Phase, setup: Setup, target: Target, seed: int, run_id: str,
+                    start_at_wall: float) -> dict[str, Any]:
+    parts = urlsplit(target.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    work = Workload(setup, phase, target, seed, run_id)
+    rec = PhaseRecorder(phase.name, phase.kind, phase.warmup_s)
+    await asyncio.sleep(max(0.0, start_at_wall - time.time()))
+    t0 = _now()
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    if phase.executor in ("constant-rate", "ramping-rate"):
+        await _open_model(phase, work, host, port, rec, t0)
+    elif phase.executor == "constant-clients":
+        await _closed_model(phase, work, host, port, rec, t0)
+    else:
+        await _bulk(phase, work, host, port, rec, t0, target)
+    result = rec.result(time.monotonic() - wall0, time.process_time() - cpu0)
+    result["executor"] = phase.executor
+    result["start_wall"] = start_at_wall
+    return result
+
+
+def phase_process(phase: Phase, setup: Setup, target: Target, seed: int, run_id: str,
+                  start_at_wall: float, out: str) -> None:
+    """Entry point of a generator process: run the phase, write its result as JSON."""
+    import uvloop
+
+    result = uvloop.run(run_phase(phase, setup, target, seed, run_id, start_at_wall))
+    Path(out).write_bytes(orjson.dumps(result))
+
+
+async def ceiling(url: str, connections: int = 32, seconds: float = 1.0) -> float:
+    """GET /health as fast as possible (closed loop): the generator's own ceiling, req/s."""
+    parts = urlsplit(url)
+    from harness.httpclient import build_request
+
+    request = build_request("GET", f"{url}/health")
+    end = _now() + seconds
+    count = 0
+
+    async def client() -> None:
+        nonlocal count
+        conn = Connection(parts.hostname or "127.0.0.1", parts.port or 80)
+        with contextlib.suppress(HttpError, OSError):
+            while _now() < end:
+                await conn.request(request)
+                count += 1
+        conn.close()
+
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return count / seconds

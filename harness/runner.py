@@ -272,6 +272,8 @@ def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
     verdicts = []
     for threshold in scenario.thresholds:
         for path, run in runs.items():
+            if threshold.path not in (None, path):
+                continue
             ok, measured = evaluate(threshold, run)
             verdicts.append({"threshold": threshold.text, "path": path, "passed": ok,
                              "measured": measured})

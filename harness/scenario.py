@@ -64,6 +64,7 @@ class Phase:
 @dataclass(frozen=True)
 class Threshold:
     text: str  # as written, e.g. "points.latency.p95 < 200ms"
+    path: str | None  # "pipelined/..." or "naive/..." limits it to one path
     scope: str  # a phase name, "all", or "e2e_lag"
     metric: str  # success | rate | dropped | latency.p95 | service.p99 | p99 (e2e)
     op: str
@@ -295,7 +296,15 @@ def _phase(raw: Any, prefix: str, problems: list[str]) -> Phase | None:
 def _threshold(key: str, text: Any, phases: set[str], problems: list[str]
                ) -> Threshold | None:
     where = f"thresholds.{key}"
-    scope, _, metric = key.partition(".")
+    path = None
+    if "/" in key:
+        path, _, rest = key.partition("/")
+        if path not in ("naive", "pipelined"):
+            problems.append(f"{where}: a path prefix must be naive/ or pipelined/")
+            return None
+    else:
+        rest = key
+    scope, _, metric = rest.partition(".")
     if scope == "e2e_lag":
         if not re.fullmatch(r"p[0-9.]+|max|mean", metric):
             problems.append(f"{where}: e2e_lag takes p50, p99, max or mean")
@@ -317,5 +326,5 @@ def _threshold(key: str, text: Any, phases: set[str], problems: list[str]
         value /= 1000
     elif unit == "%":
         value /= 100
-    return Threshold(text=f"{key} {text.strip()}", scope=scope, metric=metric, op=op,
-                     value=value)
+    return Threshold(text=f"{key} {text.strip()}", path=path, scope=scope, metric=metric,
+                     op=op, value=value)

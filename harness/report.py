@@ -151,9 +151,11 @@ def render(run_dir: Path) -> Path:
         lines += _phase_table(run)
         behind = [p["name"] for p in run["phases"] if p["generator"]["fell_behind"]]
         if behind:
-            lines += ["", f"**Warning: the generator fell behind its schedule in "
-                          f"{', '.join(behind)}** (dropped or late requests): those "
-                          "figures understate what was asked of the server."]
+            lines += ["", f"**Warning: requests were not sent on schedule in "
+                          f"{', '.join(behind)}** — dropped (no free connection within "
+                          "1 s: the server was not answering fast enough) or dispatched "
+                          "late (the generator itself; see its CPU). Those figures "
+                          "understate what was asked of the server."]
     lines += ["", "## Charts", ""] + [f"![{name}]({name})" for name in images]
     lines += ["", "Latency is measured from each request's intended send time "
               "(coordinated-omission corrected); *service* time from its actual send. "

@@ -1,0 +1,95 @@
+"""The load generator's schedule, and coordinated-omission correction against a real stall."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from harness.loadgen import run_phase, schedule
+from harness.scenario import Phase, Setup, Stage
+from harness.workload import Target
+from server.embedded import free_port
+
+
+def test_ramping_rate_schedule_counts_per_second() -> None:
+    phase = Phase(name="r", executor="ramping-rate", kind="health", rate=0,
+                  stages=(Stage(10, 100), Stage(5, 100)))
+    per_second = Counter(int(t) for t in schedule(phase, random.Random(1)))
+    for second in range(10):  # the rate rises 10/s each second: mean over second i
+        expected = 10 * second + 5
+        assert abs(per_second[second] - expected) <= 2, (second, per_second[second])
+    for second in range(10, 15):
+        assert abs(per_second[second] - 100) <= 2
+    assert sum(per_second.values()) == pytest.approx(500 + 500, abs=3)
+
+
+def test_constant_rate_is_exact_and_poisson_is_right_on_average() -> None:
+    even = Phase(name="e", executor="constant-rate", kind="health", rate=50, duration_s=4)
+    times = list(schedule(even, random.Random(1)))
+    assert len(times) == 200 and times == sorted(times)
+    assert max(b - a for a, b in zip(times, times[1:])) == pytest.approx(0.02)
+    poisson = Phase(name="p", executor="constant-rate", kind="health", rate=200,
+                    duration_s=10, arrival="poisson")
+    count = sum(1 for _ in schedule(poisson, random.Random(2)))
+    assert abs(count - 2000) < 2000 * 0.1
+
+
+STALLING_SERVER = """
+import sys, time
+import tornado.ioloop, tornado.web
+count = 0
+class Health(tornado.web.RequestHandler):
+    def get(self):
+        global count
+        count += 1
+        if count == int(sys.argv[2]):
+            time.sleep(1.0)  # the whole server stalls once, for one second
+        self.write({"status": "ok"})
+app = tornado.web.Application([(r"/health", Health)])
+app.listen(int(sys.argv[1]), "127.0.0.1")
+print("ready", flush=True)
+tornado.ioloop.IOLoop.current().start()
+"""
+
+
+@pytest.fixture
+def stalling_server(tmp_path: Path) -> Iterator[str]:
+    script = tmp_path / "stall.py"
+    script.write_text(STALLING_SERVER)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(script), str(port), "100"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def _p99_ms(url: str, phase: Phase) -> float:
+    target = Target(url=url, token="", participants={1: [1]})
+    result = uvloop.run(run_phase(phase, Setup(), target, 1, "co", time.time()))
+    assert result["errors"] == 0
+    return result["latency_ms"]["p99"]
+
+
+def test_open_model_p99_shows_a_stall_that_a_closed_loop_hides(stalling_server: str) -> None:
+    open_model = Phase(name="open", executor="constant-rate", kind="health", rate=200,
+                       duration_s=3, connections=8)
+    assert _p99_ms(stalling_server, open_model) > 500  # ~200 requests were due in the stall
+
+
+def test_closed_loop_measurement_hides_the_same_stall(stalling_server: str) -> None:
+    closed = Phase(name="closed", executor="constant-clients", kind="health", clients=2,
+                   duration_s=3)
+    assert _p99_ms(stalling_server, closed) < 100  # only two requests saw it

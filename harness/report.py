@@ -20,9 +20,13 @@ MIN_CHANGE = 0.05  # deltas smaller than this are reported as "~" (noise)
 
 
 def _accepted_rate(run: dict[str, Any]) -> float | None:
+    """Points accepted per second of ingest time (concurrent phases share their span)."""
     phases = [p for p in run["phases"] if p["kind"] in INGEST_KINDS]
-    wall = sum(p["generator"]["wall_s"] for p in phases)
-    return round(sum(p["points_ok"] for p in phases) / wall, 1) if wall else None
+    spans: dict[float, float] = {}  # phases of one group share their start time
+    for p in phases:
+        spans[p["start_wall"]] = max(spans.get(p["start_wall"], 0.0), p["generator"]["wall_s"])
+    busy = sum(spans.values())
+    return round(sum(p["points_ok"] for p in phases) / busy, 1) if busy else None
 
 
 def headline(run: dict[str, Any]) -> dict[str, Any]:
@@ -120,6 +124,7 @@ def render(run_dir: Path) -> Path:
     from harness import charts
 
     summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    summary["comparison"] = compare_paths(summary["runs"])  # always from the raw runs
     images = charts.draw_all(run_dir, summary)
     lines = [f"# {summary['scenario']} — {summary['created']}", "",
              summary.get("description", ""), "",

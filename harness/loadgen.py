@@ -168,11 +168,11 @@ async def _bulk(phase: Phase, work: Workload, host: str, port: int, rec: PhaseRe
 
 
 async def run_phase(phase: Phase, setup: Setup, target: Target, seed: int, run_id: str,
-                    start_at_wall: float) -> dict[str, Any]:
+                    start_at_wall: float, live: Any = None) -> dict[str, Any]:
     parts = urlsplit(target.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     work = Workload(setup, phase, target, seed, run_id)
-    rec = PhaseRecorder(phase.name, phase.kind, phase.warmup_s)
+    rec = PhaseRecorder(phase.name, phase.kind, phase.warmup_s, live)
     await asyncio.sleep(max(0.0, start_at_wall - time.time()))
     t0 = _now()
     cpu0, wall0 = time.process_time(), time.monotonic()
@@ -189,11 +189,11 @@ async def run_phase(phase: Phase, setup: Setup, target: Target, seed: int, run_i
 
 
 def phase_process(phase: Phase, setup: Setup, target: Target, seed: int, run_id: str,
-                  start_at_wall: float, out: str) -> None:
+                  start_at_wall: float, out: str, live: Any = None) -> None:
     """Entry point of a generator process: run the phase, write its result as JSON."""
     import uvloop
 
-    result = uvloop.run(run_phase(phase, setup, target, seed, run_id, start_at_wall))
+    result = uvloop.run(run_phase(phase, setup, target, seed, run_id, start_at_wall, live))
     Path(out).write_bytes(orjson.dumps(result))
 
 

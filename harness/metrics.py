@@ -46,8 +46,9 @@ class Second:
 
 
 class PhaseRecorder:
-    def __init__(self, name: str, kind: str, warmup_s: float) -> None:
+    def __init__(self, name: str, kind: str, warmup_s: float, live: Any = None) -> None:
         self.name, self.kind, self.warmup_s = name, kind, warmup_s
+        self.live = live  # shared [sent, errors] for the runner's progress line, or None
         self.latency = new_histogram()
         self.service = new_histogram()
         self.statuses: dict[int, int] = defaultdict(int)
@@ -64,6 +65,9 @@ class PhaseRecorder:
     def record(self, offset_s: float, latency_s: float, service_s: float, status: int,
                success: bool, points: int) -> None:
         second = self.seconds[int(offset_s)]
+        if self.live is not None:  # unlocked: a display counter may lose an update
+            self.live[0] += 1
+            self.live[1] += not success
         second.sent += 1
         self.sent += 1
         self.statuses[status] += 1

@@ -64,7 +64,7 @@ class Sampler(threading.Thread):
         self.rows: list[dict[str, Any]] = []
         self.phase = "setup"
         self._halt = threading.Event()
-        self.errors_so_far = 0
+        self.live: Any = None  # the running group's shared [sent, errors]
 
     def run(self) -> None:
         last_print = 0.0
@@ -85,7 +85,9 @@ class Sampler(threading.Thread):
                 row["committed_per_s"] = (row["committed"] - previous["committed"]) / span
             self.rows.append(row)
             previous = row
-            line = (f"[{self.label}] phase={self.phase:<14} accepted/s="
+            sent, errors = (self.live[0], self.live[1]) if self.live is not None else (0, 0)
+            line = (f"[{self.label}] phase={self.phase:<14} sent={sent:>7} errors={errors:>5}"
+                    f" accepted/s="
                     f"{row.get('accepted_per_s', 0):>9.0f} committed/s="
                     f"{row.get('committed_per_s', 0):>9.0f} queue={row['queue_depth']}"
                     f" rss={row['rss_mb']:.0f}MB")
@@ -103,9 +105,11 @@ class Sampler(threading.Thread):
             print(flush=True)
 
 
-def _run_group(group: list, scenario: Scenario, target: Target, run_id: str
-               ) -> list[dict[str, Any]]:
+def _run_group(group: list, scenario: Scenario, target: Target, run_id: str,
+               sampler: Sampler) -> list[dict[str, Any]]:
     ctx = multiprocessing.get_context("spawn")
+    live = ctx.RawArray("q", 2)  # requests sent and failed, summed over the group
+    sampler.live = live
     start_at = time.time() + 1.0  # every process starts its clock together
     with tempfile.TemporaryDirectory() as tmp:
         procs = []
@@ -113,7 +117,7 @@ def _run_group(group: list, scenario: Scenario, target: Target, run_id: str
             out = str(Path(tmp) / f"{phase.name}.json")
             proc = ctx.Process(target=loadgen.phase_process,
                                args=(phase, scenario.setup, target, scenario.seed, run_id,
-                                     start_at, out))
+                                     start_at, out, live))
             proc.start()
             procs.append((phase, proc, out))
         results = []
@@ -189,7 +193,7 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
         phases: list[dict[str, Any]] = []
         for group in scenario.groups():
             sampler.phase = "+".join(p.name for p in group)
-            phases += _run_group(group, scenario, target, run_id)
+            phases += _run_group(group, scenario, target, run_id, sampler)
         sampler.phase = "drain"
         drain_s = _drain(url, token, scenario.drain_timeout_s)
         sampler.stop()

@@ -30,6 +30,9 @@ _ALLOWED = frozenset(FIELDS)
 MAX_ID_CHARS = 64
 MAX_FUTURE_US = 5 * 60 * 1_000_000
 MAX_REPORTED = 100
+# Scores are bounded so that no sum of them can overflow a standing's float8
+# total (which PostgreSQL would refuse long after the points were accepted).
+MAX_ABS_VALUE = 1e15
 _INT64_MAX = 2**63 - 1
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
@@ -126,18 +129,25 @@ def _check_ref(value: Any) -> str | None:
 def _value(value: Any) -> tuple[float | None, str | None]:
     kind = type(value)
     if kind is float:
-        if math.isfinite(value):
-            return value, None
-        return None, "must be a finite number"
+        if not math.isfinite(value):
+            return None, "must be a finite number"
+        if abs(value) > MAX_ABS_VALUE:
+            return None, _VALUE_RANGE
+        return value, None
     if kind is int:
-        if -_INT64_MAX - 1 <= value <= _INT64_MAX:
-            return float(value), None
-        return None, "integer out of 64-bit range"
+        if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+            return None, "integer out of 64-bit range"
+        if abs(value) > MAX_ABS_VALUE:
+            return None, _VALUE_RANGE
+        return float(value), None
     if kind is bool:
         return None, "must be a number (not a boolean)"
     if kind is NonFinite:
         return None, f"must be a finite number (not {value.literal})"
     return None, "must be a number"
+
+
+_VALUE_RANGE = f"must be between -{MAX_ABS_VALUE:g} and {MAX_ABS_VALUE:g}"
 
 
 def parse_rfc3339(value: Any) -> datetime | None:

@@ -28,7 +28,7 @@ from server.embedded import EmbeddedPostgres, EmbeddedRedis
 from server.lifecycle import Service, running_service
 from server.storage.migrate import apply_migrations
 
-TABLES = "points, standings, participants, competitions, api_tokens"
+TABLES = "points, standing_deltas, standings, participants, competitions, api_tokens"
 TOKENS = {role: f"pts_test_{role}_token" for role in ("read", "ingest", "admin", "revoked")}
 
 

@@ -61,9 +61,11 @@ async def drained(service: Service, expected: int, stores: Stores, timeout_s: fl
         try:
             stats = await service.deps.queue.stats()
             count = run_sql(stores, "SELECT count(*) FROM points")[0][0]
+            unfolded = run_sql(stores, "SELECT count(*) FROM standing_deltas")[0][0]
         except Exception:  # a store may still be coming back
-            count, stats = -1, {}
-        if count == expected and stats.get("depth") == 0 and stats.get("inflight") == 0:
+            count, stats, unfolded = -1, {}, -1
+        if (count == expected and stats.get("depth") == 0 and stats.get("inflight") == 0
+                and unfolded == 0):
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"not drained: {count} committed of {expected}, {stats}")

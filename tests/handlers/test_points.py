@@ -105,6 +105,8 @@ BIG = 2**64
     ({**GOOD, "competition_id": 1.5}, "competition_id"),
     ({**GOOD, "value": None}, "value"),
     ({**GOOD, "value": [1]}, "value"),
+    ({**GOOD, "value": 1e16}, "value"),
+    ({**GOOD, "value": -(10**16)}, "value"),
     ({**GOOD, "id": "x" * 65}, "id"),
     ({**GOOD, "id": ""}, "id"),
     ({**GOOD, "id": 7}, "id"),

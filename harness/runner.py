@@ -64,7 +64,7 @@ class Sampler(threading.Thread):
         self.rows: list[dict[str, Any]] = []
         self.phase = "setup"
         self._halt = threading.Event()
-        self.live: Any = None  # the running group's shared [sent, errors]
+        self.counters: Any = None  # the running group's shared [sent, errors]
 
     def run(self) -> None:
         last_print = 0.0
@@ -85,7 +85,8 @@ class Sampler(threading.Thread):
                 row["committed_per_s"] = (row["committed"] - previous["committed"]) / span
             self.rows.append(row)
             previous = row
-            sent, errors = (self.live[0], self.live[1]) if self.live is not None else (0, 0)
+            counters = self.counters
+            sent, errors = (counters[0], counters[1]) if counters is not None else (0, 0)
             line = (f"[{self.label}] phase={self.phase:<14} sent={sent:>7} errors={errors:>5}"
                     f" accepted/s="
                     f"{row.get('accepted_per_s', 0):>9.0f} committed/s="
@@ -109,7 +110,7 @@ def _run_group(group: list, scenario: Scenario, target: Target, run_id: str,
                sampler: Sampler) -> list[dict[str, Any]]:
     ctx = multiprocessing.get_context("spawn")
     live = ctx.RawArray("q", 2)  # requests sent and failed, summed over the group
-    sampler.live = live
+    sampler.counters = live
     start_at = time.time() + 1.0  # every process starts its clock together
     with tempfile.TemporaryDirectory() as tmp:
         procs = []

@@ -20,6 +20,16 @@ def _color(label: str) -> str:
     return COLORS.get(label.split(" ")[-1], None) or "#555555"
 
 
+def _save(fig: Any, axes: list[Any], out: Path, ncol: int = 1) -> None:
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=ncol)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def _series(run: dict[str, Any], key: str) -> tuple[list[float], list[float]]:
     start = run["started"]
     rows = [r for r in run["samples"] if r.get(key) is not None]
@@ -38,11 +48,7 @@ def throughput(runs: dict[str, dict], out: Path) -> None:
                     linestyle="--", color=_color(label), label=f"{label}: committed")
     ax.set(xlabel="seconds since start", ylabel="points / s", title="Throughput over time")
     ax.set_yscale("symlog")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    _save(fig, [ax], out)
 
 
 def latency_over_time(runs: dict[str, dict], out: Path) -> None:
@@ -59,11 +65,7 @@ def latency_over_time(runs: dict[str, dict], out: Path) -> None:
     ax.set(xlabel="seconds since start", ylabel="latency from intended send (ms)",
            title="Latency over time (coordinated-omission corrected)")
     ax.set_yscale("log")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    _save(fig, [ax], out, ncol=2)
 
 
 def spectrum(runs: dict[str, dict], out: Path) -> None:
@@ -88,11 +90,7 @@ def spectrum(runs: dict[str, dict], out: Path) -> None:
     ticks = [1, 2, 10, 100, 1000, 10000]
     ax.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
     ax.set(xlabel="percentile", ylabel="latency (ms)", title="Latency by percentile")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    _save(fig, [ax], out)
 
 
 def queue_and_lag(runs: dict[str, dict], out: Path) -> None:
@@ -104,17 +102,12 @@ def queue_and_lag(runs: dict[str, dict], out: Path) -> None:
         bottom.plot(xs, ys, color=_color(label), label=f"{label} RSS")
     top.set(ylabel="queue depth (points)", title="Queue depth and server memory")
     bottom.set(xlabel="seconds since start", ylabel="server RSS (MB)")
-    for ax in (top, bottom):
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
     lags = {label: run.get("server", {}).get("e2e_lag_s", {}) for label, run in runs.items()}
     text = "   ".join(f"{label} e2e lag p50 {lag.get('p50', 0):.3f}s p99 {lag.get('p99', 0):.3f}s"
                        for label, lag in lags.items() if lag)
     if text:
         top.text(0.01, 0.95, text, transform=top.transAxes, fontsize=8, va="top")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    _save(fig, [top, bottom], out)
 
 
 def bars(comparison: dict[str, Any], out: Path) -> None:

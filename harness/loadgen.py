@@ -74,6 +74,16 @@ def schedule(phase: Phase, rng: random.Random) -> Iterator[float]:
         start += duration
 
 
+async def _send(conn: Connection, request: bytes) -> int:
+    """The response status; 599 for a connection failure (the connection is reset)."""
+    try:
+        status, _ = await conn.request(request)
+    except (HttpError, OSError):
+        conn.close()
+        return 599
+    return status
+
+
 async def _open_model(phase: Phase, work: Workload, host: str, port: int,
                       rec: PhaseRecorder, t0: float) -> None:
     idle: asyncio.Queue[Connection] = asyncio.Queue()
@@ -89,11 +99,7 @@ async def _open_model(phase: Phase, work: Workload, host: str, port: int,
             rec.dropped += 1
             idle.put_nowait(conn)
             return
-        try:
-            status, _ = await conn.request(request)
-        except (HttpError, OSError):
-            status = 599
-            conn.close()
+        status = await _send(conn, request)
         done = _now()
         idle.put_nowait(conn)
         rec.record(due - t0, done - due, done - sent_at, status, status in expected,
@@ -132,11 +138,7 @@ async def _closed_model(phase: Phase, work: Workload, host: str, port: int,
                 request, expected = work.next_request()
                 rec.intended += 1
                 start = _now()
-                try:
-                    status, _ = await conn.request(request)
-                except (HttpError, OSError):
-                    status = 599
-                    conn.close()
+                status = await _send(conn, request)
                 done = _now()
                 rec.record(start - t0, done - start, done - start, status, status in expected,
                            points if status in (201, 202) else 0)

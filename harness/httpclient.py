@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
+REQUEST_TIMEOUT_S = 120.0  # a request unanswered this long is a failure (599)
+
 
 class HttpError(Exception):
     pass
@@ -23,12 +25,21 @@ class _Protocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.waiter: asyncio.Future | None = None
         self.closed = False
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.writable.set()  # never leave a writer waiting on a dead connection
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(HttpError(f"connection lost: {exc}"))
 
@@ -44,15 +55,26 @@ class _Protocol(asyncio.Protocol):
         if end < 0:
             return
         head = bytes(self.buffer[:end])
-        length = 0
+        length = None
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
+        status_code = int(head[9:12])
+        if length is None:
+            if status_code in (204, 304) or 100 <= status_code < 200:
+                length = 0
+            else:
+                # Chunked or close-delimited bodies are not expected from the server
+                # under test; refuse rather than misread the next response.
+                waiter.set_exception(HttpError("response without Content-Length"))
+                if self.transport is not None:
+                    self.transport.close()
+                return
         total = end + 4 + length
         if len(self.buffer) < total:
             return
-        status = int(head[9:12])
+        status = status_code
         body = bytes(self.buffer[end + 4:total])
         del self.buffer[:total]
         close = b"connection: close" in head.lower()
@@ -67,6 +89,8 @@ class Connection:
         self.proto: _Protocol | None = None
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
+        if self.proto is not None and self.proto.buffer:
+            self.close()  # bytes nobody asked for: never hand them to this request
         if self.proto is None or self.proto.closed:
             loop = asyncio.get_running_loop()
             _, proto = await loop.create_connection(_Protocol, self.host, self.port)
@@ -76,10 +100,10 @@ class Connection:
         assert proto.transport is not None
         proto.transport.write(data)
         try:
-            status, body, close = await proto.waiter
-        except HttpError:
-            self.proto = None
-            raise
+            status, body, close = await asyncio.wait_for(proto.waiter, REQUEST_TIMEOUT_S)
+        except (HttpError, TimeoutError) as exc:
+            self.close()
+            raise HttpError(str(exc) or "request timed out") from None
         if close:
             self.close()
         return status, body
@@ -97,10 +121,16 @@ class Connection:
             if proto.waiter.done():
                 break  # the server answered early (e.g. 413)
             proto.transport.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            await asyncio.sleep(0)  # let the transport drain and the loop breathe
+            # Back-pressure: the transport pauses us while the server reads slower
+            # than we generate (asyncio's pause_writing/resume_writing).
+            await proto.writable.wait()
         else:
             proto.transport.write(b"0\r\n\r\n")
-        status, body, _ = await proto.waiter
+        try:
+            status, body, _ = await asyncio.wait_for(proto.waiter, REQUEST_TIMEOUT_S)
+        except TimeoutError:
+            self.close()
+            raise HttpError("request timed out") from None
         return status, body
 
     def close(self) -> None:

@@ -96,7 +96,7 @@ async def _open_model(phase: Phase, work: Workload, host: str, port: int,
         conn = await idle.get()
         sent_at = _now()
         if sent_at - due > MAX_SEND_DELAY_S:
-            rec.dropped += 1
+            rec.drop(due - t0, sent_at - due)
             idle.put_nowait(conn)
             return
         status = await _send(conn, request)

@@ -86,6 +86,18 @@ class PhaseRecorder:
             self.service.record_value(
                 max(LOWEST_US, min(HIGHEST_US, int(service_s * 1e6))))
 
+    def drop(self, offset_s: float, waited_s: float) -> None:
+        """A request that could not be sent in time: an error, and its wait is latency."""
+        self.dropped += 1
+        second = self.seconds[int(offset_s)]
+        second.errors += 1
+        if self.live is not None:
+            self.live[1] += 1
+        latency_us = max(LOWEST_US, min(HIGHEST_US, int(waited_s * 1e6)))
+        second.latency.record_value(latency_us)
+        if offset_s >= self.warmup_s:
+            self.latency.record_value(latency_us)
+
     def result(self, wall_s: float, cpu_s: float) -> dict[str, Any]:
         behind = self.dropped > 0 or self.max_send_lag_s > 0.1
         return {
@@ -93,7 +105,9 @@ class PhaseRecorder:
             "sent": self.sent, "ok": self.ok, "errors": self.errors, "dropped": self.dropped,
             "late": self.late, "points_ok": self.points_ok,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "success": round(self.ok / self.sent, 6) if self.sent else 0.0,
+            # Dropped requests count against success: they were due and never answered.
+            "success": (round(self.ok / (self.sent + self.dropped), 6)
+                        if self.sent + self.dropped else 0.0),
             "rate": round(self.sent / wall_s, 2) if wall_s else 0.0,
             "points_per_s": round(self.points_ok / wall_s, 1) if wall_s else 0.0,
             "latency_ms": summarize(self.latency), "service_ms": summarize(self.service),

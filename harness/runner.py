@@ -124,6 +124,9 @@ def _run_group(group: list, scenario: Scenario, target: Target, run_id: str,
         results = []
         for phase, proc, out in procs:
             proc.join(phase.total_s + 600)
+            if proc.is_alive():  # a generator that hangs is stopped, by its pid
+                proc.terminate()
+                proc.join(10)
             if proc.exitcode != 0 or not Path(out).exists():
                 raise RuntimeError(f"generator for phase {phase.name!r} failed "
                                    f"(exit {proc.exitcode})")
@@ -142,8 +145,13 @@ def _drain(url: str, token: str, timeout_s: float) -> float | None:
     return None
 
 
-def _server_figures(database_url: str) -> dict[str, Any]:
-    """End-to-end lag and committed throughput, from the rows' own timestamps."""
+def _server_figures(database_url: str, run_id: str) -> dict[str, Any]:
+    """End-to-end lag and committed throughput of this run's rows, from their timestamps.
+
+    Only rows whose id carries ``run_id`` count (a ``--target`` database holds
+    other runs too).  Committed points/s = rows ÷ the span from the first to the
+    last commit.
+    """
     import psycopg2
 
     conn = psycopg2.connect(database_url)
@@ -154,19 +162,20 @@ def _server_figures(database_url: str) -> dict[str, Any]:
                        percentile_cont(ARRAY[0.5, 0.9, 0.99, 0.999]) WITHIN GROUP
                            (ORDER BY extract(epoch FROM committed_at - received_at)),
                        max(extract(epoch FROM committed_at - received_at)),
-                       extract(epoch FROM min(received_at)),
+                       extract(epoch FROM min(committed_at)),
                        extract(epoch FROM max(committed_at))
-                FROM points""")
+                FROM points WHERE id LIKE %(prefix)s""", {"prefix": f"{run_id}-%"})
             count, pcts, worst, first, last = cur.fetchone()
             cur.execute("""SELECT extract(epoch FROM date_trunc('second', committed_at)),
-                                  count(*) FROM points GROUP BY 1 ORDER BY 1""")
+                                  count(*) FROM points WHERE id LIKE %(prefix)s
+                           GROUP BY 1 ORDER BY 1""", {"prefix": f"{run_id}-%"})
             per_second = [(float(s), int(n)) for s, n in cur.fetchall()]
     finally:
         conn.close()
     if not count:
         return {"committed": 0, "e2e_lag_s": {}, "committed_per_second": []}
     p50, p90, p99, p999 = (float(v) for v in pcts)
-    span = max(1e-3, float(last) - float(first))
+    span = max(1.0, float(last) - float(first))
     return {
         "committed": int(count),
         "committed_points_per_s": round(count / span, 1),
@@ -201,7 +210,7 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
         figures: dict[str, Any] = {}
         db_url = database_url or (server.database_url if server else None)
         if db_url:
-            figures = _server_figures(db_url)
+            figures = _server_figures(db_url, run_id)
         return {"path": path, "url": url, "started": started, "generator_ceiling_rps":
                 round(ceiling, 1), "phases": phases, "drain_s": drain_s, "server": figures,
                 "samples": sampler.rows, "peak_rss_mb": max(
@@ -246,8 +255,8 @@ def evaluate(threshold: Threshold, run: dict[str, Any]) -> tuple[bool, float | N
         measured = None
         if phases:
             if threshold.metric == "success":
-                sent = sum(p["sent"] for p in phases)
-                measured = sum(p["ok"] for p in phases) / sent if sent else 0.0
+                due = sum(p["sent"] + p["dropped"] for p in phases)
+                measured = sum(p["ok"] for p in phases) / due if due else 0.0
             elif threshold.metric == "rate":
                 measured = sum(p["rate"] for p in phases)
             elif threshold.metric == "dropped":

@@ -18,7 +18,8 @@ EXECUTORS = ("constant-rate", "ramping-rate", "constant-clients", "bulk-upload")
 KINDS = ("point", "batch", "bulk", "leaderboard", "stats", "health")
 ARRIVALS = ("even", "poisson")
 _THRESHOLD = re.compile(r"\s*(<|<=|>|>=)\s*([0-9.]+)\s*(ms|s|%|/s)?\s*")
-_METRIC = re.compile(r"(success|rate|dropped|(latency|service)\.(p[0-9.]+|max|mean))")
+_METRIC = re.compile(r"success|rate|dropped|(latency|service)\.(p50|p90|p95|p99|p99\.9|max|mean)")
+_E2E_METRIC = re.compile(r"p50|p90|p99|p99\.9|max")
 
 
 class ScenarioError(Exception):
@@ -306,15 +307,15 @@ def _threshold(key: str, text: Any, phases: set[str], problems: list[str]
         rest = key
     scope, _, metric = rest.partition(".")
     if scope == "e2e_lag":
-        if not re.fullmatch(r"p[0-9.]+|max|mean", metric):
-            problems.append(f"{where}: e2e_lag takes p50, p99, max or mean")
+        if not _E2E_METRIC.fullmatch(metric):
+            problems.append(f"{where}: e2e_lag takes p50, p90, p99, p99.9 or max")
             return None
     elif scope != "all" and scope not in phases:
         problems.append(f"{where}: {scope!r} is not a phase name, 'all' or 'e2e_lag'")
         return None
     elif not _METRIC.fullmatch(metric):
-        problems.append(f"{where}: unknown metric {metric!r} (success, rate, dropped, "
-                        "latency.p95, service.p99, ...)")
+        problems.append(f"{where}: unknown metric {metric!r} (success, rate, dropped, or "
+                        "latency/service . p50|p90|p95|p99|p99.9|max|mean)")
         return None
     match = _THRESHOLD.fullmatch(text) if isinstance(text, str) else None
     if match is None:

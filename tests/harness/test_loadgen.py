@@ -94,3 +94,17 @@ def test_closed_loop_measurement_hides_the_same_stall(stalling_server: str) -> N
     closed = Phase(name="closed", executor="constant-clients", kind="health", clients=2,
                    duration_s=3)
     assert _p99_ms(stalling_server, closed) < 100  # only two requests saw it
+
+
+def test_dropped_requests_count_against_success_and_in_latency() -> None:
+    from harness.metrics import PhaseRecorder
+
+    rec = PhaseRecorder("p", "health", warmup_s=0)
+    for i in range(98):
+        rec.record(i / 100, 0.001, 0.001, 200, True, 0)
+    rec.drop(0.5, 1.5)
+    rec.drop(0.6, 1.6)
+    result = rec.result(wall_s=1.0, cpu_s=0.1)
+    assert result["success"] == 0.98 and result["dropped"] == 2
+    assert result["latency_ms"]["max"] >= 1600  # the wait of a dropped request is latency
+    assert result["generator"]["fell_behind"] is True

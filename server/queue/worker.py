@@ -175,14 +175,18 @@ class Workers:
             await asyncio.sleep(RECLAIM_INTERVAL_S)
 
     async def _fold_forever(self) -> None:
+        failing = False
         while not self._stopping:
             try:
                 await self.fold_once()
+                failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # task boundary; the log is folded next time
-                log.warning("standings fold failed: %s", exc)
-            await asyncio.sleep(FOLD_INTERVAL_S)
+                if not failing:  # once per outage, not five times a second
+                    log.warning("standings fold failed (will retry): %s", exc)
+                failing = True
+            await asyncio.sleep(MAX_BACKOFF_S if failing else FOLD_INTERVAL_S)
 
     async def fold_once(self) -> int:
         """Fold every logged standings delta into standings; return how many."""

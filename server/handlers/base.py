@@ -21,6 +21,7 @@ from tornado.httputil import responses
 
 from server.errors import (
     ApiError,
+    NotFound,
     PayloadTooLarge,
     Unprocessable,
     UnsupportedMediaType,
@@ -112,8 +113,6 @@ class BaseHandler(tornado.web.RequestHandler):
     @staticmethod
     def path_id(text: str) -> int:
         """A positive 64-bit id from the URL; anything else is simply not found."""
-        from server.errors import NotFound
-
         value = int(text) if text.isdigit() and len(text) <= 19 else 0
         if not 0 < value <= _INT64_MAX:
             raise NotFound("no such resource")
@@ -205,6 +204,4 @@ class NotFoundHandler(BaseHandler):
     """Every unrouted path: a 404 in the error shape."""
 
     def prepare(self) -> None:  # type: ignore[override]
-        from server.errors import NotFound
-
         raise NotFound(f"no route for {self.request.path}")

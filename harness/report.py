@@ -74,10 +74,9 @@ def write_raw(run_dir: Path, summary: dict[str, Any]) -> None:
             offset = int(phase["start_wall"] - run["started"])
             for s in phase["seconds"]:
                 row = per_second.setdefault(offset + s["second"], {})
-                for key in ("sent", "ok", "errors", "points"):
-                    row[f"requests_{key}" if key != "points" else "points_ok"] = (
-                        row.get(f"requests_{key}" if key != "points" else "points_ok", 0)
-                        + s[key])
+                for key, column in (("sent", "requests_sent"), ("ok", "requests_ok"),
+                                    ("errors", "requests_errors"), ("points", "points_ok")):
+                    row[column] = row.get(column, 0) + s[key]
                 row["p99_ms"] = max(row.get("p99_ms", 0), s["p99_ms"])
         for second, row in sorted(per_second.items()):
             rows.append({"path": path, "second": second, **row})

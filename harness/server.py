@@ -21,19 +21,13 @@ from pathlib import Path
 import orjson
 import psutil
 
+from server.embedded import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 class ServerError(RuntimeError):
     pass
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ManagedServer:
@@ -42,7 +36,7 @@ class ManagedServer:
     def __init__(self, path: str, extra_env: dict[str, str] | None = None) -> None:
         self.path = path
         self.data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{path}-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log: list[str] = []
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}

@@ -108,18 +108,16 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _stores(settings: Settings):  # -> EmbeddedStores
+def _stores(settings: Settings, *, redis: bool = True):  # -> EmbeddedStores
+    """The embedded stores a command needs: those whose URL is not configured."""
     from server.embedded import EmbeddedStores
 
     return EmbeddedStores(settings.data_dir, postgres=settings.uses_embedded_postgres,
-                          redis=settings.uses_embedded_redis)
+                          redis=redis and settings.uses_embedded_redis)
 
 
 def _with_database(settings: Settings, work) -> int:  # work: async (db_url) -> int
-    from server.embedded import EmbeddedStores
-
-    stores = EmbeddedStores(settings.data_dir, postgres=settings.uses_embedded_postgres,
-                            redis=False)
+    stores = _stores(settings, redis=False)
     db_url, _ = stores.start()
     try:
         return asyncio.run(work(settings.database_url or db_url))

@@ -160,13 +160,19 @@ class BodyHandler(BaseHandler):
         if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {limit}")
 
+    def count_body(self, chunk: bytes) -> None:
+        """Add ``chunk`` to the body size; PayloadTooLarge once past the limit."""
+        self._size += len(chunk)
+        if self._size > self.max_body_bytes():
+            raise PayloadTooLarge(f"body exceeds the limit of {self.max_body_bytes()} bytes")
+
     def data_received(self, chunk: bytes) -> Any:
         if self._finished:
             return None
-        self._size += len(chunk)
-        if self._size > self.max_body_bytes():
-            self.refuse(PayloadTooLarge(f"body exceeds the limit of {self.max_body_bytes()} "
-                                        "bytes"))
+        try:
+            self.count_body(chunk)
+        except PayloadTooLarge as exc:
+            self.refuse(exc)
             return None
         self._chunks.append(chunk)
         return None

@@ -15,7 +15,7 @@ from typing import Any
 import tornado.web
 
 from server.bulk import CsvLines, LineSplitter, NdjsonLines, point_from_line
-from server.errors import ApiError, BadRequest, PayloadTooLarge
+from server.errors import ApiError, BadRequest
 from server.handlers.base import BodyHandler
 from server.points import MAX_REPORTED, now_us, with_ids
 
@@ -44,12 +44,8 @@ class BulkHandler(BodyHandler):
     async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
         if self._finished:
             return
-        self._size += len(chunk)
         try:
-            if self._size > self.max_body_bytes():
-                raise PayloadTooLarge(
-                    f"upload exceeds BULK_MAX_BYTES ({self.max_body_bytes()} bytes); "
-                    f"{self._accepted} points were accepted before the limit")
+            self.count_body(chunk)
             await self._consume(self._lines.feed(chunk))
         except Exception as exc:  # the request's boundary: answer, never drop the link
             if isinstance(exc, ApiError):

@@ -15,9 +15,9 @@ import hmac
 import secrets
 import time
 
-from server.errors import Forbidden, Unauthorized, Unavailable
+from server.errors import NotAuthenticated, NotPermitted, StoreUnavailable
 from server.storage import tokens as sql
-from server.storage.database import TRANSIENT_ERRORS, Database
+from server.storage.database import Database
 
 ROLES = ("read", "ingest", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
@@ -52,13 +52,13 @@ class Authenticator:
         self._cache: dict[bytes, tuple[float, str | None]] = {}
 
     async def role_of(self, authorization: str | None) -> str:
-        """The role behind an ``Authorization`` header, or Unauthorized."""
+        """The role behind an ``Authorization`` header, or NotAuthenticated."""
         if not authorization:
-            raise Unauthorized("missing Authorization: Bearer <token> header")
+            raise NotAuthenticated("missing Authorization: Bearer <token> header")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > 256:
-            raise Unauthorized("Authorization must be 'Bearer <token>'")
+            raise NotAuthenticated("Authorization must be 'Bearer <token>'")
         digest = hash_token(token)
         now = time.monotonic()
         hit = self._cache.get(digest)
@@ -68,14 +68,14 @@ class Authenticator:
             try:
                 async with self.db.cursor() as cur:
                     row = await sql.find_token(cur, digest)
-            except (*TRANSIENT_ERRORS, Unavailable):
+            except StoreUnavailable:
                 # PostgreSQL is away: a token verified within STALE_OK_S still works,
                 # so ingest keeps accepting into Redis; an unknown one gets a 503.
                 if hit is not None and hit[0] + STALE_OK_S > now:
                     role = hit[1]
                 else:
-                    raise Unavailable("cannot verify the token: the database is "
-                                      "unavailable", retry_after_s=2) from None
+                    raise StoreUnavailable("postgres", "cannot verify the token: the "
+                                           "database is unavailable", retry_after_s=2) from None
             else:
                 role = (row[1] if row is not None and hmac.compare_digest(row[0], digest)
                         else None)
@@ -83,12 +83,11 @@ class Authenticator:
                     self._cache.clear()
                 self._cache[digest] = (now + CACHE_TTL_S, role)
         if role is None:
-            raise Unauthorized("unknown or revoked token")
+            raise NotAuthenticated("unknown or revoked token")
         return role
 
     async def require(self, authorization: str | None, required: str) -> str:
         role = await self.role_of(authorization)
         if not role_allows(role, required):
-            raise Forbidden(f"this token has role {role!r}; {required!r} is required",
-                            code="forbidden")
+            raise NotPermitted(role, required)
         return role

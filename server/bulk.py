@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from server.errors import BadRequest
+from server.errors import MalformedInput
 from server.points import FIELDS, REQUIRED, validate_point
 
 MAX_LINE_BYTES = 64 * 1024
@@ -22,6 +22,14 @@ MAX_LINE_BYTES = 64 * 1024
 
 class LineError(Exception):
     pass
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _without_bom(line_no: int, line: bytes) -> bytes:
+    """Spreadsheets' "CSV UTF-8" exports start with a byte order mark: not data."""
+    return line[3:] if line_no == 1 and line.startswith(_BOM) else line
 
 
 class LineSplitter:
@@ -45,7 +53,7 @@ class LineSplitter:
                 self._skipping = False
                 yield self.line_no, None
             else:
-                yield self.line_no, buffer[start:end]
+                yield self.line_no, _without_bom(self.line_no, buffer[start:end])
             start = end + 1
         self._tail = buffer[start:]
         if len(self._tail) > MAX_LINE_BYTES:
@@ -58,7 +66,7 @@ class LineSplitter:
             yield self.line_no, None
         elif self._tail:
             self.line_no += 1
-            yield self.line_no, self._tail
+            yield self.line_no, _without_bom(self.line_no, self._tail)
         self._tail = b""
 
 
@@ -101,18 +109,20 @@ class CsvLines:
         try:
             header = [name.strip().lower() for name in next(csv.reader([text]), [])]
         except csv.Error as exc:
-            raise BadRequest(f"malformed CSV header: {exc}", code="malformed_csv") from None
-        unknown = [name for name in header if name not in FIELDS]
-        missing = [name for name in REQUIRED if name not in header]
-        if unknown or missing or len(set(header)) != len(header):
-            problems = [f"unknown column {n!r}" for n in unknown]
-            problems += [f"missing column {n!r}" for n in missing]
-            if len(set(header)) != len(header):
-                problems.append("repeated column")
-            raise BadRequest(
-                "CSV header must name the point fields: " + "; ".join(problems),
+            raise MalformedInput(f"malformed CSV header: {exc}", code="malformed_csv") from None
+        problems = [(name, "unknown column") for name in dict.fromkeys(header)
+                    if name not in FIELDS]
+        problems += [(name, "missing column") for name in REQUIRED if name not in header]
+        problems += [(name, "repeated column") for name in dict.fromkeys(header)
+                     if header.count(name) > 1]
+        if problems:
+            raise MalformedInput(
+                "CSV header must name the point fields ("
+                + ", ".join(FIELDS) + "): "
+                + "; ".join(f"{message} {name!r}" for name, message in problems),
                 code="malformed_csv",
-                details=[{"line": 1, "message": p} for p in problems],
+                details=[{"line": 1, "field": name, "message": message}
+                         for name, message in problems],
             )
         return header
 

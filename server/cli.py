@@ -1,23 +1,26 @@
 """``python run.py COMMAND``: serve, migrate, token create|revoke, check-config.
 
-Settings are parsed once here (environment, then flags) and handed down; every
-configuration problem is printed together and the process exits 2.
+This module only parses and calls: the server's commands parse the settings
+once (environment, then flags; every problem printed together, exit 2) and
+hand them to ``lifecycle``; a start that fails prints one line and exits 1.
+Commands that are not the server's (the harness's ``bench``, ``report``…) never
+parse the server's settings, so a broken server environment cannot stop them.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from server.config import INGEST_PATHS, ConfigError, Settings, load_settings
-
-ADMIN_TOKEN_FILE = "admin-token"
+from server.config import (
+    INGEST_PATHS,
+    ConfigError,
+    Settings,
+    describe_settings,
+    load_settings,
+)
 
 
 def build_parser(extra_commands: Callable[[Any], None] | None = None
@@ -82,68 +85,75 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
 def main(argv: list[str] | None = None,
          extra_commands: Callable[[Any], None] | None = None) -> int:
     args = build_parser(extra_commands).parse_args(argv)
+    return args.func(args)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment and this command's flags; ConfigError lists all."""
     flags = {name: getattr(args, name, None)
              for name in ("port", "address", "processes", "workers", "ingest_path", "data_dir")}
-    try:
-        settings = load_settings(flags=flags)
-    except ConfigError as exc:
-        print("configuration is invalid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
-    return args.func(settings, args)
+    return load_settings(flags=flags)
+
+
+def _server_command(run: Callable[[Settings, argparse.Namespace], int]
+                    ) -> Callable[[argparse.Namespace], int]:
+    """Parse settings first (exit 2 naming every problem); a failed start exits 1."""
+
+    def command(args: argparse.Namespace) -> int:
+        from server.lifecycle import StartupError
+
+        try:
+            settings = _settings(args)
+        except ConfigError as exc:
+            print("configuration is invalid:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 2
+        try:
+            return run(settings, args)
+        except StartupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return command
 
 
 # --- commands -------------------------------------------------------------------
 
 
+@_server_command
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
-    from urllib.parse import urlsplit
-
-    for field, value in sorted(vars(settings).items()):
-        if isinstance(value, str) and (password := urlsplit(value).password):
-            value = value.replace(password, "***")
-        print(f"{field} = {value}")
+    for name, value in describe_settings(settings):
+        print(f"{name}={value}")
     print("configuration ok")
     return 0
 
 
-def _stores(settings: Settings, *, redis: bool = True):  # -> EmbeddedStores
-    """The embedded stores a command needs: those whose URL is not configured."""
-    from server.embedded import EmbeddedStores
+def _with_database(settings: Settings, work: Callable[[str], Any]) -> int:
+    """Run ``work(database_url)`` with PostgreSQL started (if embedded) and migrated."""
+    from server.lifecycle import run_sync, stores_ready
 
-    return EmbeddedStores(settings.data_dir, postgres=settings.uses_embedded_postgres,
-                          redis=redis and settings.uses_embedded_redis)
-
-
-def _with_database(settings: Settings, work) -> int:  # work: async (db_url) -> int
-    stores = _stores(settings, redis=False)
-    db_url, _ = stores.start()
-    try:
-        return asyncio.run(work(settings.database_url or db_url))
-    finally:
-        stores.stop()
+    with stores_ready(settings, redis=False) as stores:
+        return run_sync(work(stores.database_url))
 
 
+@_server_command
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from server.storage.migrate import apply_migrations
+    from server.lifecycle import stores_ready
 
-    async def work(url: str) -> int:
-        applied = await apply_migrations(url)
-        print("applied: " + ", ".join(applied) if applied else "database is up to date")
-        return 0
-
-    return _with_database(settings, work)
+    with stores_ready(settings, redis=False) as stores:  # applies what is pending
+        applied = stores.migrations_applied
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
 
 
-async def _open(url: str, settings: Settings):
+async def _open(url: str, settings: Settings):  # -> Database
     from server.storage.database import open_database
-    from server.storage.migrate import apply_migrations
 
-    await apply_migrations(url)
     return await open_database(settings.replace(pg_pool_min=1, pg_pool_max=2), url)
 
 
+@_server_command
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
     from server.auth import create_token
 
@@ -158,6 +168,7 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
     return _with_database(settings, work)
 
 
+@_server_command
 def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from server.auth import hash_token
     from server.storage import tokens
@@ -177,94 +188,10 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return _with_database(settings, work)
 
 
-async def _bootstrap(url: str, settings: Settings) -> None:
-    """Migrate, and on first start create the admin token (printed once, file 0600)."""
-    from server.auth import create_token
-    from server.storage import tokens
-
-    db = await _open(url, settings)
-    try:
-        token_file = Path(settings.data_dir) / ADMIN_TOKEN_FILE
-        async with db.cursor() as cur:
-            has_admin = await tokens.has_admin(cur)
-        if not has_admin and not token_file.exists():
-            token = await create_token(db, "admin", "bootstrap-admin")
-            token_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(token + "\n")
-            print(f"admin token (shown once; also stored in {token_file}, mode 0600):\n"
-                  f"  {token}", flush=True)
-    finally:
-        await db.close()
-
-
+@_server_command
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import tornado.netutil
-
-    from server.lifecycle import LISTEN_BACKLOG
+    from server.lifecycle import serve
     from server.logs import configure_logging
 
     configure_logging(settings)
-    stores = _stores(settings)
-    db_url, redis_url = stores.start()
-    db_url = settings.database_url or db_url
-    redis_url = settings.redis_url or redis_url
-    try:
-        asyncio.run(_bootstrap(db_url, settings))
-        sockets = tornado.netutil.bind_sockets(settings.port, settings.address,
-                                               reuse_port=settings.processes > 1,
-                                               backlog=LISTEN_BACKLOG)
-        if settings.processes == 1:
-            return _serve_process(settings, db_url, redis_url, sockets)
-        return _supervise(settings, db_url, redis_url, sockets)
-    finally:
-        stores.stop()
-
-
-def _serve_process(settings: Settings, db_url: str, redis_url: str, sockets: list) -> int:
-    import uvloop
-
-    from server.lifecycle import running_service
-
-    async def serve() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        async with running_service(settings, db_url, redis_url, sockets=sockets) as service:
-            print(f"listening on http://{settings.address}:{service.port} "
-                  f"(pid {os.getpid()}, ingest path {settings.ingest_path})", flush=True)
-            await stop.wait()
-        return 0
-
-    return uvloop.run(serve())
-
-
-def _supervise(settings: Settings, db_url: str, redis_url: str, sockets: list) -> int:
-    """Fork ``processes`` children on the bound sockets; forward signals; reap them."""
-    children: list[int] = []
-    for _ in range(settings.processes):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = _serve_process(settings, db_url, redis_url, sockets)
-            finally:
-                os._exit(code)
-        children.append(pid)
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            try:
-                os.kill(child, signum)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status) & 0xFF)
-    return worst
+    return serve(settings)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-INGEST_PATHS = ("naive", "pipelined")
+from server.queue.paths import INGEST_PATHS, PIPELINED
+
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -64,7 +65,7 @@ class Settings:
     port: int = 8000
     address: str = "127.0.0.1"
     processes: int = 1
-    ingest_path: str = "pipelined"
+    ingest_path: str = PIPELINED
 
     @property
     def uses_embedded_postgres(self) -> bool:
@@ -231,21 +232,36 @@ def load_settings(
         except ValueError as exc:
             problems.append(f"{name}={_shown(name, text)}: {exc}")
 
-    settings = Settings(**values) if not problems else Settings()
-    if not problems:
-        problems.extend(_cross_checks(settings))
+    # Cross-field rules are checked on whatever did parse (defaults standing in
+    # for the rest), so one round reports every problem, not one class at a time.
+    settings = Settings(**values)
+    problems.extend(_cross_checks(settings, given=set(values)))
     if problems:
         raise ConfigError(problems)
     return settings
 
 
-def _cross_checks(s: Settings) -> list[str]:
+def describe_settings(settings: Settings) -> list[tuple[str, str]]:
+    """(environment variable, value) for every setting, credentials masked."""
+    rows = []
+    for name, (field, _) in _VARIABLES.items():
+        value = getattr(settings, field)
+        text = "" if value is None else str(value)
+        if name.endswith("_URL") and text and (password := urlsplit(text).password):
+            text = text.replace(password, "***")
+        rows.append((name, text))
+    return rows
+
+
+def _cross_checks(s: Settings, given: set[str]) -> list[str]:
+    """Rules between settings; a rule whose fields all failed to parse is skipped
+    (their own problems are already reported)."""
     problems = []
-    if s.pg_pool_min > s.pg_pool_max:
+    if {"pg_pool_min", "pg_pool_max"} & given and s.pg_pool_min > s.pg_pool_max:
         problems.append(
             f"PG_POOL_MIN={s.pg_pool_min}: must not exceed PG_POOL_MAX={s.pg_pool_max}"
         )
-    if s.retry_base_s > s.retry_max_s:
+    if {"retry_base_s", "retry_max_s"} & given and s.retry_base_s > s.retry_max_s:
         problems.append(
             f"RETRY_BASE_S={s.retry_base_s:g}: must not exceed RETRY_MAX_S={s.retry_max_s:g}"
         )

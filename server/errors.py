@@ -1,21 +1,29 @@
-"""Typed errors that cross the HTTP boundary, mapped to the SPEC error shape once.
+"""Domain errors: what went wrong, in the service's own terms, knowing nothing of HTTP.
+
+Storage, the queue, ingest, auth and the request parsers raise these.  The
+handlers turn each into a status, headers and the SPEC error body in one table
+(``server/handlers/errors.py``), the way httpx maps httpcore's exceptions where
+they enter.  Driver exceptions (psycopg2, redis-py) are translated into these at
+the storage and queue boundaries, so nothing above them sees a driver type.
 
 Hierarchy::
 
-    ApiError                      (status, code, message, details)
-    ├── BadRequest          400   malformed JSON / CSV, non-UTF-8, nesting
-    ├── Unauthorized        401   missing, unknown or revoked token
-    ├── Forbidden           403   token lacks the role
-    ├── NotFound            404
-    ├── MethodNotAllowed    405
-    ├── Conflict            409   unique slug taken
-    ├── PayloadTooLarge     413
-    ├── UnsupportedMediaType 415
-    ├── Unprocessable       422   invalid fields; details name index/line + field
-    └── Unavailable         503   no store can take the request (Retry-After)
+    ServiceError                          .code: a stable snake_case identifier
+    ├── StoreUnavailable(store, retry_after_s)   a store cannot take the call now
+    │   └── PoolTimeout                           no pooled connection was free in time
+    │                                             (local congestion: opens no breaker)
+    ├── DataRejected                              PostgreSQL refused the data itself
+    ├── InputError(message, details)              the client's request cannot be used
+    │   ├── MalformedInput                        bytes that do not parse (JSON, CSV, UTF-8)
+    │   ├── InvalidInput                          parsed, but fields are invalid
+    │   └── SlugTaken(slug)                       a competition slug in use
+    ├── UnknownReferences                         points name competitions or participants
+    │                                             that do not exist (direct write only)
+    ├── NotAuthenticated                          no, malformed, unknown or revoked token
+    └── NotPermitted(role, required)              the token's role is too low
 
-Handlers raise these; ``BaseHandler.write_error`` renders them.  Anything else
-that escapes a handler is a bug and becomes a logged 500 without internals.
+``details`` items always carry ``message`` and, where they apply, ``index``
+(position in a JSON batch), ``line`` (in an upload) and ``field``.
 """
 
 from __future__ import annotations
@@ -23,80 +31,90 @@ from __future__ import annotations
 from typing import Any
 
 
-class ApiError(Exception):
-    status = 500
-    code = "internal_error"
+class ServiceError(Exception):
+    """Base of every domain error; ``code`` names it for clients and logs."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        details: list[dict[str, Any]] | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
+    code = "service_error"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
-        if code is not None:
-            self.code = code
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
 
 
-class BadRequest(ApiError):
-    status = 400
-    code = "bad_request"
+class StoreUnavailable(ServiceError):
+    """PostgreSQL or Redis is down, unreachable or timing out; retry later."""
+
+    code = "store_unavailable"
+
+    def __init__(self, store: str, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.store = store
+        self.retry_after_s = retry_after_s
 
 
-class Unauthorized(ApiError):
-    status = 401
-    code = "unauthorized"
+class PoolTimeout(StoreUnavailable):
+    """Every pooled connection was busy for the whole wait: this process is congested,
+    the store itself may be fine (so no circuit breaker opens on it)."""
 
-    def __init__(self, message: str = "missing or invalid bearer token") -> None:
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
-
-
-class Forbidden(ApiError):
-    status = 403
-    code = "forbidden"
+    code = "store_busy"
 
 
-class NotFound(ApiError):
-    status = 404
-    code = "not_found"
+class DataRejected(ServiceError):
+    """PostgreSQL refused the rows themselves (a constraint, an out-of-range value)."""
+
+    code = "data_rejected"
 
 
-class MethodNotAllowed(ApiError):
-    status = 405
-    code = "method_not_allowed"
+class InputError(ServiceError):
+    """The request cannot be used as sent; nothing was changed."""
+
+    code = "invalid_input"
 
 
-class Conflict(ApiError):
-    status = 409
-    code = "conflict"
+class MalformedInput(InputError):
+    """Bytes that do not parse.  ``code``: malformed_json, malformed_csv, invalid_encoding."""
+
+    def __init__(self, message: str, *, code: str = "malformed_input",
+                 details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.code = code
 
 
-class PayloadTooLarge(ApiError):
-    status = 413
-    code = "payload_too_large"
+class InvalidInput(InputError):
+    """Parsed, but some fields are invalid; ``details`` name each index/line and field."""
 
-
-class UnsupportedMediaType(ApiError):
-    status = 415
-    code = "unsupported_media_type"
-
-
-class Unprocessable(ApiError):
-    status = 422
     code = "invalid_fields"
 
 
-class Unavailable(ApiError):
-    status = 503
-    code = "unavailable"
+class SlugTaken(InputError):
+    code = "slug_taken"
 
-    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+    def __init__(self, slug: str) -> None:
+        super().__init__(f"a competition with slug {slug!r} already exists",
+                         details=[{"field": "slug", "message": "already taken"}])
+        self.slug = slug
+
+
+class UnknownReferences(ServiceError):
+    """A direct write (Redis down) met points whose competition or participant is
+    unknown; the queue would have retried them, a direct write cannot."""
+
+    code = "unknown_references"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class NotAuthenticated(ServiceError):
+    code = "unauthorized"
+
+
+class NotPermitted(ServiceError):
+    code = "forbidden"
+
+    def __init__(self, role: str, required: str) -> None:
+        super().__init__(f"this token has role {role!r}; {required!r} is required")
+        self.role = role
+        self.required = required

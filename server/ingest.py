@@ -6,8 +6,9 @@ The handler validates; this module decides where validated points go:
 * when Redis refuses, the points are written to PostgreSQL at once with the
   same idempotent insert the workers use (degraded mode).  That write is
   all-or-nothing: if any point's competition or participant is unknown — which
-  the queue would have retried — the request gets a 503 and nothing is written;
-* when both stores refuse, the store error surfaces as a 503 with Retry-After.
+  the queue would have retried — it raises ``UnknownReferences`` and nothing is
+  written;
+* when both stores refuse, ``StoreUnavailable`` says that nothing was accepted.
 
 ``wait_committed`` serves ``?ack=committed`` by polling PostgreSQL for the ids
 with a growing interval, which works whichever process's worker commits them;
@@ -21,17 +22,13 @@ import logging
 import time
 from collections.abc import Sequence
 
-from server.errors import Unavailable
+from server.errors import StoreUnavailable, UnknownReferences
 from server.points import Point
-from server.queue.redis_queue import REDIS_ERRORS, PointQueue
+from server.queue.redis_queue import PointQueue
 from server.storage import points as sql
-from server.storage.database import TRANSIENT_ERRORS, Database
+from server.storage.database import Database
 
 log = logging.getLogger(__name__)
-
-
-class _Refused(Exception):
-    pass
 
 
 class Ingest:
@@ -45,9 +42,8 @@ class Ingest:
         """Take ``points``; True when they were committed directly (Redis down)."""
         try:
             await self.queue.enqueue(points)
-        except REDIS_ERRORS as exc:
-            log.warning("Redis unavailable (%s); writing %d point(s) to PostgreSQL directly",
-                        exc, len(points))
+        except StoreUnavailable as exc:
+            log.warning("%s; writing %d point(s) to PostgreSQL directly", exc, len(points))
             await self._write_directly(points)
             self.accepted += len(points)
             self.written_directly += len(points)
@@ -60,14 +56,13 @@ class Ingest:
             async with self.db.transaction() as cur:
                 _, refused = await sql.write_points(cur, points)
                 if refused:
-                    raise _Refused(refused[0][2])
-        except _Refused as exc:
-            raise Unavailable(f"the queue is unavailable and {exc}, so nothing was written "
-                              "to PostgreSQL (part of the request may be queued: retry it "
-                              "with point ids to stay idempotent)", retry_after_s=5) from None
-        except TRANSIENT_ERRORS as exc:
-            raise Unavailable("both Redis and PostgreSQL are unavailable; nothing was "
-                              f"accepted ({type(exc).__name__})", retry_after_s=2) from None
+                    raise UnknownReferences(
+                        f"the queue is unavailable and {refused[0][2]}, so nothing was "
+                        "written to PostgreSQL (part of the request may be queued: retry it "
+                        "with point ids to stay idempotent)")
+        except StoreUnavailable as exc:
+            raise StoreUnavailable("postgres", "both Redis and PostgreSQL are unavailable; "
+                                   "nothing was accepted", retry_after_s=2) from exc
 
     async def wait_committed(self, ids: Sequence[str], timeout_s: float) -> bool:
         """True once every id is committed in PostgreSQL; False if ``timeout_s`` passes."""
@@ -79,7 +74,7 @@ class Ingest:
                 async with self.db.cursor() as cur:
                     if await sql.count_committed(cur, unique) == len(unique):
                         return True
-            except (*TRANSIENT_ERRORS, Unavailable):
+            except StoreUnavailable:
                 pass  # PostgreSQL away: the points wait safely in the queue
             remaining = deadline - time.monotonic()
             if remaining <= 0:

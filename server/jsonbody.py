@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from server.errors import BadRequest
+from server.errors import MalformedInput
 from server.points import NonFinite
 
 # orjson reads integers past 64 bits as floats, silently losing digits; a body with
@@ -33,16 +33,16 @@ def decode_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})",
+        raise MalformedInput(f"body is not valid UTF-8 (byte {exc.start})",
                          code="invalid_encoding") from None
     try:
         value = json.loads(text, parse_constant=NonFinite)
         _refuse_lone_surrogates(value)
         return value
     except RecursionError:
-        raise BadRequest("JSON is nested too deeply", code="malformed_json") from None
+        raise MalformedInput("JSON is nested too deeply", code="malformed_json") from None
     except ValueError as exc:
-        raise BadRequest(f"malformed JSON: {exc}", code="malformed_json") from None
+        raise MalformedInput(f"malformed JSON: {exc}", code="malformed_json") from None
 
 
 def _refuse_lone_surrogates(value: Any) -> None:
@@ -64,5 +64,5 @@ def _refuse_lone_surrogates(value: Any) -> None:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
-                raise BadRequest("JSON holds a lone surrogate escape; strings must be "
+                raise MalformedInput("JSON holds a lone surrogate escape; strings must be "
                                  "valid Unicode", code="invalid_encoding") from None

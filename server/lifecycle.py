@@ -1,50 +1,182 @@
-"""The one owner of every runtime resource: start in order, stop in reverse.
+"""The one owner of every resource's lifetime: started in order, stopped in reverse.
 
-Order: PostgreSQL pool → Redis client → queue and workers → HTTP listener.
-Stop (SIGTERM/SIGINT or leaving the context): ``/health`` turns 503 ``draining``,
-the listener stops accepting, in-flight requests finish (bounded), workers finish
-their claim and hand back the rest, then Redis and PostgreSQL pools close.
-Everything is bounded by ``SHUTDOWN_TIMEOUT``.
+Two stages, each a context manager over an exit stack, so that a start that
+fails half-way unwinds exactly what it had opened, in reverse:
+
+1. **Before the fork** — ``prepared(settings)``: the embedded stores (only those
+   whose URL is not configured), migrations, the admin token on first start, the
+   listening sockets.  It is synchronous (``ExitStack``), not async as the
+   per-process stage is: a process must not fork while an event loop runs (the
+   children would inherit its half-shared state), and every ``--processes``
+   child shares what this stage made.
+2. **Per process** — ``running_service(...)``: PostgreSQL pools, the Redis
+   client, the queue, the supervised workers, the HTTP server
+   (``AsyncExitStack``).  Stop: ``/health`` turns 503 ``draining``, the listener
+   stops accepting, in-flight requests finish, workers finish their claim and
+   hand back the rest, connections close, then Redis and PostgreSQL — all
+   within ``SHUTDOWN_TIMEOUT``.
+
+``serve(settings)`` runs both (forking for ``--processes``); ``cli.py`` only
+parses and calls.  Tests and the harness start the same way.  A start that
+fails raises ``StartupError`` with one line saying what and why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 import tornado.httpserver
 import tornado.netutil
+import uvloop
 
 from server.app import Deps, LifecycleState, make_app
-from server.auth import Authenticator
+from server.auth import Authenticator, create_token
 from server.cache import ReadCache
 from server.config import Settings
+from server.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedStoreError, EmbeddedStores
+from server.errors import StoreUnavailable
 from server.ingest import Ingest
 from server.queue.paths import make_path
 from server.queue.redis_queue import PointQueue
 from server.queue.worker import Workers
+from server.storage import tokens
 from server.storage.database import open_database
+from server.storage.migrate import MigrationError, apply_migrations
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 # A burst of a thousand simultaneous connections must queue in the kernel, not be
 # reset: tornado's default backlog is 128 (the kernel caps this at somaxconn).
 LISTEN_BACKLOG = 4096
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+class StartupError(Exception):
+    """The service could not start; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Where the stores are, and the embedded servers behind them (if any)."""
+
+    database_url: str
+    redis_url: str | None
+    embedded: EmbeddedStores
+    migrations_applied: tuple[str, ...] = ()
+
+    @property
+    def postgres(self) -> EmbeddedPostgres | None:
+        return self.embedded.postgres
+
+    @property
+    def redis(self) -> EmbeddedRedis | None:
+        return self.embedded.redis
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run start-up I/O to completion on a private loop (never the caller's)."""
+    loop = uvloop.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+# --- stage 1: before the fork ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def stores_ready(settings: Settings, *, redis: bool = True) -> Iterator[Stores]:
+    """Stores running (embedded ones started) and migrated; embedded ones stopped after."""
+    embedded = EmbeddedStores(settings.data_dir, postgres=settings.uses_embedded_postgres,
+                              redis=redis and settings.uses_embedded_redis)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(embedded)
+        except EmbeddedStoreError as exc:
+            raise StartupError(str(exc)) from exc
+        database_url = settings.database_url or embedded.postgres.url  # type: ignore[union-attr]
+        redis_url = settings.redis_url or (embedded.redis.url if embedded.redis else None)
+        try:
+            applied = run_sync(apply_migrations(database_url))
+        except (MigrationError, StoreUnavailable) as exc:
+            raise StartupError(str(exc)) from exc
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        yield Stores(database_url, redis_url, embedded, tuple(applied))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    stores: Stores
+    sockets: list[socket.socket]
+    admin_token: str | None  # created by this start (printed once), else None
+
+
+@contextlib.contextmanager
+def prepared(settings: Settings) -> Iterator[Prepared]:
+    """Stage 1: stores, migrations, admin token, listening sockets."""
+    with ExitStack() as stack:
+        stores = stack.enter_context(stores_ready(settings))
+        try:
+            admin_token = run_sync(ensure_admin_token(stores.database_url, settings))
+        except StoreUnavailable as exc:
+            raise StartupError(str(exc)) from exc
+        sockets = bind(settings.address, settings.port, reuse_port=settings.processes > 1)
+        stack.callback(lambda: [sock.close() for sock in sockets])
+        yield Prepared(stores, sockets, admin_token)
+
+
+def bind(address: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    try:
+        return tornado.netutil.bind_sockets(port, address, reuse_port=reuse_port,
+                                            backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {address}:{port}: "
+                           f"{exc.strerror or exc}") from exc
+
+
+async def ensure_admin_token(database_url: str, settings: Settings) -> str | None:
+    """On first start, create an admin token: printed once, stored in a 0600 file."""
+    db = await open_database(settings.replace(pg_pool_min=1, pg_pool_max=1), database_url)
+    try:
+        token_file = Path(settings.data_dir) / ADMIN_TOKEN_FILE
+        async with db.cursor() as cur:
+            if await tokens.has_admin(cur) or token_file.exists():
+                return None
+        token = await create_token(db, "admin", "bootstrap-admin")
+    finally:
+        await db.close()
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    print(f"admin token (shown once; also stored in {token_file}, mode 0600):\n  {token}",
+          flush=True)
+    return token
+
+
+# --- stage 2: one process ---------------------------------------------------------
 
 
 def redis_client(url: str, settings: Settings) -> aioredis.Redis:
     """A bounded pool: callers wait (bounded) for a connection instead of failing."""
     pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_max_connections,
-        timeout=5,
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        health_check_interval=30,
+        url, max_connections=settings.redis_max_connections, timeout=5, socket_timeout=10,
+        socket_connect_timeout=5, health_check_interval=30,
     )
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
 
@@ -62,52 +194,134 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
 
-@asynccontextmanager
-async def running_service(
-    settings: Settings,
-    database_url: str,
-    redis_url: str,
-    *,
-    sockets: list[socket.socket] | None = None,
-    workers: int | None = None,
-) -> AsyncIterator[Service]:
-    """Run the whole service inside the block; ``sockets`` default to settings' port."""
-    db = await open_database(settings, database_url, settings.database_read_url)
-    client = redis_client(redis_url, settings)
-    path = make_path(settings.ingest_path, settings.queue_batch_size)
-    queue = PointQueue(client, path, dead_max=settings.dlq_max_entries,
-                       dead_max_age_s=settings.dlq_max_age_s)
-    pool = Workers(queue, db, path, settings)
-    state = LifecycleState()
-    deps = Deps(settings=settings, db=db, redis=client, path=path, queue=queue, workers=pool,
-                ingest=Ingest(queue, db), cache=ReadCache(client), auth=Authenticator(db),
-                lifecycle=state)
-    server = tornado.httpserver.HTTPServer(
-        make_app(deps), max_body_size=1 << 20, idle_connection_timeout=60,
-    )
-    if sockets is None:
-        sockets = tornado.netutil.bind_sockets(settings.port, settings.address,
-                                                   backlog=LISTEN_BACKLOG)
-    server.add_sockets(sockets)
-    port = sockets[0].getsockname()[1]
-    pool.start(settings.queue_workers if workers is None else workers)
-    log.info("serving on %s:%d (ingest path %s, %d workers)", settings.address, port,
-             path.name, settings.queue_workers if workers is None else workers)
-    try:
+class _Deadline:
+    """SHUTDOWN_TIMEOUT, counted from the first time anyone asks during the stop."""
+
+    def __init__(self, total_s: float) -> None:
+        self.total_s = total_s
+        self._end: float | None = None
+
+    def remaining(self) -> float:
+        if self._end is None:
+            self._end = time.monotonic() + self.total_s
+        return max(0.1, self._end - time.monotonic())
+
+
+@contextlib.asynccontextmanager
+async def running_service(settings: Settings, database_url: str, redis_url: str, *,
+                          sockets: list[socket.socket] | None = None,
+                          workers: int | None = None) -> AsyncIterator[Service]:
+    """Stage 2: run the whole service inside the block (``sockets`` default to the
+    settings' address and port; ``workers`` to QUEUE_WORKERS)."""
+    deadline = _Deadline(settings.shutdown_timeout_s)
+    async with AsyncExitStack() as stack:
+        db = await open_database(settings, database_url, settings.database_read_url)
+        stack.push_async_callback(db.close)
+        client = redis_client(redis_url, settings)
+        stack.push_async_callback(client.aclose)
+        path = make_path(settings.ingest_path, settings.queue_batch_size)
+        queue = PointQueue(client, path, dead_max=settings.dlq_max_entries,
+                           dead_max_age_s=settings.dlq_max_age_s)
+        pool = Workers(queue, db, path, settings)
+        state = LifecycleState()
+        deps = Deps(settings=settings, db=db, redis=client, path=path, queue=queue,
+                    workers=pool, ingest=Ingest(queue, db), cache=ReadCache(client),
+                    auth=Authenticator(db), lifecycle=state)
+        if sockets is None:
+            sockets = bind(settings.address, settings.port)
+            stack.callback(lambda: [sock.close() for sock in sockets])  # type: ignore[union-attr]
+        count = settings.queue_workers if workers is None else workers
+        pool.start(count)
+        stack.push_async_callback(lambda: pool.stop(deadline.remaining()))
+        server = tornado.httpserver.HTTPServer(make_app(deps), max_body_size=1 << 20,
+                                               idle_connection_timeout=60)
+        server.add_sockets(sockets)
+        stack.push_async_callback(_stop_http, server, state, deadline)
+        port = sockets[0].getsockname()[1]
+        log.info("serving on %s:%d (ingest path %s, %d workers)", settings.address, port,
+                 path.name, count)
         yield Service(deps, server, port)
-    finally:
-        deadline = time.monotonic() + settings.shutdown_timeout_s
-        state.draining = True
-        server.stop()
-        # A counter polled every 20 ms: simpler than an Event per request, and bounded.
-        while state.inflight and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        await pool.stop(max(0.1, deadline - time.monotonic()))
-        try:
-            await asyncio.wait_for(server.close_all_connections(),
-                                   max(0.1, deadline - time.monotonic()))
-        except TimeoutError:
-            log.warning("connections still open at shutdown deadline")
-        await client.aclose()
-        await db.close()
-        log.info("stopped")
+    log.info("stopped")
+
+
+async def _stop_http(server: tornado.httpserver.HTTPServer, state: LifecycleState,
+                     deadline: _Deadline) -> None:
+    """Drain HTTP: /health says draining, stop accepting, let in-flight requests finish."""
+    state.draining = True
+    server.stop()
+    end = time.monotonic() + deadline.remaining()
+    # A counter polled every 20 ms: simpler than an Event per request, and bounded.
+    while state.inflight and time.monotonic() < end:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    try:
+        await asyncio.wait_for(server.close_all_connections(), deadline.remaining())
+    except TimeoutError:
+        log.warning("connections still open at shutdown deadline")
+
+
+# --- the whole command -----------------------------------------------------------
+
+
+def serve(settings: Settings) -> int:
+    """``run.py serve``: prepare, then serve in one process or fork ``processes``."""
+    with prepared(settings) as ready:
+        if settings.processes == 1:
+            return serve_process(settings, ready)
+        return _fork_and_wait(settings, ready)
+
+
+def serve_process(settings: Settings, ready: Prepared) -> int:
+    """Serve until SIGTERM/SIGINT on this process's own event loop."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        redis_url = ready.stores.redis_url
+        assert redis_url is not None
+        async with AsyncExitStack() as stack:
+            try:
+                service = await stack.enter_async_context(running_service(
+                    settings, ready.stores.database_url, redis_url, sockets=ready.sockets))
+            except StoreUnavailable as exc:
+                raise StartupError(str(exc)) from exc
+            print(f"listening on http://{settings.address}:{service.port} "
+                  f"(pid {os.getpid()}, ingest path {settings.ingest_path})", flush=True)
+            await stop.wait()
+        return 0
+
+    return uvloop.run(main())
+
+
+def _fork_and_wait(settings: Settings, ready: Prepared) -> int:
+    """Fork ``processes`` children on the bound sockets; forward signals; reap them.
+
+    A child never unwinds stage 1 (``os._exit``): the stores and sockets are the
+    parent's to close.
+    """
+    children: list[int] = []
+    for _ in range(settings.processes):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = serve_process(settings, ready)
+            except StartupError as exc:
+                print(f"error: {exc}", flush=True)
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status) & 0xFF)
+    return worst

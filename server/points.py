@@ -1,7 +1,7 @@
 """What a point is: validation of client input into the internal tuple, and its ids.
 
 Internally a point is a plain tuple, cheap to build, to pack into the queue with
-orjson and to turn into SQL arrays::
+orjson and to send to PostgreSQL as one JSON parameter::
 
     (id, competition_id, participant_id, value, recorded_us, received_us)
 
@@ -21,6 +21,8 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from server.errors import InvalidInput
 
 Point = tuple  # (id, competition_id, participant_id, value, recorded_us, received_us)
 
@@ -50,14 +52,6 @@ class NonFinite:
 
     def __init__(self, literal: str) -> None:
         self.literal = literal
-
-
-class PointErrors(Exception):
-    """Validation failed; ``errors`` are detail dicts naming index/line and field."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__(f"{len(errors)} invalid field(s)")
-        self.errors = errors
 
 
 def now_us() -> int:
@@ -226,7 +220,8 @@ def with_ids(partial: list[tuple]) -> list[Point]:
 
 
 def validate_points(items: list[Any], received_us: int) -> list[Point]:
-    """All-or-nothing: every point valid (ids assigned) or PointErrors with all problems."""
+    """All-or-nothing: every point valid (ids assigned), or InvalidInput naming every
+    problem (up to ``MAX_REPORTED``) by index and field."""
     errors: list[dict[str, Any]] = []
     partial = []
     for index, obj in enumerate(items):
@@ -234,5 +229,6 @@ def validate_points(items: list[Any], received_us: int) -> list[Point]:
         if point is not None:
             partial.append(point)
     if errors:
-        raise PointErrors(errors[:MAX_REPORTED])
+        raise InvalidInput(f"{len(errors)} invalid field(s); nothing was accepted",
+                           details=errors[:MAX_REPORTED])
     return with_ids(partial)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,44 +23,18 @@ from tornado.platform.asyncio import AsyncIOLoop
 
 from server.auth import hash_token
 from server.config import Settings
-from server.embedded import EmbeddedPostgres, EmbeddedRedis
-from server.lifecycle import Service, running_service
-from server.storage.migrate import apply_migrations
+from server.lifecycle import Service, Stores, running_service, stores_ready
+from server.queue.paths import INGEST_PATHS
 
 TABLES = "points, standing_deltas, standings, participants, competitions, api_tokens"
 TOKENS = {role: f"pts_test_{role}_token" for role in ("read", "ingest", "admin", "revoked")}
 
 
-@dataclass
-class Stores:
-    postgres: EmbeddedPostgres
-    redis: EmbeddedRedis
-
-    @property
-    def database_url(self) -> str:
-        return self.postgres.url
-
-    @property
-    def redis_url(self) -> str:
-        return self.redis.url
-
-
 @pytest.fixture(scope="session")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
-    data_dir = tmp_path_factory.mktemp("stores")
-    pg, rd = EmbeddedPostgres(data_dir), EmbeddedRedis(data_dir)
-    pg.start()
-    try:
-        rd.start()
-        loop = uvloop.new_event_loop()
-        try:
-            loop.run_until_complete(apply_migrations(pg.url))
-        finally:
-            loop.close()
-        yield Stores(pg, rd)
-    finally:
-        rd.stop()
-        pg.stop()
+    """The session's stores: started and migrated the way ``serve`` does it."""
+    with stores_ready(Settings(data_dir=tmp_path_factory.mktemp("stores"))) as ready:
+        yield ready
 
 
 @pytest.fixture
@@ -108,22 +81,24 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(**base)
 
 
-@pytest.fixture(params=["naive", "pipelined"])
+@pytest.fixture(params=INGEST_PATHS)
 def ingest_path(request: pytest.FixtureRequest) -> str:
-    """Run a test over both ingest paths: they must behave identically."""
+    """Every test of the service runs over both ingest paths: they must behave alike."""
     return request.param
 
 
 @pytest.fixture
-def settings() -> Settings:
-    """Override in a module to change the service's settings."""
-    return make_settings()
+def settings(ingest_path: str) -> Settings:
+    """Override in a module to change the service's settings (keep ``ingest_path``
+    unless the module's behaviour cannot depend on the path)."""
+    return make_settings(ingest_path=ingest_path)
 
 
 @pytest.fixture
 def service(clean: Stores, settings: Settings, io_loop: tornado.ioloop.IOLoop
             ) -> Iterator[Service]:
     """The whole service in this test's loop; workers off unless settings say so."""
+    assert clean.redis_url is not None
     context = running_service(settings, clean.database_url, clean.redis_url)
     svc = io_loop.run_sync(context.__aenter__)
     yield svc
@@ -185,6 +160,26 @@ async def seed(api: Api, participants: int = 3) -> tuple[int, list[int]]:
                           for i in range(participants)]})
     assert status == 201, body
     return comp["id"], [p["id"] for p in body["participants"]]
+
+
+def assert_exact(stores: Stores, accepted: set[str]) -> None:
+    """Every accepted id is committed exactly once, nothing else is, and each
+    participant's standing equals what its committed points add up to.
+
+    Per participant, not a global sum: one delta applied twice and another lost
+    would cancel out in a sum.  Standings must be folded (no pending deltas).
+    """
+    ids = [row[0] for row in sql(stores, "SELECT id FROM points")]
+    assert len(ids) == len(set(ids)), "a point was stored twice"
+    missing, extra = accepted - set(ids), set(ids) - accepted
+    assert not missing and not extra, (f"{len(missing)} accepted but not committed, "
+                                       f"{len(extra)} committed but never accepted")
+    assert sql(stores, "SELECT count(*) FROM standing_deltas") == [(0,)], "unfolded deltas"
+    expected = sql(stores, "SELECT competition_id, participant_id, round(sum(value)::numeric, 6),"
+                           " count(*), max(recorded_at) FROM points GROUP BY 1, 2 ORDER BY 1, 2")
+    actual = sql(stores, "SELECT competition_id, participant_id, round(total::numeric, 6),"
+                         " points, last_point_at FROM standings ORDER BY 1, 2")
+    assert actual == expected
 
 
 def sql(stores: Stores, query: str, *args: Any) -> list[tuple]:

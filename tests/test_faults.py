@@ -17,24 +17,19 @@ import tornado.httpclient
 import tornado.ioloop
 
 from server.auth import hash_token
-from server.embedded import EmbeddedPostgres, EmbeddedRedis
-from server.lifecycle import Service, running_service
-from server.storage.migrate import apply_migrations
-from tests.conftest import TOKENS, Api, Stores, make_settings, seed
+from server.config import Settings
+from server.lifecycle import Service, Stores, running_service, stores_ready
+from tests.conftest import TOKENS, Api, assert_exact, make_settings, seed
 from tests.conftest import sql as run_sql
 
 
 @pytest.fixture
-def own(tmp_path: Path, io_loop: tornado.ioloop.IOLoop) -> Iterator[Stores]:
-    stores = Stores(EmbeddedPostgres(tmp_path), EmbeddedRedis(tmp_path))
-    stores.postgres.start()
-    stores.redis.start()
-    io_loop.run_sync(lambda: apply_migrations(stores.database_url))
-    run_sql(stores, "INSERT INTO api_tokens (token_hash, role, name) VALUES (%s, 'admin', 'a')",
-            hash_token(TOKENS["admin"]))
-    yield stores
-    stores.redis.stop(even_if_reused=True)
-    stores.postgres.stop(even_if_reused=True)
+def own(tmp_path: Path) -> Iterator[Stores]:
+    """This test's own PostgreSQL and Redis, to stop, kill and restart at will."""
+    with stores_ready(Settings(data_dir=tmp_path)) as stores:
+        run_sql(stores, "INSERT INTO api_tokens (token_hash, role, name) "
+                        "VALUES (%s, 'admin', 'a')", hash_token(TOKENS["admin"]))
+        yield stores
 
 
 def start(io_loop: tornado.ioloop.IOLoop, stores: Stores, **overrides: object):
@@ -71,13 +66,6 @@ async def drained(service: Service, expected: int, stores: Stores, timeout_s: fl
     raise AssertionError(f"not drained: {count} committed of {expected}, {stats}")
 
 
-def exact(stores: Stores, ids: set[str]) -> None:
-    rows = run_sql(stores, "SELECT id FROM points")
-    assert len(rows) == len(ids) and {r[0] for r in rows} == ids
-    assert run_sql(stores, "SELECT sum(points)::int, sum(total) FROM standings") == [
-        (len(ids), float(len(ids)))]
-
-
 def batch(cid: int, parts: list[int], tag: str, n: int = 100) -> dict:
     return {"points": [{"id": f"{tag}-{i}", "competition_id": cid,
                         "participant_id": parts[i % len(parts)], "value": 1}
@@ -100,7 +88,7 @@ async def test_postgres_stopped_mid_ingest_every_request_202_and_drained_after(
     await asyncio.to_thread(own.postgres.start)
     started = asyncio.get_running_loop().time()
     await drained(service, len(accepted), own)
-    exact(own, accepted)
+    assert_exact(own, accepted)
     # Draining resumed promptly once PostgreSQL answered again.
     assert asyncio.get_running_loop().time() - started < 5
 
@@ -123,7 +111,7 @@ async def test_redis_killed_mid_ingest_every_2xx_committed_exactly_once(
     assert (status, ready["status"]) == (200, "degraded")
     await asyncio.to_thread(own.redis.start)  # AOF replays what Redis had acknowledged
     await drained(service, len(accepted), own)
-    exact(own, accepted)
+    assert_exact(own, accepted)
 
 
 async def test_terminated_backends_cause_no_client_error_and_no_double_count(
@@ -162,7 +150,7 @@ async def test_terminated_backends_cause_no_client_error_and_no_double_count(
         await task
     assert terminated > 0
     await drained(service, len(accepted), own)
-    exact(own, accepted)
+    assert_exact(own, accepted)
 
 
 async def test_a_thousand_concurrent_requests_on_a_pool_of_two_get_2xx_or_503(

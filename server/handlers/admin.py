@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.errors import Unprocessable
+from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
 from server.jsonbody import decode_json
 from server.storage import reads
@@ -56,7 +56,7 @@ def _selection(body: bytes) -> list[str] | None:
     ids = data.get("ids") if type(data) is dict and set(data) == {"ids"} else None
     if (type(ids) is not list or not 0 < len(ids) <= MAX_IDS
             or not all(type(i) is str and 0 < len(i) <= 64 for i in ids)):
-        raise Unprocessable(
+        raise InvalidInput(
             'body must be {"ids": [1..10000 point ids]} or {"all": true}',
             details=[{"field": "ids", "message": "list of 1..10000 strings of 1..64 chars"}])
     return ids

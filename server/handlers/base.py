@@ -1,9 +1,10 @@
-"""Handler base classes: dependencies, auth, JSON in and out, the one error mapper.
+"""Handler base classes: dependencies, auth, JSON in and out, the one error renderer.
 
 Every handler gets its dependencies through ``initialize(deps=...)`` from the
 route table (no module globals).  ``write_error`` is the only place an error
-body is shaped; anything that is not an ``ApiError`` is a bug and answers a bare
-``internal_error`` without details, logged with its traceback.
+body is shaped, from ``handlers/errors.py``'s table; anything that is neither a
+domain error nor an ``HttpError`` is a bug and answers a bare ``internal_error``
+without details, logged with its traceback.
 
 Bodies: handlers that take JSON stream their body (``stream_request_body``) so
 that an oversized body is refused with 413 from its Content-Length, or as soon
@@ -19,21 +20,20 @@ import orjson
 import tornado.web
 from tornado.httputil import responses
 
-from server.errors import (
-    ApiError,
+from server.errors import ServiceError, StoreUnavailable
+from server.handlers.errors import (
+    BadParameter,
+    HttpError,
     NotFound,
     PayloadTooLarge,
-    Unprocessable,
     UnsupportedMediaType,
+    http_error_for,
 )
-from server.queue.redis_queue import REDIS_ERRORS
-from server.storage.database import TRANSIENT_ERRORS
 
 if TYPE_CHECKING:
     from server.app import Deps
 
 log = logging.getLogger(__name__)
-STORE_ERRORS = (*TRANSIENT_ERRORS, *REDIS_ERRORS)
 _INT64_MAX = 2**63 - 1
 
 
@@ -74,19 +74,12 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            self.set_status(exc.status)
-            for name, value in exc.headers.items():
+        error = http_error_for(exc) if exc is not None else None
+        if error is not None:
+            self.set_status(error.status)
+            for name, value in error.headers.items():
                 self.set_header(name, value)
-            body = exc.body()
-        elif isinstance(exc, STORE_ERRORS):
-            # A store went away mid-request: the client may retry; nothing is half-done
-            # that a retry could double (every write is idempotent or transactional).
-            self.set_status(503)
-            self.set_header("Retry-After", "1")
-            body = {"error": {"code": "store_unavailable",
-                              "message": f"a data store is unavailable ({type(exc).__name__}); "
-                                         "retry shortly", "details": []}}
+            body = error.body()
         elif isinstance(exc, tornado.web.HTTPError) or exc is None:
             status = exc.status_code if exc is not None else status_code
             self.set_status(status)
@@ -97,15 +90,19 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_status(500)
             body = {"error": {"code": "internal_error",
                               "message": "internal error; it has been logged", "details": []}}
+        body["error"].update(self.error_extra())
         self.finish(orjson.dumps(body))
 
+    def error_extra(self) -> dict[str, Any]:
+        """Further members of every error object this handler answers (none by default)."""
+        return {}
+
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, ApiError):
-            return  # a client error, answered in full; not worth a log line
-        if isinstance(value, STORE_ERRORS):
-            log.warning("%s %s: store unavailable: %s", self.request.method,
-                        self.request.path, value)
+        if isinstance(value, StoreUnavailable):
+            log.warning("%s %s: %s", self.request.method, self.request.path, value)
             return
+        if isinstance(value, ServiceError | HttpError):
+            return  # a client error, answered in full; not worth a log line
         super().log_exception(typ, value, tb)
 
     # --- request helpers ------------------------------------------------------
@@ -123,9 +120,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if raw is None or raw == "":
             return default
         if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not low <= int(raw) <= high:
-            raise Unprocessable(f"query parameter {name!r} must be an integer from {low} to "
-                                f"{high}", details=[{"field": name,
-                                                     "message": f"must be {low}..{high}"}])
+            raise BadParameter(f"query parameter {name!r} must be an integer from {low} to "
+                               f"{high}", details=[{"field": name,
+                                                    "message": f"must be {low}..{high}"}])
         return int(raw)
 
 
@@ -180,11 +177,10 @@ class BodyHandler(BaseHandler):
     def refuse(self, exc: BaseException) -> None:
         """Answer now, mid-body; the verb method will then see the request finished.
 
-        ``exc`` is mapped like any other error (ApiError, store error, or a bug).
+        ``exc`` is mapped like any other error (domain, HTTP, or a bug).
         """
         self._chunks.clear()
-        if not isinstance(exc, ApiError):
-            self.log_exception(type(exc), exc, exc.__traceback__)
+        self.log_exception(type(exc), exc, exc.__traceback__)
         self.send_error(500, exc_info=(type(exc), exc, exc.__traceback__))
 
     async def post(self, *args: str) -> None:

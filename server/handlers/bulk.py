@@ -15,7 +15,7 @@ from typing import Any
 import tornado.web
 
 from server.bulk import CsvLines, LineSplitter, NdjsonLines, point_from_line
-from server.errors import ApiError, BadRequest
+from server.errors import MalformedInput
 from server.handlers.base import BodyHandler
 from server.points import MAX_REPORTED, now_us, with_ids
 
@@ -31,15 +31,15 @@ class BulkHandler(BodyHandler):
         return self.deps.settings.bulk_max_bytes
 
     async def prepare(self) -> None:
-        await super().prepare()
-        csv = self.request.headers.get("Content-Type", "").lower().startswith("text/csv")
-        self._parser = CsvLines() if csv else NdjsonLines()
-        self._lines = LineSplitter()
-        self._buffer: list[tuple] = []
         self._accepted = 0
         self._rejected = 0
         self._errors: list[dict[str, Any]] = []
+        self._buffer: list[tuple] = []
+        self._lines = LineSplitter()
         self._received_us = now_us()
+        await super().prepare()
+        csv = self.request.headers.get("Content-Type", "").lower().startswith("text/csv")
+        self._parser = CsvLines() if csv else NdjsonLines()
 
     async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
         if self._finished:
@@ -48,9 +48,11 @@ class BulkHandler(BodyHandler):
             self.count_body(chunk)
             await self._consume(self._lines.feed(chunk))
         except Exception as exc:  # the request's boundary: answer, never drop the link
-            if isinstance(exc, ApiError):
-                exc.details.append({"accepted_before_error": self._accepted})
             self.refuse(exc)
+
+    def error_extra(self) -> dict[str, Any]:
+        """Every error reply says how much of the upload was accepted before it."""
+        return {"accepted": self._accepted}
 
     async def _consume(self, lines: Any) -> None:
         for line_no, raw in lines:
@@ -74,7 +76,7 @@ class BulkHandler(BodyHandler):
         await self._consume(self._lines.close())
         await self._flush()
         if isinstance(self._parser, CsvLines) and self._parser.header is None:
-            raise BadRequest("empty CSV upload: a header row is required",
-                             code="malformed_csv")
+            raise MalformedInput("empty CSV upload: a header row is required",
+                                 code="malformed_csv")
         self.write_json({"accepted": self._accepted, "rejected": self._rejected,
                          "errors": self._errors}, 202)

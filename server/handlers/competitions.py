@@ -6,8 +6,9 @@ import re
 from datetime import datetime
 from typing import Any
 
-from server.errors import NotFound, Unprocessable
+from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
+from server.handlers.errors import NotFound
 from server.jsonbody import decode_json
 from server.points import RFC3339_HINT, parse_rfc3339
 from server.storage import catalog
@@ -64,7 +65,7 @@ class _Fields:
 
 def _raise_if(problems: list[dict[str, Any]]) -> None:
     if problems:
-        raise Unprocessable(f"{len(problems)} invalid field(s)", details=problems[:100])
+        raise InvalidInput(f"{len(problems)} invalid field(s)", details=problems[:100])
 
 
 class CompetitionsHandler(BodyHandler):

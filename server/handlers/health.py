@@ -1,4 +1,11 @@
-"""/health (liveness, no I/O), /ready (bounded, cached probes) and the admin queue view."""
+"""/health (liveness, no I/O) and /ready (bounded store probes, cached, shared by callers).
+
+``/ready`` says ``ready`` when both stores answer and no background task is
+down, ``degraded`` when one store answers (ingest still works: Redis down means
+direct writes, PostgreSQL down means queueing) or a background task is being
+restarted, and ``unavailable`` (503) when neither store answers or the process
+is draining.
+"""
 
 from __future__ import annotations
 
@@ -75,15 +82,19 @@ class ReadinessProbe:
         workers = deps.workers
         pg["circuit"] = workers.postgres_breaker.state
         rd["circuit"] = workers.redis_breaker.state
+        supervisor = workers.supervisor
+        tasks = workers.describe()
         checks = {"postgres": pg, "redis": rd, "queue": qu,
-                  "workers": {"ok": True, "path": deps.path.name,
-                              "running": sum(1 for w in workers.describe() if w["running"]),
+                  "workers": {"ok": supervisor.ok, "path": deps.path.name,
+                              "running": sum(1 for t in tasks if t["running"]),
+                              "down": [t["name"] for t in tasks if t["down_s"] is not None],
+                              "restarts": supervisor.restarts_total,
                               **workers.stats.as_dict(),
                               "breakers": {"postgres": workers.postgres_breaker.as_dict(),
                                            "redis": workers.redis_breaker.as_dict()}}}
         if deps.lifecycle.draining:
             status = "unavailable"
-        elif pg["ok"] and rd["ok"]:
+        elif pg["ok"] and rd["ok"] and supervisor.ok:
             status = "ready"
         elif pg["ok"] or rd["ok"]:
             status = "degraded"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.errors import NotFound, Unprocessable
+from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
+from server.handlers.errors import BadParameter, NotFound
 from server.jsonbody import decode_json
-from server.points import PointErrors, check_point_id, now_us, validate_points
+from server.points import check_point_id, now_us, validate_points
 from server.storage import points as sql
 
 
@@ -18,14 +19,9 @@ class PointsHandler(BodyHandler):
         received_us = now_us()
         ack = self.get_query_argument("ack", "queued")
         if ack not in ("queued", "committed"):
-            raise Unprocessable("query parameter 'ack' must be 'queued' or 'committed'",
-                                details=[{"field": "ack", "message": "queued|committed"}])
-        items = self._items(decode_json(self.body))
-        try:
-            points = validate_points(items, received_us)
-        except PointErrors as exc:
-            raise Unprocessable(f"{len(exc.errors)} invalid field(s); nothing was accepted",
-                                details=exc.errors) from None
+            raise BadParameter("query parameter 'ack' must be 'queued' or 'committed'",
+                               details=[{"field": "ack", "message": "queued|committed"}])
+        points = validate_points(self._items(decode_json(self.body)), received_us)
         ingest = self.deps.ingest
         direct = await ingest.accept(points)
         ids = [p[0] for p in points]
@@ -46,21 +42,21 @@ class PointsHandler(BodyHandler):
             return [decoded]
         extra = [key for key in decoded if key != "points"]
         if extra:
-            raise Unprocessable("a batch body has only the key 'points'",
-                                details=[{"field": key, "message": "unknown field"}
-                                         for key in extra])
+            raise InvalidInput("a batch body has only the key 'points'",
+                               details=[{"field": key, "message": "unknown field"}
+                                        for key in extra])
         items = decoded["points"]
         limit = self.deps.settings.points_max_batch
         if type(items) is not list:
-            raise Unprocessable("'points' must be a list",
-                                details=[{"field": "points", "message": "must be a list"}])
+            raise InvalidInput("'points' must be a list",
+                               details=[{"field": "points", "message": "must be a list"}])
         if not items:
-            raise Unprocessable("'points' must not be empty",
-                                details=[{"field": "points", "message": "empty batch"}])
+            raise InvalidInput("'points' must not be empty",
+                               details=[{"field": "points", "message": "empty batch"}])
         if len(items) > limit:
-            raise Unprocessable(f"a batch holds at most {limit} points (POINTS_MAX_BATCH)",
-                                details=[{"field": "points",
-                                          "message": f"{len(items)} > {limit}"}])
+            raise InvalidInput(f"a batch holds at most {limit} points (POINTS_MAX_BATCH)",
+                               details=[{"field": "points",
+                                         "message": f"{len(items)} > {limit}"}])
         return items
 
 

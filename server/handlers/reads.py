@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from server.errors import NotFound
 from server.handlers.base import BaseHandler
+from server.handlers.errors import NotFound
 from server.storage import catalog, reads
 
 LEADERBOARD_TTL_S = 1.0

@@ -20,6 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+NAIVE = "naive"
+PIPELINED = "pipelined"
+INGEST_PATHS = (NAIVE, PIPELINED)  # every spelling of a path name comes from here
+
 
 @dataclass(frozen=True)
 class IngestPath:
@@ -31,10 +35,10 @@ class IngestPath:
 
 
 def make_path(name: str, batch_size: int) -> IngestPath:
-    if name == "naive":
+    if name == NAIVE:
         return IngestPath(name, chunk_points=1, chunks_per_call=1, claim_points=1,
                           commit_points=1)
-    if name == "pipelined":
+    if name == PIPELINED:
         return IngestPath(name, chunk_points=batch_size, chunks_per_call=0,
                           claim_points=batch_size, commit_points=batch_size)
     raise ValueError(f"unknown ingest path {name!r}")

@@ -4,27 +4,31 @@ Delivery is at-least-once: a chunk leaves Redis only when ``settle`` runs, and a
 worker settles only after its PostgreSQL transaction committed.  A worker that
 dies in between leaves a lease that ``reclaim`` returns to the queue after
 ``QUEUE_LEASE_S``; the idempotent insert turns the redelivery into a no-op.
+
+Every method raises ``StoreUnavailable("redis")`` when Redis fails, never a
+redis-py exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from server.points import Point, new_ids
+from server.errors import StoreUnavailable
+from server.points import Point
 from server.queue import keys, scripts
+from server.queue.chunks import Chunk, Settlement, chunk_enqueued_ms, new_chunk_ids
 from server.queue.paths import IngestPath
 
-# Any Redis failure: down, timed out, loading, read-only replica, out of memory.
-# Callers treat them alike: the queue cannot take or give work right now.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError,)
+T = TypeVar("T")
 RECLAIM_LIMIT = 1000  # chunks moved per reclaim call; the reclaimer loops while busy
 
 
@@ -32,46 +36,29 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def chunk_size(chunk_id: str) -> int:
-    return int(chunk_id.rsplit("-", 1)[1])
+@contextlib.contextmanager
+def translated_errors() -> Iterator[None]:
+    """redis-py's exceptions become domain errors here, where they enter.
+
+    Any Redis failure (down, timed out, loading, read-only replica, out of
+    memory) means the same to callers: the queue cannot take or give work now.
+    """
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnavailable("redis", f"Redis is unavailable ({text})") from exc
 
 
-def chunk_enqueued_ms(chunk_id: str) -> int:
-    return int(chunk_id[:12], 16)
+def _translated(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Run a queue operation under ``translated_errors``."""
 
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        with translated_errors():
+            return await method(*args, **kwargs)
 
-@dataclass
-class Chunk:
-    """Claimed points that travel together, with their shared retry history."""
-
-    id: str
-    points: list[Point]
-    attempts: int = 0
-    first_failed_ms: int | None = None
-    last_error: str | None = None
-
-    def payload(self) -> bytes:
-        return orjson.dumps({"a": self.attempts, "p": self.points, "f": self.first_failed_ms,
-                             "e": self.last_error})
-
-    @classmethod
-    def from_payload(cls, chunk_id: str, raw: bytes) -> Chunk:
-        data = orjson.loads(raw)
-        return cls(chunk_id, [tuple(p) for p in data["p"]], data["a"], data["f"], data["e"])
-
-
-def new_chunk_ids(sizes: Sequence[int]) -> list[str]:
-    return [f"{base}-{n}" for base, n in zip(new_ids(len(sizes)), sizes)]
-
-
-@dataclass
-class Settlement:
-    """What a worker decided about a claim, applied to Redis in one step."""
-
-    acked: list[str] = field(default_factory=list)
-    committed: int = 0
-    retries: list[tuple[Chunk, int]] = field(default_factory=list)  # (chunk, due ms)
-    dead: list[tuple[str, bytes]] = field(default_factory=list)  # (point id, entry)
+    return wrapper
 
 
 class PointQueue:
@@ -92,6 +79,7 @@ class PointQueue:
         self._requeue_dead = client.register_script(scripts.REQUEUE_DEAD)
         self._purge_dead = client.register_script(scripts.PURGE_DEAD)
 
+    @_translated
     async def enqueue(self, points: Sequence[Point]) -> None:
         """Put points in the queue: chunked and grouped into calls as the path says."""
         size = self.path.chunk_points
@@ -106,6 +94,7 @@ class PointQueue:
                                 args=args[start:start + per_call])
         self.wakeup.set()
 
+    @_translated
     async def claim(self, max_points: int, lease_s: float) -> list[Chunk]:
         """Lease up to ``max_points`` (at least one chunk) for ``lease_s`` seconds."""
         flat = await self._claim(
@@ -115,18 +104,20 @@ class PointQueue:
         return [Chunk.from_payload(flat[i].decode(), flat[i + 1])
                 for i in range(0, len(flat), 2)]
 
+    @_translated
     async def settle(self, outcome: Settlement) -> None:
         args: list[Any] = [_now_ms(), outcome.committed, len(outcome.acked), *outcome.acked,
                            len(outcome.retries)]
         for chunk, due_ms in outcome.retries:
             args += (chunk.id, chunk.payload(), due_ms)
         args.append(len(outcome.dead))
-        for point_id, entry in outcome.dead:
-            args += (point_id, entry)
+        for letter in outcome.dead:
+            args += (letter.point_id, letter.entry())
         args += (self.dead_max, self.dead_max_age_ms)
         await self._settle(keys=[keys.ITEMS, keys.LEASES, keys.RETRY, keys.STATS, keys.DEAD,
                                  keys.DEAD_INDEX], args=args)
 
+    @_translated
     async def release(self, chunk_ids: Sequence[str]) -> int:
         """Hand leased chunks back, unspent, to the front of the queue."""
         if not chunk_ids:
@@ -134,6 +125,7 @@ class PointQueue:
         return await self._release(keys=[keys.LEASES, keys.READY, keys.STATS],
                                    args=list(chunk_ids))
 
+    @_translated
     async def reclaim(self) -> tuple[int, int]:
         """Return expired leases to the queue and due retries; (expired, due) chunk counts."""
         expired, due = await self._reclaim(
@@ -146,6 +138,7 @@ class PointQueue:
 
     # --- dead letters ------------------------------------------------------------
 
+    @_translated
     async def dead_page(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int | None]:
         """DLQ entries, oldest failure first; returns (entries, next offset or None).
 
@@ -164,6 +157,7 @@ class PointQueue:
                 entries.append(data)
         return entries, (offset + limit if len(ids) == limit else None)
 
+    @_translated
     async def requeue_dead(self, point_ids: Sequence[str] | None) -> int:
         """Move dead-lettered points (given ids, or all when None) back to the queue."""
         moved = 0
@@ -185,6 +179,7 @@ class PointQueue:
             if point_ids is not None or not found:
                 return moved
 
+    @_translated
     async def purge_dead(self, point_ids: Sequence[str] | None) -> int:
         """Delete dead-lettered points (given ids, or all when None)."""
         if point_ids is not None and not point_ids:
@@ -192,13 +187,16 @@ class PointQueue:
         return int(await self._purge_dead(keys=[keys.DEAD, keys.DEAD_INDEX, keys.STATS],
                                           args=list(point_ids or [])))
 
+    @_translated
     async def pause(self) -> None:
         await self.redis.set(keys.PAUSED, b"1")
 
+    @_translated
     async def resume(self) -> None:
         await self.redis.delete(keys.PAUSED)
         self.wakeup.set()
 
+    @_translated
     async def stats(self) -> dict[str, Any]:
         """Point counters plus the age of the oldest unclaimed chunk."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg2
 
-from server.errors import Conflict
+from server.errors import SlugTaken
 
 _COMPETITION_COLUMNS = ("id", "slug", "name", "starts_at", "ends_at", "created_at")
 _PARTICIPANT_COLUMNS = ("id", "competition_id", "external_ref", "display_name", "created_at")
@@ -23,8 +23,7 @@ async def create_competition(cur: Any, slug: str, name: str, starts_at: datetime
             (slug, name, starts_at, ends_at),
         )
     except psycopg2.errors.UniqueViolation:
-        raise Conflict(f"a competition with slug {slug!r} already exists",
-                       code="slug_taken", details=[{"field": "slug"}]) from None
+        raise SlugTaken(slug) from None
     return dict(zip(_COMPETITION_COLUMNS, await cur.fetchone()))
 
 

@@ -7,16 +7,21 @@ when they sat idle (see ``Database._acquire``).
 psycopg2's asynchronous connections are always in autocommit mode, so a
 transaction is an explicit ``BEGIN``/``COMMIT`` pair: ``Database.transaction``
 owns that pair so no caller can forget the ``ROLLBACK``.  Borrowing a connection
-waits at most ``acquire_timeout_s``; a request that cannot get one gets a 503
-instead of hanging behind a burst.
+waits at most ``acquire_timeout_s`` (then ``PoolTimeout``) instead of hanging
+behind a burst.
+
+This is where psycopg2's exceptions enter and become domain errors: a failing
+store or link is ``StoreUnavailable("postgres")``, rows PostgreSQL refuses are
+``DataRejected``; anything else (a bug in our SQL) passes through unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,7 +29,7 @@ import aiopg
 import psycopg2
 
 from server.config import Settings
-from server.errors import Unavailable
+from server.errors import DataRejected, PoolTimeout, StoreUnavailable
 from server.storage import aiopg_patch  # noqa: F401  (see its docstring)
 
 PREPING_IDLE_S = 5.0
@@ -40,6 +45,18 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     asyncio.TimeoutError,
 )
+
+
+@contextlib.contextmanager
+def translated_errors() -> Iterator[None]:
+    """psycopg2's exceptions become domain errors here, where they enter."""
+    try:
+        yield
+    except TRANSIENT_ERRORS as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreUnavailable("postgres", f"PostgreSQL is unavailable ({text})") from exc
+    except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
+        raise DataRejected(str(exc).strip().splitlines()[0]) from exc
 
 
 class Database:
@@ -64,7 +81,8 @@ class Database:
             try:
                 conn = await asyncio.wait_for(pool.acquire(), self.acquire_timeout_s)
             except TimeoutError:
-                raise Unavailable("no database connection free; try again shortly") from None
+                raise PoolTimeout("postgres", "no database connection was free within "
+                                  f"{self.acquire_timeout_s:g}s; try again shortly") from None
             idle_since = self._last_used.get(conn)
             if idle_since is None or time.monotonic() - idle_since < self.preping_idle_s:
                 return conn
@@ -84,13 +102,14 @@ class Database:
     async def cursor(self, *, read: bool = False) -> AsyncIterator[Any]:
         """A cursor in autocommit mode; ``read=True`` may use the replica."""
         pool = self.read_pool if read else self.pool
-        conn = await self._acquire(pool)
-        try:
-            async with conn.cursor() as cur:
-                yield cur
-        finally:
-            self._last_used[conn] = time.monotonic()
-            await pool.release(conn)
+        with translated_errors():
+            conn = await self._acquire(pool)
+            try:
+                async with conn.cursor() as cur:
+                    yield cur
+            finally:
+                self._last_used[conn] = time.monotonic()
+                await pool.release(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
@@ -101,7 +120,10 @@ class Database:
                 yield cur
             except BaseException:
                 if not cur.connection.closed:
-                    await cur.execute("ROLLBACK")
+                    # A link that broke mid-transaction cannot roll back; the pool
+                    # drops the connection and PostgreSQL aborts the transaction.
+                    with contextlib.suppress(*TRANSIENT_ERRORS):
+                        await cur.execute("ROLLBACK")
                 raise
             await cur.execute("COMMIT")
 
@@ -134,6 +156,13 @@ async def _create_pool(dsn: str, settings: Settings) -> aiopg.Pool:
 
 
 async def open_database(settings: Settings, url: str, read_url: str | None = None) -> Database:
-    pool = await _create_pool(url, settings)
-    read_pool = await _create_pool(read_url, settings) if read_url else None
+    """Open the pools (StoreUnavailable when PostgreSQL cannot be reached)."""
+    with translated_errors():
+        pool = await _create_pool(url, settings)
+        try:
+            read_pool = await _create_pool(read_url, settings) if read_url else None
+        except BaseException:
+            pool.close()
+            await pool.wait_closed()
+            raise
     return Database(pool, read_pool, acquire_timeout_s=settings.pg_connect_timeout_s)

@@ -11,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiopg
+import psycopg2
+
+from server.storage.database import TRANSIENT_ERRORS, translated_errors
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 _LOCK_KEY = 0x706F696E7473  # "points"
@@ -24,8 +27,21 @@ def migration_files() -> list[tuple[int, str, Path]]:
     return found
 
 
+class MigrationError(Exception):
+    """A migration file failed; it was rolled back and nothing after it ran."""
+
+
 async def apply_migrations(dsn: str) -> list[str]:
-    """Apply pending migrations; return the names applied (empty when up to date)."""
+    """Apply pending migrations; return the names applied (empty when up to date).
+
+    Raises ``StoreUnavailable`` when PostgreSQL cannot be reached and
+    ``MigrationError`` naming the file when one fails.
+    """
+    with translated_errors():
+        return await _apply(dsn)
+
+
+async def _apply(dsn: str) -> list[str]:
     applied: list[str] = []
     async with aiopg.connect(dsn, enable_json=False, enable_hstore=False,
                              enable_uuid=False) as conn:
@@ -49,6 +65,13 @@ async def apply_migrations(dsn: str) -> list[str]:
                             "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                             (version, name),
                         )
+                    except psycopg2.Error as exc:
+                        await cur.execute("ROLLBACK")
+                        if isinstance(exc, TRANSIENT_ERRORS):
+                            raise
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                        raise MigrationError(f"migration {version:04d}_{name} failed: "
+                                             f"{first or type(exc).__name__}") from exc
                     except BaseException:
                         await cur.execute("ROLLBACK")
                         raise

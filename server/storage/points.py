@@ -19,8 +19,8 @@ import orjson
 from server.points import MAX_ABS_VALUE
 
 # Insert what is new, and log exactly the inserted rows' contribution to
-# standings (append-only: concurrent workers never wait on each other).
-# ``FOLD_STANDINGS`` moves the log into standings.  Returns (inserted, deltas).
+# standings (append-only: concurrent workers never wait on each other; see
+# ``standings.py``, which folds the log).  Returns (inserted, deltas).
 INSERT_POINTS = """
 WITH input AS (
     SELECT e->>0 AS id, (e->>1)::bigint AS competition_id, (e->>2)::bigint AS participant_id,
@@ -43,30 +43,6 @@ WITH input AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM logged)
-"""
-
-# Fold up to %(limit)s logged deltas into standings, in one transaction of its own.
-# SKIP LOCKED lets folders in several processes share the log without waiting or
-# folding a delta twice; the ORDER BY keeps one lock order on standings rows.
-FOLD_STANDINGS = """
-WITH taken AS (
-    DELETE FROM standing_deltas
-    WHERE id IN (SELECT id FROM standing_deltas ORDER BY id LIMIT %(limit)s
-                 FOR UPDATE SKIP LOCKED)
-    RETURNING competition_id, participant_id, total, points, last_point_at
-), folded AS (
-    INSERT INTO standings AS s (competition_id, participant_id, total, points, last_point_at)
-    SELECT competition_id, participant_id, sum(total), sum(points), max(last_point_at)
-    FROM taken
-    GROUP BY competition_id, participant_id
-    ORDER BY competition_id, participant_id
-    ON CONFLICT (competition_id, participant_id) DO UPDATE
-        SET total = s.total + EXCLUDED.total,
-            points = s.points + EXCLUDED.points,
-            last_point_at = greatest(s.last_point_at, EXCLUDED.last_point_at)
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM taken)
 """
 
 # One query per batch: which of these competitions exist, and which of these
@@ -96,13 +72,6 @@ async def insert_points(cur: Any, points: Sequence[tuple]) -> int:
     await cur.execute(INSERT_POINTS, {"points": orjson.dumps(points).decode()})
     inserted, _ = await cur.fetchone()
     return int(inserted)
-
-
-async def fold_standings(cur: Any, limit: int = 50_000) -> int:
-    """Fold logged standings deltas into standings; return how many were folded."""
-    await cur.execute(FOLD_STANDINGS, {"limit": limit})
-    (folded,) = await cur.fetchone()
-    return int(folded)
 
 
 async def known_refs(cur: Any, points: Sequence[tuple]) -> tuple[set[int], dict[int, int]]:

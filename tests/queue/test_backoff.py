@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from server.queue.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from server.queue.worker import backoff_s
+from server.queue.settlement import backoff_s
 
 
 def test_retry_delays_stay_within_the_backoff_bounds() -> None:

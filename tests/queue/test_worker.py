@@ -80,7 +80,7 @@ async def test_claim_reclaims_expired_lease_after_worker_died_before_ack(
 
     # A worker claims everything, commits to PostgreSQL, then dies before acknowledging.
     claimed = await queue.claim(1000, lease_s=1.0)
-    await workers.write(claimed)
+    await workers.writer.write(claimed)
     assert sql(clean, "SELECT count(*) FROM points") == [(40,)]
     stats = await queue.stats()
     assert (stats["depth"], stats["inflight"]) == (0, 40)

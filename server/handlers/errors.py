@@ -1,0 +1,95 @@
+"""Where errors become HTTP: the one table from domain errors to status and headers.
+
+Below the handlers, errors are domain errors (``server/errors.py``) that know no
+status codes.  Handlers raise ``HttpError`` for conditions that exist only in
+HTTP (no route, wrong method, body too large, wrong content type, a bad query
+parameter).  ``http_error_for`` turns either into the one thing
+``BaseHandler.write_error`` renders::
+
+    {"error": {"code": "snake_case", "message": "...", "details": [...]}}
+
+Anything else that escapes a handler is a bug: a logged 500 without internals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server import errors
+
+
+class HttpError(Exception):
+    """A status, an error body and headers, ready to render."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.code = code or self.code
+        self.headers = headers or {}
+        self.extra = extra or {}  # further members of the error object (e.g. a resume point)
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message,
+                          "details": self.details, **self.extra}}
+
+
+class NotFound(HttpError):
+    status = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(HttpError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(HttpError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class BadParameter(HttpError):
+    """A query parameter or path value that cannot be used."""
+
+    status = 422
+    code = "invalid_fields"
+
+
+def _retry_after(exc: Any) -> dict[str, str]:
+    return {"Retry-After": str(max(1, int(exc.retry_after_s)))}
+
+
+# Domain error type -> (status, code or None for the error's own, headers).  Most
+# specific first: the first entry the error is an instance of wins.  Every store
+# outage is one code, ``unavailable``, whichever store and however it failed.
+_TABLE: list[tuple[type[errors.ServiceError], int, str | None, Any]] = [
+    (errors.StoreUnavailable, 503, "unavailable", _retry_after),
+    (errors.UnknownReferences, 503, None, _retry_after),
+    (errors.NotAuthenticated, 401, None, lambda exc: {"WWW-Authenticate": "Bearer"}),
+    (errors.NotPermitted, 403, None, None),
+    (errors.SlugTaken, 409, None, None),
+    (errors.MalformedInput, 400, None, None),
+    (errors.InvalidInput, 422, None, None),
+    (errors.InputError, 400, None, None),
+]
+
+
+def http_error_for(exc: BaseException) -> HttpError | None:
+    """The HTTP rendering of ``exc``, or None when it is a bug (a 500)."""
+    if isinstance(exc, HttpError):
+        return exc
+    if not isinstance(exc, errors.ServiceError):
+        return None
+    for kind, status, code, headers in _TABLE:
+        if isinstance(exc, kind):
+            return HttpError(exc.message, details=exc.details, status=status,
+                             code=code or exc.code, headers=headers(exc) if headers else None)
+    return None

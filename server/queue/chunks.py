@@ -1,0 +1,98 @@
+"""What travels through the queue: chunks of points, dead-letter entries, settlements.
+
+A **chunk** is a run of points that move together through ready → leased →
+acknowledged (or retry / dead).  Its id is ``<sortable id>-<points in chunk>``:
+the first 12 hex digits are its enqueue time in ms, and the Lua scripts count
+points from the suffix without decoding payloads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from server.points import Point, new_ids
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def chunk_size(chunk_id: str) -> int:
+    return int(chunk_id.rsplit("-", 1)[1])
+
+
+def chunk_enqueued_ms(chunk_id: str) -> int:
+    return int(chunk_id[:12], 16)
+
+
+def new_chunk_ids(sizes: Sequence[int]) -> list[str]:
+    return [f"{base}-{n}" for base, n in zip(new_ids(len(sizes)), sizes)]
+
+
+@dataclass
+class Chunk:
+    """Claimed points that travel together, with their shared retry history."""
+
+    id: str
+    points: list[Point]
+    attempts: int = 0
+    first_failed_ms: int | None = None
+    last_error: str | None = None
+
+    def payload(self) -> bytes:
+        return orjson.dumps({"a": self.attempts, "p": self.points, "f": self.first_failed_ms,
+                             "e": self.last_error})
+
+    @classmethod
+    def from_payload(cls, chunk_id: str, raw: bytes) -> Chunk:
+        data = orjson.loads(raw)
+        return cls(chunk_id, [tuple(p) for p in data["p"]], data["a"], data["f"], data["e"])
+
+
+def utc(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def point_json(point: Point) -> dict[str, Any]:
+    """A point as the API shows it (the DLQ view)."""
+    point_id, competition_id, participant_id, value, recorded_us, received_us = point
+    return {"id": point_id, "competition_id": competition_id,
+            "participant_id": participant_id, "value": value,
+            "recorded_at": utc(recorded_us), "received_at": utc(received_us)}
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A point given up on, with why and its history; stored in the DLQ by point id."""
+
+    point: Point
+    reason: str
+    attempts: int
+    first_failed_ms: int
+    last_failed_ms: int
+    last_error: str
+
+    @property
+    def point_id(self) -> str:
+        return self.point[0]
+
+    def entry(self) -> bytes:
+        """The stored form: the API view plus the raw tuple a requeue rebuilds from."""
+        return orjson.dumps({
+            "point": point_json(self.point), "raw": self.point, "reason": self.reason,
+            "attempts": self.attempts, "first_failed_at": utc(self.first_failed_ms * 1000),
+            "last_failed_at": utc(self.last_failed_ms * 1000), "last_error": self.last_error,
+        })
+
+
+@dataclass
+class Settlement:
+    """What a worker decided about a claim, applied to Redis in one step."""
+
+    acked: list[str] = field(default_factory=list)
+    committed: int = 0
+    retries: list[tuple[Chunk, int]] = field(default_factory=list)  # (chunk, due ms)
+    dead: list[DeadLetter] = field(default_factory=list)

@@ -1,4 +1,9 @@
-"""The benchmarking harness (scenarios, load generator, reports) — arrives with issue 4.
+"""The benchmarking harness: replays scenario files against the server and reports.
 
-Kept as a package now so the layout of SPEC §3 holds; ``server`` never imports it.
+``run.py bench`` loads a scenario (``scenario``, ``executors``, ``thresholds``),
+starts the server once per ingest path (``server``), drives it from generator
+processes (``loadgen``, ``workload``, ``httpclient``, ``metrics``) while sampling
+its queue (``sampler``), and writes raw figures, charts and a report
+(``runner``, ``report``, ``charts``).  It may import ``server``; ``server``
+never imports it.
 """

@@ -1,7 +1,17 @@
-"""PNG charts drawn from a run's raw files (the only module that imports matplotlib)."""
+"""PNG charts drawn from a run's raw files (the only module that imports matplotlib).
+
+Charts over time have one panel per run (a path, or "A naive" in a comparison),
+each on its own time axis with its own phases shaded and named and a "drain"
+band after the load: a dip is read against what the load was doing, and two
+paths whose phases took different times are never forced onto one timeline.
+Panel titles quote the report's headline figures, so chart and table agree.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -9,63 +19,210 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.transforms import blended_transform_factory
 
 from harness.metrics import histogram_from
+from harness.scenario import INGEST_KINDS
+from server.queue.paths import NAIVE, PIPELINED
 
-COLORS = {"naive": "#d62728", "pipelined": "#1f77b4"}
+COLORS = {NAIVE: "#d62728", PIPELINED: "#1f77b4"}
 STYLES = ("-", "--", ":", "-.")  # one per phase, the colour says the path
+BANDS = ("#ececec", "#dcdcdc")  # alternate so adjacent phase groups stay apart
+DRAIN = "#fde9c8"
+NAN = math.nan
 
 
 def _color(label: str) -> str:
     return COLORS.get(label.split(" ")[-1], None) or "#555555"
 
 
-def _save(fig: Any, axes: list[Any], out: Path, ncol: int = 1) -> None:
+@dataclass(frozen=True)
+class Window:
+    """A stretch of a run, in seconds since its start."""
+
+    label: str
+    start: float
+    end: float
+    drain: bool = False  # the wait for the queue to empty after the load
+
+
+def phase_windows(run: dict[str, Any]) -> list[Window]:
+    """One window per group of concurrent phases (they share a start), then the drain."""
+    groups: dict[float, list[dict[str, Any]]] = {}
+    for phase in run["phases"]:
+        groups.setdefault(phase["start_wall"], []).append(phase)
+    windows = []
+    for start_wall, phases in sorted(groups.items()):
+        start = start_wall - run["started"]
+        end = start + max(p["generator"]["wall_s"] for p in phases)
+        windows.append(Window("+".join(p["name"] for p in phases), start, end))
+    if windows:
+        start = max(w.end for w in windows)
+        if run.get("drain_s"):  # a queue empty when the load stopped needs no band
+            windows.append(Window("drain", start, start + run["drain_s"], drain=True))
+        elif run.get("drain_s") is None and run.get("samples"):  # timed out: to the end
+            windows.append(Window("drain (timed out)", start,
+                                  run["samples"][-1]["wall"] - run["started"], drain=True))
+    return windows
+
+
+def _ingest_windows(run: dict[str, Any]) -> list[Window]:
+    """When points were being sent: each ingest phase on its own."""
+    return [Window(p["name"], p["start_wall"] - run["started"],
+                   p["start_wall"] - run["started"] + p["generator"]["wall_s"])
+            for p in run["phases"] if p["kind"] in INGEST_KINDS]
+
+
+def _shade(ax: Any, run: dict[str, Any]) -> None:
+    """Phase groups as grey bands named at their top-left, the drain as an amber band."""
+    where = blended_transform_factory(ax.transData, ax.transAxes)
+    for index, window in enumerate(phase_windows(run)):
+        drain = window.drain
+        ax.axvspan(window.start, max(window.end, window.start + 0.05), zorder=0, lw=0,
+                   color=DRAIN if drain else BANDS[index % 2])
+        # Phases are named at their start, the drain at its end: a phase too short to
+        # see (a fast upload) and the drain right after it do not print over each other.
+        ax.text(window.end if drain else window.start, 0.97, f" {window.label} ",
+                transform=where, rotation=90, ha="right" if drain else "left", va="top",
+                fontsize=7, color="#555555", zorder=1)
+
+
+def _panels(runs: dict[str, dict], sharey: bool = False) -> tuple[Any, list[Any]]:
+    # Time is not shared: a path that took minutes must not squash one that took seconds.
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 0.8 + 2.5 * len(runs)), sharey=sharey,
+                             squeeze=False)
+    panels = list(axes[:, 0])
+    for ax, run in zip(panels, runs.values(), strict=True):
+        _shade(ax, run)
+        ax.set_xlabel("seconds since start", fontsize=8)
+    return fig, panels
+
+
+def _save(fig: Any, axes: list[Any], out: Path, outside: bool = False) -> None:
+    """Legends (outside the plot when it is a timeline, so they hide no data), grid, file."""
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, ncol=ncol)
+            if outside:
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                          frameon=False)
+            else:
+                ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
 
 
-def _series(run: dict[str, Any], key: str) -> tuple[list[float], list[float]]:
-    start = run["started"]
-    rows = [r for r in run["samples"] if r.get(key) is not None]
-    return [r["wall"] - start for r in rows], [r[key] for r in rows]
+def _number(value: Any) -> str:
+    return "–" if value is None else f"{value:,.0f}" if value >= 10 else f"{value:,.3g}"
 
 
-def throughput(runs: dict[str, dict], out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for label, run in runs.items():
-        xs, ys = _series(run, "accepted_per_s")
-        ax.plot(xs, ys, label=f"{label}: accepted", color=_color(label))
-        committed = run.get("server", {}).get("committed_per_second", [])
-        if committed:
-            base = run["started"]
-            ax.plot([s - base for s, _ in committed], [n for _, n in committed],
-                    linestyle="--", color=_color(label), label=f"{label}: committed")
-    ax.set(xlabel="seconds since start", ylabel="points / s", title="Throughput over time")
-    ax.set_yscale("symlog")
-    _save(fig, [ax], out)
+def _covers(start: float, end: float, window: Window) -> bool:
+    """Whether the span [start, end] lies mostly in ``window``, or holds all of it.
+
+    The first keeps out a span that only grazes a phase's end (its mean would be
+    a false drop); the second keeps a phase shorter than a sample (a fast upload).
+    """
+    overlap = min(end, window.end) - max(start, window.start)
+    return overlap > 0 and overlap >= 0.5 * min(end - start, window.end - window.start)
 
 
-def latency_over_time(runs: dict[str, dict], out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for label, run in runs.items():
+def _accepted(run: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Accepted points/s as steps over the span each sample averages.
+
+    A span outside every ingest phase is left out (the line breaks): between
+    phases nothing is sent, and a drop to zero there would read as an outage.
+    Steps, not a line through sample points, so a stretch the sampler could not
+    see is drawn flat at the mean it measured, not as a slope it never saw.
+    """
+    ingest = _ingest_windows(run)
+    xs: list[float] = []
+    ys: list[float] = []
+    counted = [r for r in run["samples"] if r.get("enqueued") is not None]
+    for previous, row in pairwise(counted):  # as the sampler measured: since the last count
+        if row.get("accepted_per_s") is None:
+            continue
+        start, end = previous["wall"] - run["started"], row["wall"] - run["started"]
+        if any(_covers(start, end, w) for w in ingest):
+            if xs and start - xs[-1] > 0.3:  # not the next step: break the line
+                xs.append(NAN)
+                ys.append(NAN)
+            xs += [start, end]
+            ys += [row["accepted_per_s"]] * 2
+    return xs, ys
+
+
+def _committed(run: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Rows committed in each second, with the seconds that committed none as real zeros."""
+    counts = {int(s): n for s, n in run.get("server", {}).get("committed_per_second", [])}
+    if not counts:
+        return [], []
+    seconds = range(min(counts), max(counts) + 1)
+    return ([s + 0.5 - run["started"] for s in seconds], [counts.get(s, 0) for s in seconds])
+
+
+def throughput(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -> None:
+    fig, axes = _panels(runs)
+    for ax, (label, run) in zip(axes, runs.items(), strict=True):
+        ax.plot(*_accepted(run), color=_color(label), label="accepted (queue counter)")
+        ax.plot(*_committed(run), color=_color(label), linestyle="--", alpha=0.8,
+                label="committed (rows per second)")
+        head = heads.get(label, {})
+        ax.set_title(f"{label}: accepted {_number(head.get('accepted points/s'))} points/s, "
+                     f"committed {_number(head.get('committed points/s'))} points/s",
+                     fontsize=9)
+        ax.set_ylabel("points / s")
+        ax.set_ylim(bottom=0)
+    fig.suptitle("Throughput over time", fontsize=11)
+    _save(fig, axes, out, outside=True)
+
+
+def latency_over_time(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -> None:
+    fig, axes = _panels(runs, sharey=True)
+    for ax, (label, run) in zip(axes, runs.items(), strict=True):
         for index, phase in enumerate(run["phases"]):
-            if len(phase["seconds"]) < 2:
-                continue
             offset = phase["start_wall"] - run["started"]
-            xs = [offset + s["second"] for s in phase["seconds"]]
-            ax.plot(xs, [s["p99_ms"] for s in phase["seconds"]], color=_color(label),
+            end = phase["generator"]["wall_s"]  # a phase's last second may be a short one
+            ax.plot([offset + (s["second"] + min(s["second"] + 1, end)) / 2
+                     for s in phase["seconds"]],
+                    [s["p99_ms"] for s in phase["seconds"]], color=_color(label),
                     linestyle=STYLES[index % len(STYLES)], marker=".",
-                    label=f"{label} {phase['name']} p99")
-    ax.set(xlabel="seconds since start", ylabel="latency from intended send (ms)",
-           title="Latency over time (coordinated-omission corrected)")
-    ax.set_yscale("log")
-    _save(fig, [ax], out, ncol=2)
+                    label=f"{phase['name']} p99")
+        worst = heads.get(label, {}).get("worst phase p99 latency (ms)")
+        ax.set_title(f"{label}: worst phase p99 {_number(worst)} ms", fontsize=9)
+        ax.set_ylabel("ms from intended send")
+        ax.set_yscale("log")
+    fig.suptitle("Latency over time, p99 per second (coordinated-omission corrected)",
+                 fontsize=11)
+    _save(fig, axes, out, outside=True)
+
+
+def queue_and_lag(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -> None:
+    """Queue depth per run with server RSS beside it, each on one scale for every run."""
+    fig, axes = _panels(runs, sharey=True)  # one queue scale: backlogs compare at a glance
+    peak_rss = max((r["rss_mb"] for run in runs.values() for r in run["samples"]), default=0)
+    for ax, (label, run) in zip(axes, runs.items(), strict=True):
+        rows = [r for r in run["samples"] if r.get("queue_depth") is not None]
+        # Drawn over the axis (zorder, no clipping) so an empty queue shows as a line on it.
+        ax.plot([r["wall"] - run["started"] for r in rows], [r["queue_depth"] for r in rows],
+                color=_color(label), marker=".", markersize=3, zorder=3, clip_on=False)
+        ax.set_ylabel("queue depth (points)", color=_color(label))
+        rss = ax.twinx()  # labelled by its axis, not a legend that could cover the queue
+        rss.plot([r["wall"] - run["started"] for r in run["samples"]],
+                 [r["rss_mb"] for r in run["samples"]], color="#777777", linestyle=":")
+        rss.set_ylabel("server RSS, dotted (MB)", color="#777777", fontsize=8)
+        rss.set_ylim(0, peak_rss * 1.1 or 1)
+        lag = run.get("server", {}).get("e2e_lag_s", {})
+        drained = run.get("drain_s")
+        drain = "not drained by the timeout" if drained is None else f"drained in {drained:g} s"
+        peak = max((r["queue_depth"] for r in rows), default=0)
+        ax.set_title(
+            f"{label}: queue peak {peak:,}, {drain}"
+            f" · e2e lag p50 {lag.get('p50', NAN):.3f} s, p99 {lag.get('p99', NAN):.3f} s"
+            f" · peak RSS {heads.get(label, {}).get('peak RSS (MB)', NAN):.0f} MB", fontsize=9)
+    axes[0].set_ylim(bottom=0)  # after every panel is drawn: the shared scale fits them all
+    fig.suptitle("Queue depth and server memory", fontsize=11)
+    _save(fig, axes, out)
 
 
 def spectrum(runs: dict[str, dict], out: Path) -> None:
@@ -93,29 +250,13 @@ def spectrum(runs: dict[str, dict], out: Path) -> None:
     _save(fig, [ax], out)
 
 
-def queue_and_lag(runs: dict[str, dict], out: Path) -> None:
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6))
-    for label, run in runs.items():
-        xs, ys = _series(run, "queue_depth")
-        top.plot(xs, ys, color=_color(label), label=label)
-        xs, ys = _series(run, "rss_mb")
-        bottom.plot(xs, ys, color=_color(label), label=f"{label} RSS")
-    top.set(ylabel="queue depth (points)", title="Queue depth and server memory")
-    bottom.set(xlabel="seconds since start", ylabel="server RSS (MB)")
-    lags = {label: run.get("server", {}).get("e2e_lag_s", {}) for label, run in runs.items()}
-    text = "   ".join(f"{label} e2e lag p50 {lag.get('p50', 0):.3f}s p99 {lag.get('p99', 0):.3f}s"
-                       for label, lag in lags.items() if lag)
-    if text:
-        top.text(0.01, 0.95, text, transform=top.transAxes, fontsize=8, va="top")
-    _save(fig, [top, bottom], out)
-
-
-def bars(comparison: dict[str, Any], out: Path) -> None:
+def bars(comparison: dict[str, Any], out: Path) -> bool:
+    """Each path's throughputs side by side with the ratio; False when there is no pair."""
     metrics = [(k, v) for k, v in comparison.items() if isinstance(v, dict) and "ratio" in v]
     if not metrics:
-        return
+        return False
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4), squeeze=False)
-    for ax, (name, values) in zip(axes[0], metrics):
+    for ax, (name, values) in zip(axes[0], metrics, strict=True):
         labels = [k for k in values if k != "ratio"]
         ax.bar(labels, [values[k] or 0 for k in labels], color=[_color(k) for k in labels])
         ratio = values["ratio"]
@@ -124,16 +265,18 @@ def bars(comparison: dict[str, Any], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+    return True
 
 
 def draw_all(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+    """Every chart for ``summary["runs"]``; the names of the files written."""
     runs = summary["runs"]
-    made = []
-    for name, draw in (("throughput.png", throughput), ("latency.png", latency_over_time),
-                       ("spectrum.png", spectrum), ("queue.png", queue_and_lag)):
-        draw(runs, run_dir / name)
-        made.append(name)
-    if len(runs) > 1:
-        bars(summary["comparison"], run_dir / "paths.png")
+    heads = summary.get("comparison", {}).get("headline", {})
+    throughput(runs, run_dir / "throughput.png", heads)
+    latency_over_time(runs, run_dir / "latency.png", heads)
+    spectrum(runs, run_dir / "spectrum.png")
+    queue_and_lag(runs, run_dir / "queue.png", heads)
+    made = ["throughput.png", "latency.png", "spectrum.png", "queue.png"]
+    if len(runs) > 1 and bars(summary.get("comparison", {}), run_dir / "paths.png"):
         made.append("paths.png")
     return made

@@ -9,20 +9,23 @@ from pathlib import Path
 from typing import Any
 
 from harness.scenario import ScenarioError, list_scenarios, load
+from server.queue.paths import INGEST_PATHS
+
+_ALL_PATHS = ",".join(INGEST_PATHS)
 
 
 def add_commands(commands: Any) -> None:
     bench = commands.add_parser(
-        "bench", help="replay scenarios against the naive and pipelined paths",
+        "bench", help=f"replay scenarios against the ingest paths ({_ALL_PATHS})",
         description="Start the server on fresh embedded stores once per path, replay the "
                     "scenario's seeded workload, write results/<scenario>/<time>/. Exit 1 "
                     "when a threshold fails, 2 on a bad scenario.")
     bench.add_argument("scenarios", nargs="+", metavar="SCENARIO",
                        help="a name from `run.py scenarios` or a path to a .toml file")
-    bench.add_argument("--paths", default="naive,pipelined",
-                       help="comma-separated ingest paths (default naive,pipelined)")
+    bench.add_argument("--paths", default=_ALL_PATHS,
+                       help=f"comma-separated ingest paths (default {_ALL_PATHS})")
     bench.add_argument("--scale", type=float, default=1.0,
-                       help="multiply rates, clients and point counts (default 1)")
+                       help="multiply rates, vus and point counts (default 1)")
     bench.add_argument("--seed", type=int, help="override the scenario's seed")
     bench.add_argument("--out", type=Path, help="results directory (default ./results)")
     bench.add_argument("--target", help="URL of a running server (one path; no start-up)")
@@ -36,8 +39,9 @@ def add_commands(commands: Any) -> None:
 
     report = commands.add_parser(
         "report", help="re-render a saved run, or compare two",
-        description="One RUN_DIR: redraw its charts and report.md. Two: write a comparison "
-                    "(overlaid charts, delta table) to --out.")
+        description="One RUN_DIR: redraw its charts and report.md and re-check its "
+                    "thresholds from summary.json (exit 1 when any fails, like bench). "
+                    "Two: write a comparison (overlaid charts, delta table) to --out.")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     report.add_argument("--out", type=Path, help="comparison directory "
                         "(default results/compare-<A>-vs-<B>)")
@@ -46,7 +50,7 @@ def add_commands(commands: Any) -> None:
     report.set_defaults(func=cmd_report)
 
 
-def cmd_scenarios(settings: Any, args: argparse.Namespace) -> int:
+def cmd_scenarios(args: argparse.Namespace) -> int:
     for path in list_scenarios():
         try:
             scenario = load(str(path))
@@ -56,13 +60,13 @@ def cmd_scenarios(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(settings: Any, args: argparse.Namespace) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     from harness.runner import RESULTS_DIR, bench
 
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    bad = [p for p in paths if p not in ("naive", "pipelined")]
+    bad = [p for p in paths if p not in INGEST_PATHS]
     if bad or not paths:
-        print(f"--paths: unknown path(s) {bad}; use naive and/or pipelined", file=sys.stderr)
+        print(f"--paths: unknown path(s) {bad}; use any of {_ALL_PATHS}", file=sys.stderr)
         return 2
     if args.target and len(paths) != 1:
         print("--target runs one path: pass --paths with the path that server uses",
@@ -88,7 +92,7 @@ def cmd_bench(settings: Any, args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
-def cmd_report(settings: Any, args: argparse.Namespace) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from harness import report
 
     for run in args.runs:
@@ -96,8 +100,7 @@ def cmd_report(settings: Any, args: argparse.Namespace) -> int:
             print(f"{run}: no summary.json here", file=sys.stderr)
             return 2
     if len(args.runs) == 1:
-        print(report.render(args.runs[0]))
-        return 0
+        return _rerender(args.runs[0])
     if len(args.runs) != 2:
         print("report takes one run (re-render) or two (compare)", file=sys.stderr)
         return 2
@@ -106,3 +109,27 @@ def cmd_report(settings: Any, args: argparse.Namespace) -> int:
     out = args.out or a.resolve().parent.parent / name
     print(report.compare_runs(a, b, out, args.min_change))
     return 0
+
+
+def _rerender(run_dir: Path) -> int:
+    """Redraw one run and re-decide its thresholds: 0 all met, 1 one failed, 2 unreadable."""
+    from harness import report
+
+    try:
+        out, verdicts = report.render(run_dir)
+    except ScenarioError as exc:
+        print(f"invalid thresholds in {exc.path}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    failed = [v for v in verdicts if not v["passed"]]
+    for v in failed:
+        print(f"  FAIL {v['path']}: {v['threshold']} (measured {v['shown']})")
+    if not verdicts:
+        verdict = "no thresholds"
+    elif failed:
+        verdict = f"THRESHOLDS FAILED ({len(failed)} of {len(verdicts)})"
+    else:
+        verdict = f"all thresholds met ({len(verdicts)})"
+    print(f"{run_dir}: {verdict} — {out}")
+    return 1 if failed else 0

@@ -1,18 +1,18 @@
 """The load generator: runs one phase in its own process, on its own uvloop.
 
-Executors:
+Executors (``harness.executors``), chosen by type:
 
-* ``constant-rate`` / ``ramping-rate`` — open model, as wrk2 and k6's
+* ``ConstantRate`` / ``RampingRate`` — open model, as wrk2 and k6's
   arrival-rate executors: requests are due on a schedule (evenly spaced or
   Poisson) whatever the server does.  A due request waits for a free
   connection; latency counts from its *intended* time, so a stall shows up in
   every request it delayed (coordinated omission corrected).  A request that
   could not even be sent within ``MAX_SEND_DELAY_S`` of its due time is
   *dropped* and counted (k6's dropped iterations), never silently skipped.
-* ``constant-clients`` — closed model: N clients, each sends, waits for the
+* ``ConstantClients`` — closed model: ``vus`` clients, each sends, waits for the
   answer, thinks, repeats.  (Here intended = actual send time, which is exactly
   why a closed loop hides stalls.)
-* ``bulk-upload`` — files of N points streamed as chunked CSV/NDJSON.
+* ``BulkUpload`` — files of N points streamed as chunked CSV/NDJSON.
 
 The process records its own CPU time, and marks the phase ``fell_behind`` when
 it dropped requests or dispatched them late by more than 100 ms.
@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from harness.executors import BulkUpload, ConstantClients, ConstantRate, RampingRate
 from harness.httpclient import Connection, HttpError, build_stream_head
 from harness.metrics import PhaseRecorder
 from harness.scenario import Phase, Setup
@@ -42,18 +43,25 @@ _now = time.perf_counter
 _STEP_S = 0.001
 
 
-def schedule(phase: Phase, rng: random.Random) -> Iterator[float]:
+def _rate_pieces(executor: ConstantRate | RampingRate) -> list[tuple[float, float, float]]:
+    """(duration_s, rate at start, rate at end) for each leg of the schedule."""
+    match executor:
+        case ConstantRate(rate=rate, duration_s=duration_s):
+            return [(duration_s, rate, rate)]
+        case RampingRate(start_rate=rate, stages=stages):
+            pieces = []
+            for stage in stages:
+                pieces.append((stage.duration_s, rate, stage.target))
+                rate = stage.target
+            return pieces
+
+
+def schedule(executor: ConstantRate | RampingRate, rng: random.Random) -> Iterator[float]:
     """Intended send times (seconds from phase start) for an open-model phase."""
-    if phase.executor == "constant-rate":
-        pieces = [(phase.duration_s, phase.rate, phase.rate)]
-    else:
-        pieces, rate = [], phase.rate
-        for stage in phase.stages:
-            pieces.append((stage.duration_s, rate, stage.target_rate))
-            rate = stage.target_rate
+    poisson = executor.arrival == "poisson"
     start = 0.0
-    for duration, r0, r1 in pieces:
-        if phase.arrival == "even" and r0 == r1:
+    for duration, r0, r1 in _rate_pieces(executor):
+        if not poisson and r0 == r1:
             if r0 > 0:
                 n = round(duration * r0)
                 for i in range(n):
@@ -62,14 +70,14 @@ def schedule(phase: Phase, rng: random.Random) -> Iterator[float]:
             # Integrate the (linearly changing) rate in 1 ms steps; an arrival falls
             # where the accumulated expectation crosses the next threshold.
             acc, t = 0.0, 0.0
-            threshold = rng.expovariate(1.0) if phase.arrival == "poisson" else 1.0
+            threshold = rng.expovariate(1.0) if poisson else 1.0
             while t < duration:
                 rate_now = r0 + (r1 - r0) * (t / duration)
                 acc += rate_now * _STEP_S
                 while acc >= threshold:
                     acc -= threshold
                     yield start + t
-                    threshold = rng.expovariate(1.0) if phase.arrival == "poisson" else 1.0
+                    threshold = rng.expovariate(1.0) if poisson else 1.0
                 t += _STEP_S
         start += duration
 
@@ -84,10 +92,10 @@ async def _send(conn: Connection, request: bytes) -> int:
     return status
 
 
-async def _open_model(phase: Phase, work: Workload, host: str, port: int,
-                      rec: PhaseRecorder, t0: float) -> None:
+async def _open_model(phase: Phase, executor: ConstantRate | RampingRate, work: Workload,
+                      host: str, port: int, rec: PhaseRecorder, t0: float) -> None:
     idle: asyncio.Queue[Connection] = asyncio.Queue()
-    for _ in range(phase.connections):
+    for _ in range(executor.connections):
         idle.put_nowait(Connection(host, port))
     tasks: set[asyncio.Task] = set()
     points = 1 if phase.kind == "point" else phase.batch_size
@@ -106,7 +114,7 @@ async def _open_model(phase: Phase, work: Workload, host: str, port: int,
                    points if status in (201, 202) else 0)
 
     rng = random.Random(f"schedule:{phase.name}")
-    for offset in schedule(phase, rng):
+    for offset in schedule(executor, rng):
         due = t0 + offset
         delay = due - _now()
         if delay > 0:
@@ -126,9 +134,9 @@ async def _open_model(phase: Phase, work: Workload, host: str, port: int,
         idle.get_nowait().close()
 
 
-async def _closed_model(phase: Phase, work: Workload, host: str, port: int,
-                        rec: PhaseRecorder, t0: float) -> None:
-    end = t0 + phase.duration_s
+async def _closed_model(phase: Phase, executor: ConstantClients, work: Workload, host: str,
+                        port: int, rec: PhaseRecorder, t0: float) -> None:
+    end = t0 + executor.duration_s
     points = 1 if phase.kind == "point" else phase.batch_size
 
     async def client() -> None:
@@ -142,24 +150,24 @@ async def _closed_model(phase: Phase, work: Workload, host: str, port: int,
                 done = _now()
                 rec.record(start - t0, done - start, done - start, status, status in expected,
                            points if status in (201, 202) else 0)
-                if phase.think_time_s:
-                    await asyncio.sleep(phase.think_time_s)
+                if executor.think_time_s:
+                    await asyncio.sleep(executor.think_time_s)
         finally:
             conn.close()
 
-    await asyncio.gather(*(client() for _ in range(phase.clients)))
+    await asyncio.gather(*(client() for _ in range(executor.vus)))
 
 
-async def _bulk(phase: Phase, work: Workload, host: str, port: int, rec: PhaseRecorder,
+async def _bulk(upload: BulkUpload, work: Workload, host: str, port: int, rec: PhaseRecorder,
                 t0: float, target: Target) -> None:
-    content_type = "text/csv" if phase.format == "csv" else "application/x-ndjson"
+    content_type = "text/csv" if upload.format == "csv" else "application/x-ndjson"
     head = build_stream_head(f"{target.url}/v1/points/bulk", target.token, content_type)
-    for _ in range(phase.files):
+    for _ in range(upload.files):
         conn = Connection(host, port)
         rec.intended += 1
         start = _now()
         try:
-            status, body = await conn.stream(head, work.bulk_pieces(phase.points))
+            status, body = await conn.stream(head, work.bulk_pieces(upload))
             accepted = orjson.loads(body).get("accepted", 0) if status == 202 else 0
         except (HttpError, OSError, orjson.JSONDecodeError):
             status, accepted = 599, 0
@@ -178,14 +186,15 @@ async def run_phase(phase: Phase, setup: Setup, target: Target, seed: int, run_i
     await asyncio.sleep(max(0.0, start_at_wall - time.time()))
     t0 = _now()
     cpu0, wall0 = time.process_time(), time.monotonic()
-    if phase.executor in ("constant-rate", "ramping-rate"):
-        await _open_model(phase, work, host, port, rec, t0)
-    elif phase.executor == "constant-clients":
-        await _closed_model(phase, work, host, port, rec, t0)
-    else:
-        await _bulk(phase, work, host, port, rec, t0, target)
+    match phase.executor:
+        case ConstantRate() | RampingRate() as executor:
+            await _open_model(phase, executor, work, host, port, rec, t0)
+        case ConstantClients() as executor:
+            await _closed_model(phase, executor, work, host, port, rec, t0)
+        case BulkUpload() as executor:
+            await _bulk(executor, work, host, port, rec, t0, target)
     result = rec.result(time.monotonic() - wall0, time.process_time() - cpu0)
-    result["executor"] = phase.executor
+    result["executor"] = phase.executor.NAME
     result["start_wall"] = start_at_wall
     return result
 

@@ -13,9 +13,11 @@ from typing import Any
 
 import orjson
 
+from harness import thresholds
 from harness.metrics import histogram_from, new_histogram
+from harness.scenario import INGEST_KINDS, ScenarioError
+from server.queue.paths import NAIVE, PIPELINED
 
-INGEST_KINDS = ("point", "batch", "bulk")
 MIN_CHANGE = 0.05  # deltas smaller than this are reported as "~" (noise)
 
 
@@ -49,12 +51,29 @@ def compare_paths(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Headline figures side by side; pipelined ÷ naive for the throughputs."""
     heads = {path: headline(run) for path, run in runs.items()}
     out: dict[str, Any] = {"headline": heads}
-    if {"naive", "pipelined"} <= set(runs):
+    if {NAIVE, PIPELINED} <= set(runs):
         for metric in ("accepted points/s", "committed points/s"):
-            naive, piped = heads["naive"][metric], heads["pipelined"][metric]
-            out[metric] = {"naive": naive, "pipelined": piped,
+            naive, piped = heads[NAIVE][metric], heads[PIPELINED][metric]
+            out[metric] = {NAIVE: naive, PIPELINED: piped,
                            "ratio": round(piped / naive, 2) if naive and piped else None}
     return out
+
+
+def recheck(summary: dict[str, Any], source: Path) -> list[dict[str, Any]]:
+    """The threshold verdicts, re-evaluated from the saved runs and the thresholds' text.
+
+    ``summary.json`` keeps each threshold as written, so editing that text (or
+    the code that measures) and running ``run.py report`` re-decides them; a text
+    that no longer parses raises ScenarioError naming ``source``.
+    """
+    definition = summary.get("scenario_definition", {})
+    texts = [t["text"] for t in definition.get("thresholds", [])]
+    phases = {p["name"] for run in summary["runs"].values() for p in run["phases"]}
+    problems: list[str] = []
+    parsed = thresholds.parse_texts(texts, phases, problems)
+    if problems:
+        raise ScenarioError(source, problems)
+    return thresholds.check(parsed, summary["runs"])
 
 
 def write_raw(run_dir: Path, summary: dict[str, Any]) -> None:
@@ -118,12 +137,13 @@ def _phase_table(run: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(run_dir: Path) -> Path:
-    """Draw the charts and write report.md from summary.json."""
+def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """Draw the charts and write report.md from summary.json; (report.md, verdicts)."""
     from harness import charts
 
     summary = orjson.loads((run_dir / "summary.json").read_bytes())
     summary["comparison"] = compare_paths(summary["runs"])  # always from the raw runs
+    verdicts = recheck(summary, run_dir / "summary.json")
     images = charts.draw_all(run_dir, summary)
     lines = [f"# {summary['scenario']} — {summary['created']}", "",
              summary.get("description", ""), "",
@@ -140,12 +160,12 @@ def render(run_dir: Path) -> Path:
     for metric in ("accepted points/s", "committed points/s"):
         ratio = summary["comparison"].get(metric, {}).get("ratio")
         if ratio:
-            lines.append(f"\n**{metric}: pipelined ÷ naive = {ratio:.1f}×**")
-    if summary["thresholds"]:
+            lines.append(f"\n**{metric}: {PIPELINED} ÷ {NAIVE} = {ratio:.1f}×**")
+    if verdicts:
         lines += ["", "## Thresholds", "", "| threshold | path | measured | verdict |",
                   "|---|---|---|---|"]
-        for v in summary["thresholds"]:
-            lines.append(f"| `{v['threshold']}` | {v['path']} | {_fmt(v['measured'])} | "
+        for v in verdicts:
+            lines.append(f"| `{v['threshold']}` | {v['path']} | {v['shown']} | "
                          f"{'pass' if v['passed'] else '**FAIL**'} |")
     for path, run in summary["runs"].items():
         lines += ["", f"## {path}", "",
@@ -166,7 +186,7 @@ def render(run_dir: Path) -> Path:
               "Raw figures: `summary.json`, `timeseries.csv`, `latency_<path>.hgrm`."]
     out = run_dir / "report.md"
     out.write_text("\n".join(lines) + "\n")
-    return out
+    return out, verdicts
 
 
 def compare_runs(a_dir: Path, b_dir: Path, out_dir: Path, min_change: float = MIN_CHANGE
@@ -179,7 +199,7 @@ def compare_runs(a_dir: Path, b_dir: Path, out_dir: Path, min_change: float = MI
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = {f"A {p}": r for p, r in a["runs"].items()}
     runs.update({f"B {p}": r for p, r in b["runs"].items()})
-    merged = {"runs": runs, "comparison": {}}
+    merged = {"runs": runs, "comparison": compare_paths(runs)}
     images = charts.draw_all(out_dir, merged)
     lines = [f"# Comparison: A = {a_dir}, B = {b_dir}", "",
              f"Changes smaller than {min_change:.0%} are shown as ~.", "",

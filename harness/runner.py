@@ -3,8 +3,8 @@
 Per path: start the server on fresh embedded stores (or use ``--target``),
 register the scenario's competitions and participants, measure the generator's
 own ceiling, run the phase groups (each phase in its own generator process),
-sample queue depth, RSS and commits every second, wait for the queue to drain,
-then read end-to-end lag (received_at → committed_at) from the rows themselves.
+sample queue depth, RSS and commits (``harness.sampler``), wait for the queue to
+drain, then read end-to-end lag (received_at → committed_at) from the rows themselves.
 Raw figures are written first (summary.json, timeseries.csv, .hgrm); charts and
 report.md are drawn from those files.
 """
@@ -17,17 +17,16 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from harness import loadgen, report
-from harness.scenario import Scenario, Threshold
+from harness import loadgen, report, thresholds
+from harness.sampler import Sampler
+from harness.scenario import Phase, Scenario
 from harness.server import ROOT, ManagedServer, api
 from harness.workload import Target
 
@@ -55,63 +54,13 @@ def _setup_catalog(url: str, token: str, scenario: Scenario, run_id: str) -> Tar
     return Target(url=url, token=token, participants=participants)
 
 
-class Sampler(threading.Thread):
-    """Once a second: queue depth, totals and server RSS; prints progress."""
-
-    def __init__(self, url: str, token: str, rss: Any, label: str, live: bool) -> None:
-        super().__init__(daemon=True)
-        self.url, self.token, self.rss, self.label, self.live = url, token, rss, label, live
-        self.rows: list[dict[str, Any]] = []
-        self.phase = "setup"
-        self._halt = threading.Event()
-        self.counters: Any = None  # the running group's shared [sent, errors]
-
-    def run(self) -> None:
-        last_print = 0.0
-        previous: dict[str, Any] | None = None
-        while not self._halt.is_set():
-            now = time.time()
-            try:
-                _, queue = api(self.url, "GET", "/v1/admin/queue", self.token, timeout=5)
-            except OSError:
-                queue = {}
-            totals = queue.get("throughput", {})
-            row = {"wall": now, "phase": self.phase, "queue_depth": queue.get("depth"),
-                   "inflight": queue.get("inflight"), "enqueued": totals.get("enqueued"),
-                   "committed": totals.get("committed"), "rss_mb": self.rss() / 1e6}
-            if previous and row["enqueued"] is not None and previous["enqueued"] is not None:
-                span = max(1e-3, now - previous["wall"])
-                row["accepted_per_s"] = (row["enqueued"] - previous["enqueued"]) / span
-                row["committed_per_s"] = (row["committed"] - previous["committed"]) / span
-            self.rows.append(row)
-            previous = row
-            counters = self.counters
-            sent, errors = (counters[0], counters[1]) if counters is not None else (0, 0)
-            line = (f"[{self.label}] phase={self.phase:<14} sent={sent:>7} errors={errors:>5}"
-                    f" accepted/s="
-                    f"{row.get('accepted_per_s', 0):>9.0f} committed/s="
-                    f"{row.get('committed_per_s', 0):>9.0f} queue={row['queue_depth']}"
-                    f" rss={row['rss_mb']:.0f}MB")
-            if self.live:
-                print("\r" + line, end="", flush=True)
-            elif now - last_print >= 5:
-                print(line, flush=True)
-                last_print = now
-            self._halt.wait(1.0)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
-        if self.live:
-            print(flush=True)
-
-
-def _run_group(group: list, scenario: Scenario, target: Target, run_id: str,
+def _run_group(group: list[Phase], scenario: Scenario, target: Target, run_id: str,
                sampler: Sampler) -> list[dict[str, Any]]:
     ctx = multiprocessing.get_context("spawn")
     live = ctx.RawArray("q", 2)  # requests sent and failed, summed over the group
     sampler.counters = live
     start_at = time.time() + 1.0  # every process starts its clock together
+    sampler.boundary("+".join(p.name for p in group), start_at)
     with tempfile.TemporaryDirectory() as tmp:
         procs = []
         for phase in group:
@@ -198,15 +147,14 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
         import uvloop
 
         ceiling = uvloop.run(loadgen.ceiling(url))
-        sampler.start()
         started = time.time()
+        sampler.start()
         phases: list[dict[str, Any]] = []
         for group in scenario.groups():
-            sampler.phase = "+".join(p.name for p in group)
             phases += _run_group(group, scenario, target, run_id, sampler)
-        sampler.phase = "drain"
+        sampler.boundary("drain")
         drain_s = _drain(url, token, scenario.drain_timeout_s)
-        sampler.stop()
+        sampler.stop()  # takes the final sample: the depth the drain ended at
         figures: dict[str, Any] = {}
         db_url = database_url or (server.database_url if server else None)
         if db_url:
@@ -244,35 +192,6 @@ def _environment() -> dict[str, Any]:
             "cpus": os.cpu_count(), "versions": versions}
 
 
-def evaluate(threshold: Threshold, run: dict[str, Any]) -> tuple[bool, float | None]:
-    """(passed, measured) for one threshold against one path's run."""
-    if threshold.scope == "e2e_lag":
-        lag = run.get("server", {}).get("e2e_lag_s", {})
-        measured = lag.get(threshold.metric)
-    else:
-        phases = [p for p in run["phases"]
-                  if threshold.scope == "all" or p["name"] == threshold.scope]
-        measured = None
-        if phases:
-            if threshold.metric == "success":
-                due = sum(p["sent"] + p["dropped"] for p in phases)
-                measured = sum(p["ok"] for p in phases) / due if due else 0.0
-            elif threshold.metric == "rate":
-                measured = sum(p["rate"] for p in phases)
-            elif threshold.metric == "dropped":
-                measured = float(sum(p["dropped"] for p in phases))
-            else:
-                which, _, stat = threshold.metric.partition(".")
-                values = [p[f"{which}_ms"].get(stat) for p in phases]
-                values = [v for v in values if v is not None]
-                measured = max(values) / 1000 if values else None
-    if measured is None:
-        return False, None
-    ops = {"<": measured < threshold.value, "<=": measured <= threshold.value,
-           ">": measured > threshold.value, ">=": measured >= threshold.value}
-    return ops[threshold.op], measured
-
-
 def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
           target_url: str | None = None, token: str | None = None,
           database_url: str | None = None, scale: float = 1.0) -> tuple[Path, bool]:
@@ -283,14 +202,7 @@ def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
         print(f"== {scenario.name}: {path} path", flush=True)
         runs[path] = run_path(scenario, path, target_url=target_url, token=token,
                               database_url=database_url, live=live)
-    verdicts = []
-    for threshold in scenario.thresholds:
-        for path, run in runs.items():
-            if threshold.path not in (None, path):
-                continue
-            ok, measured = evaluate(threshold, run)
-            verdicts.append({"threshold": threshold.text, "path": path, "passed": ok,
-                             "measured": measured})
+    verdicts = thresholds.check(scenario.thresholds, runs)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = out_dir / scenario.name / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -298,7 +210,7 @@ def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
         "scenario": scenario.name, "description": scenario.description,
         "seed": scenario.seed, "scale": scale, "paths": paths, "created": stamp,
         "git_commit": _git_commit(), "environment": _environment(),
-        "scenario_definition": asdict(scenario), "runs": runs,
+        "scenario_definition": scenario.to_dict(), "runs": runs,
         "comparison": report.compare_paths(runs), "thresholds": verdicts,
     }
     (run_dir / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))

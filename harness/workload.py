@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from harness.executors import BulkUpload
 from harness.httpclient import build_request
 from harness.scenario import Phase, Setup
 
@@ -81,12 +82,12 @@ class Workload:
         return build_request("POST", f"{base}/v1/points", token=token,
                              body=body.encode()), expected
 
-    def bulk_pieces(self, points: int) -> Iterator[bytes]:
-        """A CSV or NDJSON upload of ``points`` lines, in pieces of ~chunk_bytes."""
-        csv = self.phase.format == "csv"
+    def bulk_pieces(self, upload: BulkUpload) -> Iterator[bytes]:
+        """One file of ``upload.points`` CSV or NDJSON lines, in pieces of ~chunk_bytes."""
+        csv = upload.format == "csv"
         lines: list[str] = ["id,competition_id,participant_id,value"] if csv else []
         size = sum(len(line) + 1 for line in lines)
-        for _ in range(points):
+        for _ in range(upload.points):
             competition = self.rng.choice(self.competitions)
             participant = self.rng.choice(self.target.participants[competition])
             point_id, value = self._point_id(), self._value()
@@ -94,7 +95,7 @@ class Workload:
                     _point_json(point_id, competition, participant, value))
             lines.append(line)
             size += len(line) + 1
-            if size >= self.phase.chunk_bytes:
+            if size >= upload.chunk_bytes:
                 yield ("\n".join(lines) + "\n").encode()
                 lines, size = [], 0
         if lines:

@@ -18,6 +18,7 @@ waits for the tasks (bounded), then cancels what is left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,7 +49,7 @@ class Supervisor:
         self.healthy_after_s = healthy_after_s  # a run this long resets the backoff
         self.restarts_total = 0
         self._tasks: dict[str, _Supervised] = {}
-        self._stopping = False
+        self._stopping = asyncio.Event()  # also cuts a restart backoff short
 
     def has(self, name: str) -> bool:
         """True while task ``name`` is supervised (running or waiting to restart)."""
@@ -59,7 +60,7 @@ class Supervisor:
         """Run ``factory()`` as task ``name``, restarting it whenever it raises."""
         if self.has(name):
             raise RuntimeError(f"task {name!r} is already running")
-        self._stopping = False
+        self._stopping.clear()
         entry = _Supervised(name, factory)
         entry.task = asyncio.create_task(self._keep(entry), name=name)
         self._tasks[name] = entry
@@ -83,13 +84,16 @@ class Supervisor:
                     failures = 0
                 delay = min(self.restart_max_s, self.restart_base_s * 2 ** min(failures, 20))
                 failures += 1
-                if self._stopping:
+                if self._stopping.is_set():
                     log.error("background task %s died while stopping", entry.name,
                               exc_info=exc)
                     return
                 log.error("background task %s died; restart %d in %.2fs", entry.name,
                           entry.restarts, delay, exc_info=exc)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    return
 
     @property
     def ok(self) -> bool:
@@ -108,7 +112,7 @@ class Supervisor:
         Call after telling the loops to stop; a task that still runs at the
         deadline is cancelled and awaited.
         """
-        self._stopping = True
+        self._stopping.set()
         tasks = [e.task for e in self._tasks.values() if e.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=max(0.0, timeout_s))

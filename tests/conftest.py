@@ -162,7 +162,7 @@ async def seed(api: Api, participants: int = 3) -> tuple[int, list[int]]:
     return comp["id"], [p["id"] for p in body["participants"]]
 
 
-def assert_exact(stores: Stores, accepted: set[str]) -> None:
+def assert_exact(stores: Stores | str, accepted: set[str]) -> None:
     """Every accepted id is committed exactly once, nothing else is, and each
     participant's standing equals what its committed points add up to.
 
@@ -182,9 +182,9 @@ def assert_exact(stores: Stores, accepted: set[str]) -> None:
     assert actual == expected
 
 
-def sql(stores: Stores, query: str, *args: Any) -> list[tuple]:
-    """Run one query against the test database (for asserting exact counts)."""
-    conn = psycopg2.connect(stores.database_url)
+def sql(stores: Stores | str, query: str, *args: Any) -> list[tuple]:
+    """Run one query against the test database (``Stores`` or a URL) for exact counts."""
+    conn = psycopg2.connect(stores if isinstance(stores, str) else stores.database_url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(query, args or None)

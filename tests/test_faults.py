@@ -187,3 +187,59 @@ async def test_idle_connections_cut_by_the_server_are_replaced_before_use(
     for _ in range(3):  # every pooled connection was cut; none may fail a request
         status, body = await api.get("/v1/competitions", token="admin")
         assert status == 200 and len(body["items"]) == 1
+
+
+async def test_both_stores_down_answers_503_with_retry_after_and_accepts_nothing(
+        faulty: tuple[Service, Api], own: Stores) -> None:
+    service, api = faulty
+    cid, parts = await seed(api)  # the token is now verified (and cached) by this process
+    own.redis.kill()
+    await asyncio.to_thread(own.postgres.stop, even_if_reused=True)
+    status, body = await api.post("/v1/points", batch(cid, parts, "lost", 5))
+    assert status == 503, body
+    assert body["error"]["code"] == "unavailable" and "nothing was accepted" in \
+        body["error"]["message"]
+    status, ready = await api.get("/ready", token=None)
+    assert (status, ready["status"]) == (503, "unavailable")
+    await asyncio.to_thread(own.postgres.start)
+    await asyncio.to_thread(own.redis.start)
+    await drained(service, 0, own)
+    assert_exact(own, set())
+
+
+async def test_health_turns_draining_while_shutdown_waits_for_in_flight_requests(
+        own: Stores) -> None:
+    settings = make_settings(queue_workers=0, ack_timeout_s=1.5)
+    context = running_service(settings, own.database_url, own.redis_url)
+    service = await context.__aenter__()
+    api = Api(service.url)
+    try:
+        cid, parts = await seed(api)
+        # A keep-alive connection opened before the stop, to ask /health during it.
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+
+        async def health() -> bytes:
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            return head.split(b"\r\n")[0]
+
+        assert await health() == b"HTTP/1.1 200 OK"
+        # In flight: waits for a commit that cannot happen (no workers) for 1.5 s.
+        slow = asyncio.ensure_future(api.post(
+            "/v1/points?ack=committed", {"competition_id": cid, "participant_id": parts[0],
+                                         "value": 1}))
+        await asyncio.sleep(0.2)
+        stopping = asyncio.ensure_future(context.__aexit__(None, None, None))
+        await asyncio.sleep(0.2)
+        assert await health() == b"HTTP/1.1 503 Service Unavailable"
+        assert not stopping.done()  # still waiting for the in-flight request
+        status, body = await slow
+        assert (status, body["committed"]) == (202, False)  # answered, not cut off
+        await asyncio.wait_for(stopping, 10)
+        writer.close()
+    finally:
+        api.http.close()
+        if not service.deps.lifecycle.draining:
+            await context.__aexit__(None, None, None)

@@ -13,11 +13,11 @@ import urllib.request
 from pathlib import Path
 
 import orjson
-import psycopg2
 import pytest
 import redis
 
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, _pid_alive, free_port
+from tests.conftest import assert_exact, sql
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,23 +99,12 @@ def _drain(port: int, token: str) -> None:
 
 
 def _assert_exact(pg: EmbeddedPostgres, accepted: set[str]) -> None:
-    conn = psycopg2.connect(pg.url)
-    try:
-        deadline = time.monotonic() + 10  # a running server folds standings within ~0.2 s
-        while time.monotonic() < deadline:
-            with conn, conn.cursor() as cur:
-                cur.execute("SELECT count(*) FROM standing_deltas")
-                if cur.fetchone()[0] == 0:
-                    break
-            time.sleep(0.1)
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT id FROM points")
-            ids = [row[0] for row in cur.fetchall()]
-            assert len(ids) == len(accepted) and set(ids) == accepted
-            cur.execute("SELECT sum(points), sum(total) FROM standings")
-            assert cur.fetchone() == (len(accepted), float(len(accepted)))
-    finally:
-        conn.close()
+    deadline = time.monotonic() + 10  # a running server folds standings within ~0.2 s
+    while time.monotonic() < deadline:
+        if sql(pg.url, "SELECT count(*) FROM standing_deltas") == [(0,)]:
+            break
+        time.sleep(0.1)
+    assert_exact(pg.url, accepted)
 
 
 @pytest.mark.timeout(300)

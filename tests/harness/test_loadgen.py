@@ -14,16 +14,24 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from harness.executors import ConstantClients, ConstantRate, RampingRate, Stage
 from harness.loadgen import run_phase, schedule
-from harness.scenario import Phase, Setup, Stage
+from harness.scenario import Phase, Setup
 from harness.workload import Target
 from server.embedded import free_port
 
 
+def test_ramp_down_to_a_zero_target_thins_arrivals_linearly() -> None:
+    ramp = RampingRate(start_rate=100, stages=(Stage(2, 0),))
+    per_second = Counter(int(t) for t in schedule(ramp, random.Random(1)))
+    assert per_second[0] == pytest.approx(75, abs=2)  # 100 → 50 per s: a mean of 75
+    assert per_second[1] == pytest.approx(25, abs=2)  # 50 → 0
+    assert ramp.scaled(0.5).stages[0].target == 0  # scaling keeps a zero a zero
+
+
 def test_ramping_rate_schedule_counts_per_second() -> None:
-    phase = Phase(name="r", executor="ramping-rate", kind="health", rate=0,
-                  stages=(Stage(10, 100), Stage(5, 100)))
-    per_second = Counter(int(t) for t in schedule(phase, random.Random(1)))
+    ramp = RampingRate(start_rate=0, stages=(Stage(10, 100), Stage(5, 100)))
+    per_second = Counter(int(t) for t in schedule(ramp, random.Random(1)))
     for second in range(10):  # the rate rises 10/s each second: mean over second i
         expected = 10 * second + 5
         assert abs(per_second[second] - expected) <= 2, (second, per_second[second])
@@ -33,12 +41,10 @@ def test_ramping_rate_schedule_counts_per_second() -> None:
 
 
 def test_constant_rate_is_exact_and_poisson_is_right_on_average() -> None:
-    even = Phase(name="e", executor="constant-rate", kind="health", rate=50, duration_s=4)
-    times = list(schedule(even, random.Random(1)))
+    times = list(schedule(ConstantRate(rate=50, duration_s=4), random.Random(1)))
     assert len(times) == 200 and times == sorted(times)
     assert max(b - a for a, b in pairwise(times)) == pytest.approx(0.02)
-    poisson = Phase(name="p", executor="constant-rate", kind="health", rate=200,
-                    duration_s=10, arrival="poisson")
+    poisson = ConstantRate(rate=200, duration_s=10, arrival="poisson")
     count = sum(1 for _ in schedule(poisson, random.Random(2)))
     assert abs(count - 2000) < 2000 * 0.1
 
@@ -85,14 +91,13 @@ def _p99_ms(url: str, phase: Phase) -> float:
 
 
 def test_open_model_p99_shows_a_stall_that_a_closed_loop_hides(stalling_server: str) -> None:
-    open_model = Phase(name="open", executor="constant-rate", kind="health", rate=200,
-                       duration_s=3, connections=8)
+    open_model = Phase(name="open", kind="health",
+                       executor=ConstantRate(rate=200, duration_s=3, connections=8))
     assert _p99_ms(stalling_server, open_model) > 500  # ~200 requests were due in the stall
 
 
 def test_closed_loop_measurement_hides_the_same_stall(stalling_server: str) -> None:
-    closed = Phase(name="closed", executor="constant-clients", kind="health", clients=2,
-                   duration_s=3)
+    closed = Phase(name="closed", kind="health", executor=ConstantClients(vus=2, duration_s=3))
     assert _p99_ms(stalling_server, closed) < 100  # only two requests saw it
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.executors import BulkUpload, ConstantClients, ConstantRate, RampingRate, Stage
 from harness.scenario import ScenarioError, list_scenarios, load
 
 GOOD = """
@@ -16,6 +17,32 @@ executor = "constant-rate"
 kind = "point"
 rate = 10
 duration_s = 1
+"""
+
+RAMP = """
+name = "t"
+[[phases]]
+name = "r"
+executor = "ramping-rate"
+kind = "batch"
+batch_size = 10
+start_rate = 5
+stages = [{ duration_s = 2, target = 20 }, { duration_s = 3, target = 0 }]
+
+[[phases]]
+name = "c"
+executor = "constant-clients"
+kind = "leaderboard"
+vus = 4
+duration_s = 5
+think_time_s = 0.1
+start = "with-previous"
+
+[[phases]]
+name = "u"
+executor = "bulk-upload"
+points = 100
+format = "ndjson"
 """
 
 
@@ -41,6 +68,27 @@ def test_every_shipped_scenario_loads() -> None:
     (GOOD + '[thresholds]\n"q.success" = "> 99%"\n', "'q' is not a phase name"),
     (GOOD + '[thresholds]\n"p.speed" = "> 1"\n', "unknown metric 'speed'"),
     ("name = 't'\n[[phases\n", "not valid TOML"),
+    # Each executor reads only its own keys, by their k6 names.
+    (GOOD.replace("rate = 10", "vus = 10"), "phases[0].vus: unknown key"),
+    (GOOD + "think_time_s = 1\n", "phases[0].think_time_s: unknown key"),
+    (RAMP.replace("vus = 4", "clients = 4"), "phases[1].clients: unknown key (now 'vus')"),
+    (RAMP.replace("vus = 4", "connections = 4\nvus = 4"), "phases[1].connections: unknown key"),
+    (RAMP.replace("vus = 4\n", ""), "phases[1].vus: is required"),
+    (RAMP.replace("vus = 4", "vus = 0"), "phases[1].vus: must be >= 1"),
+    (RAMP.replace("target = 20", "target_rate = 20"),
+     "phases[0].stages[0].target_rate: unknown key (now 'target')"),
+    (RAMP.replace("target = 20", "target = -1"), "phases[0].stages[0].target: must be >= 0"),
+    (RAMP.replace("{ duration_s = 2, target = 20 }", "{ target = 20 }"),
+     "phases[0].stages[0].duration_s: is required"),
+    (RAMP.replace("stages = [{ duration_s = 2, target = 20 }, { duration_s = 3, target = 0 }]",
+                  "stages = []"), "phases[0].stages: needs at least one stage"),
+    (RAMP.replace("stages = [{", "stages = [7, {"), "phases[0].stages[0]: must be a table"),
+    (RAMP.replace("start_rate = 5", "rate = 5"), "phases[0].rate: unknown key"),
+    (RAMP.replace('format = "ndjson"', 'format = "xml"'), "phases[2].format: must be one of"),
+    (RAMP.replace("points = 100", "points = 100\nkind = 'point'"),
+     "phases[2].kind: bulk-upload sends kind 'bulk'"),
+    (GOOD + '[thresholds]\n"slow/p.success" = "> 99%"\n',
+     "thresholds.slow/p.success: a path prefix must be naive/ or pipelined/"),
 ])
 def test_bad_scenario_names_file_key_and_problem(tmp_path: Path, text: str,
                                                  expected: str) -> None:
@@ -58,8 +106,30 @@ def test_unknown_scenario_name_lists_the_known_ones() -> None:
     assert "smoke" in info.value.problems[0]
 
 
+def test_each_executor_reads_its_own_keys(tmp_path: Path) -> None:
+    path = tmp_path / "ramp.toml"
+    path.write_text(RAMP)
+    ramp, clients, upload = load(str(path)).phases
+    assert ramp.executor == RampingRate(start_rate=5, stages=(Stage(2, 20), Stage(3, 0)))
+    assert (ramp.kind, ramp.batch_size, ramp.total_s) == ("batch", 10, 5)
+    assert clients.executor == ConstantClients(vus=4, duration_s=5, think_time_s=0.1)
+    assert clients.with_previous and not ramp.with_previous
+    assert upload.executor == BulkUpload(points=100, format="ndjson")
+    assert upload.kind == "bulk"
+
+
 def test_scale_multiplies_rates_and_counts_not_durations() -> None:
     scenario = load("smoke").scaled(0.5)
-    singles = next(p for p in scenario.phases if p.name == "singles")
-    upload = next(p for p in scenario.phases if p.name == "upload")
-    assert (singles.rate, singles.duration_s, upload.points) == (25, 2, 2500)
+    phases = {p.name: p.executor for p in scenario.phases}
+    assert phases["singles"] == ConstantRate(rate=25, duration_s=2, connections=8)
+    assert phases["batches"].start_rate == 2.5 and phases["batches"].stages == (Stage(2, 10),)
+    assert phases["boards"].vus == 2 and phases["boards"].duration_s == 2
+    assert phases["upload"].points == 2500
+
+
+def test_summary_definition_names_each_executor() -> None:
+    definition = load("smoke").to_dict()
+    batches = next(p for p in definition["phases"] if p["name"] == "batches")
+    assert batches["executor"] == {"type": "ramping-rate", "start_rate": 5.0,
+                                   "stages": ({"duration_s": 2.0, "target": 20.0},),
+                                   "arrival": "even", "connections": 8}

@@ -1,0 +1,43 @@
+"""The one error table: every domain error has an HTTP rendering, none is a 500."""
+
+from __future__ import annotations
+
+import pytest
+
+from server import errors
+from server.handlers.errors import HttpError, http_error_for
+
+
+def _all(cls: type) -> list[type]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _all(direct))]
+
+
+def _instance(kind: type) -> errors.ServiceError:
+    samples = {errors.StoreUnavailable: ("redis", "down"), errors.PoolTimeout: ("postgres", "x"),
+               errors.SlugTaken: ("cup",), errors.NotPermitted: ("read", "admin")}
+    return kind(*samples.get(kind, ("something",)))
+
+
+@pytest.mark.parametrize("kind", [k for k in _all(errors.ServiceError)
+                                  if k not in (errors.ServiceError, errors.DataRejected)],
+                         ids=lambda k: k.__name__)
+def test_every_domain_error_a_client_can_meet_has_a_status_below_500_or_a_503(
+        kind: type) -> None:
+    rendered = http_error_for(_instance(kind))
+    assert isinstance(rendered, HttpError)
+    assert rendered.status < 500 or rendered.status == 503
+    body = rendered.body()["error"]
+    assert set(body) == {"code", "message", "details"} and body["code"].islower()
+
+
+def test_every_store_outage_is_one_code_with_retry_after() -> None:
+    for exc in (errors.StoreUnavailable("redis", "down", retry_after_s=3),
+                errors.PoolTimeout("postgres", "busy")):
+        rendered = http_error_for(exc)
+        assert rendered is not None and rendered.status == 503
+        assert rendered.code == "unavailable" and int(rendered.headers["Retry-After"]) >= 1
+
+
+def test_anything_else_is_a_bug_and_has_no_rendering() -> None:
+    assert http_error_for(KeyError("x")) is None
+    assert http_error_for(errors.DataRejected("bigint out of range")) is None

@@ -1,0 +1,75 @@
+"""Writing points: reference checks, the idempotent insert, refusals, data errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.errors import DataRejected
+from server.points import now_us
+from server.storage import points as sql
+from server.storage.database import Database
+from tests.conftest import Stores
+from tests.conftest import sql as run_sql
+from tests.storage.conftest import register
+
+
+def point(point_id: str, competition: int, participant: int, value: float = 1.0) -> tuple:
+    now = now_us()
+    return (point_id, competition, participant, value, now, now)
+
+
+async def test_write_inserts_new_points_and_logs_their_deltas(db: Database,
+                                                              clean: Stores) -> None:
+    cid, (a, b, _) = await register(db)
+    async with db.transaction() as cur:
+        inserted, refused = await sql.write_points(
+            cur, [point("x1", cid, a, 2), point("x2", cid, a, 3), point("x3", cid, b, 4)])
+    assert (inserted, refused) == (3, [])
+    deltas = run_sql(clean, "SELECT participant_id, total, points FROM standing_deltas "
+                            "ORDER BY participant_id")
+    assert deltas == [(a, 5.0, 2), (b, 4.0, 1)]  # one row per participant per batch
+
+
+async def test_a_redelivered_point_is_skipped_and_logs_no_delta(db: Database,
+                                                                clean: Stores) -> None:
+    cid, (a, *_) = await register(db)
+    for _ in range(2):
+        async with db.transaction() as cur:
+            inserted, _ = await sql.write_points(cur, [point("same", cid, a, 7)])
+    assert inserted == 0
+    assert run_sql(clean, "SELECT count(*), sum(total) FROM standing_deltas") == [(1, 7.0)]
+
+
+async def test_unknown_and_mismatched_references_are_refused_by_index(db: Database,
+                                                                      clean: Stores) -> None:
+    cid, (a, *_) = await register(db)
+    _, (z, *_) = await register(db, slug="other")
+    batch = [point("ok", cid, a), point("no-comp", 9999, a), point("no-part", cid, 9999),
+             point("wrong-comp", cid, z), point("huge", cid, a, 1e300)]
+    async with db.transaction() as cur:
+        inserted, refused = await sql.write_points(cur, batch)
+    assert inserted == 1
+    assert [(index, reason) for index, reason, _ in refused] == [
+        (1, "unknown_competition"), (2, "unknown_participant"), (3, "unknown_participant"),
+        (4, "invalid_value")]
+    assert run_sql(clean, "SELECT id FROM points") == [("ok",)]
+
+
+async def test_rows_postgresql_refuses_raise_data_rejected_and_write_nothing(
+        db: Database, clean: Stores) -> None:
+    cid, (a, *_) = await register(db)
+    with pytest.raises(DataRejected):
+        async with db.transaction() as cur:
+            await sql.insert_points(cur, [point("fine", cid, a), point("bad", cid, 2**63)])
+    assert run_sql(clean, "SELECT count(*) FROM points") == [(0,)]
+
+
+async def test_count_committed_and_get_point(db: Database) -> None:
+    cid, (a, *_) = await register(db)
+    async with db.transaction() as cur:
+        await sql.write_points(cur, [point("g1", cid, a, 1.5)])
+    async with db.cursor() as cur:
+        assert await sql.count_committed(cur, ["g1", "missing"]) == 1
+        row = await sql.get_point(cur, "g1")
+        assert (row["id"], row["value"], row["participant_id"]) == ("g1", 1.5, a)
+        assert await sql.get_point(cur, "missing") is None

@@ -1,0 +1,88 @@
+"""Background tasks that die are seen: logged once with a traceback, counted, restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from server.lifecycle import Service
+from server.queue import keys
+from server.supervisor import Supervisor
+from tests.conftest import Api, make_settings
+
+
+async def test_a_task_that_raises_is_logged_once_counted_and_restarted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    supervisor = Supervisor(restart_base_s=0.05)
+    runs = 0
+    release = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise ValueError("first run breaks")
+        await release.wait()
+
+    with caplog.at_level(logging.ERROR, logger="server.supervisor"):
+        supervisor.start("flaky", flaky)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not supervisor.ok  # down, waiting for its restart
+        for _ in range(100):
+            if runs == 2:
+                break
+            await asyncio.sleep(0.01)
+    assert runs == 2 and supervisor.ok
+    (task,) = supervisor.describe()
+    assert (task["running"], task["restarts"]) == (True, 1)
+    assert task["last_error"] == "ValueError: first run breaks"
+    deaths = [r for r in caplog.records if "flaky died" in r.getMessage()]
+    assert len(deaths) == 1 and deaths[0].exc_info is not None  # once, with its traceback
+    release.set()
+    await supervisor.stop(1.0)
+    assert supervisor.restarts_total == 1
+
+
+async def test_stop_cancels_a_task_that_does_not_finish_in_time() -> None:
+    supervisor = Supervisor()
+    cancelled = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    supervisor.start("stubborn", stubborn)
+    await asyncio.sleep(0)
+    await supervisor.stop(0.05)
+    assert cancelled.is_set() and not supervisor.has("stubborn")
+
+
+@pytest.fixture
+def settings(ingest_path: str):
+    return make_settings(ingest_path=ingest_path)
+
+
+async def test_ready_reports_workers_not_ok_while_a_dead_worker_waits_to_restart(
+        api: Api, service: Service) -> None:
+    workers = service.deps.workers
+    workers.supervisor.restart_base_s = 30.0  # keep it down long enough to look
+    # A chunk whose payload cannot be decoded: the worker that claims it dies.
+    await service.deps.redis.hset(keys.ITEMS, "00000000000000000000000000000000-1", b"\xff")
+    await service.deps.redis.rpush(keys.READY, "00000000000000000000000000000000-1")
+    await service.deps.redis.hincrby(keys.STATS, "ready", 1)
+    workers.start(1)
+    for _ in range(200):
+        if workers.supervisor.restarts_total:
+            break
+        await asyncio.sleep(0.01)
+    assert workers.supervisor.restarts_total == 1
+    status, body = await api.get("/ready", token=None)
+    assert body["checks"]["workers"]["ok"] is False
+    assert body["checks"]["workers"]["down"] == ["worker-0"]
+    assert (status, body["status"]) == (200, "degraded")

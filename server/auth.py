@@ -46,6 +46,14 @@ async def create_token(db: Database, role: str, name: str) -> str:
     return token
 
 
+async def first_admin_token(db: Database) -> str | None:
+    """An admin token when none is active yet (first start), else None."""
+    async with db.cursor() as cur:
+        if await sql.has_admin(cur):
+            return None
+    return await create_token(db, "admin", "bootstrap-admin")
+
+
 class Authenticator:
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -42,7 +42,7 @@ import tornado.netutil
 import uvloop
 
 from server.app import Deps, LifecycleState, make_app
-from server.auth import Authenticator, create_token
+from server.auth import Authenticator, first_admin_token
 from server.cache import ReadCache
 from server.config import Settings
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedStoreError, EmbeddedStores
@@ -51,7 +51,6 @@ from server.ingest import Ingest
 from server.queue.paths import make_path
 from server.queue.redis_queue import PointQueue
 from server.queue.worker import Workers
-from server.storage import tokens
 from server.storage.database import open_database
 from server.storage.migrate import MigrationError, apply_migrations
 
@@ -132,7 +131,7 @@ def prepared(settings: Settings) -> Iterator[Prepared]:
     with ExitStack() as stack:
         stores = stack.enter_context(stores_ready(settings))
         try:
-            admin_token = run_sync(ensure_admin_token(stores.database_url, settings))
+            admin_token = ensure_admin_token(stores.database_url, settings)
         except StoreUnavailable as exc:
             raise StartupError(str(exc)) from exc
         sockets = bind(settings.address, settings.port, reuse_port=settings.processes > 1)
@@ -149,23 +148,28 @@ def bind(address: str, port: int, *, reuse_port: bool = False) -> list[socket.so
                            f"{exc.strerror or exc}") from exc
 
 
-async def ensure_admin_token(database_url: str, settings: Settings) -> str | None:
+def ensure_admin_token(database_url: str, settings: Settings) -> str | None:
     """On first start, create an admin token: printed once, stored in a 0600 file."""
-    db = await open_database(settings.replace(pg_pool_min=1, pg_pool_max=1), database_url)
-    try:
-        token_file = Path(settings.data_dir) / ADMIN_TOKEN_FILE
-        async with db.cursor() as cur:
-            if await tokens.has_admin(cur) or token_file.exists():
-                return None
-        token = await create_token(db, "admin", "bootstrap-admin")
-    finally:
-        await db.close()
-    token_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    print(f"admin token (shown once; also stored in {token_file}, mode 0600):\n  {token}",
-          flush=True)
+    token_file = Path(settings.data_dir) / ADMIN_TOKEN_FILE
+    if token_file.exists():
+        return None
+
+    async def create() -> str | None:
+        db = await open_database(settings.replace(pg_pool_min=1, pg_pool_max=1),
+                                 database_url)
+        try:
+            return await first_admin_token(db)
+        finally:
+            await db.close()
+
+    token = run_sync(create())
+    if token is not None:
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        print(f"admin token (shown once; also stored in {token_file}, mode 0600):\n"
+              f"  {token}", flush=True)
     return token
 
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import redis
 
-from server.embedded import EmbeddedPostgres, EmbeddedRedis, _pid_alive, free_port
+from server.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, pid_alive
 from tests.conftest import assert_exact, sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,13 +131,13 @@ def test_serve_killed_with_sigkill_three_times_mid_drain_commits_exactly_once(
             accepted |= _send(port, token, cid, parts, f"r{round_}", 6)
             time.sleep(rng.uniform(0.05, 0.8))  # a random moment of the naive drain
             server.kill()  # SIGKILL
-            assert _pid_alive(pg_pid, "postgres") and _pid_alive(redis_pid, "redis-server")
+            assert pid_alive(pg_pid, "postgres") and pid_alive(redis_pid, "redis-server")
         server = Server(tmp_path, port)
         _drain(port, token)
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(30) == 0
         # serve stopped nothing it had not started: the stores outlived every server.
-        assert _pid_alive(pg_pid, "postgres")
+        assert pid_alive(pg_pid, "postgres")
         pg.start()  # finds the running server (reuse) and learns its port
         _assert_exact(pg, accepted)
     finally:
@@ -188,8 +188,8 @@ def test_serve_stops_on_sigterm_and_stops_the_stores_it_started(tmp_path: Path) 
         pg_pid, redis_pid = EmbeddedPostgres(tmp_path).pid, EmbeddedRedis(tmp_path).pid
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(60) == 0
-        assert not _pid_alive(pg_pid, "postgres")
-        assert not _pid_alive(redis_pid, "redis-server")
+        assert not pid_alive(pg_pid, "postgres")
+        assert not pid_alive(redis_pid, "redis-server")
     finally:
         server.kill()
 
@@ -203,3 +203,20 @@ def test_invalid_configuration_exits_2_naming_every_problem() -> None:
     for name in ("QUEUE_WORKERS='many'", "PG_POOL_MIN='-1'", "REDIS_URL='http://nope'",
                  "LOG_LEVEL='LOUD'"):
         assert name in result.stderr
+
+
+def test_harness_commands_run_whatever_the_server_environment_says() -> None:
+    env = {**os.environ, "QUEUE_WORKERS": "many", "REDIS_URL": "http://nope"}
+    result = subprocess.run([sys.executable, "run.py", "scenarios"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "smoke" in result.stdout
+
+
+def test_check_config_lists_settings_by_environment_variable() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    result = subprocess.run([sys.executable, "run.py", "check-config"], cwd=ROOT,
+                            env={**env, "QUEUE_BATCH_SIZE": "500"}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "QUEUE_BATCH_SIZE=500" in result.stdout.splitlines()

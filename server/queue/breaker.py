@@ -4,7 +4,7 @@ When a store fails, workers stop hammering it: the breaker opens for a cool-down
 that doubles with each consecutive failure (``base_s`` … ``max_s``), then lets a
 single probe through (half-open).  A success closes it; a failure opens it again.
 ``max_s`` stays at 1 s so that draining resumes within about a second of the
-store's return (SPEC: within 2 s).
+store's return (the promise: within 2 s).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ Panel titles quote the report's headline figures, so chart and table agree.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -26,6 +27,9 @@ from harness.scenario import INGEST_KINDS
 from server.queue.paths import NAIVE, PIPELINED
 
 COLORS = {NAIVE: "#d62728", PIPELINED: "#1f77b4"}
+# Runs of one path under several settings (--vary): shades of the path's colour.
+VARIANT_SHADES = {NAIVE: ("#d62728", "#ff9896", "#8c1a1a", "#e377c2"),
+                  PIPELINED: ("#1f77b4", "#17becf", "#0b3d63", "#9edae5")}
 STYLES = ("-", "--", ":", "-.")  # one per phase, the colour says the path
 BANDS = ("#ececec", "#dcdcdc")  # alternate so adjacent phase groups stay apart
 DRAIN = "#fde9c8"
@@ -33,7 +37,16 @@ NAN = math.nan
 
 
 def _color(label: str) -> str:
-    return COLORS.get(label.split(" ")[-1], None) or "#555555"
+    """The colour of the path named in a run's label ("pipelined", "A naive",
+    "pipelined QUEUE_FSYNC=everysec"); a variant's setting lightens it."""
+    words = label.split(" ")
+    path = next((w for w in words if w in COLORS), None)
+    if path is None:
+        return "#555555"
+    if words[-1] == path:
+        return COLORS[path]
+    shades = VARIANT_SHADES[path]
+    return shades[zlib.crc32(words[-1].encode()) % len(shades)]
 
 
 @dataclass(frozen=True)

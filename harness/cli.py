@@ -31,6 +31,9 @@ def add_commands(commands: Any) -> None:
     bench.add_argument("--target", help="URL of a running server (one path; no start-up)")
     bench.add_argument("--token", help="admin token for --target (or env BENCH_TOKEN)")
     bench.add_argument("--database-url", help="PostgreSQL of --target, for e2e lag")
+    bench.add_argument("--vary", metavar="NAME=V1,V2",
+                       help="also run each path once per value of one server setting "
+                            "(e.g. QUEUE_FSYNC=always,everysec), all in this one run")
     bench.set_defaults(func=cmd_bench)
 
     scenarios = commands.add_parser("scenarios", help="list the shipped scenarios",
@@ -72,6 +75,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("--target runs one path: pass --paths with the path that server uses",
               file=sys.stderr)
         return 2
+    variants: list[dict[str, str]] = [{}]
+    if args.vary:
+        name, _, values = args.vary.partition("=")
+        if not name or not values or args.target:
+            print("--vary takes NAME=V1,V2 (and starts its own servers: not with --target)",
+                  file=sys.stderr)
+            return 2
+        variants = [{name.strip(): value.strip()} for value in values.split(",")]
     try:
         scenarios = [load(name) for name in args.scenarios]
     except ScenarioError as exc:
@@ -85,7 +96,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             scenario = dataclasses.replace(scenario, seed=args.seed)
         run_dir, ok = bench(scenario.scaled(args.scale), paths, out_dir=args.out or RESULTS_DIR,
                             target_url=args.target, token=args.token,
-                            database_url=args.database_url, scale=args.scale)
+                            database_url=args.database_url, scale=args.scale,
+                            variants=variants)
         print(f"{scenario.name}: {'all thresholds met' if ok else 'THRESHOLDS FAILED'} — "
               f"{run_dir / 'report.md'}")
         passed &= ok

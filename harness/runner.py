@@ -136,8 +136,8 @@ def _server_figures(database_url: str, run_id: str) -> dict[str, Any]:
 
 def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
              token: str | None = None, database_url: str | None = None,
-             live: bool = False) -> dict[str, Any]:
-    server = None if target_url else ManagedServer(path)
+             live: bool = False, server_env: dict[str, str] | None = None) -> dict[str, Any]:
+    server = None if target_url else ManagedServer(path, server_env)
     url = target_url or server.url  # type: ignore[union-attr]
     token = token or (server.token if server else os.environ.get("BENCH_TOKEN", ""))
     run_id = f"b{int(time.time() * 1000) % 10**10}{path[0]}"
@@ -159,7 +159,8 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
         db_url = database_url or (server.database_url if server else None)
         if db_url:
             figures = _server_figures(db_url, run_id)
-        return {"path": path, "url": url, "started": started, "generator_ceiling_rps":
+        return {"path": path, "server_env": server_env or {}, "url": url,
+                "started": started, "generator_ceiling_rps":
                 round(ceiling, 1), "phases": phases, "drain_s": drain_s, "server": figures,
                 "samples": sampler.rows, "peak_rss_mb": max(
                     (r["rss_mb"] for r in sampler.rows), default=0.0)}
@@ -194,14 +195,22 @@ def _environment() -> dict[str, Any]:
 
 def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
           target_url: str | None = None, token: str | None = None,
-          database_url: str | None = None, scale: float = 1.0) -> tuple[Path, bool]:
-    """Run, write raw figures, charts and report; return (run dir, all thresholds met)."""
+          database_url: str | None = None, scale: float = 1.0,
+          variants: list[dict[str, str]] | None = None) -> tuple[Path, bool]:
+    """Run, write raw figures, charts and report; return (run dir, all thresholds met).
+
+    Each path runs once per variant (extra server environment, ``--vary``); a
+    run is labelled by its path, and by its variant when there are several.
+    """
     live = sys.stdout.isatty()
     runs = {}
     for path in paths:
-        print(f"== {scenario.name}: {path} path", flush=True)
-        runs[path] = run_path(scenario, path, target_url=target_url, token=token,
-                              database_url=database_url, live=live)
+        for env in variants or [{}]:
+            label = " ".join([path, *(f"{k}={v}" for k, v in env.items())])
+            print(f"== {scenario.name}: {label}", flush=True)
+            runs[label] = run_path(scenario, path, target_url=target_url, token=token,
+                                   database_url=database_url, live=live, server_env=env)
+    paths = list(runs)
     verdicts = thresholds.check(scenario.thresholds, runs)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = out_dir / scenario.name / stamp

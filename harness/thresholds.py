@@ -139,7 +139,7 @@ def check(thresholds: Iterable[Threshold], runs: dict[str, dict[str, Any]]
     verdicts = []
     for threshold in thresholds:
         for path, run in runs.items():
-            if threshold.path not in (None, path):
+            if threshold.path not in (None, run.get("path", path)):
                 continue
             passed, measured = evaluate(threshold, run)
             verdicts.append({"threshold": threshold.text, "path": path, "passed": passed,

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from dataclasses import dataclass
 
 from server.errors import NotAuthenticated, NotPermitted, StoreUnavailable
 from server.storage import tokens as sql
@@ -54,13 +55,21 @@ async def first_admin_token(db: Database) -> str | None:
     return await create_token(db, "admin", "bootstrap-admin")
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: the token's role, and its hash (scopes idempotency keys)."""
+
+    role: str
+    token_hash: bytes
+
+
 class Authenticator:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._cache: dict[bytes, tuple[float, str | None]] = {}
 
-    async def role_of(self, authorization: str | None) -> str:
-        """The role behind an ``Authorization`` header, or NotAuthenticated."""
+    async def identify(self, authorization: str | None) -> Identity:
+        """Who is behind an ``Authorization`` header, or NotAuthenticated."""
         if not authorization:
             raise NotAuthenticated("missing Authorization: Bearer <token> header")
         scheme, _, token = authorization.partition(" ")
@@ -92,10 +101,10 @@ class Authenticator:
                 self._cache[digest] = (now + CACHE_TTL_S, role)
         if role is None:
             raise NotAuthenticated("unknown or revoked token")
-        return role
+        return Identity(role, digest)
 
-    async def require(self, authorization: str | None, required: str) -> str:
-        role = await self.role_of(authorization)
-        if not role_allows(role, required):
-            raise NotPermitted(role, required)
-        return role
+    async def require(self, authorization: str | None, required: str) -> Identity:
+        identity = await self.identify(authorization)
+        if not role_allows(identity.role, required):
+            raise NotPermitted(identity.role, required)
+        return identity

@@ -190,8 +190,8 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 @_server_command
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from server.lifecycle import serve
     from server.logs import configure_logging
+    from server.serving import serve
 
     configure_logging(settings)
     return serve(settings)

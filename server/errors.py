@@ -12,6 +12,13 @@ Hierarchy::
     ├── StoreUnavailable(store, retry_after_s)   a store cannot take the call now
     │   └── PoolTimeout                           no pooled connection was free in time
     │                                             (local congestion: opens no breaker)
+    ├── QueueFull(retry_after_s)                  the queue holds QUEUE_MAX_POINTS, or
+    │                                             Redis is at maxmemory: back off
+    ├── EnqueueInterrupted(cause, accepted, unknown)
+    │                                             an enqueue stopped part-way (queue → ingest)
+    ├── PartiallyAccepted(cause, accepted_ids, unknown_ids)
+    │                                             a write failed after part of the request
+    │                                             was (or may have been) accepted
     ├── DataRejected                              PostgreSQL refused the data itself
     ├── InputError(message, details)              the client's request cannot be used
     │   ├── MalformedInput                        bytes that do not parse (JSON, CSV, UTF-8)
@@ -58,6 +65,46 @@ class PoolTimeout(StoreUnavailable):
     the store itself may be fine (so no circuit breaker opens on it)."""
 
     code = "store_busy"
+
+
+class QueueFull(ServiceError):
+    """Admission refused: the queue holds its bound of points (or Redis its memory)."""
+
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class EnqueueInterrupted(ServiceError):
+    """An enqueue of several calls stopped part-way: the first ``accepted`` points are
+    in the queue, the next ``unknown`` may or may not be (the call's reply was lost),
+    the rest are not.  ``cause`` says why.  Only ingest sees this."""
+
+    def __init__(self, cause: ServiceError, *, accepted: int, unknown: int) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
+        self.accepted = accepted
+        self.unknown = unknown
+        self.code = cause.code
+
+
+class PartiallyAccepted(ServiceError):
+    """A request failed (``cause``) after some of its points were accepted
+    (``accepted_ids``) or may have been (``unknown_ids``).  Re-sending with the same
+    ids — or the same ``Idempotency-Key`` — never doubles a point."""
+
+    def __init__(self, cause: ServiceError, *, accepted_ids: list[str],
+                 unknown_ids: list[str]) -> None:
+        super().__init__(f"{cause.message}; {len(accepted_ids)} point(s) were accepted "
+                         f"before the failure"
+                         + (f" and {len(unknown_ids)} may have been" if unknown_ids else "")
+                         + ": re-send the rest with the same ids (or Idempotency-Key)")
+        self.cause = cause
+        self.accepted_ids = accepted_ids
+        self.unknown_ids = unknown_ids
+        self.code = cause.code
 
 
 class DataRejected(ServiceError):

@@ -3,12 +3,19 @@
 The handler validates; this module decides where validated points go:
 
 * normally the queue (``accept`` returns once they are durable in Redis);
-* when Redis refuses, the points are written to PostgreSQL at once with the
+* when the queue is full (``QUEUE_MAX_POINTS``, or Redis at ``maxmemory``),
+  ``QueueFull``: back-pressure, never a reason to bypass the queue;
+* when Redis fails, the points are written to PostgreSQL at once with the
   same idempotent insert the workers use (degraded mode).  That write is
   all-or-nothing: if any point's competition or participant is unknown — which
   the queue would have retried — it raises ``UnknownReferences`` and nothing is
   written;
-* when both stores refuse, ``StoreUnavailable`` says that nothing was accepted.
+* when both stores fail, ``StoreUnavailable`` says that nothing was accepted.
+
+A failure after part of a request went in (the naive path makes one call per
+point; a call's reply can be lost after it ran) is never reported as "nothing
+accepted": ``PartiallyAccepted`` carries the ids that were, and those that may
+have been, so a client re-sending with the same ids doubles nothing.
 
 ``wait_committed`` serves ``?ack=committed`` by polling PostgreSQL for the ids
 with a growing interval, which works whichever process's worker commits them;
@@ -22,13 +29,22 @@ import logging
 import time
 from collections.abc import Sequence
 
-from server.errors import StoreUnavailable, UnknownReferences
+from server.errors import (
+    EnqueueInterrupted,
+    PartiallyAccepted,
+    QueueFull,
+    StoreUnavailable,
+    UnknownReferences,
+)
 from server.points import Point
 from server.queue.redis_queue import PointQueue
 from server.storage import points as sql
 from server.storage.database import Database
 
 log = logging.getLogger(__name__)
+
+
+QUEUED, COMMITTED, MIXED = "queued", "committed", "mixed"  # where accepted points are
 
 
 class Ingest:
@@ -38,18 +54,49 @@ class Ingest:
         self.accepted = 0
         self.written_directly = 0
 
-    async def accept(self, points: Sequence[Point]) -> bool:
-        """Take ``points``; True when they were committed directly (Redis down)."""
+    async def accept(self, points: Sequence[Point]) -> str:
+        """Take every one of ``points`` or say exactly what was taken.
+
+        Returns where they went: ``QUEUED`` (durable in Redis), ``COMMITTED``
+        (written to PostgreSQL directly: Redis was down), or ``MIXED`` (Redis failed
+        part-way; the rest was written directly).  Raises ``QueueFull`` or
+        ``StoreUnavailable`` when nothing was accepted, and ``PartiallyAccepted``
+        (with the ids accepted, and those that may have been) otherwise.
+        """
+        ids = [p[0] for p in points]
         try:
             await self.queue.enqueue(points)
+        except QueueFull:
+            raise  # back-pressure: not a reason to bypass the queue
         except StoreUnavailable as exc:
             log.warning("%s; writing %d point(s) to PostgreSQL directly", exc, len(points))
             await self._write_directly(points)
-            self.accepted += len(points)
-            self.written_directly += len(points)
-            return True
-        self.accepted += len(points)
-        return False
+            self._count(len(points), direct=len(points))
+            return COMMITTED
+        except EnqueueInterrupted as exc:
+            accepted, unknown = ids[:exc.accepted], ids[exc.accepted:exc.accepted + exc.unknown]
+            if isinstance(exc.cause, QueueFull):
+                raise PartiallyAccepted(exc.cause, accepted_ids=accepted,
+                                        unknown_ids=unknown) from exc
+            # Redis failed part-way.  The rest — the points whose call may have
+            # landed too — go to PostgreSQL directly: same ids, idempotent insert.
+            log.warning("%s after %d point(s); writing the other %d to PostgreSQL directly",
+                        exc.cause, exc.accepted, len(points) - exc.accepted)
+            try:
+                await self._write_directly(points[exc.accepted:])
+            except (StoreUnavailable, UnknownReferences) as direct:
+                raise PartiallyAccepted(direct, accepted_ids=accepted,
+                                        unknown_ids=unknown) from direct
+            self._count(len(points), direct=len(points) - exc.accepted)
+            # All of them are in PostgreSQL when none was surely queued (a copy that
+            # did land in Redis too will insert nothing).
+            return MIXED if exc.accepted else COMMITTED
+        self._count(len(points))
+        return QUEUED
+
+    def _count(self, accepted: int, *, direct: int = 0) -> None:
+        self.accepted += accepted
+        self.written_directly += direct
 
     async def _write_directly(self, points: Sequence[Point]) -> None:
         try:
@@ -57,9 +104,9 @@ class Ingest:
                 _, refused = await sql.write_points(cur, points)
                 if refused:
                     raise UnknownReferences(
-                        f"the queue is unavailable and {refused[0][2]}, so nothing was "
-                        "written to PostgreSQL (part of the request may be queued: retry it "
-                        "with point ids to stay idempotent)")
+                        f"the queue is unavailable and {refused[0][2]}, so these points "
+                        "were not written (the queue would retry them; a direct write "
+                        "cannot): retry when the queue is back")
         except StoreUnavailable as exc:
             raise StoreUnavailable("postgres", "both Redis and PostgreSQL are unavailable; "
                                    "nothing was accepted", retry_after_s=2) from exc

@@ -16,8 +16,8 @@ fails half-way unwinds exactly what it had opened, in reverse:
    hand back the rest, connections close, then Redis and PostgreSQL — all
    within ``SHUTDOWN_TIMEOUT``.
 
-``serve(settings)`` runs both (forking for ``--processes``); ``cli.py`` only
-parses and calls.  Tests and the harness start the same way.  A start that
+``serving.serve(settings)`` runs both (forking for ``--processes``); ``cli.py``
+only parses and calls.  Tests and the harness start the same way.  A start that
 fails raises ``StartupError`` with one line saying what and why.
 """
 
@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -36,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
+import redis.exceptions
 import tornado.httpserver
 import tornado.netutil
 import uvloop
@@ -48,9 +47,11 @@ from server.config import Settings
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedStoreError, EmbeddedStores
 from server.errors import StoreUnavailable
 from server.ingest import Ingest
+from server.queue.durability import Durability, read_durability
 from server.queue.paths import make_path
 from server.queue.redis_queue import PointQueue
 from server.queue.worker import Workers
+from server.redis_pool import redis_client
 from server.storage.database import open_database
 from server.storage.migrate import MigrationError, apply_migrations
 
@@ -101,7 +102,9 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 def stores_ready(settings: Settings, *, redis: bool = True) -> Iterator[Stores]:
     """Stores running (embedded ones started) and migrated; embedded ones stopped after."""
     embedded = EmbeddedStores(settings.data_dir, postgres=settings.uses_embedded_postgres,
-                              redis=redis and settings.uses_embedded_redis)
+                              redis=redis and settings.uses_embedded_redis,
+                              redis_fsync=settings.queue_fsync,
+                              redis_maxmemory_bytes=settings.redis_maxmemory_bytes)
     with ExitStack() as stack:
         try:
             stack.enter_context(embedded)
@@ -115,7 +118,30 @@ def stores_ready(settings: Settings, *, redis: bool = True) -> Iterator[Stores]:
             raise StartupError(str(exc)) from exc
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
+        if redis_url is not None:
+            check_durability(redis_url, settings)
         yield Stores(database_url, redis_url, embedded, tuple(applied))
+
+
+def check_durability(redis_url: str, settings: Settings) -> None:
+    """Refuse (PROD) or warn about a Redis on which a 202 could be lost."""
+
+    async def read() -> Durability:
+        client = redis_client(redis_url, settings, max_connections=1)
+        try:
+            return await read_durability(client)
+        finally:
+            await client.aclose()
+
+    try:
+        durability = run_sync(read())
+    except redis.exceptions.RedisError as exc:
+        raise StartupError(f"cannot reach Redis to check its durability: {exc}") from exc
+    problems = durability.problems()
+    if problems and settings.prod:
+        raise StartupError("Redis is not safe for the queue (PROD=true): " + "; ".join(problems))
+    for problem in problems:
+        log.warning("Redis: %s", problem)
 
 
 @dataclass(frozen=True)
@@ -176,15 +202,6 @@ def ensure_admin_token(database_url: str, settings: Settings) -> str | None:
 # --- stage 2: one process ---------------------------------------------------------
 
 
-def redis_client(url: str, settings: Settings) -> aioredis.Redis:
-    """A bounded pool: callers wait (bounded) for a connection instead of failing."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=settings.redis_max_connections, timeout=5, socket_timeout=10,
-        socket_connect_timeout=5, health_check_interval=30,
-    )
-    return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
-
-
 class Service:
     """A running server: its Deps, its HTTP listener and its port."""
 
@@ -218,15 +235,24 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
     """Stage 2: run the whole service inside the block (``sockets`` default to the
     settings' address and port; ``workers`` to QUEUE_WORKERS)."""
     deadline = _Deadline(settings.shutdown_timeout_s)
+    count = settings.queue_workers if workers is None else workers
     async with AsyncExitStack() as stack:
         db = await open_database(settings, database_url, settings.database_read_url)
         stack.push_async_callback(db.close)
+        # The workers' own connections, never shared with request handlers: a burst
+        # of requests cannot starve the drain, nor a long drain the requests.
+        worker_db = await open_database(
+            settings.replace(pg_pool_min=1, pg_pool_max=max(count, 1) + 1), database_url)
+        stack.push_async_callback(worker_db.close)
         client = redis_client(redis_url, settings)
         stack.push_async_callback(client.aclose)
+        worker_client = redis_client(redis_url, settings, max_connections=2 * count + 2)
+        stack.push_async_callback(worker_client.aclose)
         path = make_path(settings.ingest_path, settings.queue_batch_size)
         queue = PointQueue(client, path, dead_max=settings.dlq_max_entries,
-                           dead_max_age_s=settings.dlq_max_age_s)
-        pool = Workers(queue, db, path, settings)
+                           dead_max_age_s=settings.dlq_max_age_s,
+                           max_points=settings.queue_max_points)
+        pool = Workers(queue.with_client(worker_client), worker_db, path, settings)
         state = LifecycleState()
         deps = Deps(settings=settings, db=db, redis=client, path=path, queue=queue,
                     workers=pool, ingest=Ingest(queue, db), cache=ReadCache(client),
@@ -234,7 +260,6 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         if sockets is None:
             sockets = bind(settings.address, settings.port)
             stack.callback(lambda: [sock.close() for sock in sockets])  # type: ignore[union-attr]
-        count = settings.queue_workers if workers is None else workers
         pool.start(count)
         stack.push_async_callback(lambda: pool.stop(deadline.remaining()))
         server = tornado.httpserver.HTTPServer(make_app(deps), max_body_size=1 << 20,
@@ -261,71 +286,3 @@ async def _stop_http(server: tornado.httpserver.HTTPServer, state: LifecycleStat
         await asyncio.wait_for(server.close_all_connections(), deadline.remaining())
     except TimeoutError:
         log.warning("connections still open at shutdown deadline")
-
-
-# --- the whole command -----------------------------------------------------------
-
-
-def serve(settings: Settings) -> int:
-    """``run.py serve``: prepare, then serve in one process or fork ``processes``."""
-    with prepared(settings) as ready:
-        if settings.processes == 1:
-            return serve_process(settings, ready)
-        return _fork_and_wait(settings, ready)
-
-
-def serve_process(settings: Settings, ready: Prepared) -> int:
-    """Serve until SIGTERM/SIGINT on this process's own event loop."""
-
-    async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        redis_url = ready.stores.redis_url
-        assert redis_url is not None
-        async with AsyncExitStack() as stack:
-            try:
-                service = await stack.enter_async_context(running_service(
-                    settings, ready.stores.database_url, redis_url, sockets=ready.sockets))
-            except StoreUnavailable as exc:
-                raise StartupError(str(exc)) from exc
-            print(f"listening on http://{settings.address}:{service.port} "
-                  f"(pid {os.getpid()}, ingest path {settings.ingest_path})", flush=True)
-            await stop.wait()
-        return 0
-
-    return uvloop.run(main())
-
-
-def _fork_and_wait(settings: Settings, ready: Prepared) -> int:
-    """Fork ``processes`` children on the bound sockets; forward signals; reap them.
-
-    A child never unwinds stage 1 (``os._exit``): the stores and sockets are the
-    parent's to close.
-    """
-    children: list[int] = []
-    for _ in range(settings.processes):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = serve_process(settings, ready)
-            except StartupError as exc:
-                print(f"error: {exc}", flush=True)
-            finally:
-                os._exit(code)
-        children.append(pid)
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status) & 0xFF)
-    return worst

@@ -14,6 +14,7 @@ from a request that has any problem.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -212,14 +213,42 @@ def validate_point(obj: Any, where: dict[str, Any], received_us: int,
             received_us)
 
 
-def with_ids(partial: list[tuple]) -> list[Point]:
-    """Give server-assigned sortable ids to the points that came without one."""
+class KeyedIds:
+    """Deterministic ids from a client's ``Idempotency-Key``: re-sending the same
+    request with the same key gives its points the same ids, so a retry after any
+    failure never doubles a point.
+
+    The key is scoped to the caller's token (two clients choosing the same key do
+    not collide) and to the kind of position (``i`` = index in a JSON batch,
+    ``l`` = line of an upload).  Ids: 24 hex digits of SHA-256(token hash, key),
+    ``-``, the kind and the position — at most 46 characters.
+    """
+
+    def __init__(self, key: str, scope: bytes, kind: str) -> None:
+        digest = hashlib.sha256(scope + b"\0" + key.encode("utf-8")).hexdigest()[:24]
+        self.prefix = f"{digest}-{kind}"
+
+    def __call__(self, position: int) -> str:
+        return f"{self.prefix}{position}"
+
+
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def with_ids(partial: list[tuple], positions: list[int] | None = None,
+             keyed: KeyedIds | None = None) -> list[Point]:
+    """Give ids to the points that came without one: deterministic from ``keyed`` and
+    each point's position (``positions``, default 0, 1, …), else fresh sortable ids."""
+    if keyed is not None:
+        where = positions if positions is not None else range(len(partial))
+        return [p if p[0] is not None else (keyed(n), *p[1:]) for p, n in zip(partial, where)]
     missing = sum(1 for p in partial if p[0] is None)
     fresh = iter(new_ids(missing)) if missing else iter(())
     return [p if p[0] is not None else (next(fresh), *p[1:]) for p in partial]
 
 
-def validate_points(items: list[Any], received_us: int) -> list[Point]:
+def validate_points(items: list[Any], received_us: int,
+                    keyed: KeyedIds | None = None) -> list[Point]:
     """All-or-nothing: every point valid (ids assigned), or InvalidInput naming every
     problem (up to ``MAX_REPORTED``) by index and field."""
     errors: list[dict[str, Any]] = []
@@ -231,4 +260,4 @@ def validate_points(items: list[Any], received_us: int) -> list[Point]:
     if errors:
         raise InvalidInput(f"{len(errors)} invalid field(s); nothing was accepted",
                            details=errors[:MAX_REPORTED])
-    return with_ids(partial)
+    return with_ids(partial, keyed=keyed)

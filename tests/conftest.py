@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -88,10 +89,12 @@ def ingest_path(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def settings(ingest_path: str) -> Settings:
-    """Override in a module to change the service's settings (keep ``ingest_path``
-    unless the module's behaviour cannot depend on the path)."""
-    return make_settings(ingest_path=ingest_path)
+def settings(request: pytest.FixtureRequest, ingest_path: str) -> Settings:
+    """The service's settings.  A test changes some with
+    ``@pytest.mark.parametrize("settings", [{...}], indirect=True)``; a module
+    overrides the fixture (keeping ``ingest_path`` unless its behaviour cannot
+    depend on the path)."""
+    return make_settings(ingest_path=ingest_path, **getattr(request, "param", {}))
 
 
 @pytest.fixture
@@ -191,3 +194,36 @@ def sql(stores: Stores | str, query: str, *args: Any) -> list[tuple]:
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[Stores]:
+    """This test's own PostgreSQL and Redis, to stop, kill and restart at will."""
+    with stores_ready(Settings(data_dir=tmp_path)) as stores:
+        sql(stores, "INSERT INTO api_tokens (token_hash, role, name) "
+                    "VALUES (%s, 'admin', 'a')", hash_token(TOKENS["admin"]))
+        yield stores
+
+
+async def drained(service: Service, expected: int, stores: Stores, timeout_s: float = 60
+                  ) -> None:
+    """Wait (bounded) until the queue is empty and ``expected`` points are committed."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            stats = await service.deps.queue.stats()
+            count = sql(stores, "SELECT count(*) FROM points")[0][0]
+            unfolded = sql(stores, "SELECT count(*) FROM standing_deltas")[0][0]
+        except Exception:  # a store may still be coming back
+            count, stats, unfolded = -1, {}, -1
+        if (count == expected and stats.get("depth") == 0 and stats.get("inflight") == 0
+                and unfolded == 0):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not drained: {count} committed of {expected}, {stats}")
+
+
+def batch(cid: int, parts: list[int], tag: str, n: int = 100) -> dict:
+    return {"points": [{"id": f"{tag}-{i}", "competition_id": cid,
+                        "participant_id": parts[i % len(parts)], "value": 1}
+                       for i in range(n)]}

@@ -28,7 +28,7 @@ class Server:
     def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "REDIS_URL")}
-        env.update(QUEUE_LEASE_S="2", LOG_FORMAT="text", SHUTDOWN_TIMEOUT="10")
+        env.update(LOG_FORMAT="text", SHUTDOWN_TIMEOUT="10")  # the default lease: 10 s
         self.proc = subprocess.Popen(
             [sys.executable, "run.py", "serve", "--data-dir", str(data_dir), "--port",
              str(port), *extra],
@@ -131,8 +131,16 @@ def test_serve_killed_with_sigkill_three_times_mid_drain_commits_exactly_once(
             accepted |= _send(port, token, cid, parts, f"r{round_}", 6)
             time.sleep(rng.uniform(0.05, 0.8))  # a random moment of the naive drain
             server.kill()  # SIGKILL
+            killed_at = time.monotonic()
             assert pid_alive(pg_pid, "postgres") and pid_alive(redis_pid, "redis-server")
         server = Server(tmp_path, port)
+        # The dead process's leases (orphans) come back within the lease, 10 s.
+        _, queue = call(port, "GET", "/v1/admin/queue", token)
+        assert queue["inflight"] > 0, queue
+        while queue["inflight"] > 0 and time.monotonic() - killed_at < 30:
+            time.sleep(0.1)
+            _, queue = call(port, "GET", "/v1/admin/queue", token)
+        assert time.monotonic() - killed_at < 10 + 4  # lease + reclaim pass + restart
         _drain(port, token)
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(30) == 0
@@ -165,6 +173,34 @@ def test_sigterm_during_a_drain_exits_0_and_loses_nothing(tmp_path: Path) -> Non
         server = Server(tmp_path, port)
         _drain(port, token)
         pg.start()
+        _assert_exact(pg, accepted)
+    finally:
+        server.kill()
+        rd.stop(even_if_reused=True)
+        pg.stop(even_if_reused=True)
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_while_postgres_is_down_exits_0_and_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    pg, rd = EmbeddedPostgres(tmp_path), EmbeddedRedis(tmp_path)
+    server = Server(tmp_path, port)
+    try:
+        token = (tmp_path / "admin-token").read_text().strip()
+        cid, parts = _setup(port, token)
+        pg.start()  # learns the port of the server's PostgreSQL
+        pg.stop(even_if_reused=True)  # this test's own store, stopped under the server
+        accepted = _send(port, token, cid, parts, "down", 3)  # into Redis only
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        assert time.monotonic() - started < 10 + 5  # within SHUTDOWN_TIMEOUT
+        server.kill()
+        rd.start()  # serve stopped the Redis it started; its AOF has every 202
+        stats = rd_stats(rd)
+        assert (int(stats[b"ready"]), int(stats.get(b"inflight", 0))) == (len(accepted), 0)
+        server = Server(tmp_path, port)  # starts PostgreSQL again
+        _drain(port, token)
         _assert_exact(pg, accepted)
     finally:
         server.kill()

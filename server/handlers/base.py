@@ -29,9 +29,11 @@ from server.handlers.errors import (
     UnsupportedMediaType,
     http_error_for,
 )
+from server.points import IDEMPOTENCY_KEY, KeyedIds
 
 if TYPE_CHECKING:
     from server.app import Deps
+    from server.auth import Identity
 
 log = logging.getLogger(__name__)
 _INT64_MAX = 2**63 - 1
@@ -52,8 +54,10 @@ class BaseHandler(tornado.web.RequestHandler):
     async def prepare(self) -> None:
         self.deps.lifecycle.inflight += 1
         self._counted = True
+        self.identity: Identity | None = None
         if self.role is not None:
-            await self.deps.auth.require(self.request.headers.get("Authorization"), self.role)
+            self.identity = await self.deps.auth.require(
+                self.request.headers.get("Authorization"), self.role)
 
     def on_finish(self) -> None:
         if getattr(self, "_counted", False):
@@ -90,7 +94,8 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_status(500)
             body = {"error": {"code": "internal_error",
                               "message": "internal error; it has been logged", "details": []}}
-        body["error"].update(self.error_extra())
+        for name, value in self.error_extra().items():
+            body["error"].setdefault(name, value)
         self.finish(orjson.dumps(body))
 
     def error_extra(self) -> dict[str, Any]:
@@ -114,6 +119,18 @@ class BaseHandler(tornado.web.RequestHandler):
         if not 0 < value <= _INT64_MAX:
             raise NotFound("no such resource")
         return value
+
+    def idempotency_ids(self, kind: str) -> KeyedIds | None:
+        """Deterministic ids from the ``Idempotency-Key`` header (scoped to the token)."""
+        key = self.request.headers.get("Idempotency-Key")
+        if key is None:
+            return None
+        if not IDEMPOTENCY_KEY.fullmatch(key):
+            raise BadParameter("header 'Idempotency-Key' must be 1 to 200 printable ASCII "
+                               "characters", details=[{"field": "Idempotency-Key",
+                                                       "message": "1..200 of [!-~]"}])
+        assert self.identity is not None
+        return KeyedIds(key, self.identity.token_hash, kind)
 
     def query_int(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.get_query_argument(name, None)

@@ -1,11 +1,20 @@
 """POST /v1/points/bulk: a streamed CSV or NDJSON upload, enqueued in chunks.
 
 The body is never held whole: each arriving piece is split into lines, valid
-points collect into a buffer of ``BULK_CHUNK_POINTS`` that is enqueued (and
+points collect into a buffer of ``BULK_CHUNK_POINTS`` (5,000) that is enqueued (and
 awaited, which pushes back on the client through TCP) as soon as it fills.
 Invalid lines are counted and the first ``MAX_REPORTED`` are described.
 Unlike ``POST /v1/points`` a bulk upload is not all-or-nothing: valid lines are
 accepted.  A bad CSV header is a 400 before anything is enqueued.
+
+Resuming.  Every error reply (413 mid-stream, 503, a bug) says how far the
+upload got: ``accepted`` points, and ``accepted_through_line`` — every line up
+to it was handled (accepted, or rejected and reported); when a failure left the
+fate of some lines unknown, ``unknown_through_line`` says up to where.  With an
+``Idempotency-Key`` a point's id is derived from the key and its line number, so
+re-sending the whole file with the same key after any failure — a reply, a
+dropped connection, a timeout — never doubles a point.  Without one, re-send
+the lines after ``accepted_through_line`` (and only when nothing is unknown).
 """
 
 from __future__ import annotations
@@ -15,11 +24,9 @@ from typing import Any
 import tornado.web
 
 from server.bulk import CsvLines, LineSplitter, NdjsonLines, point_from_line
-from server.errors import MalformedInput
+from server.errors import MalformedInput, PartiallyAccepted
 from server.handlers.base import BodyHandler
-from server.points import MAX_REPORTED, now_us, with_ids
-
-BULK_CHUNK_POINTS = 5000
+from server.points import MAX_REPORTED, KeyedIds, now_us, with_ids
 
 
 @tornado.web.stream_request_body
@@ -34,12 +41,25 @@ class BulkHandler(BodyHandler):
         self._accepted = 0
         self._rejected = 0
         self._errors: list[dict[str, Any]] = []
-        self._buffer: list[tuple] = []
+        self._buffer: list[tuple] = []  # points without ids yet
+        self._buffer_lines: list[int] = []  # the line of each
+        self._accepted_through = 0  # every line up to here is handled
+        self._unknown_through: int | None = None
         self._lines = LineSplitter()
         self._received_us = now_us()
+        self._keyed: KeyedIds | None = None
         await super().prepare()
         csv = self.request.headers.get("Content-Type", "").lower().startswith("text/csv")
         self._parser = CsvLines() if csv else NdjsonLines()
+        self._keyed = self.idempotency_ids("l")
+
+    def error_extra(self) -> dict[str, Any]:
+        """Every error reply says how much of the upload was accepted before it."""
+        extra: dict[str, Any] = {"accepted": self._accepted,
+                                 "accepted_through_line": self._accepted_through}
+        if self._unknown_through is not None:
+            extra["unknown_through_line"] = self._unknown_through
+        return extra
 
     async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
         if self._finished:
@@ -50,10 +70,6 @@ class BulkHandler(BodyHandler):
         except Exception as exc:  # the request's boundary: answer, never drop the link
             self.refuse(exc)
 
-    def error_extra(self) -> dict[str, Any]:
-        """Every error reply says how much of the upload was accepted before it."""
-        return {"accepted": self._accepted}
-
     async def _consume(self, lines: Any) -> None:
         for line_no, raw in lines:
             point, error = point_from_line(self._parser, raw, line_no, self._received_us)
@@ -63,18 +79,36 @@ class BulkHandler(BodyHandler):
                     self._errors.append({"line": line_no, "message": error})
             elif point is not None:
                 self._buffer.append(point)
-                if len(self._buffer) >= BULK_CHUNK_POINTS:
-                    await self._flush()
+                self._buffer_lines.append(line_no)
+                if len(self._buffer) >= self.deps.settings.bulk_chunk_points:
+                    await self._flush(line_no)
+            if not self._buffer:  # nothing pending: this line is handled
+                self._accepted_through = line_no
 
-    async def _flush(self) -> None:
-        if self._buffer:
-            points, self._buffer = with_ids(self._buffer), []
+    async def _flush(self, through_line: int) -> None:
+        """Enqueue the buffer; on success every line through ``through_line`` is handled."""
+        if not self._buffer:
+            return
+        lines = self._buffer_lines
+        points = with_ids(self._buffer, lines, self._keyed)
+        self._buffer, self._buffer_lines = [], []
+        try:
             await self.deps.ingest.accept(points)
-            self._accepted += len(points)
+        except PartiallyAccepted as exc:
+            done, unknown = len(exc.accepted_ids), len(exc.unknown_ids)
+            self._accepted += done
+            if done:
+                self._accepted_through = lines[done - 1]
+            if unknown:
+                self._unknown_through = lines[done + unknown - 1]
+            raise
+        self._accepted += len(points)
+        self._accepted_through = through_line
 
     async def post_body(self) -> None:
         await self._consume(self._lines.close())
-        await self._flush()
+        await self._flush(self._lines.line_no)
+        self._accepted_through = self._lines.line_no
         if isinstance(self._parser, CsvLines) and self._parser.header is None:
             raise MalformedInput("empty CSV upload: a header row is required",
                                  code="malformed_csv")

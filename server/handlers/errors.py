@@ -72,6 +72,7 @@ def _retry_after(exc: Any) -> dict[str, str]:
 # outage is one code, ``unavailable``, whichever store and however it failed.
 _TABLE: list[tuple[type[errors.ServiceError], int, str | None, Any]] = [
     (errors.StoreUnavailable, 503, "unavailable", _retry_after),
+    (errors.QueueFull, 503, None, _retry_after),
     (errors.UnknownReferences, 503, None, _retry_after),
     (errors.NotAuthenticated, 401, None, lambda exc: {"WWW-Authenticate": "Bearer"}),
     (errors.NotPermitted, 403, None, None),
@@ -86,6 +87,12 @@ def http_error_for(exc: BaseException) -> HttpError | None:
     """The HTTP rendering of ``exc``, or None when it is a bug (a 500)."""
     if isinstance(exc, HttpError):
         return exc
+    if isinstance(exc, errors.PartiallyAccepted):
+        rendered = http_error_for(exc.cause)
+        if rendered is not None:
+            rendered.message = exc.message
+            rendered.extra.update(accepted_ids=exc.accepted_ids, unknown_ids=exc.unknown_ids)
+        return rendered
     if not isinstance(exc, errors.ServiceError):
         return None
     for kind, status, code, headers in _TABLE:

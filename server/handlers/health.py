@@ -1,10 +1,12 @@
 """/health (liveness, no I/O) and /ready (bounded store probes, cached, shared by callers).
 
 ``/ready`` says ``ready`` when both stores answer and no background task is
-down, ``degraded`` when one store answers (ingest still works: Redis down means
-direct writes, PostgreSQL down means queueing) or a background task is being
-restarted, and ``unavailable`` (503) when neither store answers or the process
-is draining.
+down; ``saturated`` (200) when the queue holds ``QUEUE_MAX_POINTS`` (ingest
+answers 503 ``queue_full`` until workers drain it; reads work); ``degraded``
+when one store answers (ingest still works: Redis down means direct writes,
+PostgreSQL down means queueing) or a background task is being restarted; and
+``unavailable`` (503) when neither store answers or the process is draining.
+``checks.redis.durability`` says what a 202 is worth on this Redis.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from typing import Any
 
 from server.handlers.base import BaseHandler
+from server.queue.durability import read_durability
 
 PROBE_TIMEOUT_S = 1.0
 READY_CACHE_S = 1.0
@@ -71,12 +74,16 @@ class ReadinessProbe:
                 await cur.execute("SELECT 1")
             return {"pool": deps.db.pool_stats()}
 
-        async def redis() -> None:
+        async def redis() -> dict[str, Any]:
             await deps.redis.ping()
+            return {"durability": (await read_durability(deps.redis)).as_dict()}
 
         async def queue() -> dict[str, Any]:
             stats = await deps.queue.stats()
-            return {"depth": stats["depth"], "oldest_age_s": stats["oldest_age_s"]}
+            queued = stats["depth"] + stats["inflight"] + stats["retry_scheduled"]
+            bound = deps.settings.queue_max_points
+            return {"depth": stats["depth"], "oldest_age_s": stats["oldest_age_s"],
+                    "queued": queued, "max_points": bound, "saturated": queued >= bound}
 
         pg, rd, qu = await asyncio.gather(_timed(postgres()), _timed(redis()), _timed(queue()))
         workers = deps.workers
@@ -94,6 +101,8 @@ class ReadinessProbe:
                                            "redis": workers.redis_breaker.as_dict()}}}
         if deps.lifecycle.draining:
             status = "unavailable"
+        elif qu.get("saturated"):
+            status = "saturated"
         elif pg["ok"] and rd["ok"] and supervisor.ok:
             status = "ready"
         elif pg["ok"] or rd["ok"]:

@@ -1,4 +1,10 @@
-"""POST /v1/points (single or batch) and GET /v1/points/{id}."""
+"""POST /v1/points (single or batch) and GET /v1/points/{id}.
+
+Every error after validation carries the request's ``ids`` (server-assigned ones
+included) with ``accepted_ids`` and ``unknown_ids``: a client re-sends the points
+not accepted with those ids, or the same body with the same ``Idempotency-Key``,
+and never doubles a point.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import Any
 from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
 from server.handlers.errors import BadParameter, NotFound
+from server.ingest import COMMITTED
 from server.jsonbody import decode_json
 from server.points import check_point_id, now_us, validate_points
 from server.storage import points as sql
@@ -14,6 +21,12 @@ from server.storage import points as sql
 
 class PointsHandler(BodyHandler):
     role = "ingest"
+    _ids: list[str] | None = None
+
+    def error_extra(self) -> dict[str, Any]:
+        if self._ids is None:
+            return {}  # refused before anything could be accepted
+        return {"ids": self._ids, "accepted_ids": [], "unknown_ids": []}
 
     async def post_body(self) -> None:
         received_us = now_us()
@@ -21,12 +34,13 @@ class PointsHandler(BodyHandler):
         if ack not in ("queued", "committed"):
             raise BadParameter("query parameter 'ack' must be 'queued' or 'committed'",
                                details=[{"field": "ack", "message": "queued|committed"}])
-        points = validate_points(self._items(decode_json(self.body)), received_us)
+        points = validate_points(self._items(decode_json(self.body)), received_us,
+                                 keyed=self.idempotency_ids("i"))
+        ids = self._ids = [p[0] for p in points]
         ingest = self.deps.ingest
-        direct = await ingest.accept(points)
-        ids = [p[0] for p in points]
+        where = await ingest.accept(points)
         body: dict[str, Any] = {"accepted": len(points), "ids": ids}
-        if direct:  # Redis was down; the points are already in PostgreSQL
+        if where == COMMITTED:  # Redis was down; the points are already in PostgreSQL
             body["committed"] = True
             self.write_json(body, 201 if ack == "committed" else 202)
         elif ack == "committed":

@@ -8,6 +8,7 @@ points from the suffix without decoding payloads.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,13 @@ def utc(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
+def well_formed(point: Any) -> bool:
+    """A point tuple as ours are written (one from elsewhere may not be)."""
+    return (isinstance(point, tuple) and len(point) == 6 and isinstance(point[0], str)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in point[1:3])
+            and all(isinstance(v, int | float) for v in point[3:]))
+
+
 def point_json(point: Point) -> dict[str, Any]:
     """A point as the API shows it (the DLQ view)."""
     point_id, competition_id, participant_id, value, recorded_us, received_us = point
@@ -76,7 +84,7 @@ class DeadLetter:
     last_error: str
 
     @property
-    def point_id(self) -> str:
+    def key(self) -> str:
         return self.point[0]
 
     def entry(self) -> bytes:
@@ -88,11 +96,37 @@ class DeadLetter:
         })
 
 
+@dataclass(frozen=True)
+class DeadChunk:
+    """A chunk that cannot be split into points (its payload does not decode, or its
+    points are not well formed): kept whole (base64) for inspection, under
+    ``chunk:<id>`` in the DLQ; it has no point to requeue, only to purge."""
+
+    chunk_id: str
+    payload: bytes
+    reason: str
+    handbacks: int
+    failed_ms: int
+    last_error: str
+
+    @property
+    def key(self) -> str:
+        return f"chunk:{self.chunk_id}"
+
+    def entry(self) -> bytes:
+        return orjson.dumps({
+            "point": None, "chunk_id": self.chunk_id, "reason": self.reason,
+            "attempts": self.handbacks, "first_failed_at": utc(self.failed_ms * 1000),
+            "last_failed_at": utc(self.failed_ms * 1000), "last_error": self.last_error,
+            "payload_base64": base64.b64encode(self.payload).decode(),
+        })
+
+
 @dataclass
 class Settlement:
     """What a worker decided about a claim, applied to Redis in one step."""
 
     acked: list[str] = field(default_factory=list)
     committed: int = 0
-    retries: list[tuple[Chunk, int]] = field(default_factory=list)  # (chunk, due ms)
-    dead: list[DeadLetter] = field(default_factory=list)
+    retries: list[tuple[Chunk, int]] = field(default_factory=list)  # (chunk, delay ms)
+    dead: list[DeadLetter | DeadChunk] = field(default_factory=list)

@@ -3,12 +3,14 @@
 PREFIX = "pq:"
 ITEMS = PREFIX + "items"  # HASH chunk id -> payload (orjson)
 READY = PREFIX + "ready"  # LIST of chunk ids, FIFO (RPUSH / LPOP; handed-back go to the front)
-LEASES = PREFIX + "leases"  # ZSET chunk id -> lease deadline (ms since epoch)
-RETRY = PREFIX + "retry"  # ZSET chunk id -> due time (ms)
+LEASES = PREFIX + "leases"  # ZSET chunk id -> lease deadline (ms, Redis TIME)
+HOLDERS = PREFIX + "holders"  # HASH chunk id -> claim token of its current holder (fencing)
+HANDBACKS = PREFIX + "handbacks"  # HASH chunk id -> "count:last error" (unexpected handbacks)
+RETRY = PREFIX + "retry"  # ZSET chunk id -> due time (ms, Redis TIME)
 DEAD = PREFIX + "dead"  # HASH point id -> dead-letter entry (orjson)
 DEAD_INDEX = PREFIX + "dead:index"  # ZSET point id -> last failure time (ms), for trim and paging
 STATS = PREFIX + "stats"  # HASH counters, point units: ready inflight retry dead enqueued ...
 PAUSED = PREFIX + "paused"  # STRING present while claiming is paused
 CACHE_PREFIX = "cache:"  # read caches (leaderboard, stats, participant)
 
-QUEUE_KEYS = (ITEMS, READY, LEASES, RETRY, DEAD, DEAD_INDEX, STATS, PAUSED)
+QUEUE_KEYS = (ITEMS, READY, LEASES, HOLDERS, HANDBACKS, RETRY, DEAD, DEAD_INDEX, STATS, PAUSED)

@@ -1,34 +1,67 @@
 """The queue's Lua scripts: each state change of a chunk is one atomic script.
 
 Why Lua over Streams consumer groups: a chunk moves between ready, leased, retry
-and dead together with the point counters that ``/ready`` and the admin view read;
-a script makes each move and its counters one atomic step, so a ``kill -9`` of the
-server at any instant leaves Redis consistent.  Streams would give leases
+and dead together with the point counters that ``/ready`` and the admin view
+read; a script makes each move and its counters one atomic step, so a ``kill -9``
+of the server at any instant leaves Redis consistent.  Streams would give leases
 (XPENDING/XAUTOCLAIM) but not due-time retries or the counters in the same step.
 
-Chunk ids end in ``-<points in chunk>`` so scripts can count points without
+Rules every script follows:
+
+* **Redis's clock.** Lease deadlines and retry due times come from ``TIME`` on
+  the Redis server, never from the hosts' clocks, which may disagree.
+* **Fencing.** A claim carries a token; ``pq:holders`` maps each leased chunk to
+  the token of its current holder.  Settle, release and renew take effect only
+  for chunks the caller still holds: a worker whose lease expired (and whose
+  chunk another worker now holds) can no longer acknowledge it, hand it back
+  or schedule its retries.
+* **Free before grow.** At ``maxmemory`` Redis 6.2 refuses a script whose
+  *first* write could grow memory (``denyoom``), and lets it continue once it
+  has written.  Every script that settles or returns work therefore starts with
+  a write that frees (ZREM/HDEL/LPOP), so acknowledgements always go through
+  when Redis is full, and memory falls as workers drain.  Only ENQUEUE grows
+  first — at ``maxmemory`` it is refused whole, which is the point.
+* **Counted handbacks.** A chunk handed back by an unexpected error, or whose
+  lease expired, has its count raised in ``pq:handbacks`` (``"n:last error"``);
+  workers dead-letter a chunk handed back too often instead of looping on it.
+
+Chunk ids end in ``-<points in chunk>`` so scripts count points without
 decoding payloads.
 """
 
-# KEYS: items ready stats   ARGV: id1 payload1 id2 payload2 ...
+# KEYS: items ready stats   ARGV: max_points id1 payload1 id2 payload2 ...
+# Refused whole (nothing written) when the queue would exceed max_points (0 = no bound).
 ENQUEUE = """
 local total = 0
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
+  total = total + tonumber(string.match(ARGV[i], '(%d+)$'))
+end
+local bound = tonumber(ARGV[1])
+if bound > 0 then
+  local c = redis.call('HMGET', KEYS[3], 'ready', 'inflight', 'retry')
+  local queued = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
+  if queued + total > bound then
+    return redis.error_reply('QUEUE_FULL ' .. queued .. ' of ' .. bound .. ' points queued')
+  end
+end
+for i = 2, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('RPUSH', KEYS[2], ARGV[i])
-  total = total + tonumber(string.match(ARGV[i], '(%d+)$'))
 end
 redis.call('HINCRBY', KEYS[3], 'ready', total)
 redis.call('HINCRBY', KEYS[3], 'enqueued', total)
 return total
 """
 
-# KEYS: items ready leases stats paused   ARGV: now_ms lease_ms max_points
+# KEYS: items ready leases stats paused holders handbacks
+# ARGV: lease_ms max_points token
+# Returns {id, payload, handbacks, id, payload, handbacks, ...}.
 CLAIM = """
 if redis.call('EXISTS', KEYS[5]) == 1 then return {} end
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local max_points, token = tonumber(ARGV[2]), ARGV[3]
 local out, taken = {}, 0
-local deadline = tonumber(ARGV[1]) + tonumber(ARGV[2])
-local max_points = tonumber(ARGV[3])
 while taken < max_points do
   local id = redis.call('LPOP', KEYS[2])
   if not id then break end
@@ -37,42 +70,87 @@ while taken < max_points do
   redis.call('HINCRBY', KEYS[4], 'ready', -n)
   if payload then
     redis.call('ZADD', KEYS[3], deadline, id)
+    redis.call('HSET', KEYS[6], id, token)
     redis.call('HINCRBY', KEYS[4], 'inflight', n)
+    local handed = redis.call('HGET', KEYS[7], id)
     out[#out + 1] = id
     out[#out + 1] = payload
+    out[#out + 1] = handed or ''
     taken = taken + n
   end
 end
 return out
 """
 
-# Settle a claim after its PostgreSQL transaction: acknowledge the claimed chunks,
-# schedule retries, dead-letter what is spent.  One atomic step.
-# KEYS: items leases retry stats dead dead_index
-# ARGV: now_ms committed n_ack ack_ids... n_retry (id payload due_ms)... n_dead
-#       (point_id entry points)... dead_max dead_max_age_ms
-SETTLE = """
-local now = tonumber(ARGV[1])
-redis.call('HINCRBY', KEYS[4], 'committed', tonumber(ARGV[2]))
-local i = 3
-local n_ack = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n_ack do
-  local id = ARGV[i]; i = i + 1
-  if redis.call('ZREM', KEYS[2], id) == 1 then
-    redis.call('HDEL', KEYS[1], id)
-    redis.call('HINCRBY', KEYS[4], 'inflight', -tonumber(string.match(id, '(%d+)$')))
+# Extend the leases of the chunks the caller still holds.
+# KEYS: leases holders   ARGV: token lease_ms ids...   Returns how many are still held.
+RENEW = """
+-- A write that frees nothing, first: it lets the ZADDs below run at maxmemory.
+redis.call('HDEL', KEYS[2], '')
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+local held = 0
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[1] then
+    redis.call('ZADD', KEYS[1], 'XX', deadline, ARGV[i])
+    held = held + 1
   end
 end
-local n_retry = tonumber(ARGV[i]); i = i + 1
+return held
+"""
+
+# Settle a claim after its PostgreSQL transactions: acknowledge the claimed chunks,
+# schedule retries, dead-letter what is spent.  One atomic step, and only if the
+# caller still holds every acknowledged chunk (else nothing at all: the new
+# holder will settle them).  Returns {settled (0/1), dead-letter entries trimmed}.
+# KEYS: items leases retry stats dead dead_index holders handbacks
+# ARGV: token committed n_ack ack_ids... n_retry (id payload delay_ms)...
+#       n_dead (point_id entry)... dead_max dead_max_age_ms
+SETTLE = """
+local token = ARGV[1]
+local i = 3
+local n_ack = tonumber(ARGV[i]); i = i + 1
+for k = 0, n_ack - 1 do
+  if redis.call('HGET', KEYS[7], ARGV[i + k]) ~= token then return {0, 0} end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _ = 1, n_ack do
+  local id = ARGV[i]; i = i + 1
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[7], id)
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('HDEL', KEYS[8], id)
+  redis.call('HINCRBY', KEYS[4], 'inflight', -tonumber(string.match(id, '(%d+)$')))
+end
+-- Bounded dead-letter queue: entries past the age limit go first (freeing before
+-- anything grows), entries beyond the count limit after the new ones are added.
+local n_retry = tonumber(ARGV[i])
+local n_dead = tonumber(ARGV[i + 1 + 3 * n_retry])
+local limits = i + 2 + 3 * n_retry + 2 * n_dead
+local dead_max, max_age = tonumber(ARGV[limits]), tonumber(ARGV[limits + 1])
+local dropped = 0
+local function drop(ids)
+  for _, id in ipairs(ids) do
+    if redis.call('ZREM', KEYS[6], id) == 1 then
+      redis.call('HDEL', KEYS[5], id)
+      redis.call('HINCRBY', KEYS[4], 'dead', -1)
+      dropped = dropped + 1
+    end
+  end
+end
+drop(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - max_age, 'LIMIT', 0, 1000))
+redis.call('HINCRBY', KEYS[4], 'committed', tonumber(ARGV[2]))
+i = i + 1
 for _ = 1, n_retry do
-  local id, payload, due = ARGV[i], ARGV[i + 1], ARGV[i + 2]; i = i + 3
+  local id, payload, delay = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]); i = i + 3
   local n = tonumber(string.match(id, '(%d+)$'))
   redis.call('HSET', KEYS[1], id, payload)
-  redis.call('ZADD', KEYS[3], due, id)
+  redis.call('ZADD', KEYS[3], now + delay, id)
   redis.call('HINCRBY', KEYS[4], 'retry', n)
   redis.call('HINCRBY', KEYS[4], 'retried', n)
 end
-local n_dead = tonumber(ARGV[i]); i = i + 1
+i = i + 1
 for _ = 1, n_dead do
   local id, entry = ARGV[i], ARGV[i + 1]; i = i + 2
   if redis.call('HSET', KEYS[5], id, entry) == 1 then
@@ -81,52 +159,55 @@ for _ = 1, n_dead do
   redis.call('ZADD', KEYS[6], now, id)
   redis.call('HINCRBY', KEYS[4], 'dead_lettered', 1)
 end
--- Bounded dead-letter queue: drop the oldest beyond the count and the age limits.
-local dead_max, max_age = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - max_age, 'LIMIT', 0, 1000)
-local excess = redis.call('ZCARD', KEYS[6]) - #old - dead_max
-if excess > 0 then
-  local oldest = redis.call('ZRANGE', KEYS[6], #old, #old + excess - 1)
-  for _, id in ipairs(oldest) do old[#old + 1] = id end
-end
-for _, id in ipairs(old) do
-  if redis.call('ZREM', KEYS[6], id) == 1 then
-    redis.call('HDEL', KEYS[5], id)
-    redis.call('HINCRBY', KEYS[4], 'dead', -1)
-  end
-end
-return #old
+local excess = redis.call('ZCARD', KEYS[6]) - dead_max
+if excess > 0 then drop(redis.call('ZRANGE', KEYS[6], 0, excess - 1)) end
+if dropped > 0 then redis.call('HINCRBY', KEYS[4], 'dlq_dropped', dropped) end
+return {1, dropped}
 """
 
-# Hand claimed chunks back unspent (store outage, shutdown): front of the queue.
-# KEYS: leases ready stats   ARGV: ids...
+# Hand held chunks back to the front of the queue (store outage, shutdown, or an
+# unexpected error — counted then, with the error, in handbacks).
+# KEYS: leases ready stats holders handbacks   ARGV: token count(0/1) error ids...
 RELEASE = """
 local moved = 0
-for i = #ARGV, 1, -1 do
+for i = #ARGV, 4, -1 do
   local id = ARGV[i]
-  if redis.call('ZREM', KEYS[1], id) == 1 then
+  if redis.call('HGET', KEYS[4], id) == ARGV[1] then
     local n = tonumber(string.match(id, '(%d+)$'))
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[4], id)
     redis.call('LPUSH', KEYS[2], id)
     redis.call('HINCRBY', KEYS[3], 'inflight', -n)
     redis.call('HINCRBY', KEYS[3], 'ready', n)
+    if ARGV[2] == '1' then
+      local seen = tonumber(string.match(redis.call('HGET', KEYS[5], id) or '', '^(%d+)')) or 0
+      redis.call('HSET', KEYS[5], id, (seen + 1) .. ':' .. ARGV[3])
+    end
     moved = moved + 1
   end
 end
 return moved
 """
 
-# Expired leases go back to the front; due retries go to the back.
-# KEYS: leases retry ready stats   ARGV: now_ms limit
+# Expired leases go back to the front (their holder is gone or too slow: the
+# lease no longer belongs to it, and the handback is counted); due retries go
+# to the back.
+# KEYS: leases retry ready stats holders handbacks   ARGV: limit
 RECLAIM = """
-local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do
   local n = tonumber(string.match(id, '(%d+)$'))
   redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[5], id)
   redis.call('LPUSH', KEYS[3], id)
   redis.call('HINCRBY', KEYS[4], 'inflight', -n)
   redis.call('HINCRBY', KEYS[4], 'ready', n)
   redis.call('HINCRBY', KEYS[4], 'reclaimed', n)
+  local seen = tonumber(string.match(redis.call('HGET', KEYS[6], id) or '', '^(%d+)')) or 0
+  redis.call('HSET', KEYS[6], id, (seen + 1) .. ':lease expired')
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(due) do

@@ -108,10 +108,11 @@ class ClaimWriter:
             else:
                 retry_groups.setdefault((attempts, first), []).append((point, error))
         for (attempts, first), items in retry_groups.items():
-            due_ms = now_ms + int(1000 * backoff_s(attempts - 1, s.retry_base_s, s.retry_max_s))
+            # A delay, not a due time: the SETTLE script adds it to Redis's clock.
+            delay_ms = int(1000 * backoff_s(attempts - 1, s.retry_base_s, s.retry_max_s))
             for start in range(0, len(items), self.path.chunk_points):
                 piece = items[start:start + self.path.chunk_points]
                 (chunk_id,) = new_chunk_ids([len(piece)])
                 chunk = Chunk(chunk_id, [p for p, _ in piece], attempts, first, piece[-1][1])
-                outcome.retries.append((chunk, due_ms))
+                outcome.retries.append((chunk, delay_ms))
                 self.stats.points_retried += len(piece)

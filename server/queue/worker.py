@@ -28,11 +28,12 @@ import time
 from typing import Any
 
 from server.config import Settings
-from server.errors import PoolTimeout, StoreUnavailable
+from server.errors import PoolTimeout, ServiceError, StoreUnavailable
 from server.queue.breaker import CircuitBreaker
+from server.queue.chunks import Chunk, DeadChunk, DeadLetter, Settlement, well_formed
 from server.queue.counters import WorkerStats
 from server.queue.paths import IngestPath
-from server.queue.redis_queue import RECLAIM_LIMIT, PointQueue
+from server.queue.redis_queue import RECLAIM_LIMIT, Claim, PointQueue, handbacks_of
 from server.queue.settlement import ClaimWriter
 from server.storage.database import Database
 from server.storage.standings import StandingsFolder
@@ -115,21 +116,28 @@ class Workers:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.queue.wakeup.wait(), IDLE_POLL_S)
 
+    async def reclaim_due(self) -> int:
+        """Return every expired lease and due retry to the queue now (in calls of
+        ``RECLAIM_LIMIT``, as many as it takes); return how many chunks moved."""
+        moved = 0
+        while True:
+            expired, due = await self.queue.reclaim()
+            moved += expired + due
+            if max(expired, due) < RECLAIM_LIMIT:
+                return moved
+
     async def reclaim_forever(self) -> None:
-        """Return expired leases and due retries to the queue; loop at once while busy."""
+        """Reclaim every ``RECLAIM_INTERVAL_S``; a Redis outage only pauses it."""
         failing = False
         while not self.stopping:
-            busy = False
             try:
-                expired, due = await self.queue.reclaim()
-                busy = max(expired, due) >= RECLAIM_LIMIT
+                await self.reclaim_due()
                 failing = False
             except StoreUnavailable as exc:
                 if not failing:
                     log.warning("reclaimer waits for Redis: %s", exc)
                 failing = True
-            if not busy:
-                await asyncio.sleep(RECLAIM_INTERVAL_S)
+            await asyncio.sleep(RECLAIM_INTERVAL_S)
 
     async def drain(self) -> int:
         """Burst mode: claim and write until nothing is ready; return points committed.
@@ -137,7 +145,7 @@ class Workers:
         Makes worker tests deterministic (no timing), like arq's ``burst``.
         """
         before = self.stats.points_committed
-        await self.queue.reclaim()
+        await self.reclaim_due()
         while await self.work_once(0):
             pass
         await self.folder.fold_once()
@@ -147,32 +155,89 @@ class Workers:
 
     async def work_once(self, index: int) -> bool:
         """Claim once and see the claim through; False when nothing was claimed."""
-        chunks = await self.queue.claim(self.path.claim_points, self.settings.queue_lease_s)
+        claim = await self.queue.claim(self.path.claim_points, self.settings.queue_lease_s)
         self.redis_breaker.record_success()
-        if not chunks:
+        if not claim:
             self.postgres_breaker.release_probe()
             return False
         self.stats.claims += 1
         self.busy[index] = time.monotonic()
-        ids = [c.id for c in chunks]
+        renewing = asyncio.create_task(self._renew(claim))
         try:
-            outcome = await self.writer.write(chunks)
+            outcome = await self._see_through(claim)
         except StoreUnavailable as exc:
             self.stats.handbacks += 1
             self._store_failed(exc)
-            log.warning("%s; handing back %d chunk(s)", exc, len(chunks))
+            log.warning("%s; handing back %d chunk(s)", exc, len(claim.raw))
             # Shielded: a cancel during shutdown must not strand the leases.
-            await asyncio.shield(self.queue.release(ids))
+            await asyncio.shield(self.queue.release(claim))
             return True
-        except BaseException:
+        except BaseException as exc:
             self.stats.handbacks += 1
-            await asyncio.shield(self.queue.release(ids))
+            # Unexpected errors count against the chunks (a bound stops a loop);
+            # a cancellation (shutdown) is no fault of theirs.
+            error = f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception) else None
+            await asyncio.shield(self.queue.release(claim, error=error))
             raise
         finally:
+            renewing.cancel()
             self.busy.pop(index, None)
         self.postgres_breaker.record_success()
-        await asyncio.shield(self.queue.settle(outcome))
+        if not await asyncio.shield(self.queue.settle(claim, outcome)):
+            self.stats.leases_lost += 1
+            log.warning("lease of %d chunk(s) lost before settling; their new holder "
+                        "settles them", len(claim.raw))
         return True
+
+    async def _see_through(self, claim: Claim) -> Settlement:
+        """Decode the claim, give up on chunks handed back too often, write the rest."""
+        chunks, given_up, undecodable = [], [], []
+        limit = self.settings.queue_max_handbacks
+        now_ms = time.time_ns() // 1_000_000
+        for chunk_id, payload, record in claim.raw:
+            handbacks, last_error = handbacks_of(record)
+            try:
+                chunk = Chunk.from_payload(chunk_id, payload)
+            except (ValueError, TypeError, KeyError, IndexError) as exc:
+                error = f"cannot decode the chunk: {type(exc).__name__}: {exc}"
+                if handbacks + 1 < limit:
+                    undecodable.append((chunk_id, error))
+                    continue
+                given_up.append(DeadChunk(chunk_id, payload, "undecodable", handbacks + 1,
+                                          now_ms, error))
+                self.stats.given_up += 1
+                continue
+            if handbacks >= limit:  # it keeps failing (or killing its holders): stop
+                error = f"handed back {handbacks} times; last: {last_error}"
+                if all(map(well_formed, chunk.points)):
+                    given_up += [DeadLetter(point, "unexpected_error", handbacks, now_ms,
+                                            now_ms, error) for point in chunk.points]
+                else:  # no point to list or requeue: keep the chunk as it came
+                    given_up.append(DeadChunk(chunk_id, payload, "unexpected_error",
+                                              handbacks, now_ms, error))
+                self.stats.given_up += 1
+                continue
+            chunks.append(chunk)
+        for chunk_id, error in undecodable:  # a counted handback; the others go on
+            log.error("chunk %s: %s; handing it back", chunk_id, error)
+            await self.queue.release(claim.subset([chunk_id]), error=error)
+        outcome = await self.writer.write(chunks) if chunks else Settlement()
+        released = {chunk_id for chunk_id, _ in undecodable}
+        outcome.acked = [chunk_id for chunk_id in claim.ids if chunk_id not in released]
+        outcome.dead += given_up
+        return outcome
+
+    async def _renew(self, claim: Claim) -> None:
+        """Keep the claim's lease while its holder works (long writes, bisections)."""
+        lease_s = self.settings.queue_lease_s
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                held = await self.queue.renew(claim, lease_s)
+            except ServiceError:  # Redis away or full: the lease may lapse, and
+                continue  # fencing keeps a late settle harmless
+            if held < len(claim.raw):
+                return  # lost: the settle will be refused and say so
 
     def _store_failed(self, exc: StoreUnavailable) -> None:
         """Open the failing store's breaker; a local pool wait is not the store failing."""

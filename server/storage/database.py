@@ -33,6 +33,11 @@ from server.errors import DataRejected, PoolTimeout, StoreUnavailable
 from server.storage import aiopg_patch  # noqa: F401  (see its docstring)
 
 PREPING_IDLE_S = 5.0
+PING_TIMEOUT_S = 2.0
+# Client-side bound on every statement, beyond the server's statement_timeout:
+# a link that went silent (no FIN, no RST: a dead NAT entry, a black-holed
+# proxy) never delivers the server's cancel, so only the client can give up.
+CLIENT_SLACK_S = 2.0
 
 # psycopg2 errors that mean "the store or the link to it failed", not "this data is bad".
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -88,7 +93,7 @@ class Database:
                 return conn
             try:
                 async with conn.cursor() as cur:
-                    await cur.execute("SELECT 1")
+                    await cur.execute("SELECT 1", timeout=PING_TIMEOUT_S)
                 return conn
             except TRANSIENT_ERRORS:
                 self.pings_failed += 1
@@ -144,7 +149,7 @@ async def _create_pool(dsn: str, settings: Settings) -> aiopg.Pool:
         maxsize=settings.pg_pool_max,
         # aiopg applies this to every statement; the server-side statement_timeout
         # fires first, this only catches a link that went silent.
-        timeout=settings.pg_statement_timeout_ms / 1000 + 5,
+        timeout=settings.pg_statement_timeout_ms / 1000 + CLIENT_SLACK_S,
         pool_recycle=settings.db_conn_max_age_s,
         enable_json=False,
         enable_hstore=False,
@@ -152,6 +157,8 @@ async def _create_pool(dsn: str, settings: Settings) -> aiopg.Pool:
         connect_timeout=max(1, round(settings.pg_connect_timeout_s)),
         options=f"-c statement_timeout={settings.pg_statement_timeout_ms}",
         application_name="points-server",
+        # A peer that vanished (host down) is found by TCP keepalive within ~1 min.
+        keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
     )
 
 

@@ -11,9 +11,9 @@ from tests.conftest import Api, Stores, make_settings, seed, sql
 
 
 @pytest.fixture
-def settings():
-    return make_settings(queue_max_attempts=2, retry_base_s=0.001, retry_max_s=0.002,
-                         dlq_max_entries=5)
+def settings(ingest_path: str):
+    return make_settings(ingest_path=ingest_path, queue_max_attempts=2, retry_base_s=0.001,
+                         retry_max_s=0.002, dlq_max_entries=5)
 
 
 async def drain_until(service: Service, dead: int) -> None:
@@ -79,6 +79,7 @@ async def test_dead_letter_queue_keeps_its_bound(api: Api, service: Service) -> 
     assert len(rest["items"]) == 3
     _, queue = await api.get("/v1/admin/queue")
     assert queue["dead"] == 5 and queue["throughput"]["dead_lettered"] == 8
+    assert queue["throughput"]["dlq_dropped"] == 3  # what the bound dropped is counted
 
 
 @pytest.mark.parametrize("body", [{}, {"ids": []}, {"ids": [1]}, {"all": False},

@@ -6,9 +6,12 @@ import asyncio
 from collections.abc import Callable
 
 import psutil
+import pytest
 
+from server.auth import hash_token
 from server.lifecycle import Service
-from tests.conftest import TOKENS, Api, Stores, seed, sql
+from server.points import KeyedIds
+from tests.conftest import TOKENS, Api, Stores, assert_exact, seed, sql
 
 
 async def test_csv_upload_accepts_valid_lines_and_reports_bad_ones(
@@ -94,6 +97,9 @@ def _csv_producer(cid: int, parts: list[int], lines: int) -> Callable:
     return produce
 
 
+# The bound is about streaming, which both paths share; the naive path would make
+# 200,000 fsynced Redis calls (one per point) and only measure the disk.
+@pytest.mark.parametrize("ingest_path", ["pipelined"])
 async def test_200k_line_upload_keeps_server_memory_bounded(
         api: Api, service: Service, clean: Stores) -> None:
     cid, parts = await seed(api, participants=10)
@@ -137,3 +143,75 @@ async def test_unicode_digits_and_broken_headers_never_drop_the_connection(
     status, body = await api.post("/v1/points/bulk", content_type="text/csv",
                                   body=b"competition_id,participant_id\rvalue\n1,1,1\n")
     assert status == 400 and body["error"]["code"] == "malformed_csv"
+
+
+def _csv(cid: int, parts: list[int], lines: range) -> bytes:
+    """Data lines (no header) whose values differ, so a doubled line changes a total."""
+    return "".join(f"{cid},{parts[i % len(parts)]},{i}\n" for i in lines).encode()
+
+
+HEADER = b"competition_id,participant_id,value\n"
+
+
+def _expected_totals(cid: int, parts: list[int], count: int) -> list[tuple]:
+    totals: dict[int, list[int]] = {}
+    for i in range(count):
+        totals.setdefault(parts[i % len(parts)], []).append(i)
+    return sorted((cid, pid, float(sum(v)), len(v)) for pid, v in totals.items())
+
+
+# Small chunks and bounds keep the naive path (one fsynced Redis call per point) quick.
+SMALL = pytest.mark.parametrize("settings", [{"bulk_chunk_points": 50}], indirect=True)
+
+
+@SMALL
+async def test_a_refused_upload_says_where_to_resume_and_resuming_there_doubles_nothing(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    service.deps.queue.max_points = 70  # the second chunk of 50 cannot fit whole
+    status, body = await api.post("/v1/points/bulk", content_type="text/csv",
+                                  body=HEADER + _csv(cid, parts, range(120)))
+    assert status == 503 and body["error"]["code"] == "queue_full", body
+    resume = body["error"]["accepted_through_line"]  # line 1 is the header
+    assert body["error"]["accepted"] == resume - 1
+    # pipelined: the second chunk was refused whole; naive: it went in to the bound.
+    assert resume - 1 == (70 if service.deps.path.name == "naive" else 50)
+    await service.deps.workers.drain()
+    status, body = await api.post("/v1/points/bulk", content_type="text/csv",
+                                  body=HEADER + _csv(cid, parts, range(resume - 1, 120)))
+    assert status == 202 and body["accepted"] == 120 - (resume - 1)
+    await service.deps.workers.drain()
+    assert sql(clean, "SELECT count(*) FROM points") == [(120,)]
+    assert sql(clean, "SELECT competition_id, participant_id, total, points FROM standings "
+                      "ORDER BY 2") == _expected_totals(cid, parts, 120)
+
+
+@SMALL
+async def test_an_upload_cut_off_mid_stream_and_resent_with_its_key_doubles_nothing(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    lines = 240
+    data = HEADER + _csv(cid, parts, range(lines))
+    key = "day-3-results.csv"
+    _, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    writer.write(b"POST /v1/points/bulk HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                 b"Authorization: Bearer " + TOKENS["ingest"].encode() + b"\r\n"
+                 b"Idempotency-Key: " + key.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    cut = data.index(b"\n", len(data) * 9 // 10) + 1  # past four flushes of 50
+    writer.write(b"%x\r\n%s\r\n" % (cut, data[:cut]))
+    await writer.drain()
+    for _ in range(500):  # until the server has taken the first chunk
+        if (await service.deps.queue.stats())["totals"]["enqueued"] >= 200:
+            break
+        await asyncio.sleep(0.02)
+    writer.transport.abort()  # the client vanishes: no reply is ever read
+    assert (await service.deps.queue.stats())["totals"]["enqueued"] == 200
+    status, body = await api.request("POST", "/v1/points/bulk", body=data, token="ingest",
+                                     content_type="text/csv",
+                                     headers={"Idempotency-Key": key})
+    assert status == 202 and body["accepted"] == lines
+    await service.deps.workers.drain()
+    ids = KeyedIds(key, hash_token(TOKENS["ingest"]), "l")
+    assert_exact(clean, {ids(line) for line in range(2, lines + 2)})
+    assert sql(clean, "SELECT competition_id, participant_id, total, points FROM standings "
+                      "ORDER BY 2") == _expected_totals(cid, parts, lines)

@@ -13,13 +13,21 @@ def _all(cls: type) -> list[type]:
 
 
 def _instance(kind: type) -> errors.ServiceError:
+    down = errors.StoreUnavailable("redis", "down")
+    if kind is errors.PartiallyAccepted:
+        return kind(down, accepted_ids=["a"], unknown_ids=["b"])
     samples = {errors.StoreUnavailable: ("redis", "down"), errors.PoolTimeout: ("postgres", "x"),
                errors.SlugTaken: ("cup",), errors.NotPermitted: ("read", "admin")}
     return kind(*samples.get(kind, ("something",)))
 
 
-@pytest.mark.parametrize("kind", [k for k in _all(errors.ServiceError)
-                                  if k not in (errors.ServiceError, errors.DataRejected)],
+# Not for clients: DataRejected is caught by the workers (a data error reaching a
+# handler is a bug), EnqueueInterrupted by ingest (which turns it into
+# PartiallyAccepted).
+INTERNAL = (errors.ServiceError, errors.DataRejected, errors.EnqueueInterrupted)
+
+
+@pytest.mark.parametrize("kind", [k for k in _all(errors.ServiceError) if k not in INTERNAL],
                          ids=lambda k: k.__name__)
 def test_every_domain_error_a_client_can_meet_has_a_status_below_500_or_a_503(
         kind: type) -> None:
@@ -27,7 +35,8 @@ def test_every_domain_error_a_client_can_meet_has_a_status_below_500_or_a_503(
     assert isinstance(rendered, HttpError)
     assert rendered.status < 500 or rendered.status == 503
     body = rendered.body()["error"]
-    assert set(body) == {"code", "message", "details"} and body["code"].islower()
+    assert {"code", "message", "details"} <= set(body) and body["code"].islower()
+    assert set(body) - {"code", "message", "details"} <= {"accepted_ids", "unknown_ids"}
 
 
 def test_every_store_outage_is_one_code_with_retry_after() -> None:
@@ -41,3 +50,12 @@ def test_every_store_outage_is_one_code_with_retry_after() -> None:
 def test_anything_else_is_a_bug_and_has_no_rendering() -> None:
     assert http_error_for(KeyError("x")) is None
     assert http_error_for(errors.DataRejected("bigint out of range")) is None
+
+
+def test_a_partial_acceptance_renders_its_cause_with_what_was_accepted() -> None:
+    exc = errors.PartiallyAccepted(errors.QueueFull("full"), accepted_ids=["a"],
+                                   unknown_ids=["b"])
+    rendered = http_error_for(exc)
+    assert rendered is not None and (rendered.status, rendered.code) == (503, "queue_full")
+    body = rendered.body()["error"]
+    assert (body["accepted_ids"], body["unknown_ids"]) == (["a"], ["b"])

@@ -196,8 +196,8 @@ async def test_unknown_ack_mode_is_422(api: Api, service: Service) -> None:
 
 
 @pytest.fixture
-def settings():
-    return make_settings(points_max_batch=100)
+def settings(ingest_path: str):
+    return make_settings(ingest_path=ingest_path, points_max_batch=100)
 
 
 @pytest.mark.parametrize("raw", [
@@ -227,3 +227,27 @@ async def test_odd_ids_and_query_values_are_404_or_422_never_500(api: Api) -> No
     for query in ("limit=%C2%B2", "limit=" + "9" * 5000, "limit=-1", "cursor=1e3"):
         status, _ = await api.get(f"/v1/competitions?{query}", token="read")
         assert status == 422, query
+
+
+async def test_idempotency_key_makes_a_resent_batch_a_no_op(api: Api, service: Service,
+                                                            clean: Stores) -> None:
+    cid, parts = await seed(api)
+    body = {"points": [{"competition_id": cid, "participant_id": parts[i % 3], "value": i}
+                       for i in range(20)]}
+    key = {"Idempotency-Key": "upload-2026-11-28-judge-4"}
+    status, first = await api.post("/v1/points", body, headers=key)
+    assert status == 202
+    status, second = await api.post("/v1/points", body, headers=key)
+    assert status == 202 and second["ids"] == first["ids"]  # the same ids, again
+    status, other = await api.post("/v1/points", body, headers=key, token="ingest")
+    assert not set(other["ids"]) & set(first["ids"])  # a key is scoped to its token
+    await service.deps.workers.drain()
+    assert_exact(clean, set(first["ids"]) | set(other["ids"]))
+
+
+@pytest.mark.parametrize("key", ["", "x" * 201, "has space", "naïve"])
+async def test_a_malformed_idempotency_key_is_422_and_accepts_nothing(
+        api: Api, service: Service, key: str) -> None:
+    status, body = await api.post("/v1/points", GOOD, headers={"Idempotency-Key": key})
+    assert status == 422 and body["error"]["details"][0]["field"] == "Idempotency-Key"
+    assert await queued(service) == 0

@@ -70,17 +70,17 @@ def test_report_rechecks_thresholds_from_the_saved_summary(smoke_run: Path,
     shutil.copytree(smoke_run.resolve(), saved)
     passed = run("report", str(saved))
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "all thresholds met (6)" in passed.stdout  # smoke's 3 thresholds × 2 paths
+    assert "all thresholds met (10)" in passed.stdout  # smoke's 5 thresholds × 2 paths
 
     summary_file = saved / "summary.json"
     summary = orjson.loads(summary_file.read_bytes())
     for threshold in summary["scenario_definition"]["thresholds"]:
-        if threshold["text"].startswith("all.latency.p99"):
+        if threshold["text"].startswith("singles.latency.p99"):
             threshold["text"] = "pipelined/all.latency.p99 < 0.001ms"  # cannot be met
     summary_file.write_bytes(orjson.dumps(summary))
     failed = run("report", str(saved))
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "THRESHOLDS FAILED (1 of 5)" in failed.stdout
+    assert "THRESHOLDS FAILED (1 of 9)" in failed.stdout
     assert "FAIL pipelined: pipelined/all.latency.p99 < 0.001ms" in failed.stdout
     report = (saved / "report.md").read_text()
     assert "| `pipelined/all.latency.p99 < 0.001ms` | pipelined |" in report

@@ -1,4 +1,5 @@
-"""Each queue script on a real Redis: enqueue, claim, settle, release, reclaim, dead letters."""
+"""Each queue script on a real Redis: enqueue, claim, renew, settle, release, reclaim,
+dead letters — with fencing (only a chunk's current holder settles it)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import pytest
 import redis.asyncio as aioredis
 import tornado.ioloop
 
+from server.errors import QueueFull
 from server.points import now_us
 from server.queue import keys
 from server.queue.chunks import Chunk, DeadLetter, Settlement, chunk_size
 from server.queue.paths import make_path
-from server.queue.redis_queue import PointQueue
+from server.queue.redis_queue import Claim, PointQueue, handbacks_of
 from tests.conftest import Stores
 
 
@@ -36,6 +38,10 @@ def make_queue(client: aioredis.Redis, path: str = "pipelined", batch: int = 10,
     return PointQueue(client, make_path(path, batch), **kwargs)  # type: ignore[arg-type]
 
 
+def decode(claim: Claim) -> list[Chunk]:
+    return [Chunk.from_payload(chunk_id, payload) for chunk_id, payload, _ in claim.raw]
+
+
 async def counters(client: aioredis.Redis) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in (await client.hgetall(keys.STATS)).items()}
 
@@ -52,49 +58,104 @@ async def test_enqueue_chunks_as_the_path_says_and_counts_points(
     assert (await counters(client))["enqueued"] == 25
 
 
-async def test_claim_leases_up_to_max_points_and_moves_the_counters(
-        client: aioredis.Redis) -> None:
+async def test_claim_leases_up_to_max_points_under_one_token(client: aioredis.Redis) -> None:
     queue = make_queue(client, batch=10)
     await queue.enqueue(points(25))
-    chunks = await queue.claim(20, lease_s=30)
+    claim = await queue.claim(20, lease_s=30)
+    chunks = decode(claim)
     assert [len(c.points) for c in chunks] == [10, 10]
     assert [p[0] for p in chunks[0].points] == [f"p{i}" for i in range(10)]  # FIFO
     leases = await client.zrange(keys.LEASES, 0, -1, withscores=True)
-    assert {lease.decode() for lease, _ in leases} == {c.id for c in chunks}
-    assert {k: v for k, v in (await counters(client)).items() if k in ("ready", "inflight")} \
-        == {"ready": 5, "inflight": 20}
+    assert {lease.decode() for lease, _ in leases} == set(claim.ids)
+    holders = {k.decode(): v.decode() for k, v in (await client.hgetall(keys.HOLDERS)).items()}
+    assert holders == dict.fromkeys(claim.ids, claim.token)
+    c = await counters(client)
+    assert (c["ready"], c["inflight"]) == (5, 20)
     # At least one chunk even when it is larger than asked for.
-    (last,) = await queue.claim(1, lease_s=30)
-    assert len(last.points) == 5
+    assert [len(c.points) for c in decode(await queue.claim(1, lease_s=30))] == [5]
+
+
+async def test_lease_deadlines_come_from_the_redis_clock(client: aioredis.Redis) -> None:
+    queue = make_queue(client)
+    await queue.enqueue(points(1))
+    claim = await queue.claim(10, lease_s=30)
+    seconds, micros = await client.time()
+    deadline = await client.zscore(keys.LEASES, claim.ids[0])
+    assert abs(deadline - (seconds * 1000 + micros // 1000 + 30_000)) < 1000
 
 
 async def test_claim_takes_nothing_while_paused(client: aioredis.Redis) -> None:
     queue = make_queue(client)
     await queue.enqueue(points(3))
     await queue.pause()
-    assert await queue.claim(10, lease_s=30) == []
+    assert not await queue.claim(10, lease_s=30)
     await queue.resume()
-    assert len(await queue.claim(10, lease_s=30)) == 1
+    assert len((await queue.claim(10, lease_s=30)).raw) == 1
+
+
+async def test_enqueue_is_refused_whole_past_the_bound(client: aioredis.Redis) -> None:
+    queue = make_queue(client, batch=10, max_points=25)
+    await queue.enqueue(points(20))
+    with pytest.raises(QueueFull):
+        await queue.enqueue(points(6, "x"))  # 26 > 25: nothing of it goes in
+    c = await counters(client)
+    assert (c["ready"], c["enqueued"]) == (20, 20)
+    await queue.enqueue(points(5, "y"))  # exactly to the bound
 
 
 async def test_settle_acknowledges_schedules_retries_and_dead_letters_in_one_step(
         client: aioredis.Redis) -> None:
     queue = make_queue(client, batch=10)
     await queue.enqueue(points(10))
-    (chunk,) = await queue.claim(10, lease_s=30)
+    claim = await queue.claim(10, lease_s=30)
+    (chunk,) = decode(claim)
     retry = Chunk("0000000000000000000000000000000a-2", list(chunk.points[:2]), attempts=1)
     dead = DeadLetter(chunk.points[2], "unknown_participant", 3, 1, 2, "no such participant")
-    await queue.settle(Settlement(acked=[chunk.id], committed=7, retries=[(retry, 123)],
-                                  dead=[dead]))
-    assert await client.zcard(keys.LEASES) == 0
+    assert await queue.settle(claim, Settlement(acked=[chunk.id], committed=7,
+                                                retries=[(retry, 60_000)], dead=[dead]))
+    for key in (keys.LEASES, keys.HOLDERS):
+        assert await client.exists(key) == 0
     assert await client.hexists(keys.ITEMS, chunk.id) == 0  # acknowledged: no trace
-    assert await client.zscore(keys.RETRY, retry.id) == 123
+    seconds, _ = await client.time()
+    assert abs(await client.zscore(keys.RETRY, retry.id) - (seconds * 1000 + 60_000)) < 2000
     assert Chunk.from_payload(retry.id, await client.hget(keys.ITEMS, retry.id)) == retry
     entry = orjson.loads(await client.hget(keys.DEAD, "p2"))
     assert (entry["reason"], entry["attempts"], entry["raw"][0]) == (
         "unknown_participant", 3, "p2")
     c = await counters(client)
     assert (c["inflight"], c["retry"], c["dead"], c["committed"]) == (0, 2, 1, 7)
+
+
+async def test_a_settle_after_the_chunk_was_reclaimed_and_claimed_again_is_refused(
+        client: aioredis.Redis) -> None:
+    queue = make_queue(client, batch=10)
+    await queue.enqueue(points(10))
+    first = await queue.claim(10, lease_s=0.05)  # a worker that is too slow
+    await asyncio.sleep(0.1)
+    assert await queue.reclaim() == (1, 0)
+    second = await queue.claim(10, lease_s=30)  # another worker has it now
+    assert second.ids == first.ids and second.token != first.token
+    retry = Chunk("0000000000000000000000000000000c-1", [decode(first)[0].points[0]], 1)
+    stale = Settlement(acked=first.ids, committed=10, retries=[(retry, 0)])
+    assert await queue.settle(first, stale) is False  # fenced: nothing applied
+    assert await queue.release(first) == 0
+    assert await queue.renew(first, 30) == 0
+    assert await client.zcard(keys.RETRY) == 0  # no duplicate retry scheduled
+    assert await client.hget(keys.HOLDERS, first.ids[0]) == second.token.encode()
+    c = await counters(client)
+    assert (c["inflight"], c.get("committed", 0)) == (10, 0)
+    assert await queue.settle(second, Settlement(acked=second.ids, committed=10))
+    c = await counters(client)
+    assert (c["inflight"], c["committed"]) == (0, 10)
+
+
+async def test_renew_extends_only_the_holders_leases(client: aioredis.Redis) -> None:
+    queue = make_queue(client)
+    await queue.enqueue(points(1))
+    claim = await queue.claim(10, lease_s=0.2)
+    assert await queue.renew(claim, 30) == 1
+    await asyncio.sleep(0.3)
+    assert await queue.reclaim() == (0, 0)  # renewed: not expired
 
 
 async def test_dead_letter_queue_is_trimmed_by_count_and_by_age(
@@ -106,37 +167,45 @@ async def test_dead_letter_queue_is_trimmed_by_count_and_by_age(
     await client.hincrby(keys.STATS, "dead", 1)
     letters = [DeadLetter(p, "data_error", 1, 1, 1, "x") for p in points(5)]
     for letter in letters:
-        await queue.settle(Settlement(dead=[letter]))
+        await queue.settle(Claim("t", []), Settlement(dead=[letter]))
         await asyncio.sleep(0.002)  # distinct failure times, so "oldest" is defined
+    await queue.settle(Claim("t", []), Settlement(dead=[
+        DeadLetter(p, "data_error", 1, 1, 1, "x") for p in points(4, "many")]))
     remaining = {k.decode() for k in await client.hkeys(keys.DEAD)}
-    assert remaining == {"p2", "p3", "p4"}
-    assert (await counters(client))["dead"] == 3
+    assert remaining == {"many1", "many2", "many3"}  # one settle past the bound: trimmed too
+    c = await counters(client)
+    assert (c["dead"], c["dlq_dropped"], c["dead_lettered"]) == (3, 7, 9)
 
 
-async def test_release_hands_chunks_back_to_the_front_unspent(client: aioredis.Redis) -> None:
+async def test_release_hands_chunks_back_unspent_or_counted(client: aioredis.Redis) -> None:
     queue = make_queue(client, batch=2)
     await queue.enqueue(points(6))
     first = await queue.claim(2, lease_s=30)
-    assert await queue.release([c.id for c in first]) == 1
-    assert await queue.release([c.id for c in first]) == 0  # only a held lease moves
+    assert await queue.release(first) == 1
+    assert await queue.release(first) == 0  # only a held lease moves
     again = await queue.claim(2, lease_s=30)
-    assert again == first and again[0].attempts == 0
+    assert again.ids == first.ids and again.raw[0][2] == ""  # unspent: not counted
+    assert await queue.release(again, error="KeyError: 'x'") == 1
+    counted = await queue.claim(2, lease_s=30)
+    assert handbacks_of(counted.raw[0][2]) == (1, "KeyError: 'x'")
     c = await counters(client)
     assert (c["ready"], c["inflight"]) == (4, 2)
 
 
-async def test_reclaim_returns_expired_leases_first_and_due_retries_last(
+async def test_reclaim_returns_expired_leases_first_counted_and_due_retries_last(
         client: aioredis.Redis) -> None:
     queue = make_queue(client, batch=1)
     await queue.enqueue(points(3))
-    (expiring,) = await queue.claim(1, lease_s=0.05)
-    (kept,) = await queue.claim(1, lease_s=30)
-    await queue.settle(Settlement(acked=[kept.id], retries=[
-        (Chunk("0000000000000000000000000000000b-1", [kept.points[0]], 1), 1)]))
+    expiring = await queue.claim(1, lease_s=0.05)
+    kept = await queue.claim(1, lease_s=30)
+    retry = Chunk("0000000000000000000000000000000b-1", [decode(kept)[0].points[0]], 1)
+    await queue.settle(kept, Settlement(acked=kept.ids, retries=[(retry, 0)]))
     await asyncio.sleep(0.1)
     assert await queue.reclaim() == (1, 1)
     order = [i.decode() for i in await client.lrange(keys.READY, 0, -1)]
-    assert order[0] == expiring.id and order[-1] == "0000000000000000000000000000000b-1"
+    assert order[0] == expiring.ids[0] and order[-1] == retry.id
+    assert handbacks_of((await client.hget(keys.HANDBACKS, expiring.ids[0])).decode()) == (
+        1, "lease expired")
     c = await counters(client)
     assert (c["ready"], c["inflight"], c["retry"], c["reclaimed"]) == (3, 0, 0, 1)
 
@@ -144,10 +213,10 @@ async def test_reclaim_returns_expired_leases_first_and_due_retries_last(
 async def test_dead_letters_can_be_requeued_once_and_purged(client: aioredis.Redis) -> None:
     queue = make_queue(client)
     letters = [DeadLetter(p, "unknown_participant", 8, 1, 2, "x") for p in points(3)]
-    await queue.settle(Settlement(dead=letters))
+    await queue.settle(Claim("t", []), Settlement(dead=letters))
     assert await queue.requeue_dead(["p0", "nope"]) == 1
     assert await queue.requeue_dead(["p0"]) == 0  # already moved: never twice
-    (chunk,) = await queue.claim(10, lease_s=30)
+    (chunk,) = decode(await queue.claim(10, lease_s=30))
     assert (chunk.points, chunk.attempts) == ([letters[0].point], 0)
     assert await queue.purge_dead(None) == 2
     c = await counters(client)

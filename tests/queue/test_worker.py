@@ -9,16 +9,22 @@ import orjson
 import psycopg2
 import pytest
 
+from server.errors import PoolTimeout, StoreUnavailable
 from server.lifecycle import Service
 from server.points import now_us
 from server.queue import keys
-from tests.conftest import Api, Stores, assert_exact, make_settings, seed, sql
+from server.queue.breaker import CLOSED, OPEN
+from server.queue.chunks import Chunk
+from tests.conftest import Api, Stores, assert_exact, batch, make_settings, seed, sql
+from tests.test_supervisor import plant_chunk
 
 
 @pytest.fixture
-def settings(ingest_path: str):
-    return make_settings(ingest_path=ingest_path, queue_batch_size=64, queue_lease_s=1.0,
-                         queue_max_attempts=3, retry_base_s=0.001, retry_max_s=0.005)
+def settings(request: pytest.FixtureRequest, ingest_path: str):
+    return make_settings(**{"ingest_path": ingest_path, "queue_batch_size": 64,
+                            "queue_lease_s": 1.0, "queue_max_attempts": 3,
+                            "retry_base_s": 0.001, "retry_max_s": 0.005,
+                            **getattr(request, "param", {})})
 
 
 def seeded_points(cid: int, parts: list[int], n: int, seed_value: int = 7) -> list[dict]:
@@ -80,8 +86,8 @@ async def test_claim_reclaims_expired_lease_after_worker_died_before_ack(
     queue, workers = service.deps.queue, service.deps.workers
 
     # A worker claims everything, commits to PostgreSQL, then dies before acknowledging.
-    claimed = await queue.claim(1000, lease_s=1.0)
-    await workers.writer.write(claimed)
+    claim = await queue.claim(1000, lease_s=1.0)
+    await workers.writer.write([Chunk.from_payload(i, raw) for i, raw, _ in claim.raw])
     assert sql(clean, "SELECT count(*) FROM points") == [(40,)]
     stats = await queue.stats()
     assert (stats["depth"], stats["inflight"]) == (0, 40)
@@ -92,7 +98,8 @@ async def test_claim_reclaims_expired_lease_after_worker_died_before_ack(
     assert (stats["depth"], stats["inflight"]) == (0, 0)
     assert stats["totals"]["reclaimed"] == 40
     assert_exact(clean, {f"k{i}" for i in range(40)})
-    assert await service.deps.redis.hlen(keys.ITEMS) == 0  # acknowledged: no trace left
+    for key in (keys.ITEMS, keys.LEASES, keys.HOLDERS, keys.HANDBACKS):
+        assert await service.deps.redis.exists(key) == 0  # acknowledged: no trace left
 
 
 async def test_cancelled_worker_hands_its_claim_back(api: Api, service: Service,
@@ -167,3 +174,97 @@ async def test_poison_point_is_isolated_while_batch_mates_commit(
     dead = {k.decode(): orjson.loads(v)["reason"]
             for k, v in (await service.deps.redis.hgetall(keys.DEAD)).items()}
     assert dead == {"poison": "data_error", "huge": "invalid_value"}
+
+
+@pytest.mark.parametrize("settings", [{"queue_lease_s": 1.0, "retry_base_s": 30.0,
+                                       "retry_max_s": 60.0}], indirect=True)
+async def test_a_slow_live_worker_keeps_its_lease_and_nothing_is_redelivered(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    good = [{"id": f"slow{i}", "competition_id": cid, "participant_id": parts[i % 3],
+             "value": 1} for i in range(6)]
+    bad = [{"id": f"early{i}", "competition_id": cid, "participant_id": 999, "value": 1}
+           for i in range(2)]  # registration lags: each is retried, once
+    await api.post("/v1/points", {"points": good + bad})
+    workers = service.deps.workers
+    blocker = psycopg2.connect(clean.database_url)  # PostgreSQL is slow: 3 s > the lease
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLE points IN ACCESS EXCLUSIVE MODE")
+        workers.start(2)
+        for _ in range(300):
+            if workers.busy:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(3.0)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    for _ in range(300):
+        stats = await service.deps.queue.stats()
+        if stats["depth"] == stats["inflight"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    await workers.folder.fold_once()
+    assert_exact(clean, {p["id"] for p in good})
+    assert stats["totals"]["reclaimed"] == 0  # renewed while it worked: never taken away
+    assert (stats["retry_scheduled"], stats["totals"]["retried"]) == (2, 2)  # not twice
+    assert workers.stats.leases_lost == 0
+
+
+@pytest.mark.parametrize("settings", [{"queue_max_handbacks": 5}], indirect=True)
+async def test_a_chunk_that_keeps_failing_unexpectedly_is_dead_lettered_not_looped(
+        api: Api, service: Service) -> None:
+    await plant_chunk(service, b'{"a":0,"p":[["short",1]],"f":null,"e":null}')
+    workers = service.deps.workers
+    workers.supervisor.restart_base_s = 0.01
+    workers.start(1)
+    for _ in range(500):
+        if (await service.deps.queue.stats())["dead"]:
+            break
+        await asyncio.sleep(0.01)
+    _, page = await api.get("/v1/admin/dlq")
+    (entry,) = page["items"]  # kept whole: its point is not one to list or requeue
+    assert (entry["chunk_id"], entry["reason"], entry["attempts"]) == (
+        "00000000000000000000000000000000-1", "unexpected_error", 5)
+    assert "IndexError" in entry["last_error"]
+    assert workers.supervisor.restarts_total == 5  # each failure was seen, once
+    stats = await service.deps.queue.stats()
+    assert (stats["depth"], stats["inflight"]) == (0, 0)
+    assert await service.deps.redis.exists(keys.HANDBACKS) == 0  # no trace left
+
+
+async def test_an_undecodable_chunk_is_set_aside_while_its_claim_mates_commit(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    await plant_chunk(service, b"\xff not json", "00000000000000000000000000000000-1")
+    _, body = await api.post("/v1/points", {"points": [
+        {"competition_id": cid, "participant_id": parts[0], "value": 2}] * 10})
+    await service.deps.workers.drain()
+    assert_exact(clean, set(body["ids"]))
+    _, page = await api.get("/v1/admin/dlq")
+    (entry,) = page["items"]
+    assert (entry["point"], entry["reason"], entry["attempts"]) == (None, "undecodable", 5)
+    assert entry["chunk_id"] == "00000000000000000000000000000000-1"
+    assert await api.post("/v1/admin/dlq/requeue", {"all": True}) == (200, {"requeued": 0})
+    status, purged = await api.request("DELETE", "/v1/admin/dlq", json={"all": True})
+    assert (status, purged) == (200, {"purged": 1})
+
+
+@pytest.mark.parametrize("settings", [{"pg_pool_max": 1, "pg_connect_timeout_s": 1.0}],
+                         indirect=True)
+async def test_workers_drain_on_their_own_connections_when_requests_hold_every_other(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    _, body = await api.post("/v1/points", batch(cid, parts, "own", 50))
+    async with service.deps.db.cursor():  # the request pool's only connection, held
+        await asyncio.wait_for(service.deps.workers.drain(), 10)
+    assert_exact(clean, set(body["ids"]))
+
+
+def test_a_local_pool_wait_never_opens_a_store_breaker(service: Service) -> None:
+    workers = service.deps.workers
+    workers._store_failed(PoolTimeout("postgres", "every connection busy"))
+    assert workers.postgres_breaker.state == CLOSED
+    workers._store_failed(StoreUnavailable("postgres", "connection refused"))
+    assert workers.postgres_breaker.state == OPEN

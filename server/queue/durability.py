@@ -1,0 +1,78 @@
+"""What a 202 is worth on this Redis: its AOF, fsync and eviction settings, judged.
+
+A 202 promises that the points are in Redis and, with ``appendfsync always``,
+on its disk.  That promise rests on Redis's own configuration, which an
+external ``REDIS_URL`` may not share: without the AOF a restart loses every
+queued point, and an evicting ``maxmemory-policy`` drops queued points silently
+when Redis fills up.  Start-up reads the settings (``CONFIG GET``): with
+``PROD=true`` an unsafe Redis is refused, otherwise each problem is logged.
+``/ready`` shows what is in force.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+
+@dataclass(frozen=True)
+class Durability:
+    appendonly: str | None  # None: CONFIG GET refused (a managed Redis may rename it)
+    appendfsync: str | None
+    maxmemory_policy: str | None
+    maxmemory: int | None
+
+    def problems(self) -> list[str]:
+        """Why a 202 on this Redis could be lost; empty when it cannot."""
+        if self.appendonly is None:
+            return ["cannot read Redis's configuration (CONFIG GET is refused), so what "
+                    "a 202 is worth is unknown"]
+        found = []
+        if self.appendonly != "yes":
+            found.append("appendonly is 'no': queued points live only in memory and a "
+                         "Redis restart loses them (set appendonly yes)")
+        if self.maxmemory_policy != "noeviction":
+            found.append(f"maxmemory-policy is {self.maxmemory_policy!r}: a full Redis may "
+                         "evict queued points (set maxmemory-policy noeviction)")
+        return found
+
+    def promise(self) -> str:
+        """What a 202 survives, in words (for /ready)."""
+        if self.problems():
+            return "not durable: " + "; ".join(self.problems())
+        if self.appendfsync == "always":
+            return "a 202 is on Redis's disk: it survives a crash of Redis or of its host"
+        if self.appendfsync == "everysec":
+            return ("a 202 survives a Redis restart; a host crash can lose up to ~1-2 s "
+                    "of 202s")
+        return "a 202 survives a Redis restart; a host crash can lose what the OS had not flushed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "safe": not self.problems(), "promise": self.promise()}
+
+
+async def read_durability(client: aioredis.Redis) -> Durability:
+    """Read the settings behind a 202 (None fields when CONFIG is not allowed)."""
+    names = ("appendonly", "appendfsync", "maxmemory-policy", "maxmemory")
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for name in names:  # one name per CONFIG GET: Redis 6 takes one pattern
+                pipe.config_get(name)
+            replies = await pipe.execute()
+    except redis.exceptions.ResponseError:
+        return Durability(None, None, None, None)
+    config: dict[str, str] = {}
+    for reply in replies:
+        for key, raw in reply.items():
+            config[key.decode() if isinstance(key, bytes) else key] = (
+                raw.decode() if isinstance(raw, bytes) else raw)
+
+    def value(name: str) -> str | None:
+        return config.get(name)
+
+    maxmemory = value("maxmemory")
+    return Durability(value("appendonly"), value("appendfsync"), value("maxmemory-policy"),
+                      int(maxmemory) if maxmemory is not None else None)

@@ -1,0 +1,87 @@
+"""``run.py serve``: the two lifecycle stages run in one process, or in N forked ones.
+
+With ``--processes N`` the parent prepares everything before the fork (stores,
+migrations, admin token, the listening sockets: ``lifecycle.prepared``), forks N
+children that each run ``lifecycle.running_service`` on their own event loop and
+pools, forwards SIGTERM/SIGINT to them and reaps them; the stores are stopped by
+the parent, after the last child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from contextlib import AsyncExitStack
+
+import uvloop
+
+from server.config import Settings
+from server.errors import StoreUnavailable
+from server.lifecycle import Prepared, StartupError, prepared, running_service
+
+
+def serve(settings: Settings) -> int:
+    """``run.py serve``: prepare, then serve in one process or fork ``processes``."""
+    with prepared(settings) as ready:
+        if settings.processes == 1:
+            return serve_process(settings, ready)
+        return _fork_and_wait(settings, ready)
+
+
+def serve_process(settings: Settings, ready: Prepared) -> int:
+    """Serve until SIGTERM/SIGINT on this process's own event loop."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        redis_url = ready.stores.redis_url
+        assert redis_url is not None
+        async with AsyncExitStack() as stack:
+            try:
+                service = await stack.enter_async_context(running_service(
+                    settings, ready.stores.database_url, redis_url, sockets=ready.sockets))
+            except StoreUnavailable as exc:
+                raise StartupError(str(exc)) from exc
+            print(f"listening on http://{settings.address}:{service.port} "
+                  f"(pid {os.getpid()}, ingest path {settings.ingest_path})", flush=True)
+            await stop.wait()
+        return 0
+
+    return uvloop.run(main())
+
+
+def _fork_and_wait(settings: Settings, ready: Prepared) -> int:
+    """Fork ``processes`` children on the bound sockets; forward signals; reap them.
+
+    A child never unwinds stage 1 (``os._exit``): the stores and sockets are the
+    parent's to close.
+    """
+    children: list[int] = []
+    for _ in range(settings.processes):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = serve_process(settings, ready)
+            except StartupError as exc:
+                print(f"error: {exc}", flush=True)
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status) & 0xFF)
+    return worst

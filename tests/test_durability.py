@@ -1,0 +1,156 @@
+"""What a 202 is worth: fsync, an unsafe external Redis, the queue's bound, a full Redis."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from server.config import Settings
+from server.lifecycle import (
+    Service,
+    StartupError,
+    Stores,
+    check_durability,
+    running_service,
+    stores_ready,
+)
+from tests.conftest import TOKENS, Api, assert_exact, batch, make_settings, seed
+
+
+def redis_config(url: str, *names: str) -> dict[str, str]:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return {name: client.config_get(name)[name] for name in names}
+    finally:
+        client.close()
+
+
+def test_embedded_redis_fsyncs_every_write_by_default_and_as_configured(
+        tmp_path: Path) -> None:
+    with stores_ready(Settings(data_dir=tmp_path)) as stores:
+        assert stores.redis_url is not None
+        config = redis_config(stores.redis_url, "appendonly", "appendfsync",
+                              "maxmemory-policy", "maxmemory")
+        assert (config["appendonly"], config["appendfsync"], config["maxmemory-policy"]) == (
+            "yes", "always", "noeviction")
+        assert int(config["maxmemory"]) == Settings().redis_maxmemory_bytes > 0
+        # A second start on the same data directory reuses the running Redis and
+        # brings it to the new settings.
+        with stores_ready(Settings(data_dir=tmp_path, queue_fsync="everysec",
+                                   queue_max_points=10)) as again:
+            assert again.redis_url == stores.redis_url
+            config = redis_config(stores.redis_url, "appendfsync", "maxmemory")
+            assert config["appendfsync"] == "everysec"
+            assert int(config["maxmemory"]) == Settings(queue_max_points=10).redis_maxmemory_bytes
+
+
+@pytest.fixture
+def unsafe_redis(own: Stores) -> Iterator[str]:
+    """The test's own Redis, reconfigured as an external Redis might be."""
+    assert own.redis_url is not None
+    client = redis.Redis.from_url(own.redis_url)
+    client.config_set("appendonly", "no")
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    client.close()
+    yield own.redis_url
+
+
+def test_an_unsafe_external_redis_is_refused_in_prod_and_warned_about_otherwise(
+        unsafe_redis: str, own: Stores, caplog: pytest.LogCaptureFixture) -> None:
+    prod = Settings(prod=True, database_url=own.database_url, redis_url=unsafe_redis)
+    with pytest.raises(StartupError) as info:
+        check_durability(unsafe_redis, prod)
+    assert "appendonly is 'no'" in str(info.value)
+    assert "maxmemory-policy is 'allkeys-lru'" in str(info.value)
+    with caplog.at_level(logging.WARNING, logger="server.lifecycle"):
+        check_durability(unsafe_redis, Settings(redis_url=unsafe_redis))
+    assert sum("Redis:" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_ready_says_what_a_202_is_worth(api: Api) -> None:
+    _, body = await api.get("/ready", token=None)
+    durability = body["checks"]["redis"]["durability"]
+    assert (durability["appendfsync"], durability["safe"]) == ("always", True)
+    assert "survives a crash" in durability["promise"]
+
+
+@pytest.fixture
+def settings(ingest_path: str) -> Settings:
+    return make_settings(ingest_path=ingest_path, queue_max_points=250, queue_batch_size=100)
+
+
+async def test_past_the_queue_bound_ingest_answers_503_and_recovers_after_a_drain(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    accepted: set[str] = set()
+    for round_ in range(2):
+        status, body = await api.post("/v1/points", batch(cid, parts, f"a{round_}", 100))
+        assert status == 202
+        accepted |= set(body["ids"])
+    status, body = await api.post("/v1/points", batch(cid, parts, "over", 100))
+    assert status == 503, body
+    assert body["error"]["code"] == "queue_full"
+    # What it says it took is exactly what it took (naive: one call per point).
+    took = set(body["error"]["accepted_ids"])
+    if service.deps.path.name == "naive":
+        assert took == {f"over-{i}" for i in range(50)}  # in, up to the bound
+    else:
+        assert not took  # one call, refused whole
+        status, body = await api.post("/v1/points", batch(cid, parts, "fill", 50))
+        assert status == 202
+        took = set(body["ids"])
+    accepted |= took
+    status, body = await api.post("/v1/points", batch(cid, parts, "one", 1))
+    assert (status, body["error"]["accepted_ids"]) == (503, [])
+    _, ready = await api.get("/ready", token=None)
+    assert (ready["status"], ready["checks"]["queue"]["saturated"]) == ("saturated", True)
+    await service.deps.workers.drain()
+    status, body = await api.post("/v1/points", batch(cid, parts, "after", 100))
+    assert status == 202
+    accepted |= set(body["ids"])
+    await service.deps.workers.drain()
+    assert_exact(clean, accepted)  # nothing accepted was evicted
+
+
+async def test_a_redis_at_maxmemory_refuses_ingest_with_503_while_workers_drain_it(
+        own: Stores) -> None:
+    settings = make_settings(queue_workers=0, queue_batch_size=500)
+    context = running_service(settings, own.database_url, own.redis_url)
+    service = await context.__aenter__()
+    api = Api(service.url)
+    client = redis.Redis.from_url(own.redis_url)
+    try:
+        cid, parts = await seed(api)
+        accepted: set[str] = set()
+        for round_ in range(20):
+            status, body = await api.post("/v1/points", batch(cid, parts, f"m{round_}", 500))
+            assert status == 202
+            accepted |= set(body["ids"])
+        used = client.info("memory")["used_memory"]
+        client.config_set("maxmemory", str(used - 1024))  # Redis is now full
+        response = await api.http.fetch(
+            api.base_url + "/v1/points", method="POST", raise_error=False,
+            body=orjson.dumps(batch(cid, parts, "refused", 10)),
+            headers={"Authorization": f"Bearer {TOKENS['admin']}",
+                     "Content-Type": "application/json"})
+        body = orjson.loads(response.body)
+        assert response.code == 503 and body["error"]["code"] == "queue_full", body
+        assert int(response.headers["Retry-After"]) >= 1 and body["error"]["accepted_ids"] == []
+        # Workers still claim, acknowledge and free memory: every script frees first.
+        await service.deps.workers.drain()
+        assert client.info("memory")["used_memory"] < used - 1024
+        status, body = await api.post("/v1/points", batch(cid, parts, "again", 10))
+        assert status == 202  # recovered by itself
+        accepted |= set(body["ids"])
+        await service.deps.workers.drain()
+        assert_exact(own, accepted)
+    finally:
+        client.config_set("maxmemory", "0")
+        client.close()
+        api.http.close()
+        await context.__aexit__(None, None, None)

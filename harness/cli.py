@@ -109,7 +109,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for run in args.runs:
         if not (run / "summary.json").exists():
-            print(f"{run}: no summary.json here", file=sys.stderr)
+            print(f"{run}: " + ("no such run directory" if not run.exists() else
+                                "not a run directory (no summary.json)"), file=sys.stderr)
             return 2
     if len(args.runs) == 1:
         return _rerender(args.runs[0])

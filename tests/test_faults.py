@@ -16,7 +16,9 @@ import pytest
 import tornado.httpclient
 import tornado.ioloop
 
+from server.auth import hash_token
 from server.lifecycle import Service, Stores, running_service
+from server.points import KeyedIds
 from tests.conftest import TOKENS, Api, assert_exact, batch, drained, make_settings, seed
 from tests.conftest import sql as run_sql
 from tests.proxy import BlackHoleProxy
@@ -346,3 +348,54 @@ async def test_connections_silently_dropped_mid_flow_are_given_up_and_replaced(
         await context.__aexit__(None, None, None)
         await pg.close()
         await rd.close()
+
+
+async def test_an_upload_refused_when_redis_and_postgres_fail_says_where_it_stopped(
+        own: Stores) -> None:
+    settings = make_settings(queue_workers=0, bulk_chunk_points=100)
+    context = running_service(settings, own.database_url, own.redis_url)
+    service = await context.__aenter__()
+    api = Api(service.url)
+    key = {"Idempotency-Key": "night-batch-7"}
+    try:
+        cid, parts = await seed(api)
+        await asyncio.to_thread(own.postgres.stop, even_if_reused=True)  # no fallback
+        lines = [f"{cid},{parts[i % 3]},{i}\n" for i in range(1000)]
+
+        async def produce(write) -> None:
+            await write(b"competition_id,participant_id,value\n")
+            for block in range(10):
+                await write("".join(lines[block * 100:block * 100 + 100]).encode())
+                if block == 4:
+                    for _ in range(500):
+                        if (await service.deps.queue.stats())["totals"]["enqueued"] >= 300:
+                            break
+                        await asyncio.sleep(0.01)
+                    own.redis.kill()
+
+        status, body = await api.request("POST", "/v1/points/bulk", body_producer=produce,
+                                         content_type="text/csv", headers={
+                                             "Transfer-Encoding": "chunked", **key})
+        assert status == 503, body
+        error = body["error"]
+        await asyncio.to_thread(own.redis.start)
+        await asyncio.to_thread(own.postgres.start)
+        in_redis = int((await service.deps.queue.stats())["totals"]["enqueued"])
+        # The reply's resume point is what Redis really holds (line 1 is the header).
+        assert error["accepted"] == in_redis >= 300
+        assert error["accepted_through_line"] == in_redis + 1
+        # Re-sent whole with its key, whatever was unknown: every line once.
+        data = b"competition_id,participant_id,value\n" + "".join(lines).encode()
+        for _ in range(3):  # the first calls may meet connections to the old Redis
+            status, body = await api.request("POST", "/v1/points/bulk", body=data,
+                                             content_type="text/csv", headers=key)
+            if status == 202:
+                break
+        assert (status, body["accepted"]) == (202, 1000), body
+        service.deps.workers.start(1)
+        await drained(service, 1000, own)
+        ids = KeyedIds(key["Idempotency-Key"], hash_token(TOKENS["admin"]), "l")
+        assert_exact(own, {ids(line) for line in range(2, 1002)})
+    finally:
+        api.http.close()
+        await context.__aexit__(None, None, None)

@@ -166,7 +166,7 @@ def _path(raw: str) -> Path:
 
 
 _PG_SCHEMES = ("postgres", "postgresql")
-_REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel")
+_REDIS_SCHEMES = ("redis", "rediss")
 
 # variable name -> (settings field, parser)
 _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -283,6 +283,14 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
         problems.append(
             f"RETRY_BASE_S={s.retry_base_s:g}: must not exceed RETRY_MAX_S={s.retry_max_s:g}"
         )
+    # A request or chunk larger than the whole queue could never be admitted.
+    for name, value in (("POINTS_MAX_BATCH", s.points_max_batch),
+                        ("BULK_CHUNK_POINTS", s.bulk_chunk_points),
+                        ("QUEUE_BATCH_SIZE", s.queue_batch_size)):
+        field = _VARIABLES[name][0]
+        if {field, "queue_max_points"} & given and value > s.queue_max_points:
+            problems.append(f"QUEUE_MAX_POINTS={s.queue_max_points}: must be at least "
+                            f"{name}={value}")
     if s.prod:
         if s.database_url is None:
             problems.append("DATABASE_URL: required when PROD=true (no embedded store)")

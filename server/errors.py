@@ -10,8 +10,10 @@ Hierarchy::
 
     ServiceError                          .code: a stable snake_case identifier
     ├── StoreUnavailable(store, retry_after_s)   a store cannot take the call now
-    │   └── PoolTimeout                           no pooled connection was free in time
-    │                                             (local congestion: opens no breaker)
+    │   ├── PoolTimeout                           no pooled connection was free in time
+    │   │                                         (local congestion: opens no breaker)
+    │   └── CommitUnknown                         the link failed during COMMIT: the
+    │                                             transaction may or may not have applied
     ├── QueueFull(retry_after_s)                  the queue holds QUEUE_MAX_POINTS, or
     │                                             Redis is at maxmemory: back off
     ├── EnqueueInterrupted(cause, accepted, unknown)
@@ -65,6 +67,12 @@ class PoolTimeout(StoreUnavailable):
     the store itself may be fine (so no circuit breaker opens on it)."""
 
     code = "store_busy"
+
+
+class CommitUnknown(StoreUnavailable):
+    """The link failed while COMMIT was in flight: the transaction may have applied."""
+
+    code = "commit_unknown"
 
 
 class QueueFull(ServiceError):

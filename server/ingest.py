@@ -30,9 +30,12 @@ import time
 from collections.abc import Sequence
 
 from server.errors import (
+    CommitUnknown,
     EnqueueInterrupted,
     PartiallyAccepted,
+    PoolTimeout,
     QueueFull,
+    ServiceError,
     StoreUnavailable,
     UnknownReferences,
 )
@@ -66,11 +69,17 @@ class Ingest:
         ids = [p[0] for p in points]
         try:
             await self.queue.enqueue(points)
-        except QueueFull:
-            raise  # back-pressure: not a reason to bypass the queue
+        except (QueueFull, PoolTimeout):
+            raise  # back-pressure, or this process busy: not reasons to bypass the queue
         except StoreUnavailable as exc:
             log.warning("%s; writing %d point(s) to PostgreSQL directly", exc, len(points))
-            await self._write_directly(points)
+            try:
+                await self._write_directly(points)
+            except CommitUnknown as direct:
+                raise PartiallyAccepted(direct, accepted_ids=[], unknown_ids=ids) from direct
+            except StoreUnavailable as direct:
+                raise StoreUnavailable("postgres", f"{direct.message}; nothing was accepted",
+                                       retry_after_s=direct.retry_after_s) from direct
             self._count(len(points), direct=len(points))
             return COMMITTED
         except EnqueueInterrupted as exc:
@@ -84,7 +93,10 @@ class Ingest:
                         exc.cause, exc.accepted, len(points) - exc.accepted)
             try:
                 await self._write_directly(points[exc.accepted:])
-            except (StoreUnavailable, UnknownReferences) as direct:
+            except CommitUnknown as direct:  # the rest may be in PostgreSQL too
+                raise PartiallyAccepted(direct, accepted_ids=accepted,
+                                        unknown_ids=ids[exc.accepted:]) from direct
+            except ServiceError as direct:
                 raise PartiallyAccepted(direct, accepted_ids=accepted,
                                         unknown_ids=unknown) from direct
             self._count(len(points), direct=len(points) - exc.accepted)
@@ -107,9 +119,11 @@ class Ingest:
                         f"the queue is unavailable and {refused[0][2]}, so these points "
                         "were not written (the queue would retry them; a direct write "
                         "cannot): retry when the queue is back")
+        except CommitUnknown:
+            raise
         except StoreUnavailable as exc:
-            raise StoreUnavailable("postgres", "both Redis and PostgreSQL are unavailable; "
-                                   "nothing was accepted", retry_after_s=2) from exc
+            raise StoreUnavailable("postgres", "both Redis and PostgreSQL are unavailable",
+                                   retry_after_s=2) from exc
 
     async def wait_committed(self, ids: Sequence[str], timeout_s: float) -> bool:
         """True once every id is committed in PostgreSQL; False if ``timeout_s`` passes."""

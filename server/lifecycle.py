@@ -135,9 +135,9 @@ def check_durability(redis_url: str, settings: Settings) -> None:
 
     try:
         durability = run_sync(read())
-    except redis.exceptions.RedisError as exc:
+    except (redis.exceptions.RedisError, ValueError) as exc:
         raise StartupError(f"cannot reach Redis to check its durability: {exc}") from exc
-    problems = durability.problems()
+    problems = durability.problems(settings.queue_fsync)
     if problems and settings.prod:
         raise StartupError("Redis is not safe for the queue (PROD=true): " + "; ".join(problems))
     for problem in problems:

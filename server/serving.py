@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import traceback
 from contextlib import AsyncExitStack
 
 import uvloop
@@ -61,25 +62,36 @@ def _fork_and_wait(settings: Settings, ready: Prepared) -> int:
     parent's to close.
     """
     children: list[int] = []
-    for _ in range(settings.processes):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = serve_process(settings, ready)
-            except StartupError as exc:
-                print(f"error: {exc}", flush=True)
-            finally:
-                os._exit(code)
-        children.append(pid)
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    # Held until every child exists: a SIGTERM during the forks reaches them all.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        for _ in range(settings.processes):
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    for sig in stop_signals:  # a child's own loop handles them
+                        signal.signal(sig, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+                    code = serve_process(settings, ready)
+                except StartupError as exc:
+                    print(f"error: {exc}", flush=True)
+                except BaseException:  # a child's last word before os._exit
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            children.append(pid)
+        for sig in stop_signals:
+            signal.signal(sig, forward)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     worst = 0
     for child in children:
         _, status = os.waitpid(child, 0)

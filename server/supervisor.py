@@ -37,6 +37,7 @@ class _Supervised:
     restarts: int = 0
     down_since: float | None = None
     last_error: str | None = None
+    failures: int = 0  # consecutive quick deaths: the backoff's exponent
 
 
 class Supervisor:
@@ -66,34 +67,42 @@ class Supervisor:
         self._tasks[name] = entry
 
     async def _keep(self, entry: _Supervised) -> None:
-        failures = 0
         while True:
             started = time.monotonic()
             entry.running, entry.down_since = True, None
             try:
                 await entry.factory()
-                entry.running = False
                 return  # it finished: its owner asked it to stop
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # the supervisor (or the loop) is stopping this task
+                failure: BaseException = exc  # a stray cancellation from below: a failure
             except Exception as exc:  # the task boundary: seen, counted, restarted
+                failure = exc
+            finally:
                 entry.running = False
-                entry.down_since = time.monotonic()
-                entry.restarts += 1
-                self.restarts_total += 1
-                entry.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                if time.monotonic() - started >= self.healthy_after_s:
-                    failures = 0
-                delay = min(self.restart_max_s, self.restart_base_s * 2 ** min(failures, 20))
-                failures += 1
-                if self._stopping.is_set():
-                    log.error("background task %s died while stopping", entry.name,
-                              exc_info=exc)
-                    return
-                log.error("background task %s died; restart %d in %.2fs", entry.name,
-                          entry.restarts, delay, exc_info=exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                if self._stopping.is_set():
-                    return
+            if not await self._died(entry, failure, started):
+                return
+
+    async def _died(self, entry: _Supervised, exc: BaseException, started: float) -> bool:
+        """Log once with the traceback, count, wait out the backoff; False when stopping."""
+        entry.down_since = time.monotonic()
+        entry.restarts += 1
+        self.restarts_total += 1
+        entry.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        if time.monotonic() - started >= self.healthy_after_s:
+            entry.failures = 0
+        delay = min(self.restart_max_s, self.restart_base_s * 2 ** min(entry.failures, 20))
+        entry.failures += 1
+        if self._stopping.is_set():
+            log.error("background task %s died while stopping", entry.name, exc_info=exc)
+            return False
+        log.error("background task %s died; restart %d in %.2fs", entry.name, entry.restarts,
+                  delay, exc_info=exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        return not self._stopping.is_set()
 
     @property
     def ok(self) -> bool:

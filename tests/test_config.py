@@ -26,7 +26,7 @@ def test_every_bad_value_is_named_with_its_value_and_problem() -> None:
         "PG_POOL_MIN='-1': must be between 0 and 1000",
         "QUEUE_WORKERS='many': must be an integer",
         "RETRY_BASE_S='nan': must be finite",
-        "REDIS_URL='http://x': must be a URL with scheme redis or rediss or redis+sentinel",
+        "REDIS_URL='http://x': must be a URL with scheme redis or rediss",
         "LOG_LEVEL='LOUD': must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
     ])
 
@@ -59,3 +59,11 @@ def test_settings_are_listed_by_the_variables_users_set() -> None:
     names = [name for name, _ in describe_settings(Settings())]
     assert {"QUEUE_BATCH_SIZE", "DB_CONN_MAX_AGE", "SHUTDOWN_TIMEOUT", "INGEST_PATH"} <= set(names)
     assert not [n for n in names if n != n.upper()]
+
+
+def test_a_queue_bound_below_one_request_or_chunk_is_refused() -> None:
+    found = problems({"QUEUE_MAX_POINTS": "500", "POINTS_MAX_BATCH": "1000",
+                      "QUEUE_BATCH_SIZE": "800"})
+    assert "QUEUE_MAX_POINTS=500: must be at least POINTS_MAX_BATCH=1000" in found
+    assert "QUEUE_MAX_POINTS=500: must be at least QUEUE_BATCH_SIZE=800" in found
+    assert "QUEUE_MAX_POINTS=500: must be at least BULK_CHUNK_POINTS=5000" in found

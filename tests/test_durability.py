@@ -19,7 +19,7 @@ from server.lifecycle import (
     running_service,
     stores_ready,
 )
-from tests.conftest import TOKENS, Api, assert_exact, batch, make_settings, seed
+from tests.conftest import TOKENS, Api, assert_exact, batch, make_settings, seed, sql
 
 
 def redis_config(url: str, *names: str) -> dict[str, str]:
@@ -80,8 +80,9 @@ async def test_ready_says_what_a_202_is_worth(api: Api) -> None:
 
 
 @pytest.fixture
-def settings(ingest_path: str) -> Settings:
-    return make_settings(ingest_path=ingest_path, queue_max_points=250, queue_batch_size=100)
+def settings(request: pytest.FixtureRequest, ingest_path: str) -> Settings:
+    return make_settings(**{"ingest_path": ingest_path, "queue_max_points": 250,
+                            "queue_batch_size": 100, **getattr(request, "param", {})})
 
 
 async def test_past_the_queue_bound_ingest_answers_503_and_recovers_after_a_drain(
@@ -154,3 +155,35 @@ async def test_a_redis_at_maxmemory_refuses_ingest_with_503_while_workers_drain_
         client.close()
         api.http.close()
         await context.__aexit__(None, None, None)
+
+
+def test_a_redis_that_would_not_fsync_as_queue_fsync_says_is_refused_in_prod(
+        own: Stores) -> None:
+    assert own.redis_url is not None
+    client = redis.Redis.from_url(own.redis_url)
+    client.config_set("appendfsync", "everysec")
+    client.close()
+    prod = Settings(prod=True, database_url=own.database_url, redis_url=own.redis_url)
+    with pytest.raises(StartupError) as info:
+        check_durability(own.redis_url, prod)
+    assert "appendfsync is 'everysec' but QUEUE_FSYNC=always" in str(info.value)
+    check_durability(own.redis_url, prod.replace(queue_fsync="everysec"))  # what was asked
+
+
+@pytest.mark.parametrize("settings", [{"redis_max_connections": 1, "redis_timeout_s": 0.3}],
+                         indirect=True)
+async def test_a_busy_redis_pool_answers_503_without_bypassing_the_queue(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    pool = service.deps.redis.connection_pool
+    held = await pool.get_connection()  # the request handlers' only Redis connection
+    try:
+        status, body = await api.post("/v1/points", batch(cid, parts, "busy", 5))
+    finally:
+        await pool.release(held)
+    assert status == 503 and body["error"]["code"] == "unavailable", body
+    assert body["error"]["accepted_ids"] == []
+    assert service.deps.ingest.written_directly == 0  # Redis is fine: no detour
+    assert sql(clean, "SELECT count(*) FROM points") == [(0,)]
+    status, _ = await api.post("/v1/points", batch(cid, parts, "free", 5))
+    assert status == 202

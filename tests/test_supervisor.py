@@ -89,3 +89,25 @@ async def test_ready_reports_workers_not_ok_while_a_dead_worker_waits_to_restart
     assert body["checks"]["workers"]["ok"] is False
     assert body["checks"]["workers"]["down"] == ["worker-0"]
     assert (status, body["status"]) == (200, "degraded")
+
+
+async def test_a_stray_cancellation_from_below_is_a_failure_not_a_stop() -> None:
+    supervisor = Supervisor(restart_base_s=0.01)
+    runs = 0
+    release = asyncio.Event()
+
+    async def cancelled_from_below() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise asyncio.CancelledError()  # as aiopg raises when a statement times out
+        await release.wait()
+
+    supervisor.start("stray", cancelled_from_below)
+    for _ in range(100):
+        if runs == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert runs == 2 and supervisor.restarts_total == 1 and supervisor.ok
+    release.set()
+    await supervisor.stop(1.0)

@@ -55,7 +55,8 @@ class BulkHandler(BodyHandler):
 
     def error_extra(self) -> dict[str, Any]:
         """Every error reply says how much of the upload was accepted before it."""
-        extra: dict[str, Any] = {"accepted": self._accepted,
+        extra: dict[str, Any] = {"accepted": self._accepted, "rejected": self._rejected,
+                                 "errors": self._errors,
                                  "accepted_through_line": self._accepted_through}
         if self._unknown_through is not None:
             extra["unknown_through_line"] = self._unknown_through
@@ -101,7 +102,8 @@ class BulkHandler(BodyHandler):
                 self._accepted_through = lines[done - 1]
             if unknown:
                 self._unknown_through = lines[done + unknown - 1]
-            raise
+            # The reply says how far the upload got by line, not by id.
+            raise exc.cause from exc
         self._accepted += len(points)
         self._accepted_through = through_line
 

@@ -79,6 +79,9 @@ _TABLE: list[tuple[type[errors.ServiceError], int, str | None, Any]] = [
     (errors.SlugTaken, 409, None, None),
     (errors.MalformedInput, 400, None, None),
     (errors.InvalidInput, 422, None, None),
+    # Input that passed validation but PostgreSQL still refused (a direct write
+    # while Redis is down): the client's data, so a 4xx, never a 500.
+    (errors.DataRejected, 422, None, None),
     (errors.InputError, 400, None, None),
 ]
 

@@ -101,10 +101,8 @@ class ReadinessProbe:
                                            "redis": workers.redis_breaker.as_dict()}}}
         if deps.lifecycle.draining:
             status = "unavailable"
-        elif qu.get("saturated"):
-            status = "saturated"
         elif pg["ok"] and rd["ok"] and supervisor.ok:
-            status = "ready"
+            status = "saturated" if qu.get("saturated") else "ready"
         elif pg["ok"] or rd["ok"]:
             status = "degraded"
         else:

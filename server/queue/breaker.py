@@ -35,17 +35,23 @@ class CircuitBreaker:
             return OPEN if not self._probing else HALF_OPEN
         return HALF_OPEN
 
-    async def wait_ready(self) -> None:
-        """Return when a call may go through: closed, or this caller is the probe."""
+    async def wait_ready(self) -> bool:
+        """Return when a call may go through: closed (False), or this caller is now the
+        one probe of a half-open breaker (True: it must record an outcome, or
+        ``release_probe``)."""
         while self.failures:
             remaining = self._open_until - time.monotonic()
             if remaining <= 0 and not self._probing:
                 self._probing = True
-                return
+                return True
             await asyncio.sleep(max(remaining, 0.02))
+        return False
 
     def release_probe(self) -> None:
-        """The probe had nothing to try the store with; let the next caller probe."""
+        """The probe had nothing to try the store with; let the next caller probe.
+
+        Only the caller that holds the probe (``wait_ready`` returned True) calls it.
+        """
         self._probing = False
 
     def record_success(self) -> None:

@@ -25,12 +25,17 @@ class Durability:
     maxmemory_policy: str | None
     maxmemory: int | None
 
-    def problems(self) -> list[str]:
-        """Why a 202 on this Redis could be lost; empty when it cannot."""
+    def problems(self, fsync: str | None = None) -> list[str]:
+        """Why a 202 on this Redis could be lost, or be worth less than ``fsync``
+        (QUEUE_FSYNC) says; empty when it cannot."""
         if self.appendonly is None:
             return ["cannot read Redis's configuration (CONFIG GET is refused), so what "
                     "a 202 is worth is unknown"]
         found = []
+        if fsync == "always" and self.appendonly == "yes" and self.appendfsync != "always":
+            found.append(f"appendfsync is {self.appendfsync!r} but QUEUE_FSYNC=always: a 202 "
+                         "would not be on disk (set appendfsync always, or QUEUE_FSYNC="
+                         "everysec to accept that)")
         if self.appendonly != "yes":
             found.append("appendonly is 'no': queued points live only in memory and a "
                          "Redis restart loses them (set appendonly yes)")

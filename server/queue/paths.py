@@ -3,15 +3,17 @@
 Both paths run the same code — the same Lua scripts, the same SQL, the same
 worker — and differ only in how much work goes into one round trip:
 
-=============================  =====  =========================
+=============================  =====  ==========================================
                                naive  pipelined
-=============================  =====  =========================
+=============================  =====  ==========================================
 points per queue chunk         1      QUEUE_BATCH_SIZE
-chunks per enqueue call        1      all of a request's chunks
+chunks per enqueue call        1      all of a request's chunks, and those of
+                                      every request that arrived while the
+                                      previous call was in flight (coalesced)
 points claimed per round trip  1      QUEUE_BATCH_SIZE
 points per validation query    1      the whole claim (batch)
 and per insert transaction
-=============================  =====  =========================
+=============================  =====  ==========================================
 
 ``make_path`` is the only place in the code base that branches on the name.
 """
@@ -32,13 +34,14 @@ class IngestPath:
     chunks_per_call: int  # 0 = every chunk of a request in one call
     claim_points: int
     commit_points: int
+    coalesce: bool  # concurrent requests share enqueue calls
 
 
 def make_path(name: str, batch_size: int) -> IngestPath:
     if name == NAIVE:
         return IngestPath(name, chunk_points=1, chunks_per_call=1, claim_points=1,
-                          commit_points=1)
+                          commit_points=1, coalesce=False)
     if name == PIPELINED:
         return IngestPath(name, chunk_points=batch_size, chunks_per_call=0,
-                          claim_points=batch_size, commit_points=batch_size)
+                          claim_points=batch_size, commit_points=batch_size, coalesce=True)
     raise ValueError(f"unknown ingest path {name!r}")

@@ -5,13 +5,16 @@ worker settles only after its PostgreSQL transaction committed.  A worker that
 dies in between leaves a lease that ``reclaim`` returns to the queue after
 ``QUEUE_LEASE_S``; the idempotent insert turns the redelivery into a no-op.
 
-Every method raises ``StoreUnavailable("redis")`` when Redis fails, never a
-redis-py exception.
+Every method raises domain errors, never a redis-py exception:
+``StoreUnavailable("redis")`` when Redis fails (``PoolTimeout`` when only this
+process's pool is busy), ``QueueFull`` past the admission bound or at Redis's
+``maxmemory``, ``EnqueueInterrupted`` when an enqueue stopped part-way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import time
@@ -24,10 +27,16 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from server.errors import EnqueueInterrupted, QueueFull, ServiceError, StoreUnavailable
+from server.errors import (
+    EnqueueInterrupted,
+    PoolTimeout,
+    QueueFull,
+    ServiceError,
+    StoreUnavailable,
+)
 from server.points import Point
 from server.queue import keys, scripts
-from server.queue.chunks import Chunk, Settlement, chunk_enqueued_ms, new_chunk_ids
+from server.queue.chunks import Chunk, Settlement, chunk_enqueued_ms, chunk_size, new_chunk_ids
 from server.queue.paths import IngestPath
 
 T = TypeVar("T")
@@ -41,12 +50,15 @@ def _now_ms() -> int:
 def _domain(exc: redis.exceptions.RedisError) -> ServiceError:
     """The domain meaning of a Redis failure."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "QUEUE_FULL" in text:
-        return QueueFull(f"the queue is full ({text.split('QUEUE_FULL ', 1)[1]}); "
-                         "retry shortly")
     if "OOM command not allowed" in text:
         return QueueFull("Redis is at its memory limit; retry shortly")
+    if "No connection available" in text:  # this process's pool, not Redis, is busy
+        return PoolTimeout("redis", "no Redis connection was free in time; retry shortly")
     return StoreUnavailable("redis", f"Redis is unavailable ({text})")
+
+
+def _queue_full(queued: int, bound: int) -> QueueFull:
+    return QueueFull(f"the queue is full ({queued} of {bound} points queued); retry shortly")
 
 
 def _maybe_applied(exc: redis.exceptions.RedisError) -> bool:
@@ -132,6 +144,9 @@ class PointQueue:
         self.dead_max_age_ms = int(dead_max_age_s * 1000)
         self.max_points = max_points  # admission bound in points; 0 = none
         self.wakeup = asyncio.Event()  # set on local enqueue so idle workers claim at once
+        self.enqueue_calls = 0  # ENQUEUE round trips made (coalescing makes fewer)
+        self._gathering: list[tuple[list[Any], int, asyncio.Future]] = []
+        self._flusher: asyncio.Future | None = None
         self._enqueue = client.register_script(scripts.ENQUEUE)
         self._claim = client.register_script(scripts.CLAIM)
         self._renew = client.register_script(scripts.RENEW)
@@ -140,6 +155,7 @@ class PointQueue:
         self._reclaim = client.register_script(scripts.RECLAIM)
         self._requeue_dead = client.register_script(scripts.REQUEUE_DEAD)
         self._purge_dead = client.register_script(scripts.PURGE_DEAD)
+        self._pause = client.register_script(scripts.PAUSE)
 
     def with_client(self, client: aioredis.Redis) -> PointQueue:
         """The same queue through another client (the workers' reserved connections)."""
@@ -153,30 +169,90 @@ class PointQueue:
     async def enqueue(self, points: Sequence[Point]) -> None:
         """Put points in the queue: chunked and grouped into calls as the path says.
 
-        Each call is all-or-nothing and refused whole past ``max_points``.  When a
-        later call fails, ``EnqueueInterrupted`` says how many points went in.
+        Each call is all-or-nothing and refused whole past ``max_points``
+        (``QueueFull``).  When a later call of a request fails, ``EnqueueInterrupted``
+        says how many of its points went in.  On a coalescing path a request is
+        one group of the next shared call.
         """
         size = self.path.chunk_points
         pieces = [points[i:i + size] for i in range(0, len(points), size)]
         ids = new_chunk_ids([len(piece) for piece in pieces])
-        per_call = self.path.chunks_per_call or len(pieces)
+        chunk_args: list[Any] = []
+        for chunk_id, piece in zip(ids, pieces):
+            chunk_args += (chunk_id, Chunk(chunk_id, list(piece)).payload())
+        if self.path.coalesce:
+            await self._coalesced(chunk_args, len(points))
+            return
+        per_call = 2 * (self.path.chunks_per_call or len(pieces))
         accepted = 0
-        for start in range(0, len(pieces), per_call):
-            args: list[Any] = [self.max_points]
-            count = 0
-            for chunk_id, piece in zip(ids[start:start + per_call],
-                                       pieces[start:start + per_call]):
-                args += (chunk_id, Chunk(chunk_id, list(piece)).payload())
-                count += len(piece)
+        for start in range(0, len(chunk_args), per_call):
+            group = chunk_args[start:start + per_call]
+            count = sum(chunk_size(chunk_id) for chunk_id in group[::2])
             try:
-                await self._enqueue(keys=[keys.ITEMS, keys.READY, keys.STATS], args=args)
+                admitted, queued, bound = await self._call_enqueue([group])
             except redis.exceptions.RedisError as exc:
                 unknown = count if _maybe_applied(exc) else 0
                 if accepted == 0 and unknown == 0:
                     raise _domain(exc) from exc
                 raise EnqueueInterrupted(_domain(exc), accepted=accepted,
                                          unknown=unknown) from exc
+            if not admitted:
+                full = _queue_full(queued, bound)
+                if accepted == 0:
+                    raise full
+                raise EnqueueInterrupted(full, accepted=accepted, unknown=0)
             accepted += count
+            self.wakeup.set()
+
+    async def _call_enqueue(self, groups: list[list[Any]]) -> tuple[int, int, int]:
+        """One ENQUEUE call for ``groups``; (groups admitted, queued before, bound)."""
+        args: list[Any] = [self.max_points]
+        for group in groups:
+            args += (len(group) // 2, *group)
+        self.enqueue_calls += 1
+        admitted, queued, bound = await self._enqueue(
+            keys=[keys.ITEMS, keys.READY, keys.STATS], args=args)
+        return int(admitted), int(queued), int(bound)
+
+    async def _coalesced(self, group: list[Any], count: int) -> None:
+        """Join the next shared ENQUEUE call; return once this group is in Redis.
+
+        Natural batching, as group commit does it: while one call is in flight,
+        the groups of the requests that arrive meanwhile gather, and go together
+        in the next call.  No timer: an idle queue sends a lone group at once.
+        """
+        done = asyncio.get_running_loop().create_future()
+        self._gathering.append((group, count, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_gathered())
+        await done
+
+    async def _flush_gathered(self) -> None:
+        while self._gathering:
+            batch, self._gathering = self._gathering, []
+            try:
+                admitted, queued, bound = await self._call_enqueue([g for g, _, _ in batch])
+            except BaseException as exc:
+                maybe = isinstance(exc, redis.exceptions.RedisError) and _maybe_applied(exc)
+                for _, count, done in batch:
+                    if done.done():
+                        continue
+                    if not isinstance(exc, redis.exceptions.RedisError):
+                        done.set_exception(StoreUnavailable("redis", f"enqueue failed: {exc!r}"))
+                    elif maybe:
+                        done.set_exception(EnqueueInterrupted(_domain(exc), accepted=0,
+                                                              unknown=count))
+                    else:
+                        done.set_exception(_domain(exc))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for index, (_, _, done) in enumerate(batch):
+                if not done.done():
+                    if index < admitted:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(_queue_full(queued, bound))
             self.wakeup.set()
 
     @_translated
@@ -231,8 +307,7 @@ class PointQueue:
     async def reclaim(self) -> tuple[int, int]:
         """Return expired leases to the queue and due retries; (expired, due) chunk counts."""
         expired, due = await self._reclaim(
-            keys=[keys.LEASES, keys.RETRY, keys.READY, keys.STATS, keys.HOLDERS,
-                  keys.HANDBACKS],
+            keys=[keys.LEASES, keys.RETRY, keys.READY, keys.STATS, keys.HOLDERS],
             args=[RECLAIM_LIMIT],
         )
         if expired or due:
@@ -253,11 +328,17 @@ class PointQueue:
             return [], None
         raw = await self.redis.hmget(keys.DEAD, ids)
         entries = []
-        for entry in raw:
-            if entry is not None:
+        for point_id, entry in zip(ids, raw):
+            if entry is None:
+                continue
+            try:
                 data = orjson.loads(entry)
-                data.pop("raw", None)
-                entries.append(data)
+            except orjson.JSONDecodeError:  # written by something else: show, don't fail
+                data = {"point": None, "key": point_id.decode(errors="replace"),
+                        "reason": "unreadable_entry", "raw_base64":
+                        base64.b64encode(entry).decode()}
+            data.pop("raw", None)
+            entries.append(data)
         return entries, (offset + limit if len(ids) == limit else None)
 
     @_translated
@@ -299,7 +380,7 @@ class PointQueue:
 
     @_translated
     async def pause(self) -> None:
-        await self.redis.set(keys.PAUSED, b"1")
+        await self._pause(keys=[keys.PAUSED, keys.HOLDERS])
 
     @_translated
     async def resume(self) -> None:

@@ -21,36 +21,49 @@ Rules every script follows:
   a write that frees (ZREM/HDEL/LPOP), so acknowledgements always go through
   when Redis is full, and memory falls as workers drain.  Only ENQUEUE grows
   first — at ``maxmemory`` it is refused whole, which is the point.
-* **Counted handbacks.** A chunk handed back by an unexpected error, or whose
-  lease expired, has its count raised in ``pq:handbacks`` (``"n:last error"``);
-  workers dead-letter a chunk handed back too often instead of looping on it.
+* **Counted handbacks.** A chunk handed back by an unexpected error (or whose
+  payload does not decode) has its count raised in ``pq:handbacks``
+  (``"n:last error"``); workers dead-letter a chunk handed back too often
+  instead of looping on it.  Store outages, shutdowns and expired leases are
+  nobody's fault and are not counted.
 
 Chunk ids end in ``-<points in chunk>`` so scripts count points without
 decoding payloads.
 """
 
-# KEYS: items ready stats   ARGV: max_points id1 payload1 id2 payload2 ...
-# Refused whole (nothing written) when the queue would exceed max_points (0 = no bound).
+# Enqueue groups of chunks (one group per request; several requests coalesce
+# into one call).  Groups are admitted in order while the queue stays within
+# max_points (0 = no bound); a group that does not fit, and every group after it,
+# is refused whole.  Returns {groups admitted, queued points before, bound}.
+# KEYS: items ready stats   ARGV: max_points (n_chunks (id payload)...)...
 ENQUEUE = """
-local total = 0
-for i = 2, #ARGV, 2 do
-  total = total + tonumber(string.match(ARGV[i], '(%d+)$'))
-end
 local bound = tonumber(ARGV[1])
+local queued = 0
 if bound > 0 then
   local c = redis.call('HMGET', KEYS[3], 'ready', 'inflight', 'retry')
-  local queued = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
-  if queued + total > bound then
-    return redis.error_reply('QUEUE_FULL ' .. queued .. ' of ' .. bound .. ' points queued')
+  queued = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0)
+end
+local i, admitted, total = 2, 0, 0
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local size = 0
+  for k = 0, n - 1 do
+    size = size + tonumber(string.match(ARGV[i + 1 + 2 * k], '(%d+)$'))
   end
+  if bound > 0 and queued + total + size > bound then break end
+  for k = 0, n - 1 do
+    redis.call('HSET', KEYS[1], ARGV[i + 1 + 2 * k], ARGV[i + 2 + 2 * k])
+    redis.call('RPUSH', KEYS[2], ARGV[i + 1 + 2 * k])
+  end
+  total = total + size
+  admitted = admitted + 1
+  i = i + 1 + 2 * n
 end
-for i = 2, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  redis.call('RPUSH', KEYS[2], ARGV[i])
+if total > 0 then
+  redis.call('HINCRBY', KEYS[3], 'ready', total)
+  redis.call('HINCRBY', KEYS[3], 'enqueued', total)
 end
-redis.call('HINCRBY', KEYS[3], 'ready', total)
-redis.call('HINCRBY', KEYS[3], 'enqueued', total)
-return total
+return {admitted, queued, bound}
 """
 
 # KEYS: items ready leases stats paused holders handbacks
@@ -189,16 +202,16 @@ end
 return moved
 """
 
-# Expired leases go back to the front (their holder is gone or too slow: the
-# lease no longer belongs to it, and the handback is counted); due retries go
-# to the back.
-# KEYS: leases retry ready stats holders handbacks   ARGV: limit
+# Expired leases go back to the front, oldest deadline first (their holder is
+# gone or cut off: the lease no longer belongs to it); due retries go to the back.
+# KEYS: leases retry ready stats holders   ARGV: limit
 RECLAIM = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
-for _, id in ipairs(expired) do
+for k = #expired, 1, -1 do
+  local id = expired[k]
   local n = tonumber(string.match(id, '(%d+)$'))
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[5], id)
@@ -206,8 +219,6 @@ for _, id in ipairs(expired) do
   redis.call('HINCRBY', KEYS[4], 'inflight', -n)
   redis.call('HINCRBY', KEYS[4], 'ready', n)
   redis.call('HINCRBY', KEYS[4], 'reclaimed', n)
-  local seen = tonumber(string.match(redis.call('HGET', KEYS[6], id) or '', '^(%d+)')) or 0
-  redis.call('HSET', KEYS[6], id, (seen + 1) .. ':lease expired')
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(due) do
@@ -218,6 +229,14 @@ for _, id in ipairs(due) do
   redis.call('HINCRBY', KEYS[4], 'ready', n)
 end
 return {#expired, #due}
+"""
+
+# Pause claiming.  KEYS: paused holders (a write that frees nothing comes first,
+# so an operator can pause a Redis that is at maxmemory).
+PAUSE = """
+redis.call('HDEL', KEYS[2], '')
+redis.call('SET', KEYS[1], '1')
+return 1
 """
 
 # Requeue dead-lettered points, each as a fresh chunk with its attempts reset.

@@ -25,13 +25,15 @@ import contextlib
 import functools
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from server.config import Settings
-from server.errors import PoolTimeout, ServiceError, StoreUnavailable
+from server.errors import PoolTimeout, StoreUnavailable
 from server.queue.breaker import CircuitBreaker
 from server.queue.chunks import Chunk, DeadChunk, DeadLetter, Settlement, well_formed
 from server.queue.counters import WorkerStats
+from server.queue.lease import LeaseKeeper
 from server.queue.paths import IngestPath
 from server.queue.redis_queue import RECLAIM_LIMIT, Claim, PointQueue, handbacks_of
 from server.queue.settlement import ClaimWriter
@@ -40,6 +42,7 @@ from server.storage.standings import StandingsFolder
 from server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IDLE_POLL_S = 0.05  # idle workers also wake on local enqueue, so this bounds cross-process lag
 RECLAIM_INTERVAL_S = 0.25
@@ -59,6 +62,7 @@ class Workers:
         self.supervisor = supervisor or Supervisor()
         self.busy: dict[int, float] = {}  # worker index -> claim start (monotonic)
         self.stopping = False
+        self._pending: set[asyncio.Future] = set()  # detached settles and releases
         self.postgres_breaker = CircuitBreaker("postgres")
         self.redis_breaker = CircuitBreaker("redis")
 
@@ -76,12 +80,17 @@ class Workers:
                 self.supervisor.start(name, factory)
 
     async def stop(self, timeout_s: float) -> None:
-        """Stop claiming, let claims in hand finish (bounded), then cancel the rest."""
+        """Stop claiming, let claims in hand finish (bounded), then cancel the rest;
+        wait for detached settles and hand-backs; fold the last deltas.  All of it
+        within ``timeout_s``."""
+        end = time.monotonic() + timeout_s
         self.stopping = True
         self.queue.wakeup.set()
         await self.supervisor.stop(timeout_s)
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=max(0.1, end - time.monotonic()))
         try:
-            await asyncio.wait_for(self.folder.fold_once(), max(0.1, timeout_s))
+            await asyncio.wait_for(self.folder.fold_once(), max(0.1, end - time.monotonic()))
         except (StoreUnavailable, TimeoutError) as exc:  # the log waits for the next start
             log.warning("final standings fold skipped: %s", exc)
 
@@ -99,8 +108,8 @@ class Workers:
         """One claim loop; ends when stopping, or by an unexpected error (supervised)."""
         while not self.stopping:
             handled = False
-            await self.postgres_breaker.wait_ready()
-            await self.redis_breaker.wait_ready()
+            pg_probe = await self.postgres_breaker.wait_ready()
+            redis_probe = await self.redis_breaker.wait_ready()
             if self.stopping:
                 break
             try:
@@ -108,9 +117,11 @@ class Workers:
             except StoreUnavailable as exc:  # Redis, while claiming or settling
                 self._store_failed(exc)
             finally:
-                # Whatever happened, a probe this worker held must not stay held.
-                self.postgres_breaker.release_probe()
-                self.redis_breaker.release_probe()
+                # A probe this worker holds must not stay held, whatever happened.
+                if pg_probe:
+                    self.postgres_breaker.release_probe()
+                if redis_probe:
+                    self.redis_breaker.release_probe()
             if not handled and not self.stopping:
                 self.queue.wakeup.clear()
                 with contextlib.suppress(TimeoutError):
@@ -158,36 +169,59 @@ class Workers:
         claim = await self.queue.claim(self.path.claim_points, self.settings.queue_lease_s)
         self.redis_breaker.record_success()
         if not claim:
-            self.postgres_breaker.release_probe()
             return False
         self.stats.claims += 1
         self.busy[index] = time.monotonic()
-        renewing = asyncio.create_task(self._renew(claim))
+        lease = LeaseKeeper(self.queue, claim, self.settings.queue_lease_s)
         try:
-            outcome = await self._see_through(claim)
-        except StoreUnavailable as exc:
-            self.stats.handbacks += 1
-            self._store_failed(exc)
-            log.warning("%s; handing back %d chunk(s)", exc, len(claim.raw))
-            # Shielded: a cancel during shutdown must not strand the leases.
-            await asyncio.shield(self.queue.release(claim))
-            return True
-        except BaseException as exc:
-            self.stats.handbacks += 1
-            # Unexpected errors count against the chunks (a bound stops a loop);
-            # a cancellation (shutdown) is no fault of theirs.
-            error = f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception) else None
-            await asyncio.shield(self.queue.release(claim, error=error))
-            raise
+            try:
+                outcome = await self._see_through(claim)
+            except StoreUnavailable as exc:
+                self.stats.handbacks += 1
+                self._store_failed(exc)
+                log.warning("%s; handing back %d chunk(s)", exc, len(claim.raw))
+                await self._detached(self.queue.release(claim))  # never strand the leases
+                return True
+            except BaseException as exc:
+                self.stats.handbacks += 1
+                # Unexpected errors count against the chunks (a bound stops a loop);
+                # a cancellation (shutdown) is no fault of theirs.
+                error = f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception) else None
+                await self._detached(self.queue.release(claim, error=error))
+                raise
+            finally:
+                self.busy.pop(index, None)
+            await self._detached(self._settle(claim, outcome))
         finally:
-            renewing.cancel()
-            self.busy.pop(index, None)
-        self.postgres_breaker.record_success()
-        if not await asyncio.shield(self.queue.settle(claim, outcome)):
+            lease.stop()
+        return True
+
+    async def _settle(self, claim: Claim, outcome: Settlement) -> None:
+        """Apply the settlement; a Redis failure is retried while the lease lasts."""
+        if not (outcome.acked or outcome.retries or outcome.dead):
+            return  # everything was handed back already
+        give_up = time.monotonic() + self.settings.queue_lease_s
+        while True:
+            try:
+                settled = await self.queue.settle(claim, outcome)
+                break
+            except StoreUnavailable as exc:
+                if time.monotonic() > give_up:
+                    raise  # the lease is gone: the chunks are redelivered, harmlessly
+                self._store_failed(exc)
+                await asyncio.sleep(0.2)
+        if not settled:
             self.stats.leases_lost += 1
             log.warning("lease of %d chunk(s) lost before settling; their new holder "
                         "settles them", len(claim.raw))
-        return True
+
+    async def _detached(self, work: Awaitable[T]) -> T:
+        """Run ``work`` so that cancelling the caller (shutdown) cannot cut it half-way;
+        ``stop`` waits for such work before the connections close."""
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return await asyncio.shield(task)
 
     async def _see_through(self, claim: Claim) -> Settlement:
         """Decode the claim, give up on chunks handed back too often, write the rest."""
@@ -221,23 +255,15 @@ class Workers:
         for chunk_id, error in undecodable:  # a counted handback; the others go on
             log.error("chunk %s: %s; handing it back", chunk_id, error)
             await self.queue.release(claim.subset([chunk_id]), error=error)
-        outcome = await self.writer.write(chunks) if chunks else Settlement()
         released = {chunk_id for chunk_id, _ in undecodable}
-        outcome.acked = [chunk_id for chunk_id in claim.ids if chunk_id not in released]
+        claim.raw[:] = [entry for entry in claim.raw if entry[0] not in released]
+        outcome = Settlement()
+        if chunks:
+            outcome = await self.writer.write(chunks)
+            self.postgres_breaker.record_success()
+        outcome.acked = claim.ids  # the written and the given-up ones
         outcome.dead += given_up
         return outcome
-
-    async def _renew(self, claim: Claim) -> None:
-        """Keep the claim's lease while its holder works (long writes, bisections)."""
-        lease_s = self.settings.queue_lease_s
-        while True:
-            await asyncio.sleep(lease_s / 3)
-            try:
-                held = await self.queue.renew(claim, lease_s)
-            except ServiceError:  # Redis away or full: the lease may lapse, and
-                continue  # fencing keeps a late settle harmless
-            if held < len(claim.raw):
-                return  # lost: the settle will be refused and say so
 
     def _store_failed(self, exc: StoreUnavailable) -> None:
         """Open the failing store's breaker; a local pool wait is not the store failing."""

@@ -29,7 +29,7 @@ import aiopg
 import psycopg2
 
 from server.config import Settings
-from server.errors import DataRejected, PoolTimeout, StoreUnavailable
+from server.errors import CommitUnknown, DataRejected, PoolTimeout, StoreUnavailable
 from server.storage import aiopg_patch  # noqa: F401  (see its docstring)
 
 PREPING_IDLE_S = 5.0
@@ -54,7 +54,15 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 @contextlib.contextmanager
 def translated_errors() -> Iterator[None]:
-    """psycopg2's exceptions become domain errors here, where they enter."""
+    """psycopg2's exceptions become domain errors here, where they enter.
+
+    One trap: when PostgreSQL cancels a statement (``statement_timeout``, an
+    operator's ``pg_cancel_backend``), aiopg raises a bare ``CancelledError`` in
+    place of psycopg2's ``QueryCanceledError``.  Passed on, it would look like a
+    cancellation of the task itself: a worker loop would end silently, a handler
+    would answer 500.  It is a store failure, so it is translated like one —
+    unless this task really is being cancelled.
+    """
     try:
         yield
     except TRANSIENT_ERRORS as exc:
@@ -62,6 +70,13 @@ def translated_errors() -> Iterator[None]:
         raise StoreUnavailable("postgres", f"PostgreSQL is unavailable ({text})") from exc
     except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
         raise DataRejected(str(exc).strip().splitlines()[0]) from exc
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if (isinstance(exc.__context__, psycopg2.extensions.QueryCanceledError)
+                and (task is None or task.cancelling() == 0)):
+            raise StoreUnavailable("postgres", "PostgreSQL cancelled a statement "
+                                   "(statement_timeout, or pg_cancel_backend)") from exc
+        raise
 
 
 class Database:
@@ -130,16 +145,25 @@ class Database:
                     with contextlib.suppress(*TRANSIENT_ERRORS):
                         await cur.execute("ROLLBACK")
                 raise
-            await cur.execute("COMMIT")
+            try:
+                await cur.execute("COMMIT")
+            except TRANSIENT_ERRORS as exc:
+                raise CommitUnknown("postgres", "PostgreSQL failed while committing: the "
+                                    "transaction may or may not have applied") from exc
 
     def pool_stats(self) -> dict[str, int]:
         return {"size": self.pool.size, "free": self.pool.freesize,
                 "min": self.pool.minsize, "max": self.pool.maxsize}
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Close the pools; connections still out after ``timeout_s`` are cut."""
         for pool in {id(self.pool): self.pool, id(self.read_pool): self.read_pool}.values():
             pool.close()
-            await pool.wait_closed()
+            try:
+                await asyncio.wait_for(pool.wait_closed(), timeout_s)
+            except TimeoutError:
+                await pool.clear()
+                pool.terminate()
 
 
 async def _create_pool(dsn: str, settings: Settings) -> aiopg.Pool:

@@ -169,11 +169,14 @@ async def test_a_refused_upload_says_where_to_resume_and_resuming_there_doubles_
         api: Api, service: Service, clean: Stores) -> None:
     cid, parts = await seed(api)
     service.deps.queue.max_points = 70  # the second chunk of 50 cannot fit whole
+    bad = b"%d,%d,not-a-number\n" % (cid, parts[0])  # line 2: rejected, and reported
     status, body = await api.post("/v1/points/bulk", content_type="text/csv",
-                                  body=HEADER + _csv(cid, parts, range(120)))
+                                  body=HEADER + bad + _csv(cid, parts, range(120)))
     assert status == 503 and body["error"]["code"] == "queue_full", body
-    resume = body["error"]["accepted_through_line"]  # line 1 is the header
-    assert body["error"]["accepted"] == resume - 1
+    error = body["error"]
+    assert (error["rejected"], [e["line"] for e in error["errors"]]) == (1, [2])
+    resume = error["accepted_through_line"] - 1  # lines 1 and 2: the header, the bad line
+    assert error["accepted"] == resume - 1
     # pipelined: the second chunk was refused whole; naive: it went in to the bound.
     assert resume - 1 == (70 if service.deps.path.name == "naive" else 50)
     await service.deps.workers.drain()

@@ -17,14 +17,14 @@ def _instance(kind: type) -> errors.ServiceError:
     if kind is errors.PartiallyAccepted:
         return kind(down, accepted_ids=["a"], unknown_ids=["b"])
     samples = {errors.StoreUnavailable: ("redis", "down"), errors.PoolTimeout: ("postgres", "x"),
+               errors.CommitUnknown: ("postgres", "link lost during COMMIT"),
                errors.SlugTaken: ("cup",), errors.NotPermitted: ("read", "admin")}
     return kind(*samples.get(kind, ("something",)))
 
 
-# Not for clients: DataRejected is caught by the workers (a data error reaching a
-# handler is a bug), EnqueueInterrupted by ingest (which turns it into
+# Not for clients: EnqueueInterrupted is caught by ingest (which turns it into
 # PartiallyAccepted).
-INTERNAL = (errors.ServiceError, errors.DataRejected, errors.EnqueueInterrupted)
+INTERNAL = (errors.ServiceError, errors.EnqueueInterrupted)
 
 
 @pytest.mark.parametrize("kind", [k for k in _all(errors.ServiceError) if k not in INTERNAL],
@@ -49,7 +49,6 @@ def test_every_store_outage_is_one_code_with_retry_after() -> None:
 
 def test_anything_else_is_a_bug_and_has_no_rendering() -> None:
     assert http_error_for(KeyError("x")) is None
-    assert http_error_for(errors.DataRejected("bigint out of range")) is None
 
 
 def test_a_partial_acceptance_renders_its_cause_with_what_was_accepted() -> None:

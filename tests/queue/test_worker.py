@@ -268,3 +268,61 @@ def test_a_local_pool_wait_never_opens_a_store_breaker(service: Service) -> None
     assert workers.postgres_breaker.state == CLOSED
     workers._store_failed(StoreUnavailable("postgres", "connection refused"))
     assert workers.postgres_breaker.state == OPEN
+
+
+@pytest.mark.parametrize("settings", [{"pg_statement_timeout_ms": 300}], indirect=True)
+async def test_a_statement_timeout_costs_nothing_and_kills_no_worker(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    _, body = await api.post("/v1/points", batch(cid, parts, "slow", 20))
+    workers = service.deps.workers
+    blocker = psycopg2.connect(clean.database_url)
+    try:
+        with blocker.cursor() as cur:  # every statement on points now outlives its timeout
+            cur.execute("LOCK TABLE points, standings IN ACCESS EXCLUSIVE MODE")
+        workers.start(1)
+        for _ in range(300):
+            if workers.stats.handbacks:
+                break
+            await asyncio.sleep(0.01)
+        status, answer = await api.get(f"/v1/competitions/{cid}/leaderboard", token="read")
+        assert status == 503 and answer["error"]["code"] == "unavailable"  # not a 500
+    finally:
+        blocker.rollback()
+        blocker.close()
+    for _ in range(500):
+        if (await service.deps.queue.stats())["totals"]["committed"] == 20:
+            break
+        await asyncio.sleep(0.02)
+    await workers.folder.fold_once()
+    assert_exact(clean, set(body["ids"]))
+    assert workers.stats.handbacks >= 1 and workers.supervisor.restarts_total == 0
+    totals = (await service.deps.queue.stats())["totals"]
+    assert (totals["retried"], totals["dead_lettered"]) == (0, 0)
+    assert await service.deps.redis.exists(keys.HANDBACKS) == 0  # not counted against it
+
+
+# Pipelined: the bad chunk and the good one must share a claim (naive claims one point).
+@pytest.mark.parametrize("ingest_path", ["pipelined"])
+@pytest.mark.parametrize("settings", [{"queue_lease_s": 1.0}], indirect=True)
+async def test_the_lease_is_kept_for_the_rest_of_a_claim_after_a_chunk_is_set_aside(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    await plant_chunk(service, b"\xff not json")
+    _, body = await api.post("/v1/points", batch(cid, parts, "kept", 10))
+    workers = service.deps.workers
+    blocker = psycopg2.connect(clean.database_url)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("LOCK TABLE points IN ACCESS EXCLUSIVE MODE")
+        task = asyncio.ensure_future(workers.work_once(0))
+        await asyncio.sleep(2.5)  # 2.5 leases: only renewal keeps the good chunks
+        assert not task.done()
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert await task
+    stats = await service.deps.queue.stats()
+    assert stats["totals"]["reclaimed"] == 0 and workers.stats.leases_lost == 0
+    await workers.drain()
+    assert_exact(clean, set(body["ids"]))

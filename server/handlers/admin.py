@@ -70,12 +70,12 @@ class DeadLettersHandler(BodyHandler):
     async def get(self) -> None:
         limit = self.query_int("limit", 100, 1, 1000)
         offset = self.query_int("cursor", 0, 0, 2**31)
-        items, next_offset = await self.deps.queue.dead_page(limit, offset)
+        items, next_offset = await self.deps.queue.dead.page(limit, offset)
         self.write_json({"items": items,
                          "next_cursor": str(next_offset) if next_offset is not None else None})
 
     async def delete_body(self) -> None:
-        purged = await self.deps.queue.purge_dead(_selection(self.body))
+        purged = await self.deps.queue.dead.purge(_selection(self.body))
         self.write_json({"purged": purged})
 
 
@@ -83,5 +83,5 @@ class RequeueHandler(BodyHandler):
     role = "admin"
 
     async def post_body(self) -> None:
-        requeued = await self.deps.queue.requeue_dead(_selection(self.body))
+        requeued = await self.deps.queue.dead.requeue(_selection(self.body))
         self.write_json({"requeued": requeued})

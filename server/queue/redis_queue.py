@@ -14,91 +14,28 @@ process's pool is busy), ``QueueFull`` past the admission bound or at Redis's
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from server.errors import (
-    EnqueueInterrupted,
-    PoolTimeout,
-    QueueFull,
-    ServiceError,
-    StoreUnavailable,
-)
+from server.errors import EnqueueInterrupted, StoreUnavailable
 from server.points import Point
 from server.queue import keys, scripts
 from server.queue.chunks import Chunk, Settlement, chunk_enqueued_ms, chunk_size, new_chunk_ids
+from server.queue.dead_letters import DeadLetterQueue
 from server.queue.paths import IngestPath
+from server.queue.redis_errors import domain_error, maybe_applied, queue_full, translated
 
-T = TypeVar("T")
 RECLAIM_LIMIT = 1000  # chunks moved per reclaim call; the reclaimer loops while busy
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _domain(exc: redis.exceptions.RedisError) -> ServiceError:
-    """The domain meaning of a Redis failure."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "OOM command not allowed" in text:
-        return QueueFull("Redis is at its memory limit; retry shortly")
-    if "No connection available" in text:  # this process's pool, not Redis, is busy
-        return PoolTimeout("redis", "no Redis connection was free in time; retry shortly")
-    return StoreUnavailable("redis", f"Redis is unavailable ({text})")
-
-
-def _queue_full(queued: int, bound: int) -> QueueFull:
-    return QueueFull(f"the queue is full ({queued} of {bound} points queued); retry shortly")
-
-
-def _maybe_applied(exc: redis.exceptions.RedisError) -> bool:
-    """Whether a failed call may still have run on the server (its reply was lost).
-
-    A refusal (an error reply, still loading) or a failure to connect or to get a
-    pooled connection means it did not; a timeout or a connection lost after
-    sending means it may have.
-    """
-    if isinstance(exc, redis.exceptions.ResponseError | redis.exceptions.BusyLoadingError):
-        return False
-    text = str(exc)
-    if "connecting to" in text or "No connection available" in text:
-        return False
-    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
-
-
-@contextlib.contextmanager
-def translated_errors() -> Iterator[None]:
-    """redis-py's exceptions become domain errors here, where they enter.
-
-    Any Redis failure (down, timed out, loading, read-only replica) means the same
-    to callers: the queue cannot take or give work now (``StoreUnavailable``); a
-    full queue or a Redis at ``maxmemory`` is ``QueueFull``.
-    """
-    try:
-        yield
-    except redis.exceptions.RedisError as exc:
-        raise _domain(exc) from exc
-
-
-def _translated(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Run a queue operation under ``translated_errors``."""
-
-    @functools.wraps(method)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
-        with translated_errors():
-            return await method(*args, **kwargs)
-
-    return wrapper
 
 
 @dataclass
@@ -147,14 +84,13 @@ class PointQueue:
         self.enqueue_calls = 0  # ENQUEUE round trips made (coalescing makes fewer)
         self._gathering: list[tuple[list[Any], int, asyncio.Future]] = []
         self._flusher: asyncio.Future | None = None
+        self.dead = DeadLetterQueue(client, self.wakeup)
         self._enqueue = client.register_script(scripts.ENQUEUE)
         self._claim = client.register_script(scripts.CLAIM)
         self._renew = client.register_script(scripts.RENEW)
         self._settle = client.register_script(scripts.SETTLE)
         self._release = client.register_script(scripts.RELEASE)
         self._reclaim = client.register_script(scripts.RECLAIM)
-        self._requeue_dead = client.register_script(scripts.REQUEUE_DEAD)
-        self._purge_dead = client.register_script(scripts.PURGE_DEAD)
         self._pause = client.register_script(scripts.PAUSE)
 
     def with_client(self, client: aioredis.Redis) -> PointQueue:
@@ -162,10 +98,10 @@ class PointQueue:
         twin = PointQueue(client, self.path, dead_max=self.dead_max,
                           dead_max_age_s=self.dead_max_age_ms / 1000,
                           max_points=self.max_points)
-        twin.wakeup = self.wakeup  # a local enqueue still wakes the idle workers at once
+        twin.wakeup = twin.dead.wakeup = self.wakeup  # a local enqueue wakes idle workers
         return twin
 
-    @_translated
+    @translated
     async def enqueue(self, points: Sequence[Point]) -> None:
         """Put points in the queue: chunked and grouped into calls as the path says.
 
@@ -191,13 +127,13 @@ class PointQueue:
             try:
                 admitted, queued, bound = await self._call_enqueue([group])
             except redis.exceptions.RedisError as exc:
-                unknown = count if _maybe_applied(exc) else 0
+                unknown = count if maybe_applied(exc) else 0
                 if accepted == 0 and unknown == 0:
-                    raise _domain(exc) from exc
-                raise EnqueueInterrupted(_domain(exc), accepted=accepted,
+                    raise domain_error(exc) from exc
+                raise EnqueueInterrupted(domain_error(exc), accepted=accepted,
                                          unknown=unknown) from exc
             if not admitted:
-                full = _queue_full(queued, bound)
+                full = queue_full(queued, bound)
                 if accepted == 0:
                     raise full
                 raise EnqueueInterrupted(full, accepted=accepted, unknown=0)
@@ -233,17 +169,17 @@ class PointQueue:
             try:
                 admitted, queued, bound = await self._call_enqueue([g for g, _, _ in batch])
             except BaseException as exc:
-                maybe = isinstance(exc, redis.exceptions.RedisError) and _maybe_applied(exc)
+                maybe = isinstance(exc, redis.exceptions.RedisError) and maybe_applied(exc)
                 for _, count, done in batch:
                     if done.done():
                         continue
                     if not isinstance(exc, redis.exceptions.RedisError):
                         done.set_exception(StoreUnavailable("redis", f"enqueue failed: {exc!r}"))
                     elif maybe:
-                        done.set_exception(EnqueueInterrupted(_domain(exc), accepted=0,
+                        done.set_exception(EnqueueInterrupted(domain_error(exc), accepted=0,
                                                               unknown=count))
                     else:
-                        done.set_exception(_domain(exc))
+                        done.set_exception(domain_error(exc))
                 if not isinstance(exc, Exception):
                     raise
                 continue
@@ -252,10 +188,10 @@ class PointQueue:
                     if index < admitted:
                         done.set_result(None)
                     else:
-                        done.set_exception(_queue_full(queued, bound))
+                        done.set_exception(queue_full(queued, bound))
             self.wakeup.set()
 
-    @_translated
+    @translated
     async def claim(self, max_points: int, lease_s: float) -> Claim:
         """Lease up to ``max_points`` (at least one chunk) for ``lease_s`` seconds."""
         token = uuid.uuid4().hex
@@ -267,13 +203,13 @@ class PointQueue:
         return Claim(token, [(flat[i].decode(), flat[i + 1], flat[i + 2].decode())
                              for i in range(0, len(flat), 3)])
 
-    @_translated
+    @translated
     async def renew(self, claim: Claim, lease_s: float) -> int:
         """Extend the claim's leases; return how many of its chunks are still held."""
         return int(await self._renew(keys=[keys.LEASES, keys.HOLDERS],
                                      args=[claim.token, int(lease_s * 1000), *claim.ids]))
 
-    @_translated
+    @translated
     async def settle(self, claim: Claim, outcome: Settlement) -> bool:
         """Apply a settlement; False (nothing applied) when the claim was lost."""
         args: list[Any] = [claim.token, outcome.committed, len(outcome.acked), *outcome.acked,
@@ -289,7 +225,7 @@ class PointQueue:
                   keys.HOLDERS, keys.HANDBACKS], args=args)
         return bool(settled)
 
-    @_translated
+    @translated
     async def release(self, claim: Claim, *, error: str | None = None) -> int:
         """Hand the claim's chunks back to the front of the queue.
 
@@ -303,7 +239,7 @@ class PointQueue:
             args=[claim.token, "0" if error is None else "1", (error or "")[:300],
                   *claim.ids]))
 
-    @_translated
+    @translated
     async def reclaim(self) -> tuple[int, int]:
         """Return expired leases to the queue and due retries; (expired, due) chunk counts."""
         expired, due = await self._reclaim(
@@ -314,80 +250,16 @@ class PointQueue:
             self.wakeup.set()
         return int(expired), int(due)
 
-    # --- dead letters ------------------------------------------------------------
-
-    @_translated
-    async def dead_page(self, limit: int, offset: int) -> tuple[list[dict[str, Any]], int | None]:
-        """DLQ entries, oldest failure first; returns (entries, next offset or None).
-
-        The cursor is an offset: entries requeued, purged or trimmed between two
-        pages shift it, so a page may skip or repeat an entry (admin view).
-        """
-        ids = await self.redis.zrange(keys.DEAD_INDEX, offset, offset + limit - 1)
-        if not ids:
-            return [], None
-        raw = await self.redis.hmget(keys.DEAD, ids)
-        entries = []
-        for point_id, entry in zip(ids, raw):
-            if entry is None:
-                continue
-            try:
-                data = orjson.loads(entry)
-            except orjson.JSONDecodeError:  # written by something else: show, don't fail
-                data = {"point": None, "key": point_id.decode(errors="replace"),
-                        "reason": "unreadable_entry", "raw_base64":
-                        base64.b64encode(entry).decode()}
-            data.pop("raw", None)
-            entries.append(data)
-        return entries, (offset + limit if len(ids) == limit else None)
-
-    @_translated
-    async def requeue_dead(self, point_ids: Sequence[str] | None) -> int:
-        """Move dead-lettered points (given ids, or all when None) back to the queue.
-
-        A dead-lettered chunk that could not be decoded has no point to requeue: it
-        stays for inspection until purged.
-        """
-        moved, skipped = 0, 0  # skipped: entries with no point to requeue (undecodable)
-        while True:
-            batch = list(point_ids) if point_ids is not None else [
-                i.decode() for i in await self.redis.zrange(keys.DEAD_INDEX, skipped,
-                                                            skipped + 999)]
-            if not batch:
-                return moved
-            entries = await self.redis.hmget(keys.DEAD, batch)
-            found = [(pid, orjson.loads(e)) for pid, e in zip(batch, entries) if e is not None]
-            points = [(pid, entry["raw"]) for pid, entry in found if entry.get("raw")]
-            skipped += len(found) - len(points)
-            args: list[Any] = []
-            for (point_id, raw), chunk_id in zip(points, new_chunk_ids([1] * len(points))):
-                args += (point_id, chunk_id, Chunk(chunk_id, [tuple(raw)]).payload())
-            if args:
-                moved += await self._requeue_dead(
-                    keys=[keys.DEAD, keys.DEAD_INDEX, keys.ITEMS, keys.READY, keys.STATS],
-                    args=args)
-                self.wakeup.set()
-            if point_ids is not None or not found:
-                return moved
-
-    @_translated
-    async def purge_dead(self, point_ids: Sequence[str] | None) -> int:
-        """Delete dead-lettered points (given ids, or all when None)."""
-        if point_ids is not None and not point_ids:
-            return 0
-        return int(await self._purge_dead(keys=[keys.DEAD, keys.DEAD_INDEX, keys.STATS],
-                                          args=list(point_ids or [])))
-
-    @_translated
+    @translated
     async def pause(self) -> None:
         await self._pause(keys=[keys.PAUSED, keys.HOLDERS])
 
-    @_translated
+    @translated
     async def resume(self) -> None:
         await self.redis.delete(keys.PAUSED)
         self.wakeup.set()
 
-    @_translated
+    @translated
     async def stats(self) -> dict[str, Any]:
         """Point counters plus the age of the oldest unclaimed chunk."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -214,11 +214,11 @@ async def test_dead_letters_can_be_requeued_once_and_purged(client: aioredis.Red
     queue = make_queue(client)
     letters = [DeadLetter(p, "unknown_participant", 8, 1, 2, "x") for p in points(3)]
     await queue.settle(Claim("t", []), Settlement(dead=letters))
-    assert await queue.requeue_dead(["p0", "nope"]) == 1
-    assert await queue.requeue_dead(["p0"]) == 0  # already moved: never twice
+    assert await queue.dead.requeue(["p0", "nope"]) == 1
+    assert await queue.dead.requeue(["p0"]) == 0  # already moved: never twice
     (chunk,) = decode(await queue.claim(10, lease_s=30))
     assert (chunk.points, chunk.attempts) == ([letters[0].point], 0)
-    assert await queue.purge_dead(None) == 2
+    assert await queue.dead.purge(None) == 2
     c = await counters(client)
     assert (c["dead"], await client.hlen(keys.DEAD), await client.zcard(keys.DEAD_INDEX)) \
         == (0, 0, 0)

@@ -113,7 +113,7 @@ class Ingest:
     async def _write_directly(self, points: Sequence[Point]) -> None:
         try:
             async with self.db.transaction() as cur:
-                _, refused = await sql.write_points(cur, points)
+                _, refused = await sql.write_points(cur, points, all_or_nothing=True)
                 if refused:
                     raise UnknownReferences(
                         f"the queue is unavailable and {refused[0][2]}, so these points "

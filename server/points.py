@@ -18,7 +18,6 @@ import hashlib
 import math
 import os
 import re
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -67,26 +66,25 @@ class _IdGenerator:
 
     Rendered as 32 lowercase hex characters, so string order is time order across
     processes (to the millisecond) and exact order within one.  The process tag is
-    re-drawn after a fork so forked workers never collide.
+    re-drawn in a forked child, so ``--processes`` never collide.  Ids are taken on
+    the event loop's one thread: no lock (it cost more than the rest, profiled).
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = -1
+        self._reseed()
+        os.register_at_fork(after_in_child=self._reseed)
 
     def _reseed(self) -> None:
-        self._pid = os.getpid()
         self._tag = int.from_bytes(os.urandom(4), "big")
         self._counter = int.from_bytes(os.urandom(5), "big")
 
     def take(self, n: int) -> list[str]:
-        with self._lock:
-            if self._pid != os.getpid():
-                self._reseed()
-            start = self._counter
-            self._counter = (start + n) % (1 << 48)
+        start = self._counter
+        self._counter = (start + n) & 0xFFFF_FFFF_FFFF
         prefix = f"{time.time_ns() // 1_000_000:012x}{self._tag:08x}"
-        return [f"{prefix}{(start + i) % (1 << 48):012x}" for i in range(n)]
+        if n == 1:
+            return [f"{prefix}{start:012x}"]
+        return [f"{prefix}{(start + i) & 0xFFFF_FFFF_FFFF:012x}" for i in range(n)]
 
 
 new_ids = _IdGenerator().take

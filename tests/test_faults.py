@@ -381,9 +381,12 @@ async def test_an_upload_refused_when_redis_and_postgres_fail_says_where_it_stop
         await asyncio.to_thread(own.redis.start)
         await asyncio.to_thread(own.postgres.start)
         in_redis = int((await service.deps.queue.stats())["totals"]["enqueued"])
-        # The reply's resume point is what Redis really holds (line 1 is the header).
-        assert error["accepted"] == in_redis >= 300
-        assert error["accepted_through_line"] == in_redis + 1
+        # The reply's resume point is what Redis surely holds (line 1 is the header);
+        # a call cut mid-flight is reported as unknown, and may or may not be in.
+        assert error["accepted_through_line"] == error["accepted"] + 1 >= 301
+        unknown = error.get("unknown_through_line", error["accepted_through_line"]) \
+            - error["accepted_through_line"]
+        assert error["accepted"] <= in_redis <= error["accepted"] + unknown
         # Re-sent whole with its key, whatever was unknown: every line once.
         data = b"competition_id,participant_id,value\n" + "".join(lines).encode()
         for _ in range(3):  # the first calls may meet connections to the old Redis

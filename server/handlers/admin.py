@@ -7,7 +7,6 @@ from typing import Any
 from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
 from server.jsonbody import decode_json
-from server.storage import reads
 
 MAX_IDS = 10_000
 
@@ -19,8 +18,7 @@ class QueueHandler(BaseHandler):
         deps = self.deps
         stats = await deps.queue.stats()
         totals = stats.pop("totals")
-        async with deps.db.cursor(read=True) as cur:
-            rate = await reads.committed_rate(cur)
+        rate = await deps.queue.committed_rate()
         self.write_json({
             **stats,
             "path": deps.path.name,

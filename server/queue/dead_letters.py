@@ -8,7 +8,6 @@ them, sends points back to the queue with their attempts reset, or purges them.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Sequence
 from typing import Any
@@ -19,10 +18,11 @@ import redis.asyncio as aioredis
 from server.queue import keys, scripts
 from server.queue.chunks import Chunk, new_chunk_ids
 from server.queue.redis_errors import translated
+from server.queue.wakeup import WakeUp
 
 
 class DeadLetterQueue:
-    def __init__(self, client: aioredis.Redis, wakeup: asyncio.Event) -> None:
+    def __init__(self, client: aioredis.Redis, wakeup: WakeUp) -> None:
         self.redis = client
         self.wakeup = wakeup  # a requeue wakes the idle workers
         self._requeue_dead = client.register_script(scripts.REQUEUE_DEAD)

@@ -10,7 +10,9 @@ RETRY = PREFIX + "retry"  # ZSET chunk id -> due time (ms, Redis TIME)
 DEAD = PREFIX + "dead"  # HASH point id -> dead-letter entry (orjson)
 DEAD_INDEX = PREFIX + "dead:index"  # ZSET point id -> last failure time (ms), for trim and paging
 STATS = PREFIX + "stats"  # HASH counters, point units: ready inflight retry dead enqueued ...
+COMMITTED_BY_S = PREFIX + "committed:by_s"  # HASH Redis-clock second -> points committed
 PAUSED = PREFIX + "paused"  # STRING present while claiming is paused
 CACHE_PREFIX = "cache:"  # read caches (leaderboard, stats, participant)
 
-QUEUE_KEYS = (ITEMS, READY, LEASES, HOLDERS, HANDBACKS, RETRY, DEAD, DEAD_INDEX, STATS, PAUSED)
+QUEUE_KEYS = (ITEMS, READY, LEASES, HOLDERS, HANDBACKS, RETRY, DEAD, DEAD_INDEX, STATS,
+              COMMITTED_BY_S, PAUSED)

@@ -30,6 +30,7 @@ from server.queue.chunks import Chunk, Settlement, chunk_enqueued_ms, chunk_size
 from server.queue.dead_letters import DeadLetterQueue
 from server.queue.paths import IngestPath
 from server.queue.redis_errors import domain_error, maybe_applied, queue_full, translated
+from server.queue.wakeup import WakeUp
 
 RECLAIM_LIMIT = 1000  # chunks moved per reclaim call; the reclaimer loops while busy
 
@@ -80,7 +81,7 @@ class PointQueue:
         self.dead_max = dead_max
         self.dead_max_age_ms = int(dead_max_age_s * 1000)
         self.max_points = max_points  # admission bound in points; 0 = none
-        self.wakeup = asyncio.Event()  # set on local enqueue so idle workers claim at once
+        self.wakeup = WakeUp()  # a local enqueue wakes an idle worker at once
         self.enqueue_calls = 0  # ENQUEUE round trips made (coalescing makes fewer)
         self._gathering: list[tuple[list[Any], int, asyncio.Future]] = []
         self._flusher: asyncio.Future | None = None
@@ -222,7 +223,7 @@ class PointQueue:
         args += (self.dead_max, self.dead_max_age_ms)
         settled, _ = await self._settle(
             keys=[keys.ITEMS, keys.LEASES, keys.RETRY, keys.STATS, keys.DEAD, keys.DEAD_INDEX,
-                  keys.HOLDERS, keys.HANDBACKS], args=args)
+                  keys.HOLDERS, keys.HANDBACKS, keys.COMMITTED_BY_S], args=args)
         return bool(settled)
 
     @translated
@@ -257,7 +258,7 @@ class PointQueue:
     @translated
     async def resume(self) -> None:
         await self.redis.delete(keys.PAUSED)
-        self.wakeup.set()
+        self.wakeup.wake_all()
 
     @translated
     async def stats(self) -> dict[str, Any]:
@@ -282,3 +283,12 @@ class PointQueue:
                        ("enqueued", "committed", "retried", "reclaimed", "dead_lettered",
                         "dlq_dropped")},
         }
+
+    @translated
+    async def committed_rate(self, window_s: int = 10) -> float:
+        """Points committed per second over the last ``window_s`` whole seconds (all
+        processes), from the per-second counts SETTLE keeps."""
+        seconds, _ = await self.redis.time()
+        fields = [seconds - k for k in range(1, window_s + 1)]
+        counts = await self.redis.hmget(keys.COMMITTED_BY_S, fields)
+        return round(sum(int(c) for c in counts if c is not None) / window_s, 1)

@@ -116,7 +116,7 @@ return held
 # schedule retries, dead-letter what is spent.  One atomic step, and only if the
 # caller still holds every acknowledged chunk (else nothing at all: the new
 # holder will settle them).  Returns {settled (0/1), dead-letter entries trimmed}.
-# KEYS: items leases retry stats dead dead_index holders handbacks
+# KEYS: items leases retry stats dead dead_index holders handbacks committed_by_s
 # ARGV: token committed n_ack ack_ids... n_retry (id payload delay_ms)...
 #       n_dead (point_id entry)... dead_max dead_max_age_ms
 SETTLE = """
@@ -153,7 +153,14 @@ local function drop(ids)
   end
 end
 drop(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - max_age, 'LIMIT', 0, 1000))
-redis.call('HINCRBY', KEYS[4], 'committed', tonumber(ARGV[2]))
+local committed = tonumber(ARGV[2])
+if committed > 0 then
+  -- Per second, for the admin view's recent commit rate (a minute is kept).
+  local second = math.floor(now / 1000)
+  redis.call('HDEL', KEYS[9], second - 60)
+  redis.call('HINCRBY', KEYS[9], second, committed)
+end
+redis.call('HINCRBY', KEYS[4], 'committed', committed)
 i = i + 1
 for _ = 1, n_retry do
   local id, payload, delay = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]); i = i + 3

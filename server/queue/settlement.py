@@ -1,8 +1,9 @@
 """Settling a claim: write its points to PostgreSQL and decide what becomes of each.
 
 Points are written in groups of ``path.commit_points``; each group is one
-transaction holding one reference-check query and one idempotent insert (which
-also logs the inserted rows' standings deltas).  A group's outcome:
+statement (so one transaction and one round trip) that checks the points'
+references, inserts those that hold (idempotent on id) and logs the inserted
+rows' standings deltas.  A group's outcome:
 
 * committed — acknowledged with the claim;
 * unknown competition/participant — retried with exponential backoff and full
@@ -67,7 +68,7 @@ class ClaimWriter:
                            failed: list[Failure]) -> None:
         points = [point for point, _ in group]
         try:
-            async with self.db.transaction() as cur:
+            async with self.db.cursor() as cur:  # one statement: its own transaction
                 inserted, refused = await sql.write_points(cur, points)
         except DataRejected as exc:
             await self._bisect(group, outcome, failed, exc)

@@ -21,7 +21,6 @@ Shutdown follows arq: stop claiming, wait (bounded) for claims in hand, cancel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -31,7 +30,14 @@ from typing import Any, TypeVar
 from server.config import Settings
 from server.errors import PoolTimeout, StoreUnavailable
 from server.queue.breaker import CircuitBreaker
-from server.queue.chunks import Chunk, DeadChunk, DeadLetter, Settlement, well_formed
+from server.queue.chunks import (
+    Chunk,
+    DeadChunk,
+    DeadLetter,
+    Settlement,
+    chunk_size,
+    well_formed,
+)
 from server.queue.counters import WorkerStats
 from server.queue.lease import LeaseKeeper
 from server.queue.paths import IngestPath
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 IDLE_POLL_S = 0.05  # idle workers also wake on local enqueue, so this bounds cross-process lag
+LINGER_S = 0.005  # after a claim of under a tenth of QUEUE_BATCH_SIZE (not on the naive path)
 RECLAIM_INTERVAL_S = 0.25
 
 
@@ -85,7 +92,7 @@ class Workers:
         within ``timeout_s``."""
         end = time.monotonic() + timeout_s
         self.stopping = True
-        self.queue.wakeup.set()
+        self.queue.wakeup.wake_all()
         await self.supervisor.stop(timeout_s)
         if self._pending:
             await asyncio.wait(set(self._pending), timeout=max(0.1, end - time.monotonic()))
@@ -122,10 +129,14 @@ class Workers:
                     self.postgres_breaker.release_probe()
                 if redis_probe:
                     self.redis_breaker.release_probe()
-            if not handled and not self.stopping:
-                self.queue.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.queue.wakeup.wait(), IDLE_POLL_S)
+            if self.stopping:
+                break
+            if not handled:
+                await self.queue.wakeup.wait(IDLE_POLL_S)
+            elif handled < self.path.claim_points // 10:
+                # A trickle: let a few more points gather, so that each claim, insert
+                # and settle carries more than a handful (a few ms of lag at most).
+                await asyncio.sleep(LINGER_S)
 
     async def reclaim_due(self) -> int:
         """Return every expired lease and due retry to the queue now (in calls of
@@ -164,12 +175,13 @@ class Workers:
 
     # --- one claim ---------------------------------------------------------------
 
-    async def work_once(self, index: int) -> bool:
-        """Claim once and see the claim through; False when nothing was claimed."""
+    async def work_once(self, index: int) -> int:
+        """Claim once and see the claim through; the points claimed (0: none)."""
         claim = await self.queue.claim(self.path.claim_points, self.settings.queue_lease_s)
         self.redis_breaker.record_success()
         if not claim:
-            return False
+            return 0
+        claimed = sum(chunk_size(chunk_id) for chunk_id in claim.ids)
         self.stats.claims += 1
         self.busy[index] = time.monotonic()
         lease = LeaseKeeper(self.queue, claim, self.settings.queue_lease_s)
@@ -181,7 +193,7 @@ class Workers:
                 self._store_failed(exc)
                 log.warning("%s; handing back %d chunk(s)", exc, len(claim.raw))
                 await self._detached(self.queue.release(claim))  # never strand the leases
-                return True
+                return claimed
             except BaseException as exc:
                 self.stats.handbacks += 1
                 # Unexpected errors count against the chunks (a bound stops a loop);
@@ -194,7 +206,7 @@ class Workers:
             await self._detached(self._settle(claim, outcome))
         finally:
             lease.stop()
-        return True
+        return claimed
 
     async def _settle(self, claim: Claim, outcome: Settlement) -> None:
         """Apply the settlement; a Redis failure is retried while the lease lasts."""

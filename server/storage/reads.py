@@ -44,13 +44,3 @@ async def competition_stats(cur: Any, competition_id: int) -> dict[str, Any]:
         "last_point_at": last_point_at,
         "points_per_minute": int(last_minute),
     }
-
-
-async def committed_rate(cur: Any, window_s: int = 10) -> float:
-    """Points committed per second over the last ``window_s`` seconds (any process)."""
-    await cur.execute(
-        "SELECT count(*) FROM points WHERE committed_at > clock_timestamp() - %s * interval '1s'",
-        (window_s,),
-    )
-    (count,) = await cur.fetchone()
-    return round(count / window_s, 1)

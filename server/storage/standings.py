@@ -1,7 +1,7 @@
 """Standings: the delta log written with each batch, folded into running totals.
 
 Workers write a batch's points and, in the same transaction, one delta row per
-(competition, participant) of the rows actually inserted (``INSERT_POINTS`` in
+(competition, participant) of the rows actually inserted (``WRITE_POINTS`` in
 ``points.py``): exactly-once by construction, and append-only, so concurrent
 workers never wait on each other's standings row locks (profiled: with 4
 workers upserting the same standings rows, commits serialised below the rate

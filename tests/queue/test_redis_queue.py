@@ -217,8 +217,21 @@ async def test_dead_letters_can_be_requeued_once_and_purged(client: aioredis.Red
     assert await queue.dead.requeue(["p0", "nope"]) == 1
     assert await queue.dead.requeue(["p0"]) == 0  # already moved: never twice
     (chunk,) = decode(await queue.claim(10, lease_s=30))
-    assert (chunk.points, chunk.attempts) == ([letters[0].point], 0)
+    assert (chunk.points, chunk.attempts) == ([list(letters[0].point)], 0)
     assert await queue.dead.purge(None) == 2
     c = await counters(client)
     assert (c["dead"], await client.hlen(keys.DEAD), await client.zcard(keys.DEAD_INDEX)) \
         == (0, 0, 0)
+
+
+async def test_the_recent_commit_rate_comes_from_per_second_counts(
+        client: aioredis.Redis) -> None:
+    queue = make_queue(client)
+    seconds, _ = await client.time()
+    await client.hset(keys.COMMITTED_BY_S, mapping={seconds - 1: 300, seconds - 5: 200,
+                                                    seconds - 30: 9999})
+    assert await queue.committed_rate(10) == 50.0  # (300 + 200) / 10 s; older ignored
+    await queue.enqueue(points(3))
+    claim = await queue.claim(10, lease_s=30)
+    await queue.settle(claim, Settlement(acked=claim.ids, committed=3))
+    assert int(await client.hget(keys.COMMITTED_BY_S, (await client.time())[0])) >= 3

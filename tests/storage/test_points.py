@@ -60,7 +60,7 @@ async def test_rows_postgresql_refuses_raise_data_rejected_and_write_nothing(
     cid, (a, *_) = await register(db)
     with pytest.raises(DataRejected):
         async with db.transaction() as cur:
-            await sql.insert_points(cur, [point("fine", cid, a), point("bad", cid, 2**63)])
+            await sql.write_points(cur, [point("fine", cid, a), point("bad", cid, 2**63)])
     assert run_sql(clean, "SELECT count(*) FROM points") == [(0,)]
 
 
@@ -73,3 +73,24 @@ async def test_count_committed_and_get_point(db: Database) -> None:
         row = await sql.get_point(cur, "g1")
         assert (row["id"], row["value"], row["participant_id"]) == ("g1", 1.5, a)
         assert await sql.get_point(cur, "missing") is None
+
+
+async def test_ids_with_quotes_backslashes_braces_and_commas_are_written_exactly(
+        db: Database, clean: Stores) -> None:
+    cid, (a, *_) = await register(db)
+    odd = ['say "hi"', "back\\slash", "{braces}", "a,b", " spaced ", "déjà-vu", "NULL", "\\\""]
+    async with db.cursor() as cur:
+        inserted, refused = await sql.write_points(cur, [point(i, cid, a, 0.1) for i in odd])
+    assert (inserted, refused) == (len(odd), [])
+    assert sorted(row[0] for row in run_sql(clean, "SELECT id FROM points")) == sorted(odd)
+    assert run_sql(clean, "SELECT DISTINCT value FROM points") == [(0.1,)]  # exact floats
+
+
+async def test_of_ids_repeated_in_one_write_the_first_wins(db: Database,
+                                                          clean: Stores) -> None:
+    cid, (a, b, _) = await register(db)
+    async with db.cursor() as cur:
+        inserted, _ = await sql.write_points(cur, [point("twice", cid, a, 1),
+                                                   point("twice", cid, b, 2)])
+    assert inserted == 1
+    assert run_sql(clean, "SELECT participant_id, value FROM points") == [(a, 1.0)]

@@ -10,9 +10,10 @@ points per queue chunk         1      QUEUE_BATCH_SIZE
 chunks per enqueue call        1      all of a request's chunks, and those of
                                       every request that arrived while the
                                       previous call was in flight (coalesced)
-points claimed per round trip  1      QUEUE_BATCH_SIZE
-points per validation query    1      the whole claim (batch)
-and per insert transaction
+points claimed per round trip  1      QUEUE_BATCH_SIZE, growing (×2 a claim, up to
+                                      ×8) while claims come back full: a backlog
+points per write statement     1      the whole claim
+(one transaction)
 =============================  =====  ==========================================
 
 ``make_path`` is the only place in the code base that branches on the name.
@@ -33,15 +34,17 @@ class IngestPath:
     chunk_points: int
     chunks_per_call: int  # 0 = every chunk of a request in one call
     claim_points: int
-    commit_points: int
+    commit_points: int  # 0 = the whole claim in one statement
     coalesce: bool  # concurrent requests share enqueue calls
+    max_claim_factor: int  # claims grow up to claim_points × this under a backlog
 
 
 def make_path(name: str, batch_size: int) -> IngestPath:
     if name == NAIVE:
         return IngestPath(name, chunk_points=1, chunks_per_call=1, claim_points=1,
-                          commit_points=1, coalesce=False)
+                          commit_points=1, coalesce=False, max_claim_factor=1)
     if name == PIPELINED:
         return IngestPath(name, chunk_points=batch_size, chunks_per_call=0,
-                          claim_points=batch_size, commit_points=batch_size, coalesce=True)
+                          claim_points=batch_size, commit_points=0, coalesce=True,
+                          max_claim_factor=8)
     raise ValueError(f"unknown ingest path {name!r}")

@@ -57,7 +57,7 @@ class ClaimWriter:
         """Write every point of the claim; decide retries and dead letters."""
         outcome = Settlement(acked=[c.id for c in chunks])
         pending = [(point, chunk) for chunk in chunks for point in chunk.points]
-        size = self.path.commit_points
+        size = self.path.commit_points or len(pending)
         failed: list[Failure] = []
         for start in range(0, len(pending), size):
             await self._write_group(pending[start:start + size], outcome, failed)

@@ -326,3 +326,22 @@ async def test_the_lease_is_kept_for_the_rest_of_a_claim_after_a_chunk_is_set_as
     assert stats["totals"]["reclaimed"] == 0 and workers.stats.leases_lost == 0
     await workers.drain()
     assert_exact(clean, set(body["ids"]))
+
+
+@pytest.mark.parametrize("settings", [{"queue_batch_size": 10}], indirect=True)
+async def test_claims_grow_under_a_backlog_and_shrink_back_after(
+        api: Api, service: Service, clean: Stores, ingest_path: str) -> None:
+    cid, parts = await seed(api)
+    _, body = await api.post("/v1/points", batch(cid, parts, "deep", 300))
+    workers = service.deps.workers
+    sizes = []
+    while claimed := await workers.work_once(0):
+        sizes.append(claimed)
+    if ingest_path == "naive":
+        assert set(sizes) == {1}  # naive stays naive: one point per round trip
+    else:
+        assert sizes[:4] == [10, 20, 40, 80]  # ×2 while claims come back full, ≤ ×8
+        assert max(sizes) == 80 and sum(sizes) == 300
+    assert workers._claim_size[0] == service.deps.path.claim_points  # empty: back to 1×
+    await workers.folder.fold_once()
+    assert_exact(clean, set(body["ids"]))

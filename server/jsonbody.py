@@ -1,15 +1,19 @@
 """Decoding request JSON strictly, with messages a client can act on.
 
 orjson decodes the common case.  When it refuses a body, the stdlib decoder
-takes a second look only to tell *why*: NaN/Infinity literals and integers past
-64 bits are parsed into markers that validation reports by index and field
-(422), while truly malformed JSON, non-UTF-8 bytes and absurd nesting are a 400.
+takes a second look only to tell *why*: NaN/Infinity literals are parsed into
+markers that validation reports by index and field (422), while truly malformed
+JSON, non-UTF-8 bytes and absurd nesting are a 400.
+
+orjson reads integers past 64 bits as floats.  Validation refuses them all the
+same, by field — an id that is a float is "not an integer", a value that large
+is out of range — so no second pass is needed (a regular-expression scan for
+long digit runs cost more than the parse itself: 13 ms for a 10,000-point body).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -17,17 +21,10 @@ import orjson
 from server.errors import MalformedInput
 from server.points import NonFinite
 
-# orjson reads integers past 64 bits as floats, silently losing digits; a body with
-# a run of 20+ digits is re-read by the stdlib so such integers stay exact and can
-# be refused by field.
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
-
 
 def decode_json(body: bytes) -> Any:
     try:
-        value = orjson.loads(body)
-        if not _LONG_DIGITS.search(body):
-            return value
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
     try:

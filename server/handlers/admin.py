@@ -24,6 +24,7 @@ class QueueHandler(BaseHandler):
             "path": deps.path.name,
             "throughput": {"committed_per_s_10s": rate, **totals},
             "workers": deps.workers.describe(),
+            "loop": deps.workers.loop_monitor.describe(),
             "worker_counters": deps.workers.stats.as_dict(),
         })
 

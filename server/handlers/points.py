@@ -34,8 +34,8 @@ class PointsHandler(BodyHandler):
         if ack not in ("queued", "committed"):
             raise BadParameter("query parameter 'ack' must be 'queued' or 'committed'",
                                details=[{"field": "ack", "message": "queued|committed"}])
-        points = validate_points(self._items(decode_json(self.body)), received_us,
-                                 keyed=self.idempotency_ids("i"))
+        points = await validate_points(self._items(decode_json(self.body)), received_us,
+                                       keyed=self.idempotency_ids("i"))
         ids = self._ids = [p[0] for p in points]
         ingest = self.deps.ingest
         where = await ingest.accept(points)

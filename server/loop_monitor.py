@@ -1,0 +1,59 @@
+"""How long the one event loop is held: a timer that measures its own lateness.
+
+Everything this process does — HTTP, enqueues, workers, the folder — shares one
+event loop, so a callback that runs 50 ms delays every other request by 50 ms
+(``/health`` included).  The monitor sleeps ``INTERVAL_S`` over and over and
+records how late it wakes: the lateness is at least the longest slice some
+callback held the loop (plus the loop's own scheduling noise).  Kept per second
+for the last minute, so the admin view and the harness can read the worst
+slice of each second, and in a histogram for ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+INTERVAL_S = 0.005
+# Histogram bucket bounds (seconds), Prometheus-style: cumulative counts ≤ each.
+BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class LoopMonitor:
+    def __init__(self) -> None:
+        self._by_second: deque[tuple[int, float]] = deque(maxlen=60)  # (second, max lag)
+        self.bucket_counts = [0] * len(BUCKETS_S)
+        self.count = 0
+        self.total_s = 0.0
+
+    def record(self, lag_s: float, now: float) -> None:
+        second = int(now)
+        if self._by_second and self._by_second[-1][0] == second:
+            if lag_s > self._by_second[-1][1]:
+                self._by_second[-1] = (second, lag_s)
+        else:
+            self._by_second.append((second, lag_s))
+        self.count += 1
+        self.total_s += lag_s
+        for index, bound in enumerate(BUCKETS_S):
+            if lag_s <= bound:
+                self.bucket_counts[index] += 1
+
+    async def run(self, stopping: Callable[[], bool]) -> None:
+        """Measure until ``stopping()`` (a supervised background task)."""
+        while not stopping():
+            start = time.perf_counter()
+            await asyncio.sleep(INTERVAL_S)
+            now = time.perf_counter()
+            self.record(max(0.0, now - start - INTERVAL_S), time.time())
+
+    def describe(self) -> dict[str, Any]:
+        """The worst lag of the last full second and of the last minute, in ms."""
+        current = int(time.time())
+        last = [lag for second, lag in self._by_second if second == current - 1]
+        return {"lag_max_ms_last_s": round(last[0] * 1000, 2) if last else 0.0,
+                "lag_max_ms_60s": round(max((lag for _, lag in self._by_second),
+                                            default=0.0) * 1000, 2)}

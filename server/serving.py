@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import traceback
@@ -47,12 +48,28 @@ def serve_process(settings: Settings, ready: Prepared) -> int:
                     settings, ready.stores.database_url, redis_url, sockets=ready.sockets))
             except StoreUnavailable as exc:
                 raise StartupError(str(exc)) from exc
+            quiet_garbage_collector()
             print(f"listening on http://{settings.address}:{service.port} "
                   f"(pid {os.getpid()}, ingest path {settings.ingest_path})", flush=True)
             await stop.wait()
         return 0
 
     return uvloop.run(main())
+
+
+def quiet_garbage_collector() -> None:
+    """Fewer, shorter pauses of the cyclic garbage collector on the one event loop.
+
+    Measured under a batch burst, collections of the older generations paused the
+    loop for 15-57 ms at a time (they traverse every long-lived object: modules,
+    classes, pools).  Everything alive once the service is up is frozen out of
+    collection (``gc.freeze``), and young collections run after 10,000 net
+    allocations instead of 700, so older ones run far less often; reference
+    counting still frees almost everything at once.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 100)
 
 
 def _fork_and_wait(settings: Settings, ready: Prepared) -> int:

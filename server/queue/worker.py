@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 IDLE_POLL_S = 0.05  # idle workers also wake on local enqueue, so this bounds cross-process lag
-LINGER_S = 0.005  # after a claim of under a tenth of QUEUE_BATCH_SIZE (not on the naive path)
+LINGER_S = 0.02  # after a claim of under a tenth of QUEUE_BATCH_SIZE (not on the naive path)
 RECLAIM_INTERVAL_S = 0.25
 
 
@@ -117,6 +117,13 @@ class Workers:
 
     async def run(self, index: int) -> None:
         """One claim loop; ends when stopping, or by an unexpected error (supervised)."""
+        self.queue.wakeup.active += 1
+        try:
+            await self._claim_loop(index)
+        finally:
+            self.queue.wakeup.active -= 1
+
+    async def _claim_loop(self, index: int) -> None:
         while not self.stopping:
             handled = False
             pg_probe = await self.postgres_breaker.wait_ready()
@@ -139,7 +146,7 @@ class Workers:
                 await self.queue.wakeup.wait(IDLE_POLL_S)
             elif handled < self.path.claim_points // 10:
                 # A trickle: let a few more points gather, so that each claim, insert
-                # and settle carries more than a handful (a few ms of lag at most).
+                # and settle carries more than a handful (20 ms of lag at most).
                 await asyncio.sleep(LINGER_S)
 
     async def reclaim_due(self) -> int:

@@ -1,9 +1,11 @@
 """The benchmarking harness: replays scenario files against the server and reports.
 
 ``run.py bench`` loads a scenario (``scenario``, ``executors``, ``thresholds``),
-starts the server once per ingest path (``server``), drives it from generator
+measures the bare stack's POST/s as the run's baseline (``baseline``), starts
+the server once per ingest path (``server``), drives it from generator
 processes (``loadgen``, ``workload``, ``httpclient``, ``metrics``) while sampling
-its queue (``sampler``), and writes raw figures, charts and a report
-(``runner``, ``report``, ``charts``).  It may import ``server``; ``server``
+its queue and loop lag (``sampler``) and the CPU of server, PostgreSQL and
+Redis (``cost``), and writes raw figures, charts and a report (``runner``,
+``report``, ``costtable``, ``charts``).  It may import ``server``; ``server``
 never imports it.
 """

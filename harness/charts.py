@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.transforms import blended_transform_factory
 
+from harness.cost import lag_seconds
 from harness.metrics import histogram_from
 from harness.scenario import INGEST_KINDS
 from server.queue.paths import NAIVE, PIPELINED
@@ -190,6 +191,13 @@ def throughput(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -> None:
     _save(fig, axes, out, outside=True)
 
 
+def _lag_points(run: dict[str, Any]) -> list[tuple[float, float]]:
+    """(mid-second since start, loop lag ms) per second the sampler saw; zeros left out
+    (the axis is logarithmic: a loop never held has nothing to draw)."""
+    lags = lag_seconds(run.get("samples", []))
+    return [(second + 0.5 - run["started"], lag) for second, lag in lags.items() if lag]
+
+
 def latency_over_time(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -> None:
     fig, axes = _panels(runs, sharey=True)
     for ax, (label, run) in zip(axes, runs.items(), strict=True):
@@ -201,12 +209,21 @@ def latency_over_time(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -
                     [s["p99_ms"] for s in phase["seconds"]], color=_color(label),
                     linestyle=STYLES[index % len(STYLES)], marker=".",
                     label=f"{phase['name']} p99")
+        # The server's own loop lag, on the same ms axis: a p99 that tracks it was
+        # spent waiting for the loop, not for the stores.
+        lags = sorted(_lag_points(run))
+        if lags:
+            ax.plot([x for x, _ in lags], [y for _, y in lags], color="#555555",
+                    linewidth=1, alpha=0.8, label="server loop held (max per s)")
         worst = heads.get(label, {}).get("worst phase p99 latency (ms)")
-        ax.set_title(f"{label}: worst phase p99 {_number(worst)} ms", fontsize=9)
-        ax.set_ylabel("ms from intended send")
+        lag_max = (run.get("server", {}).get("loop_lag_ms") or {}).get("max")
+        ax.set_title(f"{label}: worst phase p99 {_number(worst)} ms"
+                     + (f", loop held up to {_number(lag_max)} ms" if lag_max else ""),
+                     fontsize=9)
+        ax.set_ylabel("ms")
         ax.set_yscale("log")
-    fig.suptitle("Latency over time, p99 per second (coordinated-omission corrected)",
-                 fontsize=11)
+    fig.suptitle("Latency over time, p99 per second (coordinated-omission corrected), "
+                 "and the server's loop lag", fontsize=11)
     _save(fig, axes, out, outside=True)
 
 
@@ -232,7 +249,7 @@ def queue_and_lag(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -> No
         ax.set_title(
             f"{label}: queue peak {peak:,}, {drain}"
             f" · e2e lag p50 {lag.get('p50', NAN):.3f} s, p99 {lag.get('p99', NAN):.3f} s"
-            f" · peak RSS {heads.get(label, {}).get('peak RSS (MB)', NAN):.0f} MB", fontsize=9)
+            f" · peak RSS {heads.get(label, {}).get('peak RSS (MB)') or NAN:.0f} MB", fontsize=9)
     axes[0].set_ylim(bottom=0)  # after every panel is drawn: the shared scale fits them all
     fig.suptitle("Queue depth and server memory", fontsize=11)
     _save(fig, axes, out)

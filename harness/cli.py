@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.scenario import ScenarioError, list_scenarios, load
+from harness.scenario import Scenario, ScenarioError, list_scenarios, load
 from server.queue.paths import INGEST_PATHS
 
 _ALL_PATHS = ",".join(INGEST_PATHS)
@@ -22,8 +22,9 @@ def add_commands(commands: Any) -> None:
                     "when a threshold fails, 2 on a bad scenario.")
     bench.add_argument("scenarios", nargs="+", metavar="SCENARIO",
                        help="a name from `run.py scenarios` or a path to a .toml file")
-    bench.add_argument("--paths", default=_ALL_PATHS,
-                       help=f"comma-separated ingest paths (default {_ALL_PATHS})")
+    bench.add_argument("--paths",
+                       help="comma-separated ingest paths (default: the scenario's "
+                            f"`paths`, else {_ALL_PATHS})")
     bench.add_argument("--scale", type=float, default=1.0,
                        help="multiply rates, vus and point counts (default 1)")
     bench.add_argument("--seed", type=int, help="override the scenario's seed")
@@ -31,6 +32,10 @@ def add_commands(commands: Any) -> None:
     bench.add_argument("--target", help="URL of a running server (one path; no start-up)")
     bench.add_argument("--token", help="admin token for --target (or env BENCH_TOKEN)")
     bench.add_argument("--database-url", help="PostgreSQL of --target, for e2e lag")
+    bench.add_argument("--no-baseline", action="store_true",
+                       help="skip measuring the bare stack's POST/s first (saves ~5 s; "
+                            "`× baseline` thresholds are then not measured, and "
+                            "scenarios with rate_of_baseline refuse to run)")
     bench.add_argument("--vary", metavar="NAME=V1,V2",
                        help="also run each path once per value of one server setting "
                             "(e.g. QUEUE_FSYNC=always,everysec), all in this one run")
@@ -63,18 +68,27 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_paths(args: argparse.Namespace, scenario: Scenario) -> list[str] | str:
+    """The paths to run ``scenario`` on, or the problem with them as a message."""
+    if args.paths is None:
+        paths = list(scenario.paths)
+    else:
+        paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    bad = [p for p in paths if p not in INGEST_PATHS]
+    if bad or not paths:
+        return f"--paths: unknown path(s) {bad}; use any of {_ALL_PATHS}"
+    if args.target and len(paths) != 1:
+        return (f"{scenario.name}: --target runs one path: pass --paths with the path "
+                "that server uses")
+    if args.no_baseline and scenario.needs_baseline:
+        return (f"{scenario.name}: phase(s) {', '.join(scenario.needs_baseline)} set "
+                "rate_of_baseline, which needs the baseline: run without --no-baseline")
+    return paths
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.runner import RESULTS_DIR, bench
 
-    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    bad = [p for p in paths if p not in INGEST_PATHS]
-    if bad or not paths:
-        print(f"--paths: unknown path(s) {bad}; use any of {_ALL_PATHS}", file=sys.stderr)
-        return 2
-    if args.target and len(paths) != 1:
-        print("--target runs one path: pass --paths with the path that server uses",
-              file=sys.stderr)
-        return 2
     variants: list[dict[str, str]] = [{}]
     if args.vary:
         name, _, values = args.vary.partition("=")
@@ -90,14 +104,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    plans = [(scenario, _bench_paths(args, scenario)) for scenario in scenarios]
+    refused = [paths for _, paths in plans if isinstance(paths, str)]
+    for message in refused:
+        print(message, file=sys.stderr)
+    if refused:
+        return 2
     passed = True
-    for scenario in scenarios:
+    for scenario, paths in plans:
         if args.seed is not None:
             scenario = dataclasses.replace(scenario, seed=args.seed)
-        run_dir, ok = bench(scenario.scaled(args.scale), paths, out_dir=args.out or RESULTS_DIR,
-                            target_url=args.target, token=args.token,
-                            database_url=args.database_url, scale=args.scale,
-                            variants=variants)
+        run_dir, ok = bench(scenario.scaled(args.scale), list(paths),
+                            out_dir=args.out or RESULTS_DIR, target_url=args.target,
+                            token=args.token, database_url=args.database_url,
+                            scale=args.scale, variants=variants,
+                            measure_baseline=not args.no_baseline)
         print(f"{scenario.name}: {'all thresholds met' if ok else 'THRESHOLDS FAILED'} — "
               f"{run_dir / 'report.md'}")
         passed &= ok

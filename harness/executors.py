@@ -7,7 +7,10 @@ one; each executor reads only its own keys, so a key that belongs to another
 executor is refused as unknown rather than silently ignored.
 
 * ``ConstantRate`` / ``RampingRate`` — open model: requests are due on a
-  schedule whatever the server does.
+  schedule whatever the server does.  A constant rate may be written as a
+  fraction of the run's bare-stack baseline (``rate_of_baseline``), so one file
+  asks the same of a fast and a slow day; the runner resolves it to requests/s
+  once the baseline is measured.
 * ``ConstantClients`` — closed model: ``vus`` clients send, wait, think, repeat.
 * ``BulkUpload`` — files of ``points`` points streamed in chunks.
 """
@@ -41,20 +44,34 @@ class Stage:
 
 @dataclass(frozen=True)
 class ConstantRate:
-    """Open model: ``rate`` requests per second for ``duration_s`` seconds."""
+    """Open model: ``rate`` requests per second for ``duration_s`` seconds.
+
+    With ``rate_of_baseline`` the rate is that multiple of the run's baseline
+    POST/s; ``rate`` stays None until ``resolved`` sets it, and the generator
+    refuses a phase whose rate was never resolved.
+    """
 
     NAME: ClassVar[str] = "constant-rate"
-    rate: float
+    rate: float | None
     duration_s: float
     arrival: str = "even"  # even | poisson
     connections: int = 16  # keep-alive connections a due request may wait for
+    rate_of_baseline: float | None = None  # requests/s per baseline POST/s
 
     @property
     def total_s(self) -> float:
         return self.duration_s
 
     def scaled(self, factor: float) -> ConstantRate:
-        return replace(self, rate=_grow(self.rate, factor, 0.1))
+        if self.rate_of_baseline is not None:  # scaled now, resolved once measured
+            return replace(self, rate_of_baseline=self.rate_of_baseline * factor)
+        return replace(self, rate=_grow(self.rate or 0.0, factor, 0.1))
+
+    def resolved(self, baseline_rps: float) -> ConstantRate:
+        """The rate in requests/s from the run's baseline (never below 0.1/s)."""
+        if self.rate_of_baseline is None:
+            return self
+        return replace(self, rate=round(max(0.1, self.rate_of_baseline * baseline_rps), 2))
 
 
 @dataclass(frozen=True)
@@ -117,11 +134,19 @@ Executor = ConstantRate | RampingRate | ConstantClients | BulkUpload
 
 
 def _constant_rate(r: TableReader) -> ConstantRate:
+    rate = r.get("rate", float, low=0.1)
+    of_baseline = r.get("rate_of_baseline", float, low=1e-6, high=100)
+    if "rate" in r.table and "rate_of_baseline" in r.table:
+        r.problems.append(f"{r.prefix}rate_of_baseline: give rate or rate_of_baseline, "
+                          "not both")
+    elif "rate" not in r.table and "rate_of_baseline" not in r.table:
+        r.problems.append(f"{r.prefix}rate: is required (or rate_of_baseline)")
     return ConstantRate(
-        rate=r.get("rate", float, required=True, low=0.1),
+        rate=rate,
         duration_s=r.get("duration_s", float, required=True, low=0.1),
         arrival=r.get("arrival", str, "even", choices=ARRIVALS),
-        connections=r.get("connections", int, 16, low=1, high=2000))
+        connections=r.get("connections", int, 16, low=1, high=2000),
+        rate_of_baseline=of_baseline)
 
 
 def _ramping_rate(r: TableReader) -> RampingRate:

@@ -12,7 +12,14 @@ Executors (``harness.executors``), chosen by type:
 * ``ConstantClients`` — closed model: ``vus`` clients, each sends, waits for the
   answer, thinks, repeats.  (Here intended = actual send time, which is exactly
   why a closed loop hides stalls.)
-* ``BulkUpload`` — files of N points streamed as chunked CSV/NDJSON.
+* ``BulkUpload`` — files of N points streamed as chunked CSV/NDJSON, built
+  before the clock starts (``Workload.prebuild``).
+
+A phase's process first prepares (imports, its workload, its files), then says
+it is ready and waits for the runner's ``StartSignal``: the runner starts every
+phase of a group at one wall time once all are ready, so no phase starts while
+another is still building its files, and the runner can read the server's CPU
+clocks exactly when the load starts.
 
 The process records its own CPU time, and marks the phase ``fell_behind`` when
 it dropped requests or dispatched them late by more than 100 ms.
@@ -25,6 +32,7 @@ import contextlib
 import random
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -162,12 +170,12 @@ async def _bulk(upload: BulkUpload, work: Workload, host: str, port: int, rec: P
                 t0: float, target: Target) -> None:
     content_type = "text/csv" if upload.format == "csv" else "application/x-ndjson"
     head = build_stream_head(f"{target.url}/v1/points/bulk", target.token, content_type)
-    for _ in range(upload.files):
+    for pieces in work.files(upload):
         conn = Connection(host, port)
         rec.intended += 1
         start = _now()
         try:
-            status, body = await conn.stream(head, work.bulk_pieces(upload))
+            status, body = await conn.stream(head, iter(pieces))
             accepted = orjson.loads(body).get("accepted", 0) if status == 202 else 0
         except (HttpError, OSError, orjson.JSONDecodeError):
             status, accepted = 599, 0
@@ -178,10 +186,15 @@ async def _bulk(upload: BulkUpload, work: Workload, host: str, port: int, rec: P
 
 
 async def run_phase(phase: Phase, setup: Setup, target: Target, seed: int, run_id: str,
-                    start_at_wall: float, live: Any = None) -> dict[str, Any]:
+                    start_at_wall: float, live: Any = None,
+                    work: Workload | None = None) -> dict[str, Any]:
+    """Run one phase from ``start_at_wall`` (a ``time.time()``); its result figures."""
+    if isinstance(phase.executor, ConstantRate) and phase.executor.rate is None:
+        raise ValueError(f"phase {phase.name!r}: rate_of_baseline was never resolved "
+                         "to a rate (the run has no baseline)")
     parts = urlsplit(target.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    work = Workload(setup, phase, target, seed, run_id)
+    work = work or Workload(setup, phase, target, seed, run_id)
     rec = PhaseRecorder(phase.name, phase.kind, phase.warmup_s, live)
     await asyncio.sleep(max(0.0, start_at_wall - time.time()))
     t0 = _now()
@@ -199,12 +212,37 @@ async def run_phase(phase: Phase, setup: Setup, target: Target, seed: int, run_i
     return result
 
 
+@dataclass
+class StartSignal:
+    """How the runner starts a group's generator processes together (multiprocessing objects).
+
+    Each process releases ``ready`` once prepared, then waits for ``go``;
+    the runner sets ``at`` (a ``time.time()``) before it sets ``go``.
+    """
+
+    ready: Any  # Semaphore(0)
+    go: Any  # Event
+    at: Any  # RawValue("d")
+
+    def wait(self, timeout_s: float) -> float:
+        """Say this process is ready; the wall time to start at."""
+        self.ready.release()
+        if not self.go.wait(timeout_s):
+            raise TimeoutError("the runner never started the group")
+        return float(self.at.value)
+
+
 def phase_process(phase: Phase, setup: Setup, target: Target, seed: int, run_id: str,
-                  start_at_wall: float, out: str, live: Any = None) -> None:
-    """Entry point of a generator process: run the phase, write its result as JSON."""
+                  start: StartSignal, out: str, live: Any = None) -> None:
+    """Entry point of a generator process: prepare, run the phase, write its result as JSON."""
     import uvloop
 
-    result = uvloop.run(run_phase(phase, setup, target, seed, run_id, start_at_wall, live))
+    work = Workload(setup, phase, target, seed, run_id)
+    if isinstance(phase.executor, BulkUpload):
+        work.prebuild(phase.executor)
+    start_at_wall = start.wait(timeout_s=600)
+    result = uvloop.run(run_phase(phase, setup, target, seed, run_id, start_at_wall, live,
+                                  work))
     Path(out).write_bytes(orjson.dumps(result))
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from harness import thresholds
+from harness import cost, thresholds
+from harness.costtable import baseline_line, cost_table
 from harness.metrics import histogram_from, new_histogram
 from harness.scenario import INGEST_KINDS, ScenarioError
 from server.queue.paths import NAIVE, PIPELINED
@@ -31,25 +33,42 @@ def _accepted_rate(run: dict[str, Any]) -> float | None:
     return round(sum(p["points_ok"] for p in phases) / busy, 1) if busy else None
 
 
-def headline(run: dict[str, Any]) -> dict[str, Any]:
-    """The few figures a comparison is about."""
+def _of(value: float | None, baseline_rps: float | None) -> float | None:
+    return round(value / baseline_rps, 3) if value is not None and baseline_rps else None
+
+
+def headline(run: dict[str, Any], baseline_rps: float | None = None) -> dict[str, Any]:
+    """The few figures a comparison is about.
+
+    Rates are also given per baseline POST/s: two days' runs compare by those,
+    since the machine itself drifts between them.
+    """
     phases = run["phases"]
     p99s = [p["latency_ms"].get("p99") for p in phases if p["latency_ms"].get("count")]
     server = run.get("server", {})
+    accepted, committed = _accepted_rate(run), server.get("committed_points_per_s")
+    whole = (run.get("cost") or {}).get("whole_run") or {}
+    per_point = whole.get("cpu_us_per_point") or {}
+    peak_rss = run.get("peak_rss_mb")
     return {
-        "accepted points/s": _accepted_rate(run),
-        "committed points/s": server.get("committed_points_per_s"),
+        "accepted points/s": accepted,
+        "accepted ÷ baseline POST/s": _of(accepted, baseline_rps),
+        "committed points/s": committed,
+        "committed ÷ baseline POST/s": _of(committed, baseline_rps),
         "worst phase p99 latency (ms)": max(p99s) if p99s else None,
         "e2e lag p99 (s)": server.get("e2e_lag_s", {}).get("p99"),
+        "loop lag max (ms)": (server.get("loop_lag_ms") or {}).get("max"),
+        "server CPU µs/point": per_point.get("server"),
         "errors": sum(p["errors"] for p in phases),
         "dropped": sum(p["dropped"] for p in phases),
-        "peak RSS (MB)": round(run.get("peak_rss_mb", 0), 1),
+        "peak RSS (MB)": round(peak_rss, 1) if peak_rss is not None else None,
     }
 
 
-def compare_paths(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def compare_paths(runs: dict[str, dict[str, Any]], baseline_rps: float | None = None
+                  ) -> dict[str, Any]:
     """Headline figures side by side; pipelined ÷ naive for the throughputs."""
-    heads = {path: headline(run) for path, run in runs.items()}
+    heads = {path: headline(run, baseline_rps) for path, run in runs.items()}
     out: dict[str, Any] = {"headline": heads}
     if {NAIVE, PIPELINED} <= set(runs):
         for metric in ("accepted points/s", "committed points/s"):
@@ -73,7 +92,13 @@ def recheck(summary: dict[str, Any], source: Path) -> list[dict[str, Any]]:
     parsed = thresholds.parse_texts(texts, phases, problems)
     if problems:
         raise ScenarioError(source, problems)
-    return thresholds.check(parsed, summary["runs"])
+    return thresholds.check(parsed, summary["runs"], baseline_rps=baseline_rps(summary),
+                            comparison=compare_paths(summary["runs"]))
+
+
+def baseline_rps(summary: dict[str, Any]) -> float | None:
+    """The run's bare-stack POST/s, or None (``--no-baseline``, or a run from before it)."""
+    return (summary.get("baseline") or {}).get("bare_post_rps")
 
 
 def write_raw(run_dir: Path, summary: dict[str, Any]) -> None:
@@ -87,6 +112,11 @@ def write_raw(run_dir: Path, summary: dict[str, Any]) -> None:
                 "queue_depth": sample.get("queue_depth"), "rss_mb": round(sample["rss_mb"], 1),
                 "accepted_points_per_s": round(sample.get("accepted_per_s") or 0, 1),
                 "phase": sample["phase"]})
+        # A lag is the worst of one wall second: it goes to the row that second mostly covers.
+        for lag_second, lag in cost.lag_seconds(run["samples"]).items():
+            if (second := math.floor(lag_second + 0.5 - run["started"])) >= 0:
+                row = per_second.setdefault(second, {})
+                row["loop_lag_ms"] = max(lag, row.get("loop_lag_ms", 0.0))
         for wall, count in run.get("server", {}).get("committed_per_second", []):
             per_second.setdefault(int(wall - run["started"]), {})["committed_points"] = count
         for phase in run["phases"]:
@@ -107,7 +137,7 @@ def write_raw(run_dir: Path, summary: dict[str, Any]) -> None:
         (run_dir / f"latency_{path}.hgrm").write_bytes(buffer.getvalue())
     columns = ["path", "second", "phase", "requests_sent", "requests_ok", "requests_errors",
                "points_ok", "p99_ms", "accepted_points_per_s", "committed_points",
-               "queue_depth", "rss_mb"]
+               "queue_depth", "rss_mb", "loop_lag_ms"]
     with open(run_dir / "timeseries.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -142,7 +172,8 @@ def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     from harness import charts
 
     summary = orjson.loads((run_dir / "summary.json").read_bytes())
-    summary["comparison"] = compare_paths(summary["runs"])  # always from the raw runs
+    # Always from the raw runs, so a run from before a headline figure existed has it too.
+    summary["comparison"] = compare_paths(summary["runs"], baseline_rps(summary))
     verdicts = recheck(summary, run_dir / "summary.json")
     images = charts.draw_all(run_dir, summary)
     lines = [f"# {summary['scenario']} — {summary['created']}", "",
@@ -150,7 +181,8 @@ def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
              f"Paths: {', '.join(summary['paths'])}; seed {summary['seed']}; scale "
              f"{summary['scale']}; commit `{summary['git_commit'][:12]}`; "
              f"{summary['environment']['cpus']} CPUs, Python "
-             f"{summary['environment']['python']}.", "", "## Headline", ""]
+             f"{summary['environment']['python']}.", "", baseline_line(summary), "",
+             "## Headline", ""]
     heads = summary["comparison"]["headline"]
     paths = list(heads)
     lines += ["| figure | " + " | ".join(paths) + " |", "|---|" + "---|" * len(paths)]
@@ -167,6 +199,7 @@ def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
         for v in verdicts:
             lines.append(f"| `{v['threshold']}` | {v['path']} | {v['shown']} | "
                          f"{'pass' if v['passed'] else '**FAIL**'} |")
+    lines += cost_table(summary)
     for path, run in summary["runs"].items():
         lines += ["", f"## {path}", "",
                   f"Generator ceiling (closed loop on GET /health, 32 connections, 1 s): "
@@ -202,10 +235,13 @@ def compare_runs(a_dir: Path, b_dir: Path, out_dir: Path, min_change: float = MI
     merged = {"runs": runs, "comparison": compare_paths(runs)}
     images = charts.draw_all(out_dir, merged)
     lines = [f"# Comparison: A = {a_dir}, B = {b_dir}", "",
+             f"Baseline (bare stack POST/s): A {_fmt(baseline_rps(a))}, "
+             f"B {_fmt(baseline_rps(b))}; rates ÷ baseline compare across days.", "",
              f"Changes smaller than {min_change:.0%} are shown as ~.", "",
              "| path | figure | A | B | change |", "|---|---|---|---|---|"]
     for path in sorted(set(a["runs"]) & set(b["runs"])):
-        ha, hb = headline(a["runs"][path]), headline(b["runs"][path])
+        ha = headline(a["runs"][path], baseline_rps(a))
+        hb = headline(b["runs"][path], baseline_rps(b))
         for metric in ha:
             va, vb = ha[metric], hb[metric]
             if isinstance(va, int | float) and isinstance(vb, int | float) and va:

@@ -1,10 +1,15 @@
 """``run.py bench``: replay a scenario against each ingest path and write the results.
 
+First, before any server starts, measure the bare stack's baseline
+(``harness.baseline``): thresholds and ``rate_of_baseline`` rates are read
+against it, and runs of different days compare as fractions of it.
 Per path: start the server on fresh embedded stores (or use ``--target``),
 register the scenario's competitions and participants, measure the generator's
-own ceiling, run the phase groups (each phase in its own generator process),
-sample queue depth, RSS and commits (``harness.sampler``), wait for the queue to
-drain, then read end-to-end lag (received_at → committed_at) from the rows themselves.
+own ceiling, run the phase groups (each phase in its own generator process,
+started together once all are ready), sample queue depth, RSS, commits and loop
+lag (``harness.sampler``), read the CPU clocks of server, PostgreSQL and Redis
+around each group (``harness.cost``), wait for the queue to drain, then read
+end-to-end lag (received_at → committed_at) from the rows themselves.
 Raw figures are written first (summary.json, timeseries.csv, .hgrm); charts and
 report.md are drawn from those files.
 """
@@ -24,7 +29,8 @@ from typing import Any
 
 import orjson
 
-from harness import loadgen, report, thresholds
+from harness import baseline, cost, loadgen, report, thresholds
+from harness.cost import CpuClocks
 from harness.sampler import Sampler
 from harness.scenario import Phase, Scenario
 from harness.server import ROOT, ManagedServer, api
@@ -54,33 +60,63 @@ def _setup_catalog(url: str, token: str, scenario: Scenario, run_id: str) -> Tar
     return Target(url=url, token=token, participants=participants)
 
 
+def _start_together(procs: list[tuple[Phase, Any, str]], start: loadgen.StartSignal,
+                    timeout_s: float = 600) -> float:
+    """Wait until every generator is prepared, then start them all at one wall time."""
+    deadline = time.monotonic() + timeout_s
+    waiting = len(procs)
+    while waiting:
+        if start.ready.acquire(timeout=0.5):
+            waiting -= 1
+            continue
+        dead = [phase.name for phase, proc, _ in procs if proc.exitcode not in (None, 0)]
+        if dead or time.monotonic() > deadline:
+            raise RuntimeError(f"generator(s) for {', '.join(dead) or 'the group'} "
+                               "did not get ready")
+    start.at.value = time.time() + 0.2  # a moment for every process to see ``go``
+    start.go.set()
+    return start.at.value
+
+
 def _run_group(group: list[Phase], scenario: Scenario, target: Target, run_id: str,
-               sampler: Sampler) -> list[dict[str, Any]]:
+               sampler: Sampler, clocks: CpuClocks | None) -> tuple[list[dict], dict]:
+    """Run one group of concurrent phases; (their results, the group's cost record)."""
     ctx = multiprocessing.get_context("spawn")
     live = ctx.RawArray("q", 2)  # requests sent and failed, summed over the group
     sampler.counters = live
-    start_at = time.time() + 1.0  # every process starts its clock together
-    sampler.boundary("+".join(p.name for p in group), start_at)
-    with tempfile.TemporaryDirectory() as tmp:
-        procs = []
-        for phase in group:
-            out = str(Path(tmp) / f"{phase.name}.json")
-            proc = ctx.Process(target=loadgen.phase_process,
-                               args=(phase, scenario.setup, target, scenario.seed, run_id,
-                                     start_at, out, live))
-            proc.start()
-            procs.append((phase, proc, out))
-        results = []
-        for phase, proc, out in procs:
-            proc.join(phase.total_s + 600)
-            if proc.is_alive():  # a generator that hangs is stopped, by its pid
+    start = loadgen.StartSignal(ready=ctx.Semaphore(0), go=ctx.Event(),
+                                at=ctx.RawValue("d", 0.0))
+    label = "+".join(p.name for p in group)
+    procs: list[tuple[Phase, Any, str]] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for phase in group:
+                out = str(Path(tmp) / f"{phase.name}.json")
+                proc = ctx.Process(target=loadgen.phase_process, daemon=True,
+                                   args=(phase, scenario.setup, target, scenario.seed,
+                                         run_id, start, out, live))
+                proc.start()
+                procs.append((phase, proc, out))
+            start_at = _start_together(procs, start)
+            sampler.boundary(label, start_at)
+            time.sleep(max(0.0, start_at - time.time()))
+            cpu0 = clocks.read() if clocks else None
+            results = []
+            for phase, proc, out in procs:
+                proc.join(phase.total_s + 600)
+                if proc.exitcode != 0 or not Path(out).exists():
+                    raise RuntimeError(f"generator for phase {phase.name!r} failed "
+                                       f"(exit {proc.exitcode})")
+                results.append(orjson.loads(Path(out).read_bytes()))
+            cpu1 = clocks.read() if clocks else None
+            ended = time.time()
+    finally:  # a generator that hangs, or outlives a failure here, is stopped by its pid
+        for _, proc, _ in procs:
+            if proc.is_alive():
                 proc.terminate()
                 proc.join(10)
-            if proc.exitcode != 0 or not Path(out).exists():
-                raise RuntimeError(f"generator for phase {phase.name!r} failed "
-                                   f"(exit {proc.exitcode})")
-            results.append(orjson.loads(Path(out).read_bytes()))
-    return results
+    return results, {"label": label, "phases": [p.name for p in group],
+                     "start": start_at, "end": ended, "cpu": cost.cpu_delta(cpu0, cpu1)}
 
 
 def _drain(url: str, token: str, timeout_s: float) -> float | None:
@@ -142,6 +178,7 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
     token = token or (server.token if server else os.environ.get("BENCH_TOKEN", ""))
     run_id = f"b{int(time.time() * 1000) % 10**10}{path[0]}"
     sampler = Sampler(url, token, server.rss_bytes if server else (lambda: 0), path, live)
+    clocks = CpuClocks(server.proc.pid, server.data_dir) if server else None
     try:
         target = _setup_catalog(url, token, scenario, run_id)
         import uvloop
@@ -150,20 +187,31 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
         started = time.time()
         sampler.start()
         phases: list[dict[str, Any]] = []
+        groups: list[dict[str, Any]] = []
         for group in scenario.groups():
-            phases += _run_group(group, scenario, target, run_id, sampler)
+            results, record = _run_group(group, scenario, target, run_id, sampler, clocks)
+            phases += results
+            groups.append(record)
         sampler.boundary("drain")
+        drain = {"start": time.time(), "cpu": clocks.read() if clocks else None}
         drain_s = _drain(url, token, scenario.drain_timeout_s)
+        drain.update(end=time.time(), cpu=cost.cpu_delta(
+            drain["cpu"], clocks.read() if clocks else None))
         sampler.stop()  # takes the final sample: the depth the drain ended at
         figures: dict[str, Any] = {}
         db_url = database_url or (server.database_url if server else None)
         if db_url:
             figures = _server_figures(db_url, run_id)
+        run_cost, figures["loop_lag_ms"] = cost.run_cost(
+            groups, phases, drain, sampler.rows, measured=clocks is not None)
+        peak_rss_mb = None  # not measured against a --target: not ours to read
+        if server is not None:
+            peak_rss_mb = max([server.peak_rss_bytes() / 1e6,
+                               *(r["rss_mb"] for r in sampler.rows)])
         return {"path": path, "server_env": server_env or {}, "url": url,
                 "started": started, "generator_ceiling_rps":
                 round(ceiling, 1), "phases": phases, "drain_s": drain_s, "server": figures,
-                "samples": sampler.rows, "peak_rss_mb": max(
-                    (r["rss_mb"] for r in sampler.rows), default=0.0)}
+                "cost": run_cost, "samples": sampler.rows, "peak_rss_mb": peak_rss_mb}
     finally:
         if sampler.is_alive():
             sampler.stop()
@@ -193,15 +241,33 @@ def _environment() -> dict[str, Any]:
             "cpus": os.cpu_count(), "versions": versions}
 
 
+def _baseline(enabled: bool) -> dict[str, Any] | None:
+    """The bare stack's POST/s on this machine now, or None when ``--no-baseline``."""
+    if not enabled:
+        return None
+    print(f"== baseline: bare tornado+uvloop POST handler, {baseline.CONNECTIONS} "
+          f"connections, {baseline.SECONDS:g} s", flush=True)
+    rps = baseline.measure(baseline.SECONDS)
+    print(f"   {rps:,.0f} POST/s", flush=True)
+    return {"bare_post_rps": round(rps, 1), "connections": baseline.CONNECTIONS,
+            "seconds": baseline.SECONDS}
+
+
 def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
           target_url: str | None = None, token: str | None = None,
           database_url: str | None = None, scale: float = 1.0,
-          variants: list[dict[str, str]] | None = None) -> tuple[Path, bool]:
+          variants: list[dict[str, str]] | None = None, measure_baseline: bool = True
+          ) -> tuple[Path, bool]:
     """Run, write raw figures, charts and report; return (run dir, all thresholds met).
 
-    Each path runs once per variant (extra server environment, ``--vary``); a
-    run is labelled by its path, and by its variant when there are several.
+    The baseline is measured first, before any server starts, and resolves the
+    scenario's ``rate_of_baseline`` rates (ValueError when they need one and
+    ``measure_baseline`` is off).  Each path runs once per variant (extra
+    server environment, ``--vary``); a run is labelled by its path, and by its
+    variant when there are several.
     """
+    base = _baseline(measure_baseline)
+    scenario = scenario.resolved(base["bare_post_rps"] if base else None)
     live = sys.stdout.isatty()
     runs = {}
     for path in paths:
@@ -211,16 +277,19 @@ def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
             runs[label] = run_path(scenario, path, target_url=target_url, token=token,
                                    database_url=database_url, live=live, server_env=env)
     paths = list(runs)
-    verdicts = thresholds.check(scenario.thresholds, runs)
+    baseline_rps = base["bare_post_rps"] if base else None
+    comparison = report.compare_paths(runs, baseline_rps)
+    verdicts = thresholds.check(scenario.thresholds, runs, baseline_rps=baseline_rps,
+                                comparison=comparison)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = out_dir / scenario.name / stamp
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = {
         "scenario": scenario.name, "description": scenario.description,
         "seed": scenario.seed, "scale": scale, "paths": paths, "created": stamp,
-        "git_commit": _git_commit(), "environment": _environment(),
+        "git_commit": _git_commit(), "environment": _environment(), "baseline": base,
         "scenario_definition": scenario.to_dict(), "runs": runs,
-        "comparison": report.compare_paths(runs), "thresholds": verdicts,
+        "comparison": comparison, "thresholds": verdicts,
     }
     (run_dir / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     report.write_raw(run_dir, summary)

@@ -1,10 +1,16 @@
-"""The server's state through a run: queue depth, totals and RSS, sampled once a second.
+"""The server's state through a run: queue depth, totals, RSS and loop lag, once a second.
 
 The once-a-second cadence restarts at each phase group's start, so a rate spans
 whole seconds of one phase; a sample is also taken as each group ends, and a
 last one after the drain, so a chart's final point is the real final depth
 rather than whatever the queue held up to a second before the load stopped.
 The same thread prints the progress line (phase, sent, errors, rates, queue, RSS).
+
+Loop lag is the server's own figure (``loop.lag_max_ms_last_s`` of
+``/v1/admin/queue``): the worst time its event loop was held during the last
+*full* second of the server's clock, so each row records that second
+(``lag_second``) beside the lag, and ``harness.cost`` assigns seconds, not
+samples, to phase groups — a second read twice (at a boundary) counts once.
 """
 
 from __future__ import annotations
@@ -73,10 +79,13 @@ class Sampler(threading.Thread):
             _, queue = api(self.url, "GET", "/v1/admin/queue", self.token, timeout=5)
         except OSError:
             queue = {}
+        answered = time.time()  # the server read its clock closer to its answer than to ``now``
         totals = queue.get("throughput", {})
+        lag = (queue.get("loop") or {}).get("lag_max_ms_last_s")
         row = {"wall": now, "phase": self.phase, "queue_depth": queue.get("depth"),
                "inflight": queue.get("inflight"), "enqueued": totals.get("enqueued"),
-               "committed": totals.get("committed"), "rss_mb": self.rss() / 1e6}
+               "committed": totals.get("committed"), "rss_mb": self.rss() / 1e6,
+               "loop_lag_ms": lag, "lag_second": int(answered) - 1 if lag is not None else None}
         # Rates are means since the last sample that read the counters: one that failed
         # (the server too busy to answer in time) widens the span instead of losing it.
         # Boundary samples make some spans short; they are kept (never merged or dropped)
@@ -95,7 +104,8 @@ class Sampler(threading.Thread):
         line = (f"[{self.label}] phase={self.phase:<14} sent={sent:>7} errors={errors:>5}"
                 f" accepted/s={row.get('accepted_per_s') or 0:>9.0f}"
                 f" committed/s={row.get('committed_per_s') or 0:>9.0f}"
-                f" queue={row['queue_depth']} rss={row['rss_mb']:.0f}MB")
+                f" queue={row['queue_depth']} rss={row['rss_mb']:.0f}MB"
+                f" loop={row['loop_lag_ms'] or 0:.0f}ms")
         if self.live:
             print("\r" + line, end="", flush=True)
         elif now - self._last_print >= 5:

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import executors, thresholds
-from harness.executors import BulkUpload, Executor
-from harness.thresholds import Threshold
+from harness.executors import BulkUpload, ConstantRate, Executor
+from harness.thresholds import RESERVED_SCOPES, Threshold
 from harness.tomlreader import TableReader
+from server.queue.paths import INGEST_PATHS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 KINDS = ("point", "batch", "bulk", "leaderboard", "stats", "health")
@@ -67,6 +68,24 @@ class Scenario:
     phases: tuple[Phase, ...]
     thresholds: tuple[Threshold, ...] = field(default=())
     drain_timeout_s: float = 60.0
+    paths: tuple[str, ...] = INGEST_PATHS  # run by default; ``--paths`` overrides
+
+    @property
+    def needs_baseline(self) -> list[str]:
+        """Phases whose rate is a fraction of the baseline: no run without one."""
+        return [p.name for p in self.phases if isinstance(p.executor, ConstantRate)
+                and p.executor.rate_of_baseline is not None]
+
+    def resolved(self, baseline_rps: float | None) -> Scenario:
+        """Every ``rate_of_baseline`` turned into requests/s; ValueError without a baseline."""
+        if not self.needs_baseline:
+            return self
+        if not baseline_rps:
+            raise ValueError(f"phase(s) {', '.join(self.needs_baseline)} set "
+                             "rate_of_baseline, which needs the run's baseline")
+        return replace(self, phases=tuple(
+            replace(p, executor=p.executor.resolved(baseline_rps))
+            if isinstance(p.executor, ConstantRate) else p for p in self.phases))
 
     def scaled(self, factor: float) -> Scenario:
         """Rates, clients and counts times ``factor`` (durations unchanged)."""
@@ -148,6 +167,7 @@ def _build(data: dict[str, Any], problems: list[str]) -> Scenario | None:
     description = top.get("description", str, "")
     seed = top.get("seed", int, 1)
     drain_timeout_s = top.get("drain_timeout_s", float, 60.0, low=1)
+    paths = _paths(top.get("paths", list, list(INGEST_PATHS)), problems)
     setup = _setup(top.get("setup", dict, {}), problems)
 
     phases = []
@@ -169,13 +189,31 @@ def _build(data: dict[str, Any], problems: list[str]) -> Scenario | None:
         return None
     return Scenario(name=name, description=description, seed=seed, setup=setup,
                     phases=tuple(phases), thresholds=limits,
-                    drain_timeout_s=drain_timeout_s)
+                    drain_timeout_s=drain_timeout_s, paths=paths)
+
+
+def _paths(raw: list[Any], problems: list[str]) -> tuple[str, ...]:
+    """The ``paths`` list: known ingest paths, each once, at least one."""
+    choices = ", ".join(INGEST_PATHS)
+    bad = [p for p in raw if p not in INGEST_PATHS]
+    if bad:
+        problems.append(f"paths: must name paths among {choices} (got {bad!r})")
+    elif not raw:
+        problems.append(f"paths: needs at least one of {choices}")
+    elif len(set(raw)) != len(raw):
+        problems.append(f"paths: names a path twice (got {raw!r})")
+    else:
+        return tuple(raw)
+    return INGEST_PATHS
 
 
 def _phase(raw: Any, prefix: str, problems: list[str]) -> Phase | None:
     r = TableReader(raw, prefix, problems)
     before = len(problems)
     name = r.get("name", str, required=True)
+    if name in RESERVED_SCOPES or (name and ("." in name or "/" in name)):
+        problems.append(f"{prefix}name: {name!r} would not name it in a threshold "
+                        f"(no '.' or '/', and not {', '.join(RESERVED_SCOPES)})")
     executor_name = r.get("executor", str, required=True, choices=executors.EXECUTORS)
     bulk = executor_name == BulkUpload.NAME
     kind = r.get("kind", str, "bulk" if bulk else None, required=not bulk, choices=KINDS)

@@ -80,6 +80,21 @@ class ManagedServer:
         except psutil.Error:
             return 0
 
+    def peak_rss_bytes(self) -> int:
+        """The most RSS the server process has held (Linux ``VmHWM``), else its RSS now.
+
+        The sampler reads RSS once a second and can miss a spike between reads
+        (a million-line upload can come and go in seconds); the kernel's
+        high-water mark cannot.
+        """
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+        except (OSError, ValueError, IndexError):
+            pass
+        return self.rss_bytes()
+
     def stop(self) -> int | None:
         code = None
         if self.proc.poll() is None:

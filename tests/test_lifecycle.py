@@ -27,12 +27,16 @@ def serve(data_dir: Path, port: int) -> subprocess.CompletedProcess:
 
 
 def left_running(data_dir: Path) -> list[str]:
-    """Processes whose command line names this test's data directory."""
+    """Processes of this test's data directory: named in their command line
+    (PostgreSQL's ``-D``) or working in it (Redis retitles itself ``host:port``
+    but runs in its ``dir``)."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
         try:
-            if any(str(data_dir) in part for part in proc.info["cmdline"] or ()):
-                found.append(" ".join(proc.info["cmdline"]))
+            cwd = proc.info["cwd"] or ""
+            if (any(str(data_dir) in part for part in proc.info["cmdline"] or ())
+                    or cwd.startswith(str(data_dir))):
+                found.append(" ".join(proc.info["cmdline"] or ()))
         except psutil.Error:
             continue
     return found

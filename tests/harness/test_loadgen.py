@@ -113,3 +113,27 @@ def test_dropped_requests_count_against_success_and_in_latency() -> None:
     assert result["success"] == 0.98 and result["dropped"] == 2
     assert result["latency_ms"]["max"] >= 1600  # the wait of a dropped request is latency
     assert result["generator"]["fell_behind"] is True
+
+
+def test_prebuilt_upload_files_are_the_bytes_streaming_would_send() -> None:
+    """Building files before the clock starts changes when they are made, not what is sent."""
+    from harness.executors import BulkUpload
+    from harness.workload import Workload
+
+    upload = BulkUpload(points=3000, files=2, chunk_bytes=4096)
+    phase = Phase(name="u", kind="bulk", executor=upload)
+    target = Target(url="http://x", token="t", participants={1: [1, 2], 2: [3]})
+    prebuilt, streamed = (Workload(Setup(duplicate_fraction=0.1), phase, target, 7, "r")
+                          for _ in range(2))
+    prebuilt.prebuild(upload)
+    made = [b"".join(pieces) for pieces in prebuilt.files(upload)]
+    assert made == [b"".join(pieces) for pieces in streamed.files(upload)]
+    assert len(made) == 2 and made[0].count(b"\n") == 3001  # header + 3000 lines
+
+
+def test_a_rate_never_resolved_from_a_baseline_is_refused_not_guessed() -> None:
+    phase = Phase(name="p", kind="health",
+                  executor=ConstantRate(rate=None, duration_s=1, rate_of_baseline=0.5))
+    target = Target(url="http://127.0.0.1:1", token="", participants={1: [1]})
+    with pytest.raises(ValueError, match="rate_of_baseline was never resolved"):
+        uvloop.run(run_phase(phase, Setup(), target, 1, "r", time.time()))

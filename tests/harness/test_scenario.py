@@ -49,7 +49,8 @@ format = "ndjson"
 def test_every_shipped_scenario_loads() -> None:
     names = {path.stem for path in list_scenarios()}
     assert {"smoke", "competition_burst", "bulk_upload", "steady_mixed",
-            "leaderboard_storm"} <= names
+            "leaderboard_storm", "single_points", "connection_storm", "bulk_1m",
+            "sustained_commits", "steady_half"} <= names
     for path in list_scenarios():
         scenario = load(str(path))
         assert scenario.phases and scenario.name == path.stem
@@ -89,6 +90,24 @@ def test_every_shipped_scenario_loads() -> None:
      "phases[2].kind: bulk-upload sends kind 'bulk'"),
     (GOOD + '[thresholds]\n"slow/p.success" = "> 99%"\n',
      "thresholds.slow/p.success: a path prefix must be naive/ or pipelined/"),
+    # A scenario's default paths.
+    ('paths = ["fast"]\n' + GOOD, "paths: must name paths among naive, pipelined (got ['fast'])"),
+    ("paths = []\n" + GOOD, "paths: needs at least one of naive, pipelined"),
+    ('paths = "pipelined"\n' + GOOD, "paths: must be list"),
+    ('paths = ["naive", "naive"]\n' + GOOD, "paths: names a path twice"),
+    # A constant rate as a fraction of the baseline: one of the two, never both.
+    (GOOD.replace("rate = 10", "rate_of_baseline = 0.5\nrate = 10"),
+     "phases[0].rate_of_baseline: give rate or rate_of_baseline, not both"),
+    (GOOD.replace("rate = 10", ""), "phases[0].rate: is required (or rate_of_baseline)"),
+    (GOOD.replace("rate = 10", "rate_of_baseline = 0"),
+     "phases[0].rate_of_baseline: must be >= 1e-06"),
+    (GOOD.replace("rate = 10", "rate_of_baseline = '3/4'"),
+     "phases[0].rate_of_baseline: must be float"),
+    (RAMP.replace("start_rate = 5", "rate_of_baseline = 0.5"),
+     "phases[0].rate_of_baseline: unknown key"),
+    (GOOD.replace("name = \"p\"", "name = \"server\""), "phases[0].name: 'server' would not"),
+    (GOOD + '[thresholds]\n"p.rate" = "> 0.5 × baseline"\n"p.latency.p99" = "< 1 × baseline"\n',
+     "thresholds.p.latency.p99: '× baseline' compares rates"),
 ])
 def test_bad_scenario_names_file_key_and_problem(tmp_path: Path, text: str,
                                                  expected: str) -> None:
@@ -133,3 +152,20 @@ def test_summary_definition_names_each_executor() -> None:
     assert batches["executor"] == {"type": "ramping-rate", "start_rate": 5.0,
                                    "stages": ({"duration_s": 2.0, "target": 20.0},),
                                    "arrival": "even", "connections": 8}
+
+
+def test_paths_and_rate_of_baseline_are_read_and_resolved(tmp_path: Path) -> None:
+    path = tmp_path / "relative.toml"
+    path.write_text('paths = ["pipelined"]\n' +
+                    GOOD.replace("rate = 10", "rate_of_baseline = 0.75\nconnections = 100"))
+    scenario = load(str(path))
+    assert scenario.paths == ("pipelined",)
+    assert scenario.needs_baseline == ["p"]
+    assert scenario.phases[0].executor == ConstantRate(
+        rate=None, duration_s=1, connections=100, rate_of_baseline=0.75)
+    resolved = scenario.scaled(0.1).resolved(4000.0)  # scaled first, as bench does
+    assert resolved.phases[0].executor.rate == pytest.approx(300)
+    assert resolved.phases[0].executor.rate_of_baseline == pytest.approx(0.075)
+    with pytest.raises(ValueError, match="rate_of_baseline, which needs the run's baseline"):
+        scenario.resolved(None)
+    assert load("smoke").paths == ("naive", "pipelined")  # without the key: both

@@ -76,3 +76,108 @@ def test_unparseable_text_is_a_problem_not_a_crash() -> None:
     problems: list[str] = []
     assert thresholds.parse_texts(["burst.success"], {"burst"}, problems) == ()
     assert "is not 'KEY CONDITION'" in problems[0]
+
+
+def _full_run() -> dict[str, Any]:
+    """A run with the server-side figures and a points rate, as summary.json keeps it."""
+    run = _run()
+    run["phases"][0]["points_per_s"] = 30_000.0
+    run["server"].update(committed_points_per_s=12_000.0,
+                         loop_lag_ms={"max": 40.0, "p99": 12.5})
+    run["peak_rss_mb"] = 180.0
+    return run
+
+
+@pytest.mark.parametrize("condition", ["> 0.75 × baseline", ">0.75x baseline",
+                                       "> 0.75 * baseline", "> .75×baseline"])
+def test_baseline_multiples_parse_in_every_spelling(condition: str) -> None:
+    problems: list[str] = []
+    threshold = thresholds.parse("burst.rate", condition, {"burst"}, problems)
+    assert not problems and threshold is not None
+    assert (threshold.of_baseline, threshold.value) == (True, 0.75)
+    assert _parse(threshold.text) == (threshold,)  # and survive summary.json's round trip
+
+
+@pytest.mark.parametrize("text, baseline, passed, measured", [
+    ("burst.rate > 0.01 × baseline", 4000.0, True, 50.0),  # 50/s against a limit of 40/s
+    ("burst.rate > 0.02 × baseline", 4000.0, False, 50.0),
+    ("burst.points_rate > 7 x baseline", 4000.0, True, 30_000.0),
+    ("server.committed_rate > 2.5 * baseline", 4000.0, True, 12_000.0),
+    ("server.committed_rate > 3 × baseline", 5000.0, False, 12_000.0),
+    ("burst.rate > 0.01 × baseline", None, False, None),  # no baseline: not measured
+    ("burst.points_rate >= 30000/s", None, True, 30_000.0),
+    ("server.peak_rss < 250MB", None, True, 180.0),
+    ("server.peak_rss < 150", None, False, 180.0),
+    ("server.loop_lag.max < 50ms", None, True, 0.04),
+    ("server.loop_lag.p99 < 10ms", None, False, 0.0125),
+    ("naive/server.committed_rate > 1/s", None, True, 12_000.0),
+])
+def test_baseline_relative_and_server_thresholds(text: str, baseline: float | None,
+                                                 passed: bool, measured: float | None
+                                                 ) -> None:
+    (threshold,) = _parse(text)
+    assert thresholds.evaluate(threshold, _full_run(), baseline) == (
+        passed, pytest.approx(measured))
+
+
+def test_server_figures_missing_from_a_run_are_not_measured() -> None:
+    (rss, lag) = _parse("server.peak_rss < 250MB", "server.loop_lag.max < 5ms")
+    target_run = _run()  # --target: no RSS, and a server too old to report its loop
+    target_run["peak_rss_mb"] = None
+    assert thresholds.evaluate(rss, target_run) == (False, None)
+    assert thresholds.evaluate(lag, target_run) == (False, None)
+
+
+def test_a_baseline_verdict_shows_the_multiple_it_reached() -> None:
+    (threshold,) = _parse("burst.rate > 0.75 × baseline")
+    (verdict,) = thresholds.check([threshold], {"pipelined": _run()}, baseline_rps=100.0)
+    assert verdict["passed"] is False
+    assert verdict["shown"] == "50.0/s = 0.5 × baseline (100/s)"
+    (verdict,) = thresholds.check([threshold], {"pipelined": _run()})
+    assert verdict == {"threshold": "burst.rate > 0.75 × baseline", "path": "pipelined",
+                       "passed": False, "measured": None,
+                       "shown": "not measured (no baseline in this run)"}
+
+
+def test_ratio_thresholds_are_judged_once_per_run_not_per_path() -> None:
+    accepted, committed = _parse("ratio.accepted > 32", "ratio.committed > 15")
+    comparison = {"accepted points/s": {"ratio": 40.5},
+                  "committed points/s": {"ratio": 9.0}}
+    runs = {"naive": _run(), "pipelined": _run()}
+    verdicts = thresholds.check([accepted, committed], runs, comparison=comparison)
+    assert [(v["path"], v["passed"], v["shown"]) for v in verdicts] == [
+        ("pipelined ÷ naive", True, "40.50×"), ("pipelined ÷ naive", False, "9.00×")]
+    (alone,) = thresholds.check([accepted], {"pipelined": _run()},
+                                comparison={"headline": {}})  # one path ran: no ratio
+    assert alone["passed"] is False and alone["shown"].startswith("not measured")
+
+
+@pytest.mark.parametrize("key, condition, expected", [
+    ("burst.latency.p99", "< 0.5 × baseline", "'× baseline' compares rates"),
+    ("server.peak_rss", "< 250ms", "peak_rss is a size: unit 'ms' does not fit"),
+    ("burst.success", "> 99MB", "success is a fraction: unit 'MB' does not fit"),
+    ("burst.dropped", "< 1%", "dropped is a count"),
+    ("server.loop_lag.mean", "< 5ms", "server takes committed_rate, peak_rss"),
+    ("server.rss", "< 5MB", "(got 'rss')"),
+    ("ratio.accepted", "> 32%", "accepted is a ratio"),
+    ("ratio.speed", "> 32", "ratio takes accepted or committed"),
+    ("pipelined/ratio.accepted", "> 32", "a ratio compares both paths; it takes no path"),
+    ("burst.rate", "> 1.2.3/s", "must look like"),
+    ("burst.rate", "> 0.75 × median", "must look like"),
+])
+def test_bad_new_forms_are_problems_naming_the_key(key: str, condition: str,
+                                                   expected: str) -> None:
+    problems: list[str] = []
+    assert thresholds.parse(key, condition, {"burst"}, problems) is None
+    assert problems[0].startswith(f"thresholds.{key}: ") and expected in problems[0]
+
+
+@pytest.mark.parametrize("text, measured, shown", [
+    ("server.peak_rss < 250MB", 181.26, "181.3 MB"),
+    ("server.loop_lag.p99 < 5ms", 0.0042, "4.2 ms"),
+    ("ratio.committed > 15", 17.456, "17.46×"),
+    ("burst.points_rate > 25 × baseline", 212_345.0, "212,345.0/s"),
+])
+def test_new_metrics_are_shown_in_their_units(text: str, measured: float, shown: str) -> None:
+    (threshold,) = _parse(text)
+    assert threshold.show(measured) == shown

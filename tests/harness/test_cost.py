@@ -1,0 +1,99 @@
+"""The cost model's arithmetic: CPU deltas, loop-lag seconds per group, the report's table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import cost
+from harness.costtable import cost_table
+
+
+def test_cpu_of_a_process_tree_counts_a_busy_child(tmp_path: Path) -> None:
+    """A real child that burns ~0.3 s of CPU shows up in its parent's tree, then once reaped."""
+    clocks = cost.CpuClocks(os.getpid(), tmp_path)  # no store pid files: stores not measured
+    before = clocks.read()
+    assert before["postgres"] == (None, None) and before["redis"] == (None, None)
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nend = time.process_time() + 0.3\n"
+                              "while time.process_time() < end: pass\n"
+                              "print('busy', flush=True)\ntime.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "busy\n"
+        alive = cost.cpu_delta(before, clocks.read())
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    reaped = cost.cpu_delta(before, clocks.read())
+    assert alive is not None and reaped is not None
+    assert alive["server"] is not None and alive["server"] >= 0.3
+    assert reaped["server"] >= alive["server"]  # its time moved to children_*, not lost
+    assert alive["postgres"] is None and alive["redis"] is None
+
+
+def test_a_changed_pid_makes_the_delta_unmeasured() -> None:
+    before = {"server": (10, 1.0), "postgres": (20, 5.0), "redis": (30, 0.5)}
+    after = {"server": (10, 1.5), "postgres": (21, 0.1), "redis": (30, 0.75)}
+    assert cost.cpu_delta(before, after) == {"server": 0.5, "postgres": None, "redis": 0.25}
+    assert cost.cpu_delta(None, after) is None  # --target: nothing was read
+
+
+def test_loop_lag_seconds_are_deduplicated_and_assigned_by_overlap() -> None:
+    samples = [{"lag_second": 100, "loop_lag_ms": 3.0},
+               {"lag_second": 100, "loop_lag_ms": 9.0},  # read twice at a boundary
+               *({"lag_second": s, "loop_lag_ms": float(s - 100)} for s in range(101, 111)),
+               {"lag_second": None, "loop_lag_ms": None}]  # a sample that failed
+    per_second = cost.lag_seconds(samples)
+    assert per_second[100] == 9.0 and len(per_second) == 11
+    stats = cost.lag_stats(per_second, start=100.5, end=103.2)  # seconds 100..103 overlap
+    assert stats["seconds"] == 4 and stats["max"] == 9.0
+    assert stats["p99"] == pytest.approx(8.82)  # between the two largest, not the max
+    assert cost.lag_stats(per_second, 200, 201) == {"max": None, "p99": None, "seconds": 0}
+
+
+def _phase(name: str, sent: int, points: int) -> dict:
+    return {"name": name, "sent": sent, "points_ok": points}
+
+
+def test_run_cost_per_request_per_point_and_whole_run() -> None:
+    phases = [_phase("batches", 100, 50_000), _phase("health", 50, 0), _phase("reads", 40, 0)]
+    groups = [{"label": "batches+health", "phases": ["batches", "health"], "start": 0.0,
+               "end": 10.0, "cpu": {"server": 1.5, "postgres": 2.0, "redis": 0.5}},
+              {"label": "reads", "phases": ["reads"], "start": 11.0, "end": 13.0,
+               "cpu": {"server": 0.2, "postgres": 0.04, "redis": 0.0}}]
+    drain = {"start": 13.0, "end": 15.0, "cpu": {"server": 0.3, "postgres": 1.0, "redis": 0.1}}
+    record, lag = cost.run_cost(groups, phases, drain, [], measured=True)
+    first, reads = record["groups"]
+    assert (first["requests"], first["points"]) == (150, 50_000)
+    assert first["cpu_us_per_request"]["server"] == 10_000.0
+    assert first["cpu_us_per_point"] == {"server": 30.0, "postgres": 40.0, "redis": 10.0}
+    assert first["server_cores"] == 0.15
+    assert reads["cpu_us_per_point"] is None  # no ingest: per request only
+    assert reads["cpu_us_per_request"]["postgres"] == 1000.0
+    whole = record["whole_run"]
+    assert whole["cpu_s"] == {"server": 2.0, "postgres": 3.04, "redis": 0.6}  # drain included
+    assert whole["cpu_us_per_point"]["postgres"] == pytest.approx(60.8)
+    assert lag == {"max": None, "p99": None, "seconds": 0}  # no lag samples at all
+
+    table = "\n".join(cost_table({"runs": {"pipelined": {"cost": record}}}))
+    assert "| pipelined | batches+health | 10.0 | 150 | 50,000 | 1.50 / 2.00 / 0.50 |" in table
+    assert "| 1,000 /request |" in table  # PostgreSQL for the group without ingest
+
+
+def test_without_a_managed_server_cpu_is_not_measured() -> None:
+    groups = [{"label": "p", "phases": ["p"], "start": 0.0, "end": 2.0, "cpu": None}]
+    drain = {"start": 2.0, "end": 3.0, "cpu": None}
+    samples = [{"lag_second": 0, "loop_lag_ms": 4.0}, {"lag_second": 1, "loop_lag_ms": 6.0}]
+    record, lag = cost.run_cost(groups, [_phase("p", 10, 10)], drain, samples, measured=False)
+    assert record["cpu_measured"] is False
+    assert record["groups"][0]["cpu_s"] is None and record["whole_run"]["cpu_s"] is None
+    assert record["groups"][0]["loop_lag_ms"]["max"] == 6.0  # lag comes from the API
+    assert lag["max"] == 6.0
+    table = "\n".join(cost_table({"runs": {"pipelined": {"cost": record}}}))
+    assert "not measured" in table and "against `--target`" in table

@@ -88,20 +88,24 @@ class CsvLines:
         text = _text(raw)
         if self.header is None:
             self.header = self._read_header(text)
+            self._converters = [_CONVERTERS[name] for name in self.header]
             return None
         if not text.strip():
             return None
-        try:
-            (values,) = list(csv.reader([text], strict=True))
-        except (csv.Error, ValueError) as exc:
-            raise LineError(f"malformed CSV: {exc}") from None
+        if '"' in text:  # quoted fields: the csv module's rules
+            try:
+                (values,) = list(csv.reader([text], strict=True))
+            except (csv.Error, ValueError) as exc:
+                raise LineError(f"malformed CSV: {exc}") from None
+        else:  # nearly every line: a split reads it the same, at a fraction of the cost
+            values = text.split(",")
         if len(values) != len(self.header):
             raise LineError(f"expected {len(self.header)} fields, found {len(values)}")
         obj: dict[str, Any] = {}
-        for name, value in zip(self.header, values):
-            if value == "" and name in ("id", "recorded_at"):
-                continue
-            obj[name] = _csv_value(name, value.strip())
+        for name, convert, value in zip(self.header, self._converters, values):
+            if value == "" and convert is _optional_text:
+                continue  # an empty id or recorded_at: absent
+            obj[name] = convert(name, value)
         return obj
 
     @staticmethod
@@ -127,21 +131,30 @@ class CsvLines:
         return header
 
 
-def _csv_value(name: str, value: str) -> Any:
-    """CSV is untyped: ids are integers, value a finite number, the rest text."""
-    if name in ("competition_id", "participant_id"):
-        if not (value.isascii() and value.isdigit()) or len(value) > 19:
-            raise LineError(f"{name}: must be a positive integer")
-        return int(value)
-    if name == "value":
-        try:
-            number = float(value)
-        except ValueError:
-            raise LineError("value: must be a number") from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise LineError("value: must be a finite number")
-        return number
-    return value
+# CSV is untyped: each column's converter, chosen once from the header.
+def _integer(name: str, value: str) -> int:
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        raise LineError(f"{name}: must be a positive integer")
+    return int(value)
+
+
+def _number(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise LineError(f"{name}: must be a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise LineError(f"{name}: must be a finite number")
+    return number
+
+
+def _optional_text(name: str, value: str) -> str:
+    return value.strip()
+
+
+_CONVERTERS = {"competition_id": _integer, "participant_id": _integer, "value": _number,
+               "id": _optional_text, "recorded_at": _optional_text}
 
 
 class NdjsonLines:
@@ -167,7 +180,7 @@ def point_from_line(parser: CsvLines | NdjsonLines, raw: bytes | None, line_no: 
     if obj is None:
         return None, None
     errors: list[dict[str, Any]] = []
-    point = validate_point(obj, {"line": line_no}, received_us, errors)
+    point = validate_point(obj, ("line", line_no), received_us, errors)
     if errors:
         return None, "; ".join(
             f"{e['field']}: {e['message']}" if "field" in e else e["message"] for e in errors

@@ -177,7 +177,7 @@ def parse_timestamp_us(value: Any, received_us: int) -> tuple[int | None, str | 
     return us, None
 
 
-def validate_point(obj: Any, where: dict[str, Any], received_us: int,
+def validate_point(obj: Any, where: tuple[str, int], received_us: int,
                    errors: list[dict[str, Any]]) -> tuple | None:
     """Turn one decoded JSON object into a point tuple (id None when absent), or add
     errors.
@@ -185,7 +185,7 @@ def validate_point(obj: Any, where: dict[str, Any], received_us: int,
     Most points are plain — three numbers, perhaps an ASCII id, no timestamp — and
     take a fast path of a few type and range checks (validation was the largest
     cost of a batch POST, profiled); anything else, valid or not, takes the full
-    path, which names every problem.
+    path, which names every problem (``where``, e.g. ``("index", 3)``, says where).
     """
     if type(obj) is dict and len(obj) <= 4:
         c, p, v = obj.get("competition_id"), obj.get("participant_id"), obj.get("value")
@@ -198,7 +198,7 @@ def validate_point(obj: Any, where: dict[str, Any], received_us: int,
                          and point_id.isascii() and point_id.isprintable()))
                 and len(obj) == 3 + (point_id is not None)):
             return (point_id, c, p, float(v), received_us, received_us)
-    return _validate_fully(obj, where, received_us, errors)
+    return _validate_fully(obj, {where[0]: where[1]}, received_us, errors)
 
 
 def _validate_fully(obj: Any, where: dict[str, Any], received_us: int,
@@ -286,7 +286,7 @@ async def validate_points(items: list[Any], received_us: int,
     for index, obj in enumerate(items):
         if index and not index % SLICE_POINTS:
             await asyncio.sleep(0)
-        point = validate_point(obj, {"index": index}, received_us, errors)
+        point = validate_point(obj, ("index", index), received_us, errors)
         if point is not None:
             partial.append(point)
     if errors:

@@ -81,8 +81,8 @@ def _bench_paths(args: argparse.Namespace, scenario: Scenario) -> list[str] | st
         return (f"{scenario.name}: --target runs one path: pass --paths with the path "
                 "that server uses")
     if args.no_baseline and scenario.needs_baseline:
-        return (f"{scenario.name}: phase(s) {', '.join(scenario.needs_baseline)} set "
-                "rate_of_baseline, which needs the baseline: run without --no-baseline")
+        return (f"{scenario.name}: {', '.join(scenario.needs_baseline)} reads the "
+                "baseline: run without --no-baseline")
     return paths
 
 

@@ -167,6 +167,15 @@ def _phase_table(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _baseline_scale(summary: dict[str, Any]) -> str:
+    """The load factor ``reference_baseline`` applied, when it did."""
+    factor = summary.get("baseline_scale", 1.0)
+    reference = summary["scenario_definition"].get("reference_baseline")
+    if not reference:
+        return ""
+    return f" × {factor:.3f} (baseline ÷ the {reference:,.0f} POST/s its rates were written for)"
+
+
 def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     """Draw the charts and write report.md from summary.json; (report.md, verdicts)."""
     from harness import charts
@@ -179,7 +188,8 @@ def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     lines = [f"# {summary['scenario']} — {summary['created']}", "",
              summary.get("description", ""), "",
              f"Paths: {', '.join(summary['paths'])}; seed {summary['seed']}; scale "
-             f"{summary['scale']}; commit `{summary['git_commit'][:12]}`; "
+             f"{summary['scale']}{_baseline_scale(summary)}; "
+             f"commit `{summary['git_commit'][:12]}`; "
              f"{summary['environment']['cpus']} CPUs, Python "
              f"{summary['environment']['python']}.", "", baseline_line(summary), "",
              "## Headline", ""]

@@ -267,6 +267,7 @@ def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
     variant when there are several.
     """
     base = _baseline(measure_baseline)
+    baseline_scale = scenario.baseline_scale(base["bare_post_rps"] if base else None)
     scenario = scenario.resolved(base["bare_post_rps"] if base else None)
     live = sys.stdout.isatty()
     runs = {}
@@ -286,7 +287,8 @@ def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = {
         "scenario": scenario.name, "description": scenario.description,
-        "seed": scenario.seed, "scale": scale, "paths": paths, "created": stamp,
+        "seed": scenario.seed, "scale": scale, "baseline_scale": baseline_scale,
+        "paths": paths, "created": stamp,
         "git_commit": _git_commit(), "environment": _environment(), "baseline": base,
         "scenario_definition": scenario.to_dict(), "runs": runs,
         "comparison": comparison, "thresholds": verdicts,

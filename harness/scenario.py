@@ -69,20 +69,36 @@ class Scenario:
     thresholds: tuple[Threshold, ...] = field(default=())
     drain_timeout_s: float = 60.0
     paths: tuple[str, ...] = INGEST_PATHS  # run by default; ``--paths`` overrides
+    # The bare-handler POST/s its rates were written for: the whole load is scaled
+    # by (the run's baseline ÷ this), so a slow day gets a proportionally lighter
+    # load and its latency bars mean the same thing.
+    reference_baseline: float | None = None
 
     @property
     def needs_baseline(self) -> list[str]:
-        """Phases whose rate is a fraction of the baseline: no run without one."""
+        """What reads the baseline (phases with ``rate_of_baseline``, or the whole
+        file with ``reference_baseline``): no run without one."""
+        if self.reference_baseline is not None:
+            return ["reference_baseline"]
         return [p.name for p in self.phases if isinstance(p.executor, ConstantRate)
                 and p.executor.rate_of_baseline is not None]
 
+    def baseline_scale(self, baseline_rps: float | None) -> float:
+        """The factor ``reference_baseline`` applies for this baseline (1 without it)."""
+        if self.reference_baseline is None or not baseline_rps:
+            return 1.0
+        return baseline_rps / self.reference_baseline
+
     def resolved(self, baseline_rps: float | None) -> Scenario:
-        """Every ``rate_of_baseline`` turned into requests/s; ValueError without a baseline."""
+        """The load for this run's baseline: scaled by ``reference_baseline``, every
+        ``rate_of_baseline`` turned into requests/s; ValueError without a baseline."""
         if not self.needs_baseline:
             return self
         if not baseline_rps:
-            raise ValueError(f"phase(s) {', '.join(self.needs_baseline)} set "
-                             "rate_of_baseline, which needs the run's baseline")
+            raise ValueError(f"{', '.join(self.needs_baseline)}: reads the run's "
+                             "baseline, which was not measured")
+        if self.reference_baseline is not None:
+            return self.scaled(self.baseline_scale(baseline_rps))
         return replace(self, phases=tuple(
             replace(p, executor=p.executor.resolved(baseline_rps))
             if isinstance(p.executor, ConstantRate) else p for p in self.phases))
@@ -168,6 +184,7 @@ def _build(data: dict[str, Any], problems: list[str]) -> Scenario | None:
     seed = top.get("seed", int, 1)
     drain_timeout_s = top.get("drain_timeout_s", float, 60.0, low=1)
     paths = _paths(top.get("paths", list, list(INGEST_PATHS)), problems)
+    reference_baseline = top.get("reference_baseline", float, None, low=1)
     setup = _setup(top.get("setup", dict, {}), problems)
 
     phases = []
@@ -185,11 +202,17 @@ def _build(data: dict[str, Any], problems: list[str]) -> Scenario | None:
 
     limits = thresholds.parse_table(top.get("thresholds", dict, {}), names, problems)
     top.finish()
+    per_phase = [p.name for p in phases if isinstance(p.executor, ConstantRate)
+                 and p.executor.rate_of_baseline is not None]
+    if reference_baseline is not None and per_phase:
+        problems.append(f"reference_baseline: scales the whole load, so phase(s) "
+                        f"{', '.join(per_phase)} cannot also set rate_of_baseline")
     if problems:
         return None
     return Scenario(name=name, description=description, seed=seed, setup=setup,
                     phases=tuple(phases), thresholds=limits,
-                    drain_timeout_s=drain_timeout_s, paths=paths)
+                    drain_timeout_s=drain_timeout_s, paths=paths,
+                    reference_baseline=reference_baseline)
 
 
 def _paths(raw: list[Any], problems: list[str]) -> tuple[str, ...]:

@@ -184,7 +184,7 @@ def test_no_baseline_refuses_a_scenario_whose_rates_need_one(tmp_path: Path) -> 
     scenario.write_text(STRICT)
     result = run("bench", str(scenario), "--no-baseline", "--out", str(tmp_path), timeout=60)
     assert result.returncode == 2
-    assert "strict: phase(s) probe set rate_of_baseline, which needs the baseline" in (
+    assert "strict: probe reads the baseline: run without --no-baseline" in (
         result.stderr)
 
 

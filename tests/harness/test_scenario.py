@@ -166,6 +166,24 @@ def test_paths_and_rate_of_baseline_are_read_and_resolved(tmp_path: Path) -> Non
     resolved = scenario.scaled(0.1).resolved(4000.0)  # scaled first, as bench does
     assert resolved.phases[0].executor.rate == pytest.approx(300)
     assert resolved.phases[0].executor.rate_of_baseline == pytest.approx(0.075)
-    with pytest.raises(ValueError, match="rate_of_baseline, which needs the run's baseline"):
+    with pytest.raises(ValueError, match="p: reads the run's baseline"):
         scenario.resolved(None)
     assert load("smoke").paths == ("naive", "pipelined")  # without the key: both
+
+
+def test_reference_baseline_scales_the_whole_load_by_the_runs_baseline(
+        tmp_path: Path) -> None:
+    path = tmp_path / "relative.toml"
+    path.write_text("reference_baseline = 8000\n" + GOOD)
+    scenario = load(str(path))
+    assert scenario.needs_baseline == ["reference_baseline"]
+    assert scenario.baseline_scale(4000.0) == pytest.approx(0.5)
+    assert scenario.resolved(4000.0).phases[0].executor.rate == pytest.approx(5)
+    assert scenario.resolved(16000.0).phases[0].executor.rate == pytest.approx(20)
+    with pytest.raises(ValueError, match="reference_baseline: reads the run's baseline"):
+        scenario.resolved(None)
+    both = tmp_path / "both.toml"
+    both.write_text("reference_baseline = 8000\n"
+                    + GOOD.replace("rate = 10", "rate_of_baseline = 0.75"))
+    with pytest.raises(ScenarioError, match="cannot also set rate_of_baseline"):
+        load(str(both))

@@ -12,6 +12,9 @@ Hierarchy::
     ├── StoreUnavailable(store, retry_after_s)   a store cannot take the call now
     │   ├── PoolTimeout                           no pooled connection was free in time
     │   │                                         (local congestion: opens no breaker)
+    │   ├── WriteConflict                         PostgreSQL aborted a transaction to break a
+    │   │                                         deadlock or serialization conflict (retry
+    │   │                                         now: the store is fine, opens no breaker)
     │   └── CommitUnknown                         the link failed during COMMIT: the
     │                                             transaction may or may not have applied
     ├── QueueFull(retry_after_s)                  the queue holds QUEUE_MAX_POINTS, or
@@ -67,6 +70,14 @@ class PoolTimeout(StoreUnavailable):
     the store itself may be fine (so no circuit breaker opens on it)."""
 
     code = "store_busy"
+
+
+class WriteConflict(StoreUnavailable):
+    """PostgreSQL aborted the transaction to break a deadlock or a serialization
+    conflict with a concurrent one: nothing was written, a retry will do, and the
+    store itself is fine (so no circuit breaker opens on it)."""
+
+    code = "write_conflict"
 
 
 class CommitUnknown(StoreUnavailable):

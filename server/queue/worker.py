@@ -28,7 +28,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from server.config import Settings
-from server.errors import PoolTimeout, StoreUnavailable
+from server.errors import PoolTimeout, StoreUnavailable, WriteConflict
 from server.loop_monitor import LoopMonitor
 from server.queue.breaker import CircuitBreaker
 from server.queue.chunks import (
@@ -301,8 +301,9 @@ class Workers:
         return outcome
 
     def _store_failed(self, exc: StoreUnavailable) -> None:
-        """Open the failing store's breaker; a local pool wait is not the store failing."""
-        if isinstance(exc, PoolTimeout):
+        """Open the failing store's breaker; a local pool wait, or a transaction
+        PostgreSQL aborted to break a conflict, is not the store failing."""
+        if isinstance(exc, PoolTimeout | WriteConflict):
             return
         breaker = self.redis_breaker if exc.store == "redis" else self.postgres_breaker
         if breaker.failures == 0:  # once per outage, not once per worker per retry

@@ -29,7 +29,13 @@ import aiopg
 import psycopg2
 
 from server.config import Settings
-from server.errors import CommitUnknown, DataRejected, PoolTimeout, StoreUnavailable
+from server.errors import (
+    CommitUnknown,
+    DataRejected,
+    PoolTimeout,
+    StoreUnavailable,
+    WriteConflict,
+)
 from server.storage import aiopg_patch  # noqa: F401  (see its docstring)
 
 PREPING_IDLE_S = 5.0
@@ -45,8 +51,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     psycopg2.InterfaceError,
     psycopg2.errors.AdminShutdown,
     psycopg2.errors.QueryCanceled,
-    psycopg2.errors.SerializationFailure,
-    psycopg2.errors.DeadlockDetected,
     ConnectionError,
     asyncio.TimeoutError,
 )
@@ -65,6 +69,9 @@ def translated_errors() -> Iterator[None]:
     """
     try:
         yield
+    except (psycopg2.errors.SerializationFailure, psycopg2.errors.DeadlockDetected) as exc:
+        raise WriteConflict("postgres", f"PostgreSQL aborted a conflicting transaction "
+                            f"({str(exc).strip().splitlines()[0]})") from exc
     except TRANSIENT_ERRORS as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreUnavailable("postgres", f"PostgreSQL is unavailable ({text})") from exc

@@ -51,7 +51,12 @@ WITH input AS (
     FROM checked
     WHERE refused IS NULL
       AND NOT (%(all_or_nothing)s AND EXISTS (SELECT 1 FROM checked WHERE refused IS NOT NULL))
-    ORDER BY position  -- the joins may reorder rows: of repeated ids, the first one wins
+    -- In id order: every writer then takes the ids' insertion locks in one global
+    -- order, so two claims holding the same ids (a client's retry, a duplicate)
+    -- wait for each other but never deadlock (in claim order they did, measured:
+    -- ~1 deadlock a second in a 300k drain with 1 point in 50 repeated).  Of repeated ids
+    -- in one group, the first one wins.
+    ORDER BY id COLLATE "C", position
     ON CONFLICT (id) DO NOTHING
     RETURNING competition_id, participant_id, value, recorded_at
 ), logged AS (

@@ -17,6 +17,7 @@ def _instance(kind: type) -> errors.ServiceError:
     if kind is errors.PartiallyAccepted:
         return kind(down, accepted_ids=["a"], unknown_ids=["b"])
     samples = {errors.StoreUnavailable: ("redis", "down"), errors.PoolTimeout: ("postgres", "x"),
+               errors.WriteConflict: ("postgres", "deadlock detected"),
                errors.CommitUnknown: ("postgres", "link lost during COMMIT"),
                errors.SlugTaken: ("cup",), errors.NotPermitted: ("read", "admin")}
     return kind(*samples.get(kind, ("something",)))
@@ -41,7 +42,8 @@ def test_every_domain_error_a_client_can_meet_has_a_status_below_500_or_a_503(
 
 def test_every_store_outage_is_one_code_with_retry_after() -> None:
     for exc in (errors.StoreUnavailable("redis", "down", retry_after_s=3),
-                errors.PoolTimeout("postgres", "busy")):
+                errors.PoolTimeout("postgres", "busy"),
+                errors.WriteConflict("postgres", "deadlock detected")):
         rendered = http_error_for(exc)
         assert rendered is not None and rendered.status == 503
         assert rendered.code == "unavailable" and int(rendered.headers["Retry-After"]) >= 1

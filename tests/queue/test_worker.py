@@ -9,7 +9,7 @@ import orjson
 import psycopg2
 import pytest
 
-from server.errors import PoolTimeout, StoreUnavailable
+from server.errors import PoolTimeout, StoreUnavailable, WriteConflict
 from server.lifecycle import Service
 from server.points import now_us
 from server.queue import keys
@@ -262,9 +262,11 @@ async def test_workers_drain_on_their_own_connections_when_requests_hold_every_o
     assert_exact(clean, set(body["ids"]))
 
 
-def test_a_local_pool_wait_never_opens_a_store_breaker(service: Service) -> None:
+def test_a_local_pool_wait_or_a_conflict_never_opens_a_store_breaker(
+        service: Service) -> None:
     workers = service.deps.workers
     workers._store_failed(PoolTimeout("postgres", "every connection busy"))
+    workers._store_failed(WriteConflict("postgres", "deadlock detected"))
     assert workers.postgres_breaker.state == CLOSED
     workers._store_failed(StoreUnavailable("postgres", "connection refused"))
     assert workers.postgres_breaker.state == OPEN

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import psycopg2
 import pytest
 
 from server.errors import DataRejected
@@ -94,3 +97,50 @@ async def test_of_ids_repeated_in_one_write_the_first_wins(db: Database,
                                                    point("twice", cid, b, 2)])
     assert inserted == 1
     assert run_sql(clean, "SELECT participant_id, value FROM points") == [(a, 1.0)]
+
+
+async def test_writers_sharing_ids_in_opposite_orders_wait_but_never_deadlock(
+        db: Database, clean: Stores) -> None:
+    """Two claims with the same ids (a retried request, duplicates) in opposite order.
+
+    A third transaction holds the first id's insertion lock so that both writers
+    queue behind it; when it rolls back, they race.  Inserted in claim order, the
+    one that takes ``a`` then waits for ``b`` held by the other, which waits for
+    ``a``: a deadlock PostgreSQL breaks by aborting one (about every other round).
+    In id order both take ``a`` first, so one simply waits for the other.
+    """
+    cid, (p, *_) = await register(db)
+    holder = psycopg2.connect(clean.database_url)
+    try:
+        for round_ in range(6):
+            a, b = f"r{round_}-a", f"r{round_}-b"
+            with holder.cursor() as cur:
+                cur.execute("INSERT INTO points (id, competition_id, participant_id, value, "
+                            "recorded_at, received_at) VALUES (%s, %s, %s, 1, now(), now())",
+                            (a, cid, p))
+
+            async def write(ids: list[str]) -> int:
+                async with db.transaction() as cur:
+                    inserted, _ = await sql.write_points(cur, [point(i, cid, p) for i in ids])
+                return inserted
+
+            first = asyncio.ensure_future(write([a, b]))
+            second = asyncio.ensure_future(write([b, a]))
+            await _until_waiting(clean, 2)
+            holder.rollback()
+            results = await asyncio.gather(first, second)  # a WriteConflict would raise
+            assert sorted(results) == [0, 2]
+        assert run_sql(clean, "SELECT count(*) FROM points") == [(12,)]
+    finally:
+        holder.close()
+
+
+async def _until_waiting(stores: Stores, backends: int) -> None:
+    """Until ``backends`` sessions wait on a lock (bounded: 10 s)."""
+    for _ in range(1000):
+        waiting = run_sql(stores, "SELECT count(*) FROM pg_stat_activity "
+                                  "WHERE wait_event_type = 'Lock'")[0][0]
+        if waiting >= backends:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{backends} sessions never waited on a lock")

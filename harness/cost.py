@@ -19,6 +19,13 @@ held during the last full second.  Each group gets the max and p99 over the
 seconds that overlap it; a group shorter than a second may fall in a second
 no sample read (its lag is then None, shown as –).
 
+Loop lag has two causes this model tells apart: a callback holding the loop
+(the server's own doing), and the server being ready to run while the cores
+are busy with PostgreSQL, Redis and the generator (the machine's).  The second
+is read from Linux's scheduler statistics (``/proc/PID/schedstat``: time the
+loop's thread spent runnable, waiting for a CPU) and shown as the share of
+the group's wall time the server waited for a CPU.
+
 With ``--target`` there is no process to read: CPU figures are None ("not
 measured"), loop lag is still read from the API.
 """
@@ -79,6 +86,16 @@ def _tree_cpu_s(pid: int, skip: Collection[int] = ()) -> float | None:
     return total
 
 
+def _run_delay_s(pid: int) -> float | None:
+    """Seconds ``pid``'s main thread (the event loop's) has waited, runnable, for a
+    CPU since it started; None where Linux's schedstat is not there to read."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class CpuClocks:
     """Cumulative CPU seconds of the server, PostgreSQL and Redis of one managed server."""
 
@@ -92,20 +109,26 @@ class CpuClocks:
                 "redis": _pid(self.data_dir / "redis" / "redis.pid")}
 
     def read(self) -> dict[str, tuple[int | None, float | None]]:
-        """Each process's (pid, CPU seconds); a delta across a changed pid is meaningless."""
+        """Each process's (pid, CPU seconds), and the server's (pid, seconds waited for
+        a CPU) as ``server_wait``; a delta across a changed pid is meaningless."""
         pids = self.pids()
         stores = {pid for name, pid in pids.items() if name != "server" and pid}
-        return {name: (pid, _tree_cpu_s(pid, stores if name == "server" else ())
-                       if pid else None) for name, pid in pids.items()}
+        clocks = {name: (pid, _tree_cpu_s(pid, stores if name == "server" else ())
+                         if pid else None) for name, pid in pids.items()}
+        clocks["server_wait"] = (self.server_pid, _run_delay_s(self.server_pid))
+        return clocks
 
 
 def cpu_delta(before: dict[str, Any] | None, after: dict[str, Any] | None
               ) -> dict[str, float | None] | None:
-    """CPU seconds spent between two ``CpuClocks.read()``s; None when not measured."""
+    """CPU seconds spent (and ``server_wait``: waited) between two ``CpuClocks.read()``s;
+    None when not measured."""
     if before is None or after is None:
         return None
     out: dict[str, float | None] = {}
-    for name in STORES:
+    for name in (*STORES, "server_wait"):
+        if name not in before or name not in after:
+            continue
         (pid0, s0), (pid1, s1) = before[name], after[name]
         ok = pid0 == pid1 and s0 is not None and s1 is not None
         out[name] = round(s1 - s0, 4) if ok else None  # type: ignore[operator]
@@ -144,8 +167,8 @@ def _per(cpu: dict[str, float | None] | None, count: int) -> dict[str, float | N
     """CPU µs per unit of ``count``; None without CPU figures or a count."""
     if cpu is None or not count:
         return None
-    return {name: round(s * 1e6 / count, 2) if s is not None else None
-            for name, s in cpu.items()}
+    return {name: round(cpu[name] * 1e6 / count, 2) if cpu.get(name) is not None else None
+            for name in STORES}
 
 
 def figures(label: str, phases: list[dict[str, Any]], seconds: float,
@@ -154,6 +177,7 @@ def figures(label: str, phases: list[dict[str, Any]], seconds: float,
     requests = sum(p["sent"] for p in phases)
     points = sum(p["points_ok"] for p in phases)
     server_s = (cpu or {}).get("server")
+    wait_s = (cpu or {}).get("server_wait")
     return {"label": label, "phases": [p["name"] for p in phases],
             "seconds": round(seconds, 3), "requests": requests, "points": points,
             "cpu_s": cpu, "cpu_us_per_request": _per(cpu, requests),
@@ -161,6 +185,9 @@ def figures(label: str, phases: list[dict[str, Any]], seconds: float,
             # CPU clocks tick every 10 ms: over a moment, cores would be mostly rounding.
             "server_cores": round(server_s / seconds, 3)
             if server_s is not None and seconds >= MIN_CORES_SPAN_S else None,
+            # The share of the wall time the loop's thread was ready but had no core.
+            "server_cpu_wait": round(wait_s / seconds, 3)
+            if wait_s is not None and seconds >= MIN_CORES_SPAN_S else None,
             "loop_lag_ms": lag}
 
 
@@ -183,8 +210,10 @@ def run_cost(groups: list[dict[str, Any]], phases: list[dict[str, Any]],
     cpus = [g["cpu"] for g in groups] + [drain["cpu"]]
     total = None
     if measured and all(c is not None for c in cpus):
-        total = {name: None if any(c[name] is None for c in cpus)
+        total = {name: None if any(c.get(name) is None for c in cpus)
                  else round(sum(c[name] for c in cpus), 4) for name in STORES}
+        if all(c.get("server_wait") is not None for c in cpus):
+            total["server_wait"] = round(sum(c["server_wait"] for c in cpus), 4)
     start = groups[0]["start"] if groups else drain["start"]
     run_lag = lag_stats(lags, start, drain["end"])
     whole = figures("whole run", phases, drain["end"] - start, total, run_lag)

@@ -58,7 +58,12 @@ def _row(path: str, record: dict[str, Any]) -> str:
             f"{record['requests']:,} | {record['points']:,} | {seconds} | {server_req} | "
             f"{server_point} | {_store_cell(record, 'postgres')} | "
             f"{_store_cell(record, 'redis')} | {_num(record.get('server_cores'), 2)} | "
+            f"{_percent(record.get('server_cpu_wait'))} | "
             f"{_num(lag.get('max'))} | {_num(lag.get('p99'))} |")
+
+
+def _percent(fraction: float | None) -> str:
+    return "–" if fraction is None else f"{fraction:.0%}"
 
 
 def cost_table(summary: dict[str, Any]) -> list[str]:
@@ -72,12 +77,15 @@ def cost_table(summary: dict[str, Any]) -> list[str]:
              "requests and accepted points (a group that sent no points: per request). "
              "Points a group accepted but had not committed by its end are committed in "
              "the drain, whose CPU is shown on its own and counted in *whole run*. "
+             "*Waits for a CPU*: the share of the wall time the server's loop was ready "
+             "to run but every core was busy (Linux schedstat) — lag the machine adds, "
+             "not the server. "
              "Loop lag: the longest the server's event loop was held in each second "
              "(max and p99 over the group's seconds).", "",
              "| path | group | s | requests | points | CPU s server / PG / Redis | "
              "server µs/request | server µs/point | PostgreSQL µs/point | Redis µs/point | "
-             "server cores | loop lag max ms | loop lag p99 ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "server cores | waits for a CPU | loop lag max ms | loop lag p99 ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for path, run_cost in runs.items():
         for record in [*run_cost["groups"], run_cost["drain"], run_cost["whole_run"]]:
             lines.append(_row(path, record))

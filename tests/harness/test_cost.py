@@ -37,6 +37,27 @@ def test_cpu_of_a_process_tree_counts_a_busy_child(tmp_path: Path) -> None:
     assert alive["postgres"] is None and alive["redis"] is None
 
 
+def test_the_servers_wait_for_a_cpu_is_read_from_the_scheduler(tmp_path: Path) -> None:
+    """Two busy processes on one core: each waits, runnable, about half the time."""
+    if not Path(f"/proc/{os.getpid()}/schedstat").exists():
+        pytest.skip("no schedstat on this kernel")
+    busy = "import time\nend = time.time() + 1.0\nwhile time.time() < end: pass\n"
+    children = [subprocess.Popen([sys.executable, "-c", busy]) for _ in range(2)]
+    try:
+        for child in children:
+            os.sched_setaffinity(child.pid, {min(os.sched_getaffinity(0))})
+        clocks = cost.CpuClocks(children[0].pid, tmp_path)
+        before = clocks.read()
+        children[1].wait(timeout=10)
+        delta = cost.cpu_delta(before, clocks.read())
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+    assert delta is not None and delta["server_wait"] is not None
+    assert delta["server_wait"] > 0.1
+
+
 def test_a_changed_pid_makes_the_delta_unmeasured() -> None:
     before = {"server": (10, 1.0), "postgres": (20, 5.0), "redis": (30, 0.5)}
     after = {"server": (10, 1.5), "postgres": (21, 0.1), "redis": (30, 0.75)}
@@ -64,7 +85,8 @@ def _phase(name: str, sent: int, points: int) -> dict:
 def test_run_cost_per_request_per_point_and_whole_run() -> None:
     phases = [_phase("batches", 100, 50_000), _phase("health", 50, 0), _phase("reads", 40, 0)]
     groups = [{"label": "batches+health", "phases": ["batches", "health"], "start": 0.0,
-               "end": 10.0, "cpu": {"server": 1.5, "postgres": 2.0, "redis": 0.5}},
+               "end": 10.0, "cpu": {"server": 1.5, "postgres": 2.0, "redis": 0.5,
+                                     "server_wait": 2.0}},
               {"label": "reads", "phases": ["reads"], "start": 11.0, "end": 13.0,
                "cpu": {"server": 0.2, "postgres": 0.04, "redis": 0.0}}]
     drain = {"start": 13.0, "end": 15.0, "cpu": {"server": 0.3, "postgres": 1.0, "redis": 0.1}}
@@ -74,6 +96,8 @@ def test_run_cost_per_request_per_point_and_whole_run() -> None:
     assert first["cpu_us_per_request"]["server"] == 10_000.0
     assert first["cpu_us_per_point"] == {"server": 30.0, "postgres": 40.0, "redis": 10.0}
     assert first["server_cores"] == 0.15
+    assert first["server_cpu_wait"] == 0.2  # 2 s of 10 waiting for a core
+    assert reads["server_cpu_wait"] is None  # not read: not guessed
     assert reads["cpu_us_per_point"] is None  # no ingest: per request only
     assert reads["cpu_us_per_request"]["postgres"] == 1000.0
     whole = record["whole_run"]
@@ -83,6 +107,7 @@ def test_run_cost_per_request_per_point_and_whole_run() -> None:
 
     table = "\n".join(cost_table({"runs": {"pipelined": {"cost": record}}}))
     assert "| pipelined | batches+health | 10.0 | 150 | 50,000 | 1.50 / 2.00 / 0.50 |" in table
+    assert "| 0.15 | 20% |" in table
     assert "| 1,000 /request |" in table  # PostgreSQL for the group without ingest
 
 

@@ -17,18 +17,18 @@ point; a call's reply can be lost after it ran) is never reported as "nothing
 accepted": ``PartiallyAccepted`` carries the ids that were, and those that may
 have been, so a client re-sending with the same ids doubles nothing.
 
-``wait_committed`` serves ``?ack=committed`` by polling PostgreSQL for the ids
-with a growing interval, which works whichever process's worker commits them;
-a store error while waiting only means "not committed yet".
+``wait_committed`` serves ``?ack=committed`` through ``commit_watch.py``: the ids
+of every waiting request polled in one query per tick, which works whichever
+process's worker commits them; a store error while waiting only means "not
+committed yet".
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
+from server.commit_watch import CommitWatch
 from server.errors import (
     CommitUnknown,
     EnqueueInterrupted,
@@ -54,6 +54,7 @@ class Ingest:
     def __init__(self, queue: PointQueue, db: Database) -> None:
         self.queue = queue
         self.db = db
+        self.commits = CommitWatch(db)
         self.accepted = 0
         self.written_directly = 0
 
@@ -127,18 +128,4 @@ class Ingest:
 
     async def wait_committed(self, ids: Sequence[str], timeout_s: float) -> bool:
         """True once every id is committed in PostgreSQL; False if ``timeout_s`` passes."""
-        deadline = time.monotonic() + timeout_s
-        delay = 0.005
-        unique = list(dict.fromkeys(ids))
-        while True:
-            try:
-                async with self.db.cursor() as cur:
-                    if await sql.count_committed(cur, unique) == len(unique):
-                        return True
-            except StoreUnavailable:
-                pass  # PostgreSQL away: the points wait safely in the queue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.1)
+        return await self.commits.wait(ids, timeout_s)

@@ -257,6 +257,7 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         deps = Deps(settings=settings, db=db, redis=client, path=path, queue=queue,
                     workers=pool, ingest=Ingest(queue, db), cache=ReadCache(client),
                     auth=Authenticator(db), lifecycle=state)
+        stack.push_async_callback(deps.ingest.commits.close)  # after the handlers stop
         if sockets is None:
             sockets = bind(settings.address, settings.port)
             stack.callback(lambda: [sock.close() for sock in sockets])  # type: ignore[union-attr]

@@ -76,7 +76,7 @@ SELECT id, competition_id, participant_id, value, recorded_at, received_at, comm
 FROM points WHERE id = %s
 """
 
-COUNT_COMMITTED = "SELECT count(*) FROM points WHERE id = ANY(%s::text[])"
+COMMITTED_IDS = "SELECT id FROM points WHERE id = ANY(%s::text[])"
 
 
 def _quoted(text: str) -> str:
@@ -210,7 +210,7 @@ async def get_point(cur: Any, point_id: str) -> dict[str, Any] | None:
     return dict(zip(keys, row))
 
 
-async def count_committed(cur: Any, ids: Sequence[str]) -> int:
-    await cur.execute(COUNT_COMMITTED, (list(ids),))
-    (count,) = await cur.fetchone()
-    return int(count)
+async def committed_ids(cur: Any, ids: Sequence[str]) -> list[str]:
+    """Those of ``ids`` that are rows in ``points``."""
+    await cur.execute(COMMITTED_IDS, (list(ids),))
+    return [point_id for (point_id,) in await cur.fetchall()]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
+import tornado.httpclient
 
 from server.lifecycle import Service
 from tests.conftest import Api, Stores, assert_exact, make_settings, seed, sql
@@ -59,6 +62,36 @@ async def test_ack_committed_waits_for_the_commit(service: Service, api: Api) ->
                                   {"competition_id": cid, "participant_id": p0, "value": 1})
     assert status == 201
     assert body["committed"] is True
+
+
+async def test_concurrent_committed_acks_share_one_query_per_tick(
+        service: Service, api: Api, clean: Stores) -> None:
+    # 60 requests wait at once, each for its own point; polled per request they
+    # would make at least 60 queries, gathered they make one per tick.
+    cid, parts = await seed(api)
+    many = Api(service.url)
+    many.http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=100)
+    waiting = [asyncio.ensure_future(many.post(
+        "/v1/points?ack=committed", {"id": f"w{i}", "competition_id": cid,
+                                     "participant_id": parts[i % 3], "value": i}))
+        for i in range(60)]
+    watch = service.deps.ingest.commits
+    try:
+        for _ in range(1000):  # workers start only once every request waits
+            if len(watch._by_id) == 60:
+                break
+            await asyncio.sleep(0.01)
+        assert len(watch._by_id) == 60
+        before = watch.queries
+        service.deps.workers.start(1)
+        answers = await asyncio.gather(*waiting)
+    finally:
+        many.http.close()
+    assert [(status, body["committed"], body["ids"]) for status, body in answers] == [
+        (201, True, [f"w{i}"]) for i in range(60)]
+    assert 1 <= watch.queries - before < 60
+    await service.deps.workers.folder.fold_once()
+    assert_exact(clean, {f"w{i}" for i in range(60)})
 
 
 async def test_ack_committed_answers_202_when_commit_is_not_possible_in_time(

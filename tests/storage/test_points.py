@@ -67,12 +67,12 @@ async def test_rows_postgresql_refuses_raise_data_rejected_and_write_nothing(
     assert run_sql(clean, "SELECT count(*) FROM points") == [(0,)]
 
 
-async def test_count_committed_and_get_point(db: Database) -> None:
+async def test_committed_ids_and_get_point(db: Database) -> None:
     cid, (a, *_) = await register(db)
     async with db.transaction() as cur:
         await sql.write_points(cur, [point("g1", cid, a, 1.5)])
     async with db.cursor() as cur:
-        assert await sql.count_committed(cur, ["g1", "missing"]) == 1
+        assert await sql.committed_ids(cur, ["g1", "missing"]) == ["g1"]
         row = await sql.get_point(cur, "g1")
         assert (row["id"], row["value"], row["participant_id"]) == ("g1", 1.5, a)
         assert await sql.get_point(cur, "missing") is None

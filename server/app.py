@@ -11,12 +11,14 @@ import tornado.web
 from server.auth import Authenticator
 from server.cache import ReadCache
 from server.config import Settings
-from server.handlers import admin, bulk, competitions, health, points, reads
+from server.handlers import admin, bulk, competitions, docs, health, points, reads
 from server.handlers.base import NotFoundHandler
 from server.ingest import Ingest
+from server.openapi import CachedDocument
 from server.queue.paths import IngestPath
 from server.queue.redis_queue import PointQueue
 from server.queue.worker import Workers
+from server.ratelimit import RateLimiter
 from server.storage.database import Database
 
 
@@ -43,6 +45,7 @@ class Deps:
     auth: Authenticator
     lifecycle: LifecycleState
     readiness: Any = None
+    limiter: RateLimiter | None = None  # None: RATE_LIMIT_PER_TOKEN=0, nothing is limited
 
 
 def make_app(deps: Deps) -> tornado.web.Application:
@@ -51,6 +54,8 @@ def make_app(deps: Deps) -> tornado.web.Application:
     routes = [
         (r"/health", health.HealthHandler, d),
         (r"/ready", health.ReadyHandler, d),
+        # Built from this very table on first use; every route needs its entry there.
+        (r"/openapi\.json", docs.OpenApiHandler, {**d, "document": CachedDocument()}),
         (r"/v1/competitions", competitions.CompetitionsHandler, d),
         (r"/v1/competitions/([0-9]+)", competitions.CompetitionHandler, d),
         (r"/v1/competitions/([0-9]+)/participants", competitions.ParticipantsHandler, d),

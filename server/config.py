@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from server.queue.paths import INGEST_PATHS, PIPELINED
 
-LOG_FORMATS = ("json", "text")
+LOG_FORMATS = ("auto", "json", "text")
 QUEUE_FSYNC_MODES = ("always", "everysec")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -64,7 +64,11 @@ class Settings:
     rate_limit_per_token: float = 0.0
     log_dir: Path | None = None
     log_level: str = "INFO"
-    log_format: str = "json"
+    log_format: str = "auto"  # auto: text on a terminal, JSON lines otherwise
+    log_max_bytes: int = 50 * 1024 * 1024
+    log_backups: int = 10
+    access_log: bool = True
+    sentry_dsn: str | None = None
     shutdown_timeout_s: float = 30.0
     prod: bool = False
     # Flags (CLI overrides; also settable from the environment for containers).
@@ -200,6 +204,10 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "LOG_DIR": ("log_dir", _path),
     "LOG_LEVEL": ("log_level", _choice(LOG_LEVELS, upper=True)),
     "LOG_FORMAT": ("log_format", _choice(LOG_FORMATS)),
+    "LOG_MAX_BYTES": ("log_max_bytes", _int(1024)),
+    "LOG_BACKUPS": ("log_backups", _int(1, 1000)),
+    "ACCESS_LOG": ("access_log", _bool),
+    "SENTRY_DSN": ("sentry_dsn", _url(("http", "https"))),
     "SHUTDOWN_TIMEOUT": ("shutdown_timeout_s", _float(0, strict=True)),
     "PROD": ("prod", _bool),
     "PORT": ("port", _int(0, 65535)),
@@ -219,13 +227,22 @@ FLAG_VARIABLES = {
 }
 
 
+def _masked(name: str, text: str) -> str:
+    """``text`` with its credentials replaced by ``***``: a URL's password, and a
+    Sentry DSN's key (its user part)."""
+    if not text or not name.endswith(("_URL", "_DSN")):
+        return text
+    try:
+        parts = urlsplit(text.strip())
+        secret = parts.username if name.endswith("_DSN") else parts.password
+    except ValueError:
+        return text
+    return text.replace(secret, "***") if secret else text
+
+
 def _shown(name: str, raw: str) -> str:
     """Render a value for an error message without leaking credentials."""
-    if name.endswith("_URL"):
-        parts = urlsplit(raw.strip())
-        if parts.password:
-            return repr(raw.replace(parts.password, "***"))
-    return repr(raw)
+    return repr(_masked(name, raw))
 
 
 def load_settings(
@@ -264,10 +281,7 @@ def describe_settings(settings: Settings) -> list[tuple[str, str]]:
     rows = []
     for name, (field, _) in _VARIABLES.items():
         value = getattr(settings, field)
-        text = "" if value is None else str(value)
-        if name.endswith("_URL") and text and (password := urlsplit(text).password):
-            text = text.replace(password, "***")
-        rows.append((name, text))
+        rows.append((name, _masked(name, "" if value is None else str(value))))
     return rows
 
 

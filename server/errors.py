@@ -32,7 +32,9 @@ Hierarchy::
     ├── UnknownReferences                         points name competitions or participants
     │                                             that do not exist (direct write only)
     ├── NotAuthenticated                          no, malformed, unknown or revoked token
-    └── NotPermitted(role, required)              the token's role is too low
+    ├── NotPermitted(role, required)              the token's role is too low
+    └── RateLimited(limit, remaining, reset_s, retry_after_s)
+                                                  the token is over RATE_LIMIT_PER_TOKEN
 
 ``details`` items always carry ``message`` and, where they apply, ``index``
 (position in a JSON batch), ``line`` (in an upload) and ``field``.
@@ -184,3 +186,22 @@ class NotPermitted(ServiceError):
         super().__init__(f"this token has role {role!r}; {required!r} is required")
         self.role = role
         self.required = required
+
+
+class RateLimited(ServiceError):
+    """The token sends faster than RATE_LIMIT_PER_TOKEN requests/s and its burst is spent.
+
+    Carries the limiter's figures: ``limit`` (the burst), ``remaining`` (0 here),
+    ``reset_s`` (until the whole burst is available again) and ``retry_after_s``
+    (until the next request would pass).
+    """
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, limit: int, remaining: int, reset_s: float,
+                 retry_after_s: float) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_s = reset_s
+        self.retry_after_s = retry_after_s

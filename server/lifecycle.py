@@ -51,6 +51,7 @@ from server.queue.durability import Durability, read_durability
 from server.queue.paths import make_path
 from server.queue.redis_queue import PointQueue
 from server.queue.worker import Workers
+from server.ratelimit import make_limiter
 from server.redis_pool import redis_client
 from server.storage.database import open_database
 from server.storage.migrate import MigrationError, apply_migrations
@@ -256,7 +257,8 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         state = LifecycleState()
         deps = Deps(settings=settings, db=db, redis=client, path=path, queue=queue,
                     workers=pool, ingest=Ingest(queue, db), cache=ReadCache(client),
-                    auth=Authenticator(db), lifecycle=state)
+                    auth=Authenticator(db), lifecycle=state,
+                    limiter=make_limiter(client, settings.rate_limit_per_token))
         stack.push_async_callback(deps.ingest.commits.close)  # after the handlers stop
         if sockets is None:
             sockets = bind(settings.address, settings.port)

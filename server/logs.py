@@ -1,54 +1,139 @@
-"""Logging setup: JSON or text lines to stderr, plus rotating files when LOG_DIR is set."""
+"""Logs operators can use: one JSON object per line, a request id on every line of a
+request, an access line per request, rotating files.
+
+- **Where.** Always stderr; with ``LOG_DIR`` also ``app.log`` (everything at
+  ``LOG_LEVEL`` and above) and ``error.log`` (ERROR and above), each rotated at
+  ``LOG_MAX_BYTES`` keeping ``LOG_BACKUPS`` old files.  With ``--processes N``
+  each process writes its own pair (``app-1.log``, ``error-1.log``, …): one
+  file rotated by several processes loses lines, since each renames it under
+  the others.
+- **How.** ``LOG_FORMAT=auto`` (the default) writes readable text when stderr is
+  a terminal and JSON lines otherwise; ``json`` / ``text`` force one.  Files are
+  always JSON lines, for machines.
+- **Request id.** ``X-Request-ID`` is taken from the request when it is sane
+  (1–128 printable ASCII characters) or made (32 hex digits), echoed in the
+  response, and added to every line logged while that request is handled
+  (a context variable, so it follows the request's task and nothing else).
+  Work shared by many requests — a coalesced enqueue, the workers — has none.
+- **Access log.** One INFO line per request on ``points.access``: method, route
+  template, path, status, duration, request id (``ACCESS_LOG=false`` turns it
+  off).  Tornado's own access logger is kept quiet: it would write a second line.
+- **Errors.** A 5xx that is a bug is logged once, at ERROR, with its traceback;
+  a 503 because a store is away is one WARNING line without one (it is an
+  outage, not a bug: the traceback says nothing new, thousands of times).
+"""
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import secrets
+import sys
 import time
+from contextvars import ContextVar
+from typing import Any
 
 import orjson
 
 from server.config import Settings
 
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+ACCESS = logging.getLogger("points.access")
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 
 
+def request_id_from(header: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is sane, else a new one."""
+    if header and len(header) <= 128 and header.isascii() and header.isprintable():
+        return header
+    return secrets.token_hex(16)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the current request's id to every record logged while it is handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            request_id = REQUEST_ID.get()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z")
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, the record's extras, exc."""
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        entry: dict[str, Any] = {"ts": _timestamp(record), "level": record.levelname,
+                                 "logger": record.name, "msg": record.getMessage()}
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(settings: Settings) -> None:
-    formatter: logging.Formatter = (
-        JsonFormatter() if settings.log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+class TextFormatter(logging.Formatter):
+    """For a person at a terminal: time, level, logger, message, [request id]."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        if request_id is None:
+            return line
+        first, newline, rest = line.partition("\n")
+        return f"{first} [{request_id}]{newline}{rest}"
+
+
+def _stderr_formatter(settings: Settings) -> logging.Formatter:
+    text = settings.log_format == "text" or (
+        settings.log_format == "auto" and sys.stderr.isatty())
+    return TextFormatter() if text else JsonFormatter()
+
+
+def configure_logging(settings: Settings, process: int | None = None) -> None:
+    """Logging for this process; ``process`` (1..N) names its files under ``--processes``."""
     handlers: list[logging.Handler] = [logging.StreamHandler()]
+    handlers[0].setFormatter(_stderr_formatter(settings))
     if settings.log_dir is not None:
         settings.log_dir.mkdir(parents=True, exist_ok=True)
-        size, count = 50 * 1024 * 1024, 10
-        handlers.append(logging.handlers.RotatingFileHandler(
-            settings.log_dir / "app.log", maxBytes=size, backupCount=count))
-        errors = logging.handlers.RotatingFileHandler(
-            settings.log_dir / "error.log", maxBytes=size, backupCount=count)
-        errors.setLevel(logging.ERROR)
-        handlers.append(errors)
+        suffix = f"-{process}" if process is not None else ""
+        for name, level in (("app", logging.NOTSET), ("error", logging.ERROR)):
+            handler = logging.handlers.RotatingFileHandler(
+                settings.log_dir / f"{name}{suffix}.log", maxBytes=settings.log_max_bytes,
+                backupCount=settings.log_backups, encoding="utf-8")
+            handler.setLevel(level)
+            handler.setFormatter(JsonFormatter())
+            handlers.append(handler)
     root = logging.getLogger()
+    for old in root.handlers:
+        old.close()
     root.handlers.clear()
     for handler in handlers:
-        handler.setFormatter(formatter)
+        handler.addFilter(RequestIdFilter())
         root.addHandler(handler)
     root.setLevel(settings.log_level)
-    # One line per request is tornado's access log; keep it at WARNING unless debugging.
-    logging.getLogger("tornado.access").setLevel(
-        logging.INFO if settings.log_level == "DEBUG" else logging.WARNING)
+    logging.getLogger("tornado.access").setLevel(logging.CRITICAL)  # ours is points.access
+    ACCESS.setLevel(logging.NOTSET if settings.access_log else logging.WARNING)
+
+
+def log_request(handler: Any) -> None:
+    """Tornado's ``log_function``: the access line of one finished request."""
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    request = handler.request
+    status = handler.get_status()
+    duration_ms = request.request_time() * 1000
+    route = getattr(handler, "route", None) or request.path
+    ACCESS.info("%s %s %d %.1fms", request.method, request.path, status, duration_ms,
+                extra={"method": request.method, "route": route, "path": request.path,
+                       "status": status, "duration_ms": round(duration_ms, 2),
+                       "request_id": getattr(handler, "request_id", None),
+                       "remote": request.remote_ip})

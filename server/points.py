@@ -23,29 +23,27 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from server import schemas
 from server.errors import InvalidInput
 
 Point = tuple  # (id, competition_id, participant_id, value, recorded_us, received_us)
 
-FIELDS = ("id", "competition_id", "participant_id", "value", "recorded_at")
-REQUIRED = ("competition_id", "participant_id", "value")
+# The names, bounds and patterns of a point are those /openapi.json publishes
+# (server/schemas.py); module-level here so that the hot path reads plain globals.
+FIELDS = schemas.POINT_FIELDS
+REQUIRED = schemas.POINT_REQUIRED
 _ALLOWED = frozenset(FIELDS)
-MAX_ID_CHARS = 64
-MAX_FUTURE_US = 5 * 60 * 1_000_000
-MAX_REPORTED = 100
-# Scores are bounded so that no sum of them can overflow a standing's float8
-# total (which PostgreSQL would refuse long after the points were accepted).
-MAX_ABS_VALUE = 1e15
-_INT64_MAX = 2**63 - 1
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
+MAX_ID_CHARS = schemas.POINT_ID_MAX_CHARS
+MAX_FUTURE_US = schemas.RECORDED_AT_MAX_FUTURE_S * 1_000_000
+MAX_REPORTED = schemas.MAX_REPORTED
+MAX_ABS_VALUE = schemas.POINT_VALUE_MAX_ABS
+_INT64_MAX = schemas.INT64_MAX
+_RFC3339 = re.compile(schemas.RFC3339_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
-_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EARLIEST = datetime(schemas.TIMESTAMP_YEARS[0], 1, 1, tzinfo=UTC)
+_LATEST = datetime(schemas.TIMESTAMP_YEARS[1], 1, 1, tzinfo=UTC)
+_CONTROL = re.compile(f"[{schemas.CONTROL_CHARS}]")
 
 
 class NonFinite:
@@ -157,13 +155,16 @@ def parse_rfc3339(value: Any) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    # Keep to years every client and driver can represent (psycopg2 cannot read
-    # back a year past 9999 or before 1 once converted to UTC).
+    # Keep to years every client and driver can represent (schemas.TIMESTAMP_YEARS).
     return moment if _EARLIEST <= moment < _LATEST else None
 
 
-RFC3339_HINT = ("must be an RFC 3339 timestamp with offset between 1900 and 2200, "
+RFC3339_HINT = (f"must be an RFC 3339 timestamp with offset between "
+                f"{schemas.TIMESTAMP_YEARS[0]} and {schemas.TIMESTAMP_YEARS[1]}, "
                 "e.g. 2026-01-31T12:00:00Z")
+
+
+_FUTURE_MINUTES = schemas.RECORDED_AT_MAX_FUTURE_S // 60
 
 
 def parse_timestamp_us(value: Any, received_us: int) -> tuple[int | None, str | None]:
@@ -173,7 +174,7 @@ def parse_timestamp_us(value: Any, received_us: int) -> tuple[int | None, str | 
         return None, RFC3339_HINT
     us = (moment - _EPOCH) // _MICROSECOND
     if us - received_us > MAX_FUTURE_US:
-        return None, "must not be more than 5 minutes in the future"
+        return None, f"must not be more than {_FUTURE_MINUTES} minutes in the future"
     return us, None
 
 
@@ -254,7 +255,7 @@ class KeyedIds:
         return f"{self.prefix}{position}"
 
 
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+IDEMPOTENCY_KEY = re.compile(schemas.IDEMPOTENCY_KEY_PATTERN)
 
 
 def with_ids(partial: list[tuple], positions: list[int] | None = None,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from server import schemas
 from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
 from server.jsonbody import decode_json
 
-MAX_IDS = 10_000
+MAX_IDS = schemas.DLQ_IDS_MAX
+_ID_MAX_CHARS = schemas.POINT_ID_MAX_CHARS
 
 
 class QueueHandler(BaseHandler):
@@ -54,10 +56,11 @@ def _selection(body: bytes) -> list[str] | None:
         return None
     ids = data.get("ids") if type(data) is dict and set(data) == {"ids"} else None
     if (type(ids) is not list or not 0 < len(ids) <= MAX_IDS
-            or not all(type(i) is str and 0 < len(i) <= 64 for i in ids)):
+            or not all(type(i) is str and 0 < len(i) <= _ID_MAX_CHARS for i in ids)):
         raise InvalidInput(
-            'body must be {"ids": [1..10000 point ids]} or {"all": true}',
-            details=[{"field": "ids", "message": "list of 1..10000 strings of 1..64 chars"}])
+            f'body must be {{"ids": [1..{MAX_IDS} point ids]}} or {{"all": true}}',
+            details=[{"field": "ids", "message": f"list of 1..{MAX_IDS} strings of "
+                                                 f"1..{_ID_MAX_CHARS} chars"}])
     return ids
 
 
@@ -67,8 +70,8 @@ class DeadLettersHandler(BodyHandler):
     role = "admin"
 
     async def get(self) -> None:
-        limit = self.query_int("limit", 100, 1, 1000)
-        offset = self.query_int("cursor", 0, 0, 2**31)
+        limit = self.query_int(*schemas.DLQ_LIMIT)
+        offset = self.query_int(*schemas.DLQ_CURSOR)
         items, next_offset = await self.deps.queue.dead.page(limit, offset)
         self.write_json({"items": items,
                          "next_cursor": str(next_offset) if next_offset is not None else None})

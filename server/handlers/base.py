@@ -20,6 +20,7 @@ import orjson
 import tornado.web
 from tornado.httputil import responses
 
+from server import schemas
 from server.errors import ServiceError, StoreUnavailable
 from server.handlers.errors import (
     BadParameter,
@@ -28,6 +29,7 @@ from server.handlers.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
     http_error_for,
+    rate_limit_headers,
 )
 from server.points import IDEMPOTENCY_KEY, KeyedIds
 
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from server.auth import Identity
 
 log = logging.getLogger(__name__)
-_INT64_MAX = 2**63 - 1
+_INT64_MAX = schemas.INT64_MAX
 
 
 def _code_for(status: int) -> str:
@@ -58,6 +60,11 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.role is not None:
             self.identity = await self.deps.auth.require(
                 self.request.headers.get("Authorization"), self.role)
+            if self.deps.limiter is not None:  # per token; public routes are never limited
+                quota = await self.deps.limiter.admit(self.identity.token_hash)
+                for name, value in rate_limit_headers(quota.limit, quota.remaining,
+                                                      quota.reset_s).items():
+                    self.set_header(name, value)
 
     def on_finish(self) -> None:
         if getattr(self, "_counted", False):

@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from server import schemas
 from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
 from server.handlers.errors import NotFound
@@ -13,9 +14,9 @@ from server.jsonbody import decode_json
 from server.points import RFC3339_HINT, parse_rfc3339
 from server.storage import catalog
 
-_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
-MAX_PARTICIPANTS_PER_REQUEST = 10_000
-PAGE_MAX = 500
+# Names, bounds and the slug pattern are those /openapi.json publishes.
+_SLUG = re.compile(schemas.SLUG_PATTERN)
+MAX_PARTICIPANTS_PER_REQUEST = schemas.PARTICIPANTS_MAX_PER_REQUEST
 
 
 class _Fields:
@@ -65,7 +66,8 @@ class _Fields:
 
 def _raise_if(problems: list[dict[str, Any]]) -> None:
     if problems:
-        raise InvalidInput(f"{len(problems)} invalid field(s)", details=problems[:100])
+        raise InvalidInput(f"{len(problems)} invalid field(s)",
+                           details=problems[:schemas.MAX_REPORTED])
 
 
 class CompetitionsHandler(BodyHandler):
@@ -74,19 +76,20 @@ class CompetitionsHandler(BodyHandler):
         await super().prepare()
 
     async def get(self) -> None:
-        limit = self.query_int("limit", 50, 1, PAGE_MAX)
-        after = self.query_int("cursor", 0, 0, 2**63 - 1)
+        limit = self.query_int(*schemas.COMPETITIONS_LIMIT)
+        after = self.query_int(*schemas.COMPETITIONS_CURSOR)
         async with self.deps.db.cursor(read=True) as cur:
             items = await catalog.list_competitions(cur, limit, after)
         next_cursor = str(items[-1]["id"]) if len(items) == limit else None
         self.write_json({"items": items, "next_cursor": next_cursor})
 
     async def post_body(self) -> None:
-        fields = _Fields(decode_json(self.body), ("slug", "name", "starts_at", "ends_at"), {})
-        slug = fields.text("slug", 100)
+        fields = _Fields(decode_json(self.body), schemas.COMPETITION_FIELDS, {})
+        slug = fields.text("slug", schemas.SLUG_MAX_CHARS)
         if slug is not None and not _SLUG.fullmatch(slug):
-            fields.add("slug", "must be lowercase letters, digits, '-' or '_' (1-100)")
-        name = fields.text("name", 200)
+            fields.add("slug", "must be lowercase letters, digits, '-' or '_' "
+                               f"(1-{schemas.SLUG_MAX_CHARS})")
+        name = fields.text("name", schemas.NAME_MAX_CHARS)
         starts_at, ends_at = fields.timestamp("starts_at"), fields.timestamp("ends_at")
         if starts_at and ends_at and ends_at < starts_at:
             fields.add("ends_at", "must not be before starts_at")
@@ -123,9 +126,9 @@ class ParticipantsHandler(BodyHandler):
         problems: list[dict[str, Any]] = []
         pairs: dict[str, str] = {}
         for index, entry in enumerate(entries):
-            fields = _Fields(entry, ("external_ref", "display_name"), {"index": index})
-            ref = fields.text("external_ref", 200)
-            name = fields.text("display_name", 200)
+            fields = _Fields(entry, schemas.PARTICIPANT_FIELDS, {"index": index})
+            ref = fields.text("external_ref", schemas.EXTERNAL_REF_MAX_CHARS)
+            name = fields.text("display_name", schemas.DISPLAY_NAME_MAX_CHARS)
             problems += fields.problems
             if ref is not None and name is not None:
                 pairs.setdefault(ref, name)

@@ -13,6 +13,7 @@ Anything else that escapes a handler is a bug: a logged 500 without internals.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from server import errors
@@ -67,6 +68,24 @@ def _retry_after(exc: Any) -> dict[str, str]:
     return {"Retry-After": str(max(1, int(exc.retry_after_s)))}
 
 
+def rate_limit_headers(limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+    """The IETF draft's ``RateLimit-*`` fields, sent on every answer of a limited route.
+
+    ``Limit``: the burst (requests that pass at once from rest); ``Remaining``: how
+    many more would pass now; ``Reset``: whole seconds (rounded up) until the whole
+    burst is available again, not until the next request passes (that is a 429's
+    ``Retry-After``).
+    """
+    return {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining),
+            "RateLimit-Reset": str(math.ceil(reset_s))}
+
+
+def _rate_limited(exc: Any) -> dict[str, str]:
+    # Rounded up: a client that waits Retry-After seconds is then admitted.
+    return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s))),
+            **rate_limit_headers(exc.limit, exc.remaining, exc.reset_s)}
+
+
 # Domain error type -> (status, code or None for the error's own, headers).  Most
 # specific first: the first entry the error is an instance of wins.  Every store
 # outage is one code, ``unavailable``, whichever store and however it failed.
@@ -76,6 +95,7 @@ _TABLE: list[tuple[type[errors.ServiceError], int, str | None, Any]] = [
     (errors.UnknownReferences, 503, None, _retry_after),
     (errors.NotAuthenticated, 401, None, lambda exc: {"WWW-Authenticate": "Bearer"}),
     (errors.NotPermitted, 403, None, None),
+    (errors.RateLimited, 429, None, _rate_limited),
     (errors.SlugTaken, 409, None, None),
     (errors.MalformedInput, 400, None, None),
     (errors.InvalidInput, 422, None, None),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from server import schemas
 from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
 from server.handlers.errors import BadParameter, NotFound
@@ -31,7 +32,7 @@ class PointsHandler(BodyHandler):
     async def post_body(self) -> None:
         received_us = now_us()
         ack = self.get_query_argument("ack", "queued")
-        if ack not in ("queued", "committed"):
+        if ack not in schemas.ACK_MODES:
             raise BadParameter("query parameter 'ack' must be 'queued' or 'committed'",
                                details=[{"field": "ack", "message": "queued|committed"}])
         points = await validate_points(self._items(decode_json(self.body)), received_us,

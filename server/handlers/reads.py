@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from server import schemas
 from server.handlers.base import BaseHandler
 from server.handlers.errors import NotFound
 from server.storage import catalog, reads
@@ -16,7 +17,6 @@ from server.storage import catalog, reads
 LEADERBOARD_TTL_S = 1.0
 STATS_TTL_S = 30.0
 PARTICIPANT_TTL_S = 60.0
-LEADERBOARD_MAX = 1000
 
 
 class _CachedRead(BaseHandler):
@@ -30,8 +30,8 @@ class _CachedRead(BaseHandler):
 class LeaderboardHandler(_CachedRead):
     async def get(self, competition_id: str) -> None:
         cid = self.path_id(competition_id)
-        limit = self.query_int("limit", 100, 1, LEADERBOARD_MAX)
-        offset = self.query_int("offset", 0, 0, 10_000_000)
+        limit = self.query_int(*schemas.LEADERBOARD_LIMIT)
+        offset = self.query_int(*schemas.LEADERBOARD_OFFSET)
 
         async def compute() -> dict:
             async with self.deps.db.cursor(read=True) as cur:

@@ -1,4 +1,4 @@
-"""Every Redis key the queue and caches use, in one place (arq's constants.py idea)."""
+"""Every Redis key the queue, caches and rate limiter use, in one place (arq's constants.py)."""
 
 PREFIX = "pq:"
 ITEMS = PREFIX + "items"  # HASH chunk id -> payload (orjson)
@@ -13,6 +13,7 @@ STATS = PREFIX + "stats"  # HASH counters, point units: ready inflight retry dea
 COMMITTED_BY_S = PREFIX + "committed:by_s"  # HASH Redis-clock second -> points committed
 PAUSED = PREFIX + "paused"  # STRING present while claiming is paused
 CACHE_PREFIX = "cache:"  # read caches (leaderboard, stats, participant)
+RATE_LIMIT_PREFIX = "rl:"  # STRING per token (hex of its hash) -> GCRA TAT (µs, Redis TIME)
 
 QUEUE_KEYS = (ITEMS, READY, LEASES, HOLDERS, HANDBACKS, RETRY, DEAD, DEAD_INDEX, STATS,
               COMMITTED_BY_S, PAUSED)

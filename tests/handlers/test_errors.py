@@ -16,6 +16,8 @@ def _instance(kind: type) -> errors.ServiceError:
     down = errors.StoreUnavailable("redis", "down")
     if kind is errors.PartiallyAccepted:
         return kind(down, accepted_ids=["a"], unknown_ids=["b"])
+    if kind is errors.RateLimited:
+        return kind("slow down", limit=2, remaining=0, reset_s=1.5, retry_after_s=0.5)
     samples = {errors.StoreUnavailable: ("redis", "down"), errors.PoolTimeout: ("postgres", "x"),
                errors.WriteConflict: ("postgres", "deadlock detected"),
                errors.CommitUnknown: ("postgres", "link lost during COMMIT"),
@@ -47,6 +49,16 @@ def test_every_store_outage_is_one_code_with_retry_after() -> None:
         rendered = http_error_for(exc)
         assert rendered is not None and rendered.status == 503
         assert rendered.code == "unavailable" and int(rendered.headers["Retry-After"]) >= 1
+
+
+def test_rate_limited_is_429_with_retry_after_and_ratelimit_headers_rounded_up() -> None:
+    rendered = http_error_for(errors.RateLimited("slow down", limit=20, remaining=0,
+                                                 reset_s=1.2, retry_after_s=0.01))
+    assert rendered is not None and (rendered.status, rendered.code) == (429, "rate_limited")
+    assert rendered.headers == {"Retry-After": "1", "RateLimit-Limit": "20",
+                                "RateLimit-Remaining": "0", "RateLimit-Reset": "2"}
+    assert rendered.body() == {"error": {"code": "rate_limited", "message": "slow down",
+                                         "details": []}}
 
 
 def test_anything_else_is_a_bug_and_has_no_rendering() -> None:

@@ -1,0 +1,324 @@
+"""The request and response shapes, once: the limits the validators enforce and the
+JSON Schemas ``/openapi.json`` publishes are built from the same constants.
+
+The validators (``server/points.py``, the handlers) do not run these schemas —
+the per-point check is hand-written for speed — but they read every field name,
+bound and pattern from here, so the document cannot drift from what is enforced.
+Limits that depend on the settings (``POINTS_MAX_BATCH``, body sizes) are
+parameters of the functions that build their schemas.
+
+Patterns are written once as strings that Python's ``re`` and JSON Schema's
+ECMA-262 regular expressions read alike; Python matches them with ``fullmatch``,
+JSON Schema anchors them with ``^…$``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+INT64_MAX = 2**63 - 1
+
+# --- a point -----------------------------------------------------------------
+
+POINT_ID_MAX_CHARS = 64
+# Scores are bounded so that no sum of them can overflow a standing's float8
+# total (which PostgreSQL would refuse long after the points were accepted).
+POINT_VALUE_MAX_ABS = 1e15
+RECORDED_AT_MAX_FUTURE_S = 5 * 60
+# Years every client and driver can represent (psycopg2 cannot read back a year
+# past 9999 or before 1 once converted to UTC): [earliest, latest).
+TIMESTAMP_YEARS = (1900, 2200)
+# RFC 3339 with an explicit offset (a space for the 'T' is allowed, as RFC 3339 notes).
+RFC3339_PATTERN = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+                   r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
+CONTROL_CHARS = r"\x00-\x1f\x7f"  # the body of a character class: no id may hold these
+IDEMPOTENCY_KEY_PATTERN = r"[\x21-\x7e]{1,200}"
+
+# --- competitions and participants ------------------------------------------
+
+SLUG_MAX_CHARS = 100
+SLUG_PATTERN = r"[a-z0-9][a-z0-9_-]{0,99}"
+NAME_MAX_CHARS = 200
+EXTERNAL_REF_MAX_CHARS = 200
+DISPLAY_NAME_MAX_CHARS = 200
+PARTICIPANTS_MAX_PER_REQUEST = 10_000
+
+# --- the dead-letter queue ----------------------------------------------------
+
+DLQ_IDS_MAX = 10_000
+
+
+class IntQuery(NamedTuple):
+    """An integer query parameter: name, default when absent, inclusive bounds."""
+
+    name: str
+    default: int
+    low: int
+    high: int
+
+
+COMPETITIONS_LIMIT = IntQuery("limit", 50, 1, 500)
+COMPETITIONS_CURSOR = IntQuery("cursor", 0, 0, INT64_MAX)
+LEADERBOARD_LIMIT = IntQuery("limit", 100, 1, 1000)
+LEADERBOARD_OFFSET = IntQuery("offset", 0, 0, 10_000_000)
+DLQ_LIMIT = IntQuery("limit", 100, 1, 1000)
+DLQ_CURSOR = IntQuery("cursor", 0, 0, 2**31)
+ACK_MODES = ("queued", "committed")
+MAX_REPORTED = 100  # problems named in one error (and bulk errors listed in a 202)
+
+
+# --- JSON Schema building blocks ---------------------------------------------
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict[str, Any], required: tuple[str, ...] | list[str] = (), *,
+         closed: bool = True, description: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties,
+                              "required": list(required)}
+    if closed:
+        schema["additionalProperties"] = False
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+ID64 = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
+COUNT = {"type": "integer", "minimum": 0}
+TIMESTAMP = {"type": "string", "format": "date-time"}
+TIMESTAMP_IN = {"type": "string", "format": "date-time", "pattern": f"^{RFC3339_PATTERN}$",
+                "description": f"RFC 3339 with an offset, years {TIMESTAMP_YEARS[0]} to "
+                               f"{TIMESTAMP_YEARS[1] - 1}"}
+POINT_ID = {"type": "string", "minLength": 1, "maxLength": POINT_ID_MAX_CHARS,
+            "pattern": f"^[^{CONTROL_CHARS}]*$"}
+
+
+def _text(max_chars: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": max_chars,
+            "description": "not blank, no NUL characters"}
+
+
+# --- request bodies -----------------------------------------------------------
+
+POINT = _obj({
+    "id": _nullable({**POINT_ID, "description": "the client's idempotency key; the "
+                                                "server assigns a sortable id when absent"}),
+    "competition_id": ID64,
+    "participant_id": ID64,
+    "value": {"type": "number", "minimum": -POINT_VALUE_MAX_ABS,
+              "maximum": POINT_VALUE_MAX_ABS, "description": "finite"},
+    "recorded_at": _nullable({**TIMESTAMP_IN, "description":
+                              TIMESTAMP_IN["description"] + f"; at most "
+                              f"{RECORDED_AT_MAX_FUTURE_S // 60} minutes in the future; "
+                              "default: the receive time"}),
+}, ("competition_id", "participant_id", "value"))
+POINT["examples"] = [{"id": "judge-7", "competition_id": 1, "participant_id": 2, "value": 8.5,
+                      "recorded_at": "2026-01-31T12:00:00Z"}]
+POINT_FIELDS = tuple(POINT["properties"])
+POINT_REQUIRED = tuple(POINT["required"])
+
+
+def point_batch(max_points: int) -> dict[str, Any]:
+    """``{"points": [...]}`` within ``POINTS_MAX_BATCH``."""
+    batch = _obj({"points": {"type": "array", "items": ref("Point"), "minItems": 1,
+                             "maxItems": max_points}}, ("points",))
+    batch["examples"] = [{"points": POINT["examples"]}]
+    return batch
+
+
+COMPETITION_CREATE = _obj({
+    "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN}$", "maxLength": SLUG_MAX_CHARS},
+    "name": _text(NAME_MAX_CHARS),
+    "starts_at": _nullable(TIMESTAMP_IN),
+    "ends_at": _nullable({**TIMESTAMP_IN, "description": "not before starts_at"}),
+}, ("slug", "name"))
+COMPETITION_CREATE["examples"] = [{"slug": "cup", "name": "The Cup",
+                                   "starts_at": "2026-01-31T09:00:00Z"}]
+COMPETITION_FIELDS = tuple(COMPETITION_CREATE["properties"])
+
+PARTICIPANT_CREATE = _obj({"external_ref": _text(EXTERNAL_REF_MAX_CHARS),
+                           "display_name": _text(DISPLAY_NAME_MAX_CHARS)},
+                          ("external_ref", "display_name"))
+PARTICIPANT_FIELDS = tuple(PARTICIPANT_CREATE["properties"])
+PARTICIPANTS_CREATE = _obj({"participants": {
+    "type": "array", "items": ref("ParticipantCreate"), "minItems": 1,
+    "maxItems": PARTICIPANTS_MAX_PER_REQUEST}}, ("participants",))
+PARTICIPANTS_CREATE["examples"] = [{"participants": [
+    {"external_ref": "p1", "display_name": "Player 1"}]}]
+
+DLQ_SELECTION = {"oneOf": [
+    _obj({"ids": {"type": "array", "minItems": 1, "maxItems": DLQ_IDS_MAX,
+                  "items": {"type": "string", "minLength": 1,
+                            "maxLength": POINT_ID_MAX_CHARS}}}, ("ids",)),
+    _obj({"all": {"const": True}}, ("all",)),
+], "examples": [{"ids": ["judge-7"]}]}
+
+# --- errors ---------------------------------------------------------------------
+
+ERROR_DETAIL = _obj({"message": {"type": "string"}, "index": COUNT, "line": COUNT,
+                     "field": {"type": "string"}}, ("message",))
+_ERROR_MEMBERS = {"code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+                  "message": {"type": "string"},
+                  "details": {"type": "array", "items": ref("ErrorDetail")}}
+ERROR = _obj(_ERROR_MEMBERS, ("code", "message", "details"))
+# POST /v1/points, once its points are validated: what was (or may have been) taken.
+POINTS_ERROR = _obj({
+    **_ERROR_MEMBERS,
+    "ids": {"type": "array", "items": {"type": "string"},
+            "description": "every id of the request, server-assigned ones included"},
+    "accepted_ids": {"type": "array", "items": {"type": "string"},
+                     "description": "surely accepted"},
+    "unknown_ids": {"type": "array", "items": {"type": "string"},
+                    "description": "may have been accepted (a store's reply was lost)"},
+}, ("code", "message", "details"))
+# POST /v1/points/bulk: every error says how far the upload got.
+BULK_ERROR = _obj({
+    **_ERROR_MEMBERS,
+    "accepted": COUNT,
+    "rejected": COUNT,
+    "errors": {"type": "array", "items": ref("LineError"), "maxItems": MAX_REPORTED},
+    "accepted_through_line": {**COUNT, "description": "every line up to here was handled"},
+    "unknown_through_line": {**COUNT, "description": "lines up to here may have been "
+                                                     "accepted"},
+}, ("code", "message", "details", "accepted", "rejected", "errors", "accepted_through_line"))
+LINE_ERROR = _obj({"line": COUNT, "message": {"type": "string"}}, ("line", "message"))
+
+
+def error_body(error_schema: str, codes: tuple[str, ...]) -> dict[str, Any]:
+    """``{"error": {...}}`` whose code is one of ``codes``."""
+    return _obj({"error": {"allOf": [ref(error_schema),
+                                     {"properties": {"code": {"enum": list(codes)}}}]}},
+                ("error",))
+
+
+# --- response bodies -----------------------------------------------------------
+
+COMPETITION = _obj({"id": ID64, "slug": {"type": "string"}, "name": {"type": "string"},
+                    "starts_at": _nullable(TIMESTAMP), "ends_at": _nullable(TIMESTAMP),
+                    "created_at": TIMESTAMP},
+                   ("id", "slug", "name", "starts_at", "ends_at", "created_at"))
+COMPETITION_PAGE = _obj({
+    "items": {"type": "array", "items": ref("Competition")},
+    "next_cursor": {"type": ["string", "null"], "description": "the `cursor` of the next "
+                                                               "page; null on the last"},
+}, ("items", "next_cursor"))
+_PARTICIPANT_MEMBERS = {"id": ID64, "competition_id": ID64,
+                        "external_ref": {"type": "string"}, "display_name": {"type": "string"},
+                        "created_at": TIMESTAMP}
+PARTICIPANT = _obj(_PARTICIPANT_MEMBERS, tuple(_PARTICIPANT_MEMBERS))
+PARTICIPANTS_CREATED = _obj({"participants": {"type": "array", "items": ref("Participant")}},
+                            ("participants",))
+PARTICIPANT_STANDING = _obj({**_PARTICIPANT_MEMBERS, "total": {"type": "number"},
+                             "points": COUNT}, (*_PARTICIPANT_MEMBERS, "total", "points"))
+POINTS_ACCEPTED = _obj({
+    "accepted": {"type": "integer", "minimum": 1},
+    "ids": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    "committed": {"type": "boolean", "description": "with ?ack=committed, or when the "
+                                                    "points were written to PostgreSQL "
+                                                    "directly"},
+}, ("accepted", "ids"))
+BULK_ACCEPTED = _obj({"accepted": COUNT, "rejected": COUNT,
+                      "errors": {"type": "array", "items": ref("LineError"),
+                                 "maxItems": MAX_REPORTED}},
+                     ("accepted", "rejected", "errors"))
+_STORED_POINT_MEMBERS = {"id": POINT_ID, "competition_id": ID64, "participant_id": ID64,
+                         "value": {"type": "number"}, "recorded_at": TIMESTAMP,
+                         "received_at": TIMESTAMP}
+STORED_POINT = _obj({**_STORED_POINT_MEMBERS, "committed_at": TIMESTAMP},
+                    (*_STORED_POINT_MEMBERS, "committed_at"))
+LEADERBOARD = _obj({
+    "competition_id": ID64,
+    "as_of": TIMESTAMP,
+    "entries": {"type": "array", "items": _obj({
+        "rank": {"type": "integer", "minimum": 1}, "participant_id": ID64,
+        "display_name": {"type": "string"}, "total": {"type": "number"}, "points": COUNT},
+        ("rank", "participant_id", "display_name", "total", "points"))},
+}, ("competition_id", "as_of", "entries"))
+STATS = _obj({"competition_id": ID64, "points": COUNT, "participants": COUNT,
+              "total_value": {"type": "number"}, "last_point_at": _nullable(TIMESTAMP),
+              "points_per_minute": {**COUNT, "description": "recorded in the last minute"},
+              "as_of": TIMESTAMP},
+             ("competition_id", "points", "participants", "total_value", "last_point_at",
+              "points_per_minute", "as_of"))
+# Admin and probe views are diagnostics: their core members are fixed, more may come.
+QUEUE_STATE = _obj({
+    "depth": COUNT, "inflight": COUNT, "retry_scheduled": COUNT, "dead": COUNT,
+    "oldest_age_s": {"type": "number", "minimum": 0}, "paused": {"type": "boolean"},
+    "path": {"enum": ["naive", "pipelined"]},
+    "throughput": _obj({"committed_per_s_10s": {"type": "number"}, "enqueued": COUNT,
+                        "committed": COUNT, "retried": COUNT, "reclaimed": COUNT,
+                        "dead_lettered": COUNT,
+                        "dlq_dropped": {**COUNT, "description": "dead letters the DLQ's "
+                                                                "bound removed"}},
+                       ("committed_per_s_10s",), closed=False),
+    "workers": {"type": "array", "items": _obj({
+        "name": {"type": "string"}, "running": {"type": "boolean"}, "restarts": COUNT,
+        "down_s": {"type": ["number", "null"]}, "last_error": {"type": ["string", "null"]},
+        "busy_s": {"type": ["number", "null"]}}, ("name", "running"), closed=False)},
+    "worker_counters": {"type": "object", "additionalProperties": COUNT},
+}, ("depth", "inflight", "retry_scheduled", "dead", "oldest_age_s", "paused", "path",
+    "throughput", "workers"), closed=False)
+DLQ_POINT = _obj(_STORED_POINT_MEMBERS, tuple(_STORED_POINT_MEMBERS))
+DEAD_LETTER = _obj({
+    "point": {"oneOf": [ref("DeadPoint"), {"type": "null"}],
+              "description": "null for a chunk that could not be split into points"},
+    "reason": {"type": "string", "description": "unknown_participant, unknown_competition, "
+                                                "data_error, invalid_value, "
+                                                "unexpected_error, undecodable"},
+    "attempts": COUNT, "first_failed_at": TIMESTAMP, "last_failed_at": TIMESTAMP,
+    "last_error": {"type": "string"},
+    "chunk_id": {"type": "string"}, "payload_base64": {"type": "string"},
+}, ("point", "reason"), closed=False)
+DLQ_PAGE = _obj({"items": {"type": "array", "items": ref("DeadLetter")},
+                 "next_cursor": {"type": ["string", "null"]}}, ("items", "next_cursor"))
+PAUSED = _obj({"paused": {"type": "boolean"}}, ("paused",))
+REQUEUED = _obj({"requeued": COUNT}, ("requeued",))
+PURGED = _obj({"purged": COUNT}, ("purged",))
+HEALTH = _obj({"status": {"enum": ["ok", "draining"]}}, ("status",))
+_CHECK = _obj({"ok": {"type": "boolean"}, "latency_ms": {"type": "number"},
+               "error": {"type": "string"}}, ("ok", "latency_ms"), closed=False)
+READY = _obj({
+    "status": {"enum": ["ready", "degraded", "saturated", "unavailable"]},
+    "checks": _obj({"postgres": _CHECK, "redis": _CHECK, "queue": _CHECK,
+                    "workers": _obj({"ok": {"type": "boolean"}}, ("ok",), closed=False)},
+                   ("postgres", "redis", "queue", "workers"), closed=False),
+}, ("status", "checks"))
+
+# Every named schema of the document, as ``ref(name)`` points at it.
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "Point": POINT,
+    "CompetitionCreate": COMPETITION_CREATE,
+    "ParticipantCreate": PARTICIPANT_CREATE,
+    "ParticipantsCreate": PARTICIPANTS_CREATE,
+    "DeadLetterSelection": DLQ_SELECTION,
+    "Error": ERROR,
+    "PointsError": POINTS_ERROR,
+    "BulkError": BULK_ERROR,
+    "ErrorDetail": ERROR_DETAIL,
+    "LineError": LINE_ERROR,
+    "Competition": COMPETITION,
+    "CompetitionPage": COMPETITION_PAGE,
+    "Participant": PARTICIPANT,
+    "ParticipantsCreated": PARTICIPANTS_CREATED,
+    "ParticipantStanding": PARTICIPANT_STANDING,
+    "PointsAccepted": POINTS_ACCEPTED,
+    "BulkAccepted": BULK_ACCEPTED,
+    "StoredPoint": STORED_POINT,
+    "Leaderboard": LEADERBOARD,
+    "Stats": STATS,
+    "QueueState": QUEUE_STATE,
+    "DeadPoint": DLQ_POINT,
+    "DeadLetter": DEAD_LETTER,
+    "DeadLetterPage": DLQ_PAGE,
+    "Paused": PAUSED,
+    "Requeued": REQUEUED,
+    "Purged": PURGED,
+    "Health": HEALTH,
+    "Ready": READY,
+}

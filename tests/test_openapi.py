@@ -1,0 +1,206 @@
+"""/openapi.json: a valid OpenAPI 3.1 document of every route, from the validators' own
+limits; the answers schemathesis cannot provoke (429, 503) checked against it here."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema_rs
+import orjson
+import pytest
+import requests
+import schemathesis
+import tornado.ioloop
+import tornado.web
+
+from server import openapi, schemas
+from server.config import Settings
+from server.handlers.base import BodyHandler
+from server.lifecycle import Service, Stores, running_service
+from server.points import now_us, validate_point
+from tests.conftest import TOKENS, Api, make_settings
+from tests.test_api_conformance import CHECKS
+
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+@pytest.fixture
+def ingest_path() -> str:
+    return "pipelined"  # the document does not depend on the path
+
+
+def _implemented(handler: type) -> set[str]:
+    """The HTTP methods a handler class answers (a body handler's through ``*_body``)."""
+    methods = set()
+    for method in METHODS:
+        if issubclass(handler, BodyHandler) and method in ("post", "delete"):
+            own = getattr(handler, f"{method}_body") is not getattr(BodyHandler,
+                                                                  f"{method}_body")
+        else:
+            own = getattr(handler, method) is not getattr(tornado.web.RequestHandler, method)
+        if own:
+            methods.add(method)
+    return methods
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _resolve(doc: dict[str, Any], pointer: str) -> Any:
+    node: Any = doc
+    for part in pointer.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+async def test_openapi_json_is_a_valid_openapi_3_1_document_without_a_token(api: Api
+                                                                            ) -> None:
+    response = await api.http.fetch(api.base_url + "/openapi.json")
+    assert response.headers["Content-Type"].startswith("application/json")
+    doc = orjson.loads(response.body)
+    assert doc["openapi"] == "3.1.0"
+    schemathesis.openapi.from_dict(doc).validate()  # the OpenAPI 3.1 meta-schema
+    for name, schema in doc["components"]["schemas"].items():
+        assert jsonschema_rs.meta.is_valid(schema), name  # JSON Schema 2020-12
+    for pointer in set(_refs(doc)):
+        assert _resolve(doc, pointer) is not None, pointer
+    again = await api.http.fetch(api.base_url + "/openapi.json")
+    assert again.body == response.body
+
+
+def test_every_route_and_method_of_the_application_is_documented(service: Service) -> None:
+    routes = openapi.routes_of(service.http.request_callback)
+    doc = openapi.build(service.deps.settings, routes)
+    for pattern, handler in routes:
+        template = openapi.PATHS[pattern].template
+        assert set(doc["paths"][template]) == _implemented(handler), pattern
+        example = re.sub(r"{\w+}", "7", template)  # the template is the route's path
+        assert re.fullmatch(pattern, example), (pattern, template)
+    assert len(doc["paths"]) == len(routes)
+
+
+def test_a_route_without_a_document_entry_fails_the_build() -> None:
+    with pytest.raises(openapi.UndocumentedRoute, match="/v1/new"):
+        openapi.build(Settings(), [(r"/health", None), (r"/v1/new", BodyHandler)])
+
+
+def test_settings_dependent_limits_are_read_from_the_settings() -> None:
+    settings = Settings(points_max_batch=7, bulk_max_bytes=12345)
+    doc = openapi.build(settings, [(r"/v1/points", None), (r"/v1/points/bulk", None)])
+    assert doc["components"]["schemas"]["PointBatch"]["properties"]["points"]["maxItems"] == 7
+    bodies = doc["components"]["requestBodies"]
+    assert f"At most {settings.json_body_max_bytes} bytes" in bodies["points"]["description"]
+    assert "12345 bytes" in bodies["bulk"]["description"]
+
+
+def test_point_validation_refuses_exactly_what_the_point_schema_refuses() -> None:
+    point = openapi.build(Settings(), [])["components"]["schemas"]["Point"]
+    props = point["properties"]
+    base = {key: value for key, value in point["examples"][0].items()
+            if key in point["required"]}
+    validator = jsonschema_rs.validator_for(point)
+    cases = [
+        {**base, "id": "x" * props["id"]["maxLength"]},
+        {**base, "id": "x" * (props["id"]["maxLength"] + 1)},
+        {**base, "id": "tab\there"},
+        {**base, "competition_id": props["competition_id"]["maximum"]},
+        {**base, "competition_id": props["competition_id"]["maximum"] + 1},
+        {**base, "participant_id": props["participant_id"]["minimum"] - 1},
+        {**base, "value": props["value"]["maximum"]},
+        {**base, "value": props["value"]["maximum"] * 1.5},
+        {**base, "value": props["value"]["minimum"] * 1.5},
+        {**base, "recorded_at": "2026-01-31T12:00:00+01:00"},
+        {**base, "recorded_at": "2026-01-31"},
+        {**base, "surprise": 1},
+        *({k: v for k, v in base.items() if k != key} for key in point["required"]),
+    ]
+    for case in cases:
+        errors: list[dict[str, Any]] = []
+        validate_point(case, ("index", 0), now_us(), errors)
+        assert (not errors) == validator.is_valid(case), (case, errors)
+
+
+async def test_integer_query_parameters_are_refused_just_past_their_documented_bounds(
+        api: Api) -> None:
+    status, doc = await api.get("/openapi.json", token=None)
+    for template, item in doc["paths"].items():
+        for method, operation in item.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] != "query" or parameter["schema"].get("type") != "integer":
+                    continue
+                path = re.sub(r"{\w+}", "1", template)
+                low, high = parameter["schema"]["minimum"], parameter["schema"]["maximum"]
+                for value, refused in ((low, False), (high, False), (high + 1, True)) + (
+                        ((low - 1, True),) if low > 0 else ()):
+                    status, body = await api.request(
+                        method.upper(), f"{path}?{parameter['name']}={value}")
+                    assert (status == 422) == refused, (template, parameter["name"], value,
+                                                        body)
+
+
+async def _conforms(api_url: str, doc: dict[str, Any], method: str, template: str,
+                    path: str, **kwargs: Any) -> requests.Response:
+    """Send one request (off the event loop) and check its answer against ``doc``."""
+    response = await asyncio.to_thread(requests.request, method, api_url + path,
+                                       timeout=30, **kwargs)
+    operation = schemathesis.openapi.from_dict(doc)[template][method]
+    operation.Case().validate_response(response, checks=CHECKS)
+    return response
+
+
+@pytest.mark.parametrize("settings", [{"rate_limit_per_token": 1}], indirect=True)
+async def test_a_rate_limited_answer_conforms_to_the_document(api: Api) -> None:
+    _, doc = await api.get("/openapi.json", token=None)
+    auth = {"Authorization": f"Bearer {TOKENS['read']}"}
+    statuses = []
+    for _ in range(3):  # the burst is 2 × 1/s
+        response = await _conforms(api.base_url, doc, "GET", "/v1/competitions",
+                                   "/v1/competitions", headers=auth)
+        statuses.append(response.status_code)
+    assert statuses[-1] == 429, statuses
+    assert response.json()["error"]["code"] == "rate_limited"
+
+
+@pytest.fixture
+def outage(own: Stores, io_loop: tornado.ioloop.IOLoop) -> Iterator[tuple[Service, Stores]]:
+    context = running_service(make_settings(), own.database_url, own.redis_url)
+    service = io_loop.run_sync(context.__aenter__)
+    yield service, own
+    io_loop.run_sync(lambda: context.__aexit__(None, None, None))
+
+
+async def test_answers_while_both_stores_are_down_conform_to_the_document(
+        outage: tuple[Service, Stores]) -> None:
+    service, own = outage
+    api = Api(service.url)
+    try:
+        _, doc = await api.get("/openapi.json", token=None)
+        admin = {"Authorization": f"Bearer {TOKENS['admin']}"}
+        point = schemas.POINT["examples"][0]
+        await _conforms(api.base_url, doc, "POST", "/v1/points", "/v1/points", json=point,
+                        headers=admin)  # verifies (and caches) the token
+        await asyncio.to_thread(own.redis.stop, even_if_reused=True)
+        await asyncio.to_thread(own.postgres.stop, even_if_reused=True)
+        answers = [
+            await _conforms(api.base_url, doc, "POST", "/v1/points", "/v1/points",
+                            json={**point, "id": "during-outage"}, headers=admin),
+            await _conforms(api.base_url, doc, "GET", "/v1/competitions/{competition_id}",
+                            "/v1/competitions/1", headers=admin),
+            await _conforms(api.base_url, doc, "GET", "/ready", "/ready"),
+        ]
+        assert [r.status_code for r in answers] == [503, 503, 503]
+        assert int(answers[0].headers["Retry-After"]) >= 1
+    finally:
+        api.http.close()

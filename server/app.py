@@ -11,10 +11,12 @@ import tornado.web
 from server.auth import Authenticator
 from server.cache import ReadCache
 from server.config import Settings
-from server.handlers import admin, bulk, competitions, docs, health, points, reads
+from server.handlers import admin, bulk, competitions, docs, health, metrics, points, reads
 from server.handlers.base import NotFoundHandler
 from server.ingest import Ingest
-from server.openapi import CachedDocument
+from server.logs import log_request
+from server.metrics import Exporter, observe_request
+from server.openapi import PATHS, CachedDocument
 from server.queue.paths import IngestPath
 from server.queue.redis_queue import PointQueue
 from server.queue.worker import Workers
@@ -48,12 +50,19 @@ class Deps:
     limiter: RateLimiter | None = None  # None: RATE_LIMIT_PER_TOKEN=0, nothing is limited
 
 
+def request_finished(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's ``log_function``: called once per finished request, whatever its end."""
+    log_request(handler)
+    observe_request(handler)
+
+
 def make_app(deps: Deps) -> tornado.web.Application:
     deps.readiness = health.ReadinessProbe(deps)
     d = {"deps": deps}
     routes = [
         (r"/health", health.HealthHandler, d),
         (r"/ready", health.ReadyHandler, d),
+        (r"/metrics", metrics.MetricsHandler, {**d, "exporter": Exporter(deps)}),
         # Built from this very table on first use; every route needs its entry there.
         (r"/openapi\.json", docs.OpenApiHandler, {**d, "document": CachedDocument()}),
         (r"/v1/competitions", competitions.CompetitionsHandler, d),
@@ -71,8 +80,13 @@ def make_app(deps: Deps) -> tornado.web.Application:
         (r"/v1/admin/dlq", admin.DeadLettersHandler, d),
         (r"/v1/admin/dlq/requeue", admin.RequeueHandler, d),
     ]
+    # Each route's handler knows its template ("/v1/points/{point_id}"), as
+    # /openapi.json names it: the label of its access-log lines and metrics.
+    routes = [(pattern, handler, {**kwargs, "route": PATHS[pattern].template})
+              for pattern, handler, kwargs in routes]
     return tornado.web.Application(
         routes,
+        log_function=request_finished,
         default_handler_class=NotFoundHandler,
         default_handler_args=d,
         compress_response=False,

@@ -3,6 +3,8 @@
 This module only parses and calls: the server's commands parse the settings
 once (environment, then flags; every problem printed together, exit 2) and
 hand them to ``lifecycle``; a start that fails prints one line and exits 1.
+``serve`` with PROD=true, and ``check-config --prod``, also probe what
+production needs (``preflight``) and report those problems in the same list.
 Commands that are not the server's (the harness's ``bench``, ``report``…) never
 parse the server's settings, so a broken server environment cannot stop them.
 """
@@ -47,7 +49,8 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
     serve.add_argument("--ingest-path", choices=INGEST_PATHS,
                        help="naive | pipelined (default pipelined; env INGEST_PATH)")
     serve.add_argument("--data-dir", help="embedded stores and admin token (default ./.data)")
-    serve.set_defaults(func=cmd_serve)
+    # With PROD=true, serve first probes what production needs (server/preflight.py).
+    serve.set_defaults(func=cmd_serve, probe_production=True)
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations",
                                   description="Apply pending SQL migrations and exit.")
@@ -76,6 +79,10 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
     check = commands.add_parser("check-config", help="validate the configuration and exit",
                                 description="Parse the environment; print the settings "
                                             "or every problem (exit 2).")
+    check.add_argument("--prod", action="store_const", const=True,
+                       help="check as PROD=true, and probe what production needs as serve "
+                            "would: the stores answer, Redis cannot lose a 202, LOG_DIR "
+                            "(and DATA_DIR before the first admin token) can be written")
     check.set_defaults(func=cmd_check_config)
     if extra_commands is not None:
         extra_commands(commands)
@@ -91,8 +98,24 @@ def main(argv: list[str] | None = None,
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment and this command's flags; ConfigError lists all."""
     flags = {name: getattr(args, name, None)
-             for name in ("port", "address", "processes", "workers", "ingest_path", "data_dir")}
+             for name in ("port", "address", "processes", "workers", "ingest_path", "data_dir",
+                          "prod")}
     return load_settings(flags=flags)
+
+
+def _problems(args: argparse.Namespace) -> tuple[Settings | None, list[str]]:
+    """The settings and every problem with them: the settings' own and, with PROD=true
+    for ``serve`` or with ``check-config --prod``, what probing the world finds."""
+    try:
+        settings, problems = _settings(args), []
+    except ConfigError as exc:
+        settings, problems = exc.settings, list(exc.problems)
+    probe = getattr(args, "probe_production", False) or getattr(args, "prod", None)
+    if settings is not None and settings.prod and probe:
+        from server.preflight import production_problems
+
+        problems += production_problems(settings)
+    return settings, problems
 
 
 def _server_command(run: Callable[[Settings, argparse.Namespace], int]
@@ -102,11 +125,10 @@ def _server_command(run: Callable[[Settings, argparse.Namespace], int]
     def command(args: argparse.Namespace) -> int:
         from server.lifecycle import StartupError
 
-        try:
-            settings = _settings(args)
-        except ConfigError as exc:
+        settings, problems = _problems(args)
+        if problems or settings is None:
             print("configuration is invalid:", file=sys.stderr)
-            for problem in exc.problems:
+            for problem in problems:
                 print(f"  {problem}", file=sys.stderr)
             return 2
         try:
@@ -125,7 +147,7 @@ def _server_command(run: Callable[[Settings, argparse.Namespace], int]
 def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
     for name, value in describe_settings(settings):
         print(f"{name}={value}")
-    print("configuration ok")
+    print("configuration ok" + ("; production probes passed" if args.prod else ""))
     return 0
 
 
@@ -188,6 +210,21 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return _with_database(settings, work)
 
 
+def _shared_metrics(command: Callable[[argparse.Namespace], int]
+                    ) -> Callable[[argparse.Namespace], int]:
+    """Run ``command`` with its metrics directory set up before anything (the settings'
+    checks included) imports the server: see ``server/metrics_dir.py``."""
+
+    def with_metrics_dir(args: argparse.Namespace) -> int:
+        from server.metrics_dir import shared_metrics_dir
+
+        with shared_metrics_dir():
+            return command(args)
+
+    return with_metrics_dir
+
+
+@_shared_metrics
 @_server_command
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from server.logs import configure_logging

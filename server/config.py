@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from server import error_reports
 from server.queue.paths import INGEST_PATHS, PIPELINED
 
 LOG_FORMATS = ("auto", "json", "text")
@@ -24,11 +25,17 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(Exception):
-    """Raised with every configuration problem found, one line each."""
+    """Raised with every configuration problem found, one line each.
 
-    def __init__(self, problems: list[str]) -> None:
+    ``settings`` holds what did parse (defaults standing in for the rest), so that
+    checks beyond the settings (``preflight``) can still run and report in the
+    same round.
+    """
+
+    def __init__(self, problems: list[str], settings: Settings | None = None) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.settings = settings
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,7 @@ FLAG_VARIABLES = {
     "processes": "PROCESSES",
     "workers": "QUEUE_WORKERS",
     "ingest_path": "INGEST_PATH",
+    "prod": "PROD",
 }
 
 
@@ -272,7 +280,7 @@ def load_settings(
     settings = Settings(**values)
     problems.extend(_cross_checks(settings, given=set(values)))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, settings)
     return settings
 
 
@@ -305,6 +313,9 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
         if {field, "queue_max_points"} & given and value > s.queue_max_points:
             problems.append(f"QUEUE_MAX_POINTS={s.queue_max_points}: must be at least "
                             f"{name}={value}")
+    # Asked for error reports, but the SDK that sends them is not installed.
+    if s.sentry_dsn is not None and not error_reports.installed():
+        problems.append(error_reports.MISSING_EXTRA)
     if s.prod:
         if s.database_url is None:
             problems.append("DATABASE_URL: required when PROD=true (no embedded store)")
@@ -312,4 +323,7 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
             problems.append("REDIS_URL: required when PROD=true (no embedded store)")
         if s.log_level == "DEBUG":
             problems.append("LOG_LEVEL='DEBUG': refused when PROD=true (logs payloads)")
+        if s.log_dir is None:
+            problems.append("LOG_DIR: required when PROD=true (app.log and error.log are "
+                            "kept there)")
     return problems

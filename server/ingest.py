@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from server import metrics
 from server.commit_watch import CommitWatch
 from server.errors import (
     CommitUnknown,
@@ -110,16 +111,18 @@ class Ingest:
     def _count(self, accepted: int, *, direct: int = 0) -> None:
         self.accepted += accepted
         self.written_directly += direct
+        metrics.points_accepted(accepted)
 
     async def _write_directly(self, points: Sequence[Point]) -> None:
         try:
             async with self.db.transaction() as cur:
-                _, refused = await sql.write_points(cur, points, all_or_nothing=True)
+                inserted, refused = await sql.write_points(cur, points, all_or_nothing=True)
                 if refused:
                     raise UnknownReferences(
                         f"the queue is unavailable and {refused[0][2]}, so these points "
                         "were not written (the queue would retry them; a direct write "
                         "cannot): retry when the queue is back")
+            metrics.points_written_directly(inserted)  # committed: the block is left
         except CommitUnknown:
             raise
         except StoreUnavailable as exc:

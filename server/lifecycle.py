@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -40,6 +41,7 @@ import tornado.httpserver
 import tornado.netutil
 import uvloop
 
+from server import metrics
 from server.app import Deps, LifecycleState, make_app
 from server.auth import Authenticator, first_admin_token
 from server.cache import ReadCache
@@ -264,6 +266,9 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
             sockets = bind(settings.address, settings.port)
             stack.callback(lambda: [sock.close() for sock in sockets])  # type: ignore[union-attr]
         pool.start(count)
+        # Each process keeps its pool and breaker gauges current for /metrics.
+        pool.supervisor.start("metrics", functools.partial(metrics.sample_forever, deps,
+                                                           lambda: pool.stopping))
         stack.push_async_callback(lambda: pool.stop(deadline.remaining()))
         server = tornado.httpserver.HTTPServer(make_app(deps), max_body_size=1 << 20,
                                                idle_connection_timeout=60)

@@ -6,7 +6,8 @@ event loop, so a callback that runs 50 ms delays every other request by 50 ms
 records how late it wakes: the lateness is at least the longest slice some
 callback held the loop (plus the loop's own scheduling noise).  Kept per second
 for the last minute, so the admin view and the harness can read the worst
-slice of each second, and in a histogram for ``/metrics``.
+slice of each second, and in the ``points_event_loop_lag_seconds`` histogram of
+``/metrics`` (``server/metrics.py``).
 """
 
 from __future__ import annotations
@@ -17,17 +18,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from server import metrics
+
 INTERVAL_S = 0.005
-# Histogram bucket bounds (seconds), Prometheus-style: cumulative counts ≤ each.
-BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class LoopMonitor:
     def __init__(self) -> None:
         self._by_second: deque[tuple[int, float]] = deque(maxlen=60)  # (second, max lag)
-        self.bucket_counts = [0] * len(BUCKETS_S)
-        self.count = 0
-        self.total_s = 0.0
 
     def record(self, lag_s: float, now: float) -> None:
         second = int(now)
@@ -36,11 +34,7 @@ class LoopMonitor:
                 self._by_second[-1] = (second, lag_s)
         else:
             self._by_second.append((second, lag_s))
-        self.count += 1
-        self.total_s += lag_s
-        for index, bound in enumerate(BUCKETS_S):
-            if lag_s <= bound:
-                self.bucket_counts[index] += 1
+        metrics.LOOP_LAG.observe(lag_s)
 
     async def run(self, stopping: Callable[[], bool]) -> None:
         """Measure until ``stopping()`` (a supervised background task)."""

@@ -26,11 +26,11 @@ import tornado.web
 
 from server import schemas
 from server.config import Settings
+from server.metrics import CONTENT_TYPE as METRICS_MEDIA_TYPE
 from server.schemas import ref
 
 OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
-METRICS_MEDIA_TYPE = "text/plain; version=0.0.4"
 
 
 class UndocumentedRoute(LookupError):

@@ -156,7 +156,8 @@ def parse_rfc3339(value: Any) -> datetime | None:
     except ValueError:
         return None
     # Keep to years every client and driver can represent (schemas.TIMESTAMP_YEARS).
-    return moment if _EARLIEST <= moment < _LATEST else None
+    # In UTC: RFC 3339 allows offsets up to ±23:59, PostgreSQL only up to ±15:59.
+    return moment.astimezone(UTC) if _EARLIEST <= moment < _LATEST else None
 
 
 RFC3339_HINT = (f"must be an RFC 3339 timestamp with offset between "

@@ -26,3 +26,23 @@ def redis_client(url: str, settings: Settings, *,
         health_check_interval=5, retry=Retry(NoBackoff(), 0),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+
+
+def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:
+    """(in use, idle, waiting) of a client's pool, for ``/metrics``.
+
+    redis-py keeps these in private attributes (stable from 5.0 to 8.x); they
+    are read defensively, so a version that renames them reports zeros rather
+    than failing a scrape.
+    """
+    pool = client.connection_pool
+    in_use = len(getattr(pool, "_in_use_connections", ()))
+    idle = len(getattr(pool, "_available_connections", ()))
+    waiting = 0
+    condition = getattr(pool, "_condition", None)  # BlockingConnectionPool only
+    if condition is not None:
+        # Waiting for a connection to come back, or for the condition's lock.
+        lock = getattr(condition, "_lock", None)
+        waiting = len(getattr(condition, "_waiters", None) or ()) + len(
+            getattr(lock, "_waiters", None) or ())
+    return in_use, idle, waiting

@@ -28,9 +28,13 @@ RECORDED_AT_MAX_FUTURE_S = 5 * 60
 # Years every client and driver can represent (psycopg2 cannot read back a year
 # past 9999 or before 1 once converted to UTC): [earliest, latest).
 TIMESTAMP_YEARS = (1900, 2200)
-# RFC 3339 with an explicit offset (a space for the 'T' is allowed, as RFC 3339 notes).
-RFC3339_PATTERN = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
-                   r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
+# RFC 3339 with an explicit offset (a space for the 'T' is allowed, as RFC 3339 notes),
+# its fields in range, years within TIMESTAMP_YEARS as written (the validator also
+# keeps the instant within them).  What it cannot say (30 February) the parser refuses.
+_YEARS = r"(19[0-9]{2}|2[01][0-9]{2})"  # TIMESTAMP_YEARS (tests/test_openapi.py checks)
+RFC3339_PATTERN = (_YEARS + r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+                   r"[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
+                   r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
 CONTROL_CHARS = r"\x00-\x1f\x7f"  # the body of a character class: no id may hold these
 IDEMPOTENCY_KEY_PATTERN = r"[\x21-\x7e]{1,200}"
 

@@ -19,9 +19,11 @@ from contextlib import AsyncExitStack
 
 import uvloop
 
+from server import error_reports
 from server.config import Settings
 from server.errors import StoreUnavailable
 from server.lifecycle import Prepared, StartupError, prepared, running_service
+from server.logs import configure_logging
 
 
 def serve(settings: Settings) -> int:
@@ -54,7 +56,12 @@ def serve_process(settings: Settings, ready: Prepared) -> int:
             await stop.wait()
         return 0
 
-    return uvloop.run(main())
+    # Per process, not before the fork: the SDK's sender is a thread.
+    error_reports.init(settings)
+    try:
+        return uvloop.run(main())
+    finally:
+        error_reports.close()
 
 
 def quiet_garbage_collector() -> None:
@@ -89,7 +96,7 @@ def _fork_and_wait(settings: Settings, ready: Prepared) -> int:
     # Held until every child exists: a SIGTERM during the forks reaches them all.
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
-        for _ in range(settings.processes):
+        for number in range(1, settings.processes + 1):
             pid = os.fork()
             if pid == 0:
                 code = 1
@@ -97,6 +104,7 @@ def _fork_and_wait(settings: Settings, ready: Prepared) -> int:
                     for sig in stop_signals:  # a child's own loop handles them
                         signal.signal(sig, signal.SIG_DFL)
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+                    configure_logging(settings, process=number)  # its own log files
                     code = serve_process(settings, ready)
                 except StartupError as exc:
                     print(f"error: {exc}", flush=True)

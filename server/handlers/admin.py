@@ -39,8 +39,8 @@ class PauseHandler(BaseHandler):
 
     role = "admin"
 
-    def initialize(self, deps: Any, paused: bool) -> None:  # type: ignore[override]
-        super().initialize(deps)
+    def initialize(self, deps: Any, route: str, paused: bool) -> None:  # type: ignore[override]
+        super().initialize(deps, route)
         self.paused = paused
 
     async def post(self) -> None:

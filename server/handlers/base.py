@@ -20,7 +20,7 @@ import orjson
 import tornado.web
 from tornado.httputil import responses
 
-from server import schemas
+from server import error_reports, schemas
 from server.errors import ServiceError, StoreUnavailable
 from server.handlers.errors import (
     BadParameter,
@@ -31,6 +31,7 @@ from server.handlers.errors import (
     http_error_for,
     rate_limit_headers,
 )
+from server.logs import REQUEST_ID, request_id_from
 from server.points import IDEMPOTENCY_KEY, KeyedIds
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from server.auth import Identity
 
 log = logging.getLogger(__name__)
+UNMATCHED = "unmatched"  # the route label of a request no route matched
 _INT64_MAX = schemas.INT64_MAX
 
 
@@ -49,11 +51,15 @@ class BaseHandler(tornado.web.RequestHandler):
     """Public by default; set ``role`` to require a token with at least that role."""
 
     role: str | None = None
+    request_id: str
 
-    def initialize(self, deps: Deps) -> None:
+    def initialize(self, deps: Deps, route: str = UNMATCHED) -> None:
         self.deps = deps
+        self.route = route  # the route's template, for the access log and metrics
 
     async def prepare(self) -> None:
+        # Every line logged from here on in this request's task carries its id.
+        REQUEST_ID.set(self.request_id)
         self.deps.lifecycle.inflight += 1
         self._counted = True
         self.identity: Identity | None = None
@@ -76,6 +82,10 @@ class BaseHandler(tornado.web.RequestHandler):
         super().on_connection_close()
 
     def set_default_headers(self) -> None:
+        # Runs before initialize() and again when an error answer clears the headers.
+        if not hasattr(self, "request_id"):
+            self.request_id = request_id_from(self.request.headers.get("X-Request-ID"))
+        self.set_header("X-Request-ID", self.request_id)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
 
@@ -110,12 +120,25 @@ class BaseHandler(tornado.web.RequestHandler):
         return {}
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Each failed request is logged at most once: an outage as one WARNING line, a
+        bug (the 500s) at ERROR with its traceback, and reported when SENTRY_DSN is set.
+
+        The request id is passed explicitly: a streamed body's errors are raised
+        outside the request's task, where the context variable is not set.
+        """
+        extra = {"request_id": self.request_id, "route": self.route}
         if isinstance(value, StoreUnavailable):
-            log.warning("%s %s: %s", self.request.method, self.request.path, value)
+            log.warning("%s %s: %s", self.request.method, self.request.path, value,
+                        extra=extra)
             return
         if isinstance(value, ServiceError | HttpError):
             return  # a client error, answered in full; not worth a log line
-        super().log_exception(typ, value, tb)
+        if isinstance(value, tornado.web.HTTPError):
+            super().log_exception(typ, value, tb)
+            return
+        log.error("uncaught exception in %s %s", self.request.method, self.request.path,
+                  exc_info=(typ, value, tb), extra=extra)
+        error_reports.capture((typ, value, tb), self.request_id)
 
     # --- request helpers ------------------------------------------------------
 
@@ -163,6 +186,7 @@ class BodyHandler(BaseHandler):
         return self.deps.settings.json_body_max_bytes
 
     async def prepare(self) -> None:
+        self._before_body = True  # an answer now comes before the body was read
         limit = self.max_body_bytes()
         # Never let tornado answer an oversize body with its own bare 400.
         self.request.connection.set_max_body_size(max(limit, 1) + 1)
@@ -170,6 +194,7 @@ class BodyHandler(BaseHandler):
         self._size = 0
         await super().prepare()
         if self.request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+            self._before_body = False
             return
         media_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if self.request.method != "DELETE" or media_type:
@@ -180,6 +205,15 @@ class BodyHandler(BaseHandler):
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {limit}")
+        self._before_body = False
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Answered before the body was read (refused in prepare or mid-stream),
+        # tornado closes the connection once the answer is sent; say so, or a
+        # keep-alive client would send its next request into a closing socket.
+        if getattr(self, "_before_body", False):
+            self.set_header("Connection", "close")
+        super().write_error(status_code, **kwargs)
 
     def count_body(self, chunk: bytes) -> None:
         """Add ``chunk`` to the body size; PayloadTooLarge once past the limit."""
@@ -204,6 +238,7 @@ class BodyHandler(BaseHandler):
         ``exc`` is mapped like any other error (domain, HTTP, or a bug).
         """
         self._chunks.clear()
+        self._before_body = True  # the rest of it will not be read
         self.log_exception(type(exc), exc, exc.__traceback__)
         self.send_error(500, exc_info=(type(exc), exc, exc.__traceback__))
 

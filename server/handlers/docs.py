@@ -13,8 +13,9 @@ from server.openapi import CachedDocument
 
 
 class OpenApiHandler(BaseHandler):
-    def initialize(self, deps: Any, document: CachedDocument) -> None:  # type: ignore[override]
-        super().initialize(deps)
+    def initialize(self, deps: Any, route: str,  # type: ignore[override]
+                   document: CachedDocument) -> None:
+        super().initialize(deps, route)
         self.document = document
 
     def get(self) -> None:

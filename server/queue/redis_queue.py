@@ -23,6 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from server import metrics
 from server.errors import EnqueueInterrupted, StoreUnavailable
 from server.points import Point
 from server.queue import keys, scripts
@@ -223,9 +224,11 @@ class PointQueue:
         for letter in outcome.dead:
             args += (letter.key, letter.entry())
         args += (self.dead_max, self.dead_max_age_ms)
-        settled, _ = await self._settle(
+        settled, dropped = await self._settle(
             keys=[keys.ITEMS, keys.LEASES, keys.RETRY, keys.STATS, keys.DEAD, keys.DEAD_INDEX,
                   keys.HOLDERS, keys.HANDBACKS, keys.COMMITTED_BY_S], args=args)
+        if settled:
+            metrics.settled(outcome, int(dropped))
         return bool(settled)
 
     @translated

@@ -24,6 +24,7 @@ import asyncio
 import random
 import time
 
+from server import metrics
 from server.config import Settings
 from server.errors import DataRejected
 from server.points import Point
@@ -98,6 +99,7 @@ class ClaimWriter:
         self.stats.points_committed += inserted
         self.stats.points_duplicate += good - inserted
         self.stats.batch_sizes.append(batch.size)
+        metrics.points_written(inserted, good - inserted, batch.size)
 
     async def _bisect(self, parts: list[Part], outcome: Settlement, failed: list[Failure],
                       exc: DataRejected) -> None:

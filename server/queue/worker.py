@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from server import metrics
 from server.config import Settings
 from server.errors import PoolTimeout, StoreUnavailable, WriteConflict
 from server.loop_monitor import LoopMonitor
@@ -62,6 +63,7 @@ class Workers:
     def __init__(self, queue: PointQueue, db: Database, path: IngestPath,
                  settings: Settings, supervisor: Supervisor | None = None) -> None:
         self.queue = queue
+        self.db = db  # the workers' own pool, never the request handlers'
         self.path = path
         self.settings = settings
         self.stats = WorkerStats()
@@ -204,6 +206,7 @@ class Workers:
         self._claim_size[index] = (min(most, asked * 2) if claimed >= asked
                                    else self.path.claim_points)
         self.stats.claims += 1
+        metrics.CLAIM_SIZE.observe(claimed)
         self.busy[index] = time.monotonic()
         lease = LeaseKeeper(self.queue, claim, self.settings.queue_lease_s)
         try:

@@ -96,6 +96,7 @@ class Database:
         self._last_used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self.pings_failed = 0
         self.preping_idle_s = PREPING_IDLE_S
+        self._waiting: dict[int, int] = {}  # id(pool) -> tasks inside _acquire's wait
 
     async def _acquire(self, pool: aiopg.Pool) -> Any:
         """A connection that answered recently, or answers a ping now (pre-ping).
@@ -105,11 +106,14 @@ class Database:
         ping fails it is closed and one other connection is tried.
         """
         for attempt in range(2):
+            self._waiting[id(pool)] = self._waiting.get(id(pool), 0) + 1
             try:
                 conn = await asyncio.wait_for(pool.acquire(), self.acquire_timeout_s)
             except TimeoutError:
                 raise PoolTimeout("postgres", "no database connection was free within "
                                   f"{self.acquire_timeout_s:g}s; try again shortly") from None
+            finally:
+                self._waiting[id(pool)] -= 1
             idle_since = self._last_used.get(conn)
             if idle_since is None or time.monotonic() - idle_since < self.preping_idle_s:
                 return conn
@@ -161,6 +165,15 @@ class Database:
     def pool_stats(self) -> dict[str, int]:
         return {"size": self.pool.size, "free": self.pool.freesize,
                 "min": self.pool.minsize, "max": self.pool.maxsize}
+
+    def pool_usage(self) -> dict[str, tuple[int, int, int]]:
+        """(in use, idle, waiting) of the ``primary`` pool and, when it has its own,
+        the ``replica``'s; in use counts connections being opened."""
+        pools = {"primary": self.pool}
+        if self.read_pool is not self.pool:
+            pools["replica"] = self.read_pool
+        return {role: (pool.size - pool.freesize, pool.freesize,
+                       self._waiting.get(id(pool), 0)) for role, pool in pools.items()}
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Close the pools; connections still out after ``timeout_s`` are cut."""

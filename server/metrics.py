@@ -113,6 +113,15 @@ DLQ_DROPPED = Counter(
 _COMMITTED_BY_WORKERS = POINTS_COMMITTED.labels("queue")
 _COMMITTED_DIRECTLY = POINTS_COMMITTED.labels("direct")
 
+# --- rate limiting (server/ratelimit.py) ---------------------------------------------
+
+RATE_LIMITED = Counter(
+    "points_rate_limited_total", "Requests refused with 429 because their token was over "
+    "RATE_LIMIT_PER_TOKEN.")
+RATE_LIMIT_LOCAL = Counter(
+    "points_rate_limit_local_decisions_total", "Rate-limit decisions made in-process "
+    "because Redis did not answer (each process then limits on its own).")
+
 # --- workers ----------------------------------------------------------------------
 
 CLAIM_SIZE = Histogram(

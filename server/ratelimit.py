@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from server import metrics
 from server.errors import RateLimited
 from server.queue.keys import RATE_LIMIT_PREFIX
 
@@ -112,7 +113,7 @@ class RateLimiter:
         self._local: dict[bytes, int] = {}  # token hash -> TAT (µs, monotonic clock)
         self._local_max = local_max
         self._redis_retry_at = 0.0  # monotonic; 0 while Redis answers
-        # Counters for /metrics and tests.
+        # This limiter's own counts (tests); /metrics has the process's.
         self.refused = 0
         self.local_decisions = 0
 
@@ -121,6 +122,7 @@ class RateLimiter:
         decision = await self.check(token_hash)
         if not decision.allowed:
             self.refused += 1
+            metrics.RATE_LIMITED.inc()
             raise RateLimited(
                 f"this token is over its rate limit ({self.per_s:g} requests/s, bursts of "
                 f"{self.burst}); retry in {decision.retry_after_s:.2f} s",
@@ -145,6 +147,7 @@ class RateLimiter:
                     self._redis_retry_at = 0.0
                 return self._decision(bool(allowed), remaining, retry_us, reset_us)
         self.local_decisions += 1
+        metrics.RATE_LIMIT_LOCAL.inc()
         return self._check_local(token_hash)
 
     def _check_local(self, token_hash: bytes) -> Decision:

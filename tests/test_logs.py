@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from server.config import Settings
 from server.embedded import free_port
 from server.errors import StoreUnavailable
 from server.handlers.base import BaseHandler
-from server.logs import JsonFormatter, TextFormatter, configure_logging
+from server.logs import JsonFormatter, TextFormatter, configure_logging, request_id_from
 from tests.conftest import Api, make_settings
 from tests.test_serve import Server
 
@@ -189,3 +190,18 @@ def test_each_serving_process_writes_its_own_files(tmp_path: Path) -> None:
     access = [e for name in ("app-1.log", "app-2.log") for e in _lines(tmp_path / "logs" / name)
               if e["logger"] == "points.access"]
     assert len(access) == 40 and {e["route"] for e in access} == {"/health"}
+
+
+def test_made_request_ids_never_repeat_within_or_across_forked_processes() -> None:
+    ours = {request_id_from(None) for _ in range(1000)}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id, leave at once
+        os.write(write, request_id_from(None).encode())
+        os._exit(0)
+    os.close(write)
+    theirs = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(ours) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ours)
+    assert theirs not in ours and theirs[:16] != next(iter(ours))[:16]

@@ -17,6 +17,7 @@ import pytest
 import redis
 import tornado.httpclient
 import tornado.ioloop
+from prometheus_client import REGISTRY
 
 from server.config import Settings
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -57,10 +58,17 @@ def statuses(responses: list[tornado.httpclient.HTTPResponse]) -> list[int]:
     return [r.code for r in responses]
 
 
+def _counted(name: str) -> float:
+    """This process's value of a counter as /metrics shows it (in-process registry)."""
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 async def test_a_burst_past_the_limit_gets_429s_in_the_error_shape(
         api: Api, service: Service) -> None:
+    refused_before = _counted("points_rate_limited_total")
     responses = await burst(api, BURST + 3)
     assert statuses(responses) == [200] * BURST + [429] * 3
+    assert _counted("points_rate_limited_total") - refused_before == 3  # on /metrics
     # Allowed answers say how much of the burst is left and when it is whole again.
     assert [[r.headers[h] for h in HEADERS] for r in responses[:BURST]] == [
         ["2", "1", "1"], ["2", "0", "2"]]
@@ -245,7 +253,9 @@ async def test_with_redis_down_each_process_still_limits_and_nothing_fails(
         redis_less: tuple[Service, Api], own: Stores) -> None:
     service, api = redis_less
     own.redis.kill()  # this test's own Redis, by its pid
+    local_before = _counted("points_rate_limit_local_decisions_total")
     responses = await burst(api, BURST + 3, "admin")
+    assert _counted("points_rate_limit_local_decisions_total") - local_before == BURST + 3
     assert statuses(responses) == [200] * BURST + [429] * 3  # no 500, no 503
     assert orjson.loads(responses[-1].body)["error"]["code"] == "rate_limited"
     assert responses[-1].headers["Retry-After"] == "1"

@@ -96,6 +96,19 @@ def _run_delay_s(pid: int) -> float | None:
         return None
 
 
+def _serving_run_delay_s(pid: int) -> float | None:
+    """``_run_delay_s`` summed over the server and the serving processes it forked
+    (``--processes N``: the event loops run in the forks, which share its command
+    line; the stores it started do not)."""
+    try:
+        root = psutil.Process(pid)
+        forks = [c.pid for c in root.children() if c.cmdline() == root.cmdline()]
+    except psutil.Error:
+        return None
+    delays = [_run_delay_s(p) for p in (pid, *forks)]
+    return None if delays[0] is None else sum(d for d in delays if d is not None)
+
+
 class CpuClocks:
     """Cumulative CPU seconds of the server, PostgreSQL and Redis of one managed server."""
 
@@ -115,7 +128,7 @@ class CpuClocks:
         stores = {pid for name, pid in pids.items() if name != "server" and pid}
         clocks = {name: (pid, _tree_cpu_s(pid, stores if name == "server" else ())
                          if pid else None) for name, pid in pids.items()}
-        clocks["server_wait"] = (self.server_pid, _run_delay_s(self.server_pid))
+        clocks["server_wait"] = (self.server_pid, _serving_run_delay_s(self.server_pid))
         return clocks
 
 

@@ -44,7 +44,8 @@ import redis.exceptions
 
 from server.queue.keys import CACHE_PREFIX
 
-_LOCAL_MAX = 10_000
+_LOCAL_MAX = 10_000  # entries kept in-process
+_LOCAL_MAX_BYTES = 64 * 1024 * 1024  # and their bytes, per process
 
 
 class ReadCache:
@@ -53,6 +54,7 @@ class ReadCache:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._local: dict[str, tuple[float, bytes]] = {}
+        self._local_bytes = 0
         self._flights: dict[str, asyncio.Task[bytes]] = {}
 
     async def get_or_compute(self, key: str, ttl_s: float,
@@ -97,9 +99,19 @@ class ReadCache:
         return hit[1]
 
     def _local_put(self, key: str, body: bytes, deadline: float) -> None:
-        if len(self._local) >= _LOCAL_MAX:
+        """Keep ``body`` until ``deadline``; the map is bounded in entries and bytes
+        (clients choose the keys: every page of every leaderboard)."""
+        old = self._local.pop(key, None)
+        if old is not None:
+            self._local_bytes -= len(old[1])
+        if (len(self._local) >= _LOCAL_MAX
+                or self._local_bytes + len(body) > _LOCAL_MAX_BYTES):
             now = time.monotonic()
             self._local = {k: v for k, v in self._local.items() if v[0] >= now}
-            if len(self._local) >= _LOCAL_MAX:
+            self._local_bytes = sum(len(v[1]) for v in self._local.values())
+            if (len(self._local) >= _LOCAL_MAX
+                    or self._local_bytes + len(body) > _LOCAL_MAX_BYTES):
                 self._local.clear()
+                self._local_bytes = 0
         self._local[key] = (deadline, body)
+        self._local_bytes += len(body)

@@ -10,19 +10,27 @@ in one query per tick (``SELECT id … WHERE id = ANY(…)``), crossing each fou
 id off every waiter that holds it; a waiter whose ids are all found is released
 at once.  The poller runs only while someone waits.
 
-* **Tick.** ``TICK_S`` (10 ms): what a committed ack adds to the commit itself,
-  at most.  A query names at most ``MAX_IDS_PER_QUERY`` ids (the longest-waiting
-  first); the rest are asked on the next tick.
+* **Tick.** ``TICK_S`` (10 ms) while commits are being found: what a committed
+  ack adds to the commit itself, at most.  A tick that finds nothing doubles the
+  wait, up to ``MAX_IDLE_S`` (100 ms), so ids that are slow to commit (a
+  backlog, a retry, an id bound for the dead letters) are not asked a hundred
+  times a second.  A query names at most ``MAX_IDS_PER_QUERY`` ids; the ids it
+  did not find go to the back, so a large or hopeless waiter cannot keep the
+  others out of every query.
 * **Failures.** PostgreSQL away or the pool busy only means "not committed yet":
   the poller backs off (up to ``MAX_BACKOFF_S``) and each waiter still gets its
   answer at its own timeout (``committed: false`` — queued, not lost).
-* **Cancellation.** A waiter whose client goes away is forgotten; the poller
-  itself is never cancelled by a waiter.
+* **Lifetime.** A waiter leaves at its answer or its timeout, whichever comes
+  first (tornado does not cancel a handler whose client went away, so such a
+  waiter stays until its timeout).  The poller runs in a context of its own, so
+  its log lines carry no request's id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import itertools
 import logging
 from collections.abc import Sequence
 
@@ -33,6 +41,7 @@ from server.storage.database import Database
 log = logging.getLogger(__name__)
 
 TICK_S = 0.01
+MAX_IDLE_S = 0.1
 MAX_BACKOFF_S = 0.5
 MAX_IDS_PER_QUERY = 10_000
 
@@ -63,7 +72,8 @@ class CommitWatch:
         for point_id in waiter.missing:
             self._by_id.setdefault(point_id, []).append(waiter)
         if self._poller is None or self._poller.done():
-            self._poller = asyncio.create_task(self._poll(), name="commit-watch")
+            self._poller = asyncio.get_running_loop().create_task(
+                self._poll(), name="commit-watch", context=contextvars.Context())
         try:
             async with asyncio.timeout(timeout_s):
                 await waiter.done
@@ -86,7 +96,7 @@ class CommitWatch:
         delay = self.tick_s
         while self._by_id:
             await asyncio.sleep(delay)
-            asked = list(self._by_id)[:MAX_IDS_PER_QUERY]
+            asked = list(itertools.islice(self._by_id, MAX_IDS_PER_QUERY))
             if not asked:
                 break
             try:
@@ -100,12 +110,17 @@ class CommitWatch:
                 delay = MAX_BACKOFF_S
                 continue
             self.queries += 1
-            delay = self.tick_s
+            delay = self.tick_s if found else min(delay * 2, MAX_IDLE_S)
             for point_id in found:
                 for waiter in self._by_id.pop(point_id, ()):
                     waiter.missing.discard(point_id)
                     if not waiter.missing and not waiter.done.done():
                         waiter.done.set_result(None)
+            if len(self._by_id) > len(asked):  # the unfound go to the back of the line
+                for point_id in asked:
+                    waiters = self._by_id.pop(point_id, None)
+                    if waiters is not None:
+                        self._by_id[point_id] = waiters
 
     async def close(self) -> None:
         """Stop polling (at shutdown, after the handlers have had their time)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,9 +43,9 @@ class Settings:
     """Everything the service reads from its environment; built once, passed down."""
 
     data_dir: Path = Path("./.data")
-    database_url: str | None = None
-    database_read_url: str | None = None
-    redis_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)  # credentials
+    database_read_url: str | None = field(default=None, repr=False)  # credentials
+    redis_url: str | None = field(default=None, repr=False)  # credentials
     redis_max_connections: int = 10
     redis_timeout_s: float = 5.0
     pg_pool_min: int = 2
@@ -75,7 +75,7 @@ class Settings:
     log_max_bytes: int = 50 * 1024 * 1024
     log_backups: int = 10
     access_log: bool = True
-    sentry_dsn: str | None = None
+    sentry_dsn: str | None = field(default=None, repr=False)  # credentials
     shutdown_timeout_s: float = 30.0
     prod: bool = False
     # Flags (CLI overrides; also settable from the environment for containers).
@@ -287,8 +287,8 @@ def load_settings(
 def describe_settings(settings: Settings) -> list[tuple[str, str]]:
     """(environment variable, value) for every setting, credentials masked."""
     rows = []
-    for name, (field, _) in _VARIABLES.items():
-        value = getattr(settings, field)
+    for name, (attr, _) in _VARIABLES.items():
+        value = getattr(settings, attr)
         rows.append((name, _masked(name, "" if value is None else str(value))))
     return rows
 

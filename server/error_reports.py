@@ -12,8 +12,13 @@ auto-enabling integrations: its logging integration would turn the ERROR line
 ``log_exception`` writes for the same bug into a second event, its tornado
 integration would capture the exception once more, and its stdlib one would add
 tracing headers to outgoing HTTP requests.  ``capture`` is the one way in.
-Events are queued and sent by the SDK's own thread, so reporting never blocks
-the event loop; ``close`` sends what is still queued (bounded) at shutdown.
+Events carry no local variables (``include_local_variables=False``): frames
+of this service hold the settings (store URLs with passwords) and clients'
+payloads, which the SDK's scrubber, matching by key name, would not hide; the
+settings' credentials are also left out of their repr.  An event is built on
+the loop (milliseconds: only bugs are reported, not every failed request) and
+sent by the SDK's own thread; ``close`` sends what is still queued (bounded)
+at shutdown.
 (The SDK's sender notices a fork and starts a new thread in the child.)
 
 A SENTRY_DSN without the extra is a configuration problem, reported with every
@@ -59,6 +64,7 @@ def init(settings: Settings) -> None:
         auto_enabling_integrations=False,  # (send_default_pii / data_collection: the
         # defaults send no personal data and scrub tokens, passwords and the like)
         environment="production" if settings.prod else "development",
+        include_local_variables=False,  # secrets and payloads live in locals
     )
     _client = sentry_sdk.get_client()
 

@@ -305,10 +305,21 @@ class _Forward:
 
 
 class Exporter:
-    """What ``GET /metrics`` answers, for one application."""
+    """What ``GET /metrics`` answers, for one application.
+
+    Rendering is synchronous work on the loop (milliseconds with every route's
+    series, more with many processes' files), and ``/metrics`` is public: the
+    text is rendered at most once per ``cache_s`` and served from memory in
+    between — a scraper every 15 s never notices, a client hammering the route
+    cannot take the loop.
+    """
+
+    cache_s = 1.0
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self._body: bytes | None = None
+        self._rendered_at = 0.0
         self.queue_stats = _QueueStats(deps)
         self.multiproc_dir = os.environ.get(MULTIPROC_ENV)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -320,13 +331,21 @@ class Exporter:
             self.queue_stats, build_info(deps.path.name), deps.settings.queue_max_points))
 
     async def render(self) -> bytes:
-        """The Prometheus text: at most one queue read a second, the rest in memory
-        (or, multi-process, in a few small files)."""
+        """The Prometheus text: at most one queue read and one rendering per
+        ``cache_s``, the rest in memory (or, multi-process, in a few small files)."""
+        if self._fresh():
+            return self._body  # type: ignore[return-value]
         await self.queue_stats.refresh()
+        if self._fresh():  # another scrape rendered while this one waited
+            return self._body  # type: ignore[return-value]
         sample(self.deps)
         if self.multiproc_dir:
             forget_dead_processes(self.multiproc_dir)
-        return generate_latest(self.registry)
+        self._body, self._rendered_at = generate_latest(self.registry), time.monotonic()
+        return self._body
+
+    def _fresh(self) -> bool:
+        return self._body is not None and time.monotonic() - self._rendered_at < self.cache_s
 
 
 def build_info(ingest_path: str) -> dict[str, str]:

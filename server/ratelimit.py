@@ -18,8 +18,9 @@ window edges that let twice the burst through, and the figures clients are told
   that Redis shares one limit whatever their own clocks say.  The key expires
   when its TAT is reached (from then on it would read as "at rest" anyway), so an
   idle token holds no key.
-* **In-process fallback.**  When the call fails (Redis down, timing out, at
-  ``maxmemory``, or this process's pool busy), the same arithmetic runs on a
+* **In-process fallback.**  When the call fails or takes more than
+  ``REDIS_WAIT_S`` (Redis down, slow, at ``maxmemory``, or this process's pool
+  busy), the same arithmetic runs on a
   bounded per-process dict with the monotonic clock, and Redis is left alone for
   ``REDIS_RETRY_S``: an outage neither fails requests nor lifts the limit.  It is
   per process, so with ``--processes N`` a token may get up to N × the limit
@@ -36,6 +37,7 @@ next try would pass.  ``server/handlers/errors.py`` turns them into headers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 
 LOCAL_MAX = 10_000  # tokens tracked in-process while Redis is away
 REDIS_RETRY_S = 1.0  # after a Redis failure, decide in-process this long before asking again
+# A decision waits for Redis (its pool included) at most this long: a slow or
+# unreachable Redis must not hold every request with a token for REDIS_TIMEOUT_S.
+REDIS_WAIT_S = 0.25
 _US = 1_000_000
 
 # GCRA for one token, in microseconds of Redis's clock; mirrors ``gcra`` below.
@@ -131,15 +136,23 @@ class RateLimiter:
         return decision
 
     async def check(self, token_hash: bytes) -> Decision:
-        """Decide in Redis when it answers, in-process when it does not; never raises."""
-        if not self._redis_retry_at or time.monotonic() >= self._redis_retry_at:
+        """Decide in Redis when it answers within ``REDIS_WAIT_S``, in-process when it
+        does not; never raises.  While Redis is failing, one request a
+        ``REDIS_RETRY_S`` probes it; the others decide in-process without waiting."""
+        now = time.monotonic()
+        if not self._redis_retry_at or now >= self._redis_retry_at:
+            probing = bool(self._redis_retry_at)
+            if probing:  # this request probes; those arriving meanwhile do not wait
+                self._redis_retry_at = now + REDIS_RETRY_S
             try:
-                allowed, remaining, retry_us, reset_us = await self._script(
-                    keys=[RATE_LIMIT_PREFIX + token_hash.hex()],
-                    args=[self.interval_us, self.tolerance_us])
-            except (redis.exceptions.RedisError, OSError) as exc:
-                if not self._redis_retry_at:
-                    log.warning("rate limiting in-process: Redis failed (%s)", exc)
+                async with asyncio.timeout(REDIS_WAIT_S):
+                    allowed, remaining, retry_us, reset_us = await self._script(
+                        keys=[RATE_LIMIT_PREFIX + token_hash.hex()],
+                        args=[self.interval_us, self.tolerance_us])
+            except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                if not probing:
+                    log.warning("rate limiting in-process: Redis failed (%s)",
+                                exc or type(exc).__name__)
                 self._redis_retry_at = time.monotonic() + REDIS_RETRY_S
             else:
                 if self._redis_retry_at:

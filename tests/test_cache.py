@@ -4,6 +4,7 @@ a cancelled reader is shared fairly; with Redis away the same holds in-process."
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import tornado.httpclient
 import tornado.ioloop
 
 from server import auth
+from server import cache as cache_module
 from server.cache import ReadCache
 from server.config import Settings
 from server.embedded import free_port
@@ -217,3 +219,15 @@ async def test_with_redis_away_reads_share_one_computation_and_its_result(
     assert slow.calls == 1
     never = Computation(error=AssertionError("the value was not kept in-process"))
     assert await cache_without_redis.get_or_compute("k", 30, never) == b'{"n":1}'
+
+
+def test_the_in_process_copy_is_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Clients choose the keys (every page of every leaderboard): entries alone
+    # would not bound memory.
+    monkeypatch.setattr(cache_module, "_LOCAL_MAX_BYTES", 10_000)
+    local = ReadCache(None)  # type: ignore[arg-type]  # the in-process map only
+    far = time.monotonic() + 60
+    for n in range(100):
+        local._local_put(f"page:{n}", b"x" * 1_000, far)
+        assert local._local_bytes == sum(len(b) for _, b in local._local.values()) <= 10_000
+    assert local._local_get("page:99") == b"x" * 1_000

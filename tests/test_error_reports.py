@@ -103,6 +103,9 @@ class Boom(BaseHandler):
     """A bug: an exception that nothing maps to an answer."""
 
     async def get(self) -> None:
+        # Built at run time: the source line itself is sent as context, its value must not be.
+        database_url = "postgresql://app:" + "-".join(("pw", "in", "a", "local")) + "@db/x"
+        assert database_url  # a local of the raising frame
         raise ZeroDivisionError("a bug")
 
 
@@ -127,6 +130,9 @@ async def test_an_unhandled_error_is_reported_once_with_its_request_id(
     assert event["tags"]["request_id"] == "req-boom-1"
     (exception,) = event["exception"]["values"]
     assert (exception["type"], exception["value"]) == ("ZeroDivisionError", "a bug")
+    # Frames' locals (settings with store passwords, payloads) are never sent.
+    assert "pw-in-a-local" not in orjson.dumps(event).decode()
+    assert all("vars" not in frame for frame in exception["stacktrace"]["frames"])
 
 
 async def test_without_a_dsn_nothing_is_sent(api: Api, boom: str, receiver: Receiver,

@@ -54,12 +54,16 @@ def logged(settings: Settings) -> Iterator[Path]:
     """This process's logging as ``serve`` sets it, restored afterwards."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in ("tornado.access",
+                                                                 "points.access")}
     configure_logging(settings)
     yield settings.log_dir  # type: ignore[misc]
     for handler in root.handlers:
         handler.close()
-    root.handlers[:], root.level = saved
+    root.handlers[:] = saved[0]
     root.setLevel(saved[1])
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture
@@ -145,6 +149,8 @@ def test_files_rotate_at_the_size_and_keep_the_set_number(tmp_path: Path) -> Non
     settings = make_settings(log_dir=tmp_path, log_max_bytes=1024, log_backups=2)
     root = logging.getLogger()
     saved = root.handlers[:], root.level
+    levels = {name: logging.getLogger(name).level for name in ("tornado.access",
+                                                                 "points.access")}
     try:
         configure_logging(settings, process=3)
         for n in range(200):
@@ -154,6 +160,8 @@ def test_files_rotate_at_the_size_and_keep_the_set_number(tmp_path: Path) -> Non
             handler.close()
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["app-3.log", "app-3.log.1", "app-3.log.2", "error-3.log"]
     for name in names[:3]:

@@ -48,6 +48,24 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+@pytest.fixture(autouse=True)
+def fresh_scrapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests read a figure, act, and read it again at once: no render cache."""
+    monkeypatch.setattr(metrics.Exporter, "cache_s", 0.0)
+
+
+async def test_a_scrape_within_a_second_of_the_last_is_served_from_memory(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics.Exporter, "cache_s", 60.0)
+    renders = []
+    real = metrics.generate_latest
+    monkeypatch.setattr(metrics, "generate_latest",
+                        lambda registry: renders.append(1) or real(registry))
+    first = [await api.http.fetch(api.base_url + "/metrics") for _ in range(20)]
+    assert len(renders) == 1
+    assert len({response.body for response in first}) == 1
+
+
 async def scrape(api: Api) -> tuple[Samples, str]:
     response = await api.http.fetch(api.base_url + "/metrics", raise_error=False)
     assert response.code == 200, response.body

@@ -3,6 +3,8 @@ a bounded fallback."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,8 +16,9 @@ from server.embedded import free_port
 from server.errors import RateLimited
 from server.lifecycle import Stores
 from server.queue.keys import RATE_LIMIT_PREFIX
-from server.ratelimit import RateLimiter, gcra
+from server.ratelimit import REDIS_WAIT_S, RateLimiter, gcra
 from server.redis_pool import redis_client
+from tests.proxy import BlackHoleProxy
 
 TOKEN = b"\x01" * 32
 
@@ -82,3 +85,29 @@ async def test_without_redis_the_fallback_limits_and_its_dict_stays_bounded() ->
         assert limiter.local_decisions == 12 and limiter.refused == 1
     finally:
         await client.aclose()
+
+
+async def test_a_silent_redis_holds_a_decision_for_at_most_the_short_wait(
+        clean: Stores) -> None:
+    # A black-holed link answers nothing: the decision still comes within
+    # REDIS_WAIT_S (not REDIS_TIMEOUT_S, 5 s), in-process, and the next ones
+    # do not ask Redis again for REDIS_RETRY_S.
+    assert clean.redis_url is not None
+    host, port = clean.redis_url.split("//")[1].split("/")[0].split(":")
+    proxy = await BlackHoleProxy(host, int(port)).start()
+    redis = redis_client(proxy.url("redis://127.0.0.1:{port}/0"), Settings())
+    try:
+        limiter = RateLimiter(redis, 100)
+        assert (await limiter.check(TOKEN)).allowed and limiter.local_decisions == 0
+        proxy.blackhole()  # the pooled connection goes silent
+        started = time.monotonic()
+        assert (await limiter.check(TOKEN)).allowed
+        assert time.monotonic() - started < REDIS_WAIT_S + 1.0
+        assert limiter.local_decisions == 1
+        started = time.monotonic()  # within REDIS_RETRY_S: in-process, no wait at all
+        decisions = await asyncio.gather(*(limiter.check(TOKEN) for _ in range(20)))
+        assert time.monotonic() - started < REDIS_WAIT_S
+        assert all(d.allowed for d in decisions) and limiter.local_decisions == 21
+    finally:
+        await redis.aclose()
+        await proxy.close()

@@ -14,6 +14,7 @@ process's pool is busy), ``QueueFull`` past the admission bound or at Redis's
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import uuid
 from collections.abc import Sequence
@@ -164,7 +165,9 @@ class PointQueue:
         done = asyncio.get_running_loop().create_future()
         self._gathering.append((group, count, done))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush_gathered())
+            # Its own context: the flush serves many requests, it logs as none of them.
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._flush_gathered(), context=contextvars.Context())
         await done
 
     async def _flush_gathered(self) -> None:

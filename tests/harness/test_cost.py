@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from harness import cost
@@ -56,6 +58,37 @@ def test_the_servers_wait_for_a_cpu_is_read_from_the_scheduler(tmp_path: Path) -
             child.wait()
     assert delta is not None and delta["server_wait"] is not None
     assert delta["server_wait"] > 0.1
+
+
+def test_the_wait_for_a_cpu_counts_the_serving_forks(tmp_path: Path) -> None:
+    """Under --processes N the loops run in forks of the server (same command line):
+    a parent idle in waitpid while its fork and a busy neighbour share one core."""
+    if not Path(f"/proc/{os.getpid()}/schedstat").exists():
+        pytest.skip("no schedstat on this kernel")
+    spin = "import time\nend = time.time() + 1.0\nwhile time.time() < end: pass\n"
+    forking = ("import os, sys\npid = os.fork()\nif pid == 0:\n"
+               + "".join("    " + line + "\n" for line in spin.splitlines())
+               + "    os._exit(0)\nos.waitpid(pid, 0)\n")
+    core = {min(os.sched_getaffinity(0))}
+    server = subprocess.Popen([sys.executable, "-c", forking])
+    neighbour = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        os.sched_setaffinity(neighbour.pid, core)
+        os.sched_setaffinity(server.pid, core)  # its fork inherits it if not forked yet
+        for fork in psutil.Process(server.pid).children():
+            os.sched_setaffinity(fork.pid, core)
+        clocks = cost.CpuClocks(server.pid, tmp_path)
+        before = clocks.read()
+        time.sleep(0.8)
+        after = clocks.read()
+        own = cost._run_delay_s(server.pid)
+    finally:
+        for proc in (server, neighbour):
+            proc.kill()
+            proc.wait()
+    delta = cost.cpu_delta(before, after)
+    assert delta is not None and delta["server_wait"] is not None
+    assert delta["server_wait"] > 0.1 and own is not None and own < 0.1
 
 
 def test_a_changed_pid_makes_the_delta_unmeasured() -> None:

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 import traceback
 from contextlib import AsyncExitStack
 
@@ -51,8 +52,11 @@ def serve_process(settings: Settings, ready: Prepared) -> int:
             except StoreUnavailable as exc:
                 raise StartupError(str(exc)) from exc
             quiet_garbage_collector()
-            print(f"listening on http://{settings.address}:{service.port} "
-                  f"(pid {os.getpid()}, ingest path {settings.ingest_path})", flush=True)
+            # One write, newline included: N forked processes share this pipe, and
+            # a line split in two writes can be interleaved with another's.
+            sys.stdout.write(f"listening on http://{settings.address}:{service.port} "
+                             f"(pid {os.getpid()}, ingest path {settings.ingest_path})\n")
+            sys.stdout.flush()
             await stop.wait()
         return 0
 

@@ -137,7 +137,7 @@ def _listening(server: Server, processes: int) -> None:
     """Wait (bounded) until every forked process has printed its ``listening on``
     (``Server`` reads the output on after the first)."""
     deadline = time.monotonic() + 60
-    while sum(line.startswith("listening on") for line in list(server.output)) < processes:
+    while "".join(server.output).count("listening on") < processes:
         if time.monotonic() > deadline or server.proc.poll() is not None:
             raise AssertionError("not every process started:\n" + "".join(server.output))
         time.sleep(0.05)

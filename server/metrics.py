@@ -57,6 +57,7 @@ from server.metrics_dir import ENV as MULTIPROC_ENV
 from server.metrics_dir import process_alive
 from server.queue.breaker import CLOSED, HALF_OPEN, OPEN
 from server.redis_pool import pool_usage as redis_pool_usage
+from server.refreshed import Refreshed
 
 if TYPE_CHECKING:
     from server.app import Deps
@@ -66,7 +67,7 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # text/plain; version=0.0.4; charset=ut
 SAMPLE_INTERVAL_S = 0.25  # pools and breakers; also bounds how long it delays a stop
 QUEUE_STATS_CACHE_S = 1.0
 QUEUE_STATS_TIMEOUT_S = 1.0
-UNMATCHED = "unmatched"  # the route of a request no route matched
+UNMATCHED = "unmatched"  # the route label of a request no route matched
 BREAKER_STATE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -247,22 +248,16 @@ class _QueueStats:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.value: dict[str, Any] | None = None
-        self._read_at: float | None = None
-        self._reading: asyncio.Future | None = None
+        self._stats = Refreshed(self._read)
 
     async def refresh(self) -> None:
-        if self._read_at is not None and time.monotonic() - self._read_at < QUEUE_STATS_CACHE_S:
-            return
-        if self._reading is None or self._reading.done():
-            self._reading = asyncio.ensure_future(self._read())
-        await asyncio.shield(self._reading)
+        self.value = await self._stats.get(QUEUE_STATS_CACHE_S)
 
-    async def _read(self) -> None:
+    async def _read(self) -> dict[str, Any] | None:
         try:
-            self.value = await asyncio.wait_for(self.deps.queue.stats(), QUEUE_STATS_TIMEOUT_S)
+            return await asyncio.wait_for(self.deps.queue.stats(), QUEUE_STATS_TIMEOUT_S)
         except (StoreUnavailable, TimeoutError):
-            self.value = None  # the queue's gauges are left out of this scrape
-        self._read_at = time.monotonic()
+            return None  # the queue's gauges are left out of this scrape
 
 
 class _GlobalCollector:

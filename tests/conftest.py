@@ -9,7 +9,8 @@ uvloop-backed tornado IOLoop (pytest-tornasync's runner, our ``io_loop``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,20 @@ class Api:
 
     async def post(self, path: str, json: Any = None, **kwargs: Any) -> tuple[int, Any]:
         return await self.request("POST", path, json=json, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, database_url: str, redis_url: str | None
+                  ) -> AsyncIterator[tuple[Service, Api]]:
+    """The whole service on stores a test owns (and may stop), with a client; for
+    tests whose settings or stores the ``service`` fixture does not give."""
+    assert redis_url is not None
+    async with running_service(settings, database_url, redis_url) as service:
+        api = Api(service.url)
+        try:
+            yield service, api
+        finally:
+            api.http.close()
 
 
 @pytest.fixture

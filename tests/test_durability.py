@@ -16,10 +16,9 @@ from server.lifecycle import (
     StartupError,
     Stores,
     check_durability,
-    running_service,
     stores_ready,
 )
-from tests.conftest import TOKENS, Api, assert_exact, batch, make_settings, seed, sql
+from tests.conftest import TOKENS, Api, assert_exact, batch, make_settings, seed, serving, sql
 
 
 def redis_config(url: str, *names: str) -> dict[str, str]:
@@ -121,40 +120,36 @@ async def test_past_the_queue_bound_ingest_answers_503_and_recovers_after_a_drai
 async def test_a_redis_at_maxmemory_refuses_ingest_with_503_while_workers_drain_it(
         own: Stores) -> None:
     settings = make_settings(queue_workers=0, queue_batch_size=500)
-    context = running_service(settings, own.database_url, own.redis_url)
-    service = await context.__aenter__()
-    api = Api(service.url)
-    client = redis.Redis.from_url(own.redis_url)
-    try:
-        cid, parts = await seed(api)
-        accepted: set[str] = set()
-        for round_ in range(20):
-            status, body = await api.post("/v1/points", batch(cid, parts, f"m{round_}", 500))
-            assert status == 202
+    async with serving(settings, own.database_url, own.redis_url) as (service, api):
+        client = redis.Redis.from_url(own.redis_url)
+        try:
+            cid, parts = await seed(api)
+            accepted: set[str] = set()
+            for round_ in range(20):
+                status, body = await api.post("/v1/points", batch(cid, parts, f"m{round_}", 500))
+                assert status == 202
+                accepted |= set(body["ids"])
+            used = client.info("memory")["used_memory"]
+            client.config_set("maxmemory", str(used - 1024))  # Redis is now full
+            response = await api.http.fetch(
+                api.base_url + "/v1/points", method="POST", raise_error=False,
+                body=orjson.dumps(batch(cid, parts, "refused", 10)),
+                headers={"Authorization": f"Bearer {TOKENS['admin']}",
+                         "Content-Type": "application/json"})
+            body = orjson.loads(response.body)
+            assert response.code == 503 and body["error"]["code"] == "queue_full", body
+            assert int(response.headers["Retry-After"]) >= 1 and body["error"]["accepted_ids"] == []
+            # Workers still claim, acknowledge and free memory: every script frees first.
+            await service.deps.workers.drain()
+            assert client.info("memory")["used_memory"] < used - 1024
+            status, body = await api.post("/v1/points", batch(cid, parts, "again", 10))
+            assert status == 202  # recovered by itself
             accepted |= set(body["ids"])
-        used = client.info("memory")["used_memory"]
-        client.config_set("maxmemory", str(used - 1024))  # Redis is now full
-        response = await api.http.fetch(
-            api.base_url + "/v1/points", method="POST", raise_error=False,
-            body=orjson.dumps(batch(cid, parts, "refused", 10)),
-            headers={"Authorization": f"Bearer {TOKENS['admin']}",
-                     "Content-Type": "application/json"})
-        body = orjson.loads(response.body)
-        assert response.code == 503 and body["error"]["code"] == "queue_full", body
-        assert int(response.headers["Retry-After"]) >= 1 and body["error"]["accepted_ids"] == []
-        # Workers still claim, acknowledge and free memory: every script frees first.
-        await service.deps.workers.drain()
-        assert client.info("memory")["used_memory"] < used - 1024
-        status, body = await api.post("/v1/points", batch(cid, parts, "again", 10))
-        assert status == 202  # recovered by itself
-        accepted |= set(body["ids"])
-        await service.deps.workers.drain()
-        assert_exact(own, accepted)
-    finally:
-        client.config_set("maxmemory", "0")
-        client.close()
-        api.http.close()
-        await context.__aexit__(None, None, None)
+            await service.deps.workers.drain()
+            assert_exact(own, accepted)
+        finally:
+            client.config_set("maxmemory", "0")
+            client.close()
 
 
 def test_a_redis_that_would_not_fsync_as_queue_fsync_says_is_refused_in_prod(

@@ -19,7 +19,16 @@ import tornado.ioloop
 from server.auth import hash_token
 from server.lifecycle import Service, Stores, running_service
 from server.points import KeyedIds
-from tests.conftest import TOKENS, Api, assert_exact, batch, drained, make_settings, seed
+from tests.conftest import (
+    TOKENS,
+    Api,
+    assert_exact,
+    batch,
+    drained,
+    make_settings,
+    seed,
+    serving,
+)
 from tests.conftest import sql as run_sql
 from tests.proxy import BlackHoleProxy
 
@@ -137,37 +146,33 @@ async def test_a_thousand_concurrent_requests_on_a_pool_of_two_get_2xx_or_503(
         own: Stores) -> None:
     settings = make_settings(pg_pool_min=1, pg_pool_max=2, pg_connect_timeout_s=1.0,
                              redis_max_connections=2, queue_workers=2)
-    context = running_service(settings, own.database_url, own.redis_url)
-    service = await context.__aenter__()
-    api = Api(service.url)
-    cid, parts = await seed(api)
-    client = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=1000)
-    headers = {"Authorization": f"Bearer {TOKENS['admin']}",
-               "Content-Type": "application/json"}
-    try:
-        async def send(i: int) -> tuple[str, int, dict]:
-            # Half create competitions (PostgreSQL), half ingest points (Redis).
-            if i % 2:
-                path, body = "/v1/competitions", {"slug": f"c{i}", "name": "n"}
-            else:
-                path, body = "/v1/points", batch(cid, parts, f"s{i}", 5)
-            response = await client.fetch(f"{service.url}{path}", method="POST",
-                                          raise_error=False, body=orjson.dumps(body),
-                                          request_timeout=60, headers=headers)
-            return path, response.code, orjson.loads(response.body)
+    async with serving(settings, own.database_url, own.redis_url) as (service, api):
+        cid, parts = await seed(api)
+        client = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=1000)
+        headers = {"Authorization": f"Bearer {TOKENS['admin']}",
+                   "Content-Type": "application/json"}
+        try:
+            async def send(i: int) -> tuple[str, int, dict]:
+                # Half create competitions (PostgreSQL), half ingest points (Redis).
+                if i % 2:
+                    path, body = "/v1/competitions", {"slug": f"c{i}", "name": "n"}
+                else:
+                    path, body = "/v1/points", batch(cid, parts, f"s{i}", 5)
+                response = await client.fetch(f"{service.url}{path}", method="POST",
+                                              raise_error=False, body=orjson.dumps(body),
+                                              request_timeout=60, headers=headers)
+                return path, response.code, orjson.loads(response.body)
 
-        answers = await asyncio.wait_for(asyncio.gather(*(send(i) for i in range(1000))), 90)
-        codes = {code for _, code, _ in answers}
-        assert codes <= {201, 202, 503}, sorted(codes)
-        accepted = {i for path, code, body in answers if code == 202 for i in body["ids"]}
-        accepted |= {i for path, code, body in answers if code == 503 and "error" in body
-                     for i in body["error"].get("accepted_ids", [])}
-        assert len(accepted) > 0
-        await drained(service, len(accepted), own)
-    finally:
-        client.close()
-        api.http.close()
-        await context.__aexit__(None, None, None)
+            answers = await asyncio.wait_for(asyncio.gather(*(send(i) for i in range(1000))), 90)
+            codes = {code for _, code, _ in answers}
+            assert codes <= {201, 202, 503}, sorted(codes)
+            accepted = {i for path, code, body in answers if code == 202 for i in body["ids"]}
+            accepted |= {i for path, code, body in answers if code == 503 and "error" in body
+                         for i in body["error"].get("accepted_ids", [])}
+            assert len(accepted) > 0
+            await drained(service, len(accepted), own)
+        finally:
+            client.close()
     created = run_sql(own, "SELECT count(*) FROM competitions")[0][0]
     assert created - 1 == sum(1 for path, code, _ in answers
                               if path == "/v1/competitions" and code == 201) > 0
@@ -245,10 +250,7 @@ async def test_health_turns_draining_while_shutdown_waits_for_in_flight_requests
 async def test_a_naive_request_cut_by_a_redis_kill_is_accepted_whole_and_once(
         own: Stores) -> None:
     settings = make_settings(ingest_path="naive", queue_workers=0)
-    context = running_service(settings, own.database_url, own.redis_url)
-    service = await context.__aenter__()
-    api = Api(service.url)
-    try:
+    async with serving(settings, own.database_url, own.redis_url) as (service, api):
         cid, parts = await seed(api)
         request = asyncio.ensure_future(api.post("/v1/points", batch(cid, parts, "cut", 1000)))
         for _ in range(500):  # one Redis call per point: wait until it is under way
@@ -265,18 +267,12 @@ async def test_a_naive_request_cut_by_a_redis_kill_is_accepted_whole_and_once(
         service.deps.workers.start(1)
         await drained(service, 1000, own)
         assert_exact(own, set(body["ids"]))
-    finally:
-        api.http.close()
-        await context.__aexit__(None, None, None)
 
 
 async def test_a_bulk_upload_cut_by_a_redis_kill_commits_every_line_once(
         own: Stores) -> None:
     settings = make_settings(queue_workers=0, bulk_chunk_points=100)
-    context = running_service(settings, own.database_url, own.redis_url)
-    service = await context.__aenter__()
-    api = Api(service.url)
-    try:
+    async with serving(settings, own.database_url, own.redis_url) as (service, api):
         cid, parts = await seed(api)
 
         async def produce(write) -> None:
@@ -300,9 +296,6 @@ async def test_a_bulk_upload_cut_by_a_redis_kill_commits_every_line_once(
         service.deps.workers.start(1)
         await drained(service, 1000, own)
         assert_exact(own, {f"u{i}" for i in range(1000)})
-    finally:
-        api.http.close()
-        await context.__aexit__(None, None, None)
 
 
 async def test_connections_silently_dropped_mid_flow_are_given_up_and_replaced(
@@ -353,11 +346,8 @@ async def test_connections_silently_dropped_mid_flow_are_given_up_and_replaced(
 async def test_an_upload_refused_when_redis_and_postgres_fail_says_where_it_stopped(
         own: Stores) -> None:
     settings = make_settings(queue_workers=0, bulk_chunk_points=100)
-    context = running_service(settings, own.database_url, own.redis_url)
-    service = await context.__aenter__()
-    api = Api(service.url)
-    key = {"Idempotency-Key": "night-batch-7"}
-    try:
+    async with serving(settings, own.database_url, own.redis_url) as (service, api):
+        key = {"Idempotency-Key": "night-batch-7"}
         cid, parts = await seed(api)
         await asyncio.to_thread(own.postgres.stop, even_if_reused=True)  # no fallback
         lines = [f"{cid},{parts[i % 3]},{i}\n" for i in range(1000)]
@@ -399,6 +389,3 @@ async def test_an_upload_refused_when_redis_and_postgres_fail_says_where_it_stop
         await drained(service, 1000, own)
         ids = KeyedIds(key["Idempotency-Key"], hash_token(TOKENS["admin"]), "l")
         assert_exact(own, {ids(line) for line in range(2, 1002)})
-    finally:
-        api.http.close()
-        await context.__aexit__(None, None, None)

@@ -4,6 +4,7 @@ request, a bug logged once with its traceback, rotation at LOG_MAX_BYTES."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -49,21 +50,29 @@ def settings(tmp_path: Path) -> Settings:  # one path: logging does not depend o
     return make_settings(log_dir=tmp_path / "logs", log_max_bytes=1024 * 1024)
 
 
-@pytest.fixture
-def logged(settings: Settings) -> Iterator[Path]:
+@contextlib.contextmanager
+def configured(settings: Settings, process: int | None = None) -> Iterator[None]:
     """This process's logging as ``serve`` sets it, restored afterwards."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     levels = {name: logging.getLogger(name).level for name in ("tornado.access",
                                                                  "points.access")}
-    configure_logging(settings)
-    yield settings.log_dir  # type: ignore[misc]
-    for handler in root.handlers:
-        handler.close()
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
+    try:
+        configure_logging(settings, process=process)
+        yield
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+@pytest.fixture
+def logged(settings: Settings) -> Iterator[Path]:
+    with configured(settings):
+        yield settings.log_dir  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -147,21 +156,9 @@ async def test_an_outage_is_one_warning_line_without_a_traceback(
 
 def test_files_rotate_at_the_size_and_keep_the_set_number(tmp_path: Path) -> None:
     settings = make_settings(log_dir=tmp_path, log_max_bytes=1024, log_backups=2)
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in ("tornado.access",
-                                                                 "points.access")}
-    try:
-        configure_logging(settings, process=3)
+    with configured(settings, process=3):
         for n in range(200):
             log.warning("line %d of a log that outgrows its file", n)
-    finally:
-        for handler in root.handlers:
-            handler.close()
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["app-3.log", "app-3.log.1", "app-3.log.2", "error-3.log"]
     for name in names[:3]:

@@ -32,6 +32,7 @@ from server.handlers.errors import (
     rate_limit_headers,
 )
 from server.logs import REQUEST_ID, request_id_from
+from server.metrics import UNMATCHED
 from server.points import IDEMPOTENCY_KEY, KeyedIds
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from server.auth import Identity
 
 log = logging.getLogger(__name__)
-UNMATCHED = "unmatched"  # the route label of a request no route matched
 _INT64_MAX = schemas.INT64_MAX
 
 

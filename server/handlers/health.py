@@ -17,6 +17,7 @@ from typing import Any
 
 from server.handlers.base import BaseHandler
 from server.queue.durability import read_durability
+from server.refreshed import Refreshed
 
 PROBE_TIMEOUT_S = 1.0
 READY_CACHE_S = 1.0
@@ -53,18 +54,10 @@ class ReadinessProbe:
 
     def __init__(self, deps: Any) -> None:
         self.deps = deps
-        self._cached: tuple[float, int, dict[str, Any]] | None = None
-        self._running: asyncio.Future | None = None
+        self._answer = Refreshed(self._probe)
 
     async def check(self) -> tuple[int, dict[str, Any]]:
-        now = time.monotonic()
-        if self._cached and now - self._cached[0] < READY_CACHE_S:
-            return self._cached[1], self._cached[2]
-        if self._running is None or self._running.done():
-            self._running = asyncio.ensure_future(self._probe())
-        status, body = await asyncio.shield(self._running)
-        self._cached = (time.monotonic(), status, body)
-        return status, body
+        return await self._answer.get(READY_CACHE_S)
 
     async def _probe(self) -> tuple[int, dict[str, Any]]:
         deps = self.deps

@@ -4,7 +4,7 @@
 import sys
 
 from harness.cli import add_commands
-from server.cli import main
+from server.runtime.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(extra_commands=add_commands))

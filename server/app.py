@@ -8,19 +8,19 @@ from typing import Any
 import redis.asyncio as aioredis
 import tornado.web
 
-from server.auth import Authenticator
+from server.access.auth import Authenticator
+from server.access.ratelimit import RateLimiter
 from server.cache import ReadCache
 from server.config import Settings
 from server.handlers import admin, bulk, competitions, docs, health, metrics, points, reads
 from server.handlers.base import NotFoundHandler
-from server.ingest import Ingest
-from server.logs import log_request
+from server.handlers.openapi import PATHS, CachedDocument
+from server.ingest.accept import Ingest
 from server.metrics import Exporter, observe_request
-from server.openapi import PATHS, CachedDocument
-from server.queue.paths import IngestPath
+from server.ops.logs import log_request
 from server.queue.redis_queue import PointQueue
+from server.queue.strategy import IngestPath
 from server.queue.worker import Workers
-from server.ratelimit import RateLimiter
 from server.storage.database import Database
 
 

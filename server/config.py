@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from server import error_reports
-from server.queue.paths import INGEST_PATHS, PIPELINED
+from server.ops import error_reports
+from server.queue.strategy import INGEST_PATHS, PIPELINED
 
 LOG_FORMATS = ("auto", "json", "text")
 QUEUE_FSYNC_MODES = ("always", "everysec")

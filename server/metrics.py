@@ -53,11 +53,11 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from server.errors import StoreUnavailable
-from server.metrics_dir import ENV as MULTIPROC_ENV
-from server.metrics_dir import process_alive
+from server.ops.metrics_dir import ENV as MULTIPROC_ENV
+from server.ops.metrics_dir import process_alive
+from server.ops.refreshed import Refreshed
 from server.queue.breaker import CLOSED, HALF_OPEN, OPEN
-from server.redis_pool import pool_usage as redis_pool_usage
-from server.refreshed import Refreshed
+from server.redis_client import pool_usage as redis_pool_usage
 
 if TYPE_CHECKING:
     from server.app import Deps

@@ -23,10 +23,10 @@ import tornado.ioloop
 import uvloop
 from tornado.platform.asyncio import AsyncIOLoop
 
-from server.auth import hash_token
+from server.access.auth import hash_token
 from server.config import Settings
-from server.lifecycle import Service, Stores, running_service, stores_ready
-from server.queue.paths import INGEST_PATHS
+from server.queue.strategy import INGEST_PATHS
+from server.runtime.lifecycle import Service, Stores, running_service, stores_ready
 
 TABLES = "points, standing_deltas, standings, participants, competitions, api_tokens"
 TOKENS = {role: f"pts_test_{role}_token" for role in ("read", "ingest", "admin", "revoked")}

@@ -16,14 +16,14 @@ import pytest
 import tornado.httpclient
 import tornado.ioloop
 
-from server import auth
 from server import cache as cache_module
+from server.access import auth
 from server.cache import ReadCache
 from server.config import Settings
 from server.embedded import free_port
 from server.handlers.reads import LEADERBOARD_TTL_S
-from server.lifecycle import Service, Stores
-from server.redis_pool import redis_client
+from server.redis_client import redis_client
+from server.runtime.lifecycle import Service, Stores
 from server.storage import reads
 from tests.conftest import TOKENS, Api, make_settings, seed
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from server import error_reports
-from server.cli import main
 from server.config import ConfigError, Settings, describe_settings, load_settings
 from server.embedded import EmbeddedStores, free_port
+from server.ops import error_reports
+from server.runtime.cli import main
 from tests.conftest import Stores, sql
 
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from server.config import Settings
-from server.lifecycle import (
+from server.runtime.lifecycle import (
     Service,
     StartupError,
     Stores,
@@ -66,7 +66,7 @@ def test_an_unsafe_external_redis_is_refused_in_prod_and_warned_about_otherwise(
         check_durability(unsafe_redis, prod)
     assert "appendonly is 'no'" in str(info.value)
     assert "maxmemory-policy is 'allkeys-lru'" in str(info.value)
-    with caplog.at_level(logging.WARNING, logger="server.lifecycle"):
+    with caplog.at_level(logging.WARNING, logger="server.runtime.lifecycle"):
         check_durability(unsafe_redis, Settings(redis_url=unsafe_redis))
     assert sum("Redis:" in r.getMessage() for r in caplog.records) == 2
 

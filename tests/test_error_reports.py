@@ -16,10 +16,10 @@ import orjson
 import pytest
 import sentry_sdk
 
-from server import error_reports
 from server.config import Settings
 from server.handlers.base import BaseHandler
-from server.lifecycle import Service
+from server.ops import error_reports
+from server.runtime.lifecycle import Service
 from tests.conftest import Api, make_settings
 
 

@@ -16,9 +16,9 @@ import pytest
 import tornado.httpclient
 import tornado.ioloop
 
-from server.auth import hash_token
-from server.lifecycle import Service, Stores, running_service
+from server.access.auth import hash_token
 from server.points import KeyedIds
+from server.runtime.lifecycle import Service, Stores, running_service
 from tests.conftest import (
     TOKENS,
     Api,

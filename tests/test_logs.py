@@ -19,7 +19,7 @@ from server.config import Settings
 from server.embedded import free_port
 from server.errors import StoreUnavailable
 from server.handlers.base import BaseHandler
-from server.logs import JsonFormatter, TextFormatter, configure_logging, request_id_from
+from server.ops.logs import JsonFormatter, TextFormatter, configure_logging, request_id_from
 from tests.conftest import Api, make_settings
 from tests.test_serve import Server
 

@@ -26,8 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from server import metrics
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from server.lifecycle import Service, Stores, running_service
-from server.metrics_dir import PREFIX
+from server.ops.metrics_dir import PREFIX
+from server.runtime.lifecycle import Service, Stores, running_service
 from server.supervisor import Supervisor
 from tests.conftest import Api, batch, make_settings, seed
 from tests.test_serve import Server, _send, _setup, call

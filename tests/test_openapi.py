@@ -16,11 +16,12 @@ import schemathesis
 import tornado.ioloop
 import tornado.web
 
-from server import openapi, schemas
+from server import schemas
 from server.config import Settings
+from server.handlers import openapi
 from server.handlers.base import BodyHandler
-from server.lifecycle import Service, Stores, running_service
 from server.points import now_us, parse_rfc3339, validate_point
+from server.runtime.lifecycle import Service, Stores, running_service
 from tests.conftest import TOKENS, Api, make_settings
 from tests.test_api_conformance import CONFORMANCE_CHECKS
 

@@ -11,13 +11,13 @@ import pytest
 import redis.asyncio as aioredis
 import tornado.ioloop
 
+from server.access.ratelimit import REDIS_WAIT_S, RateLimiter, gcra
 from server.config import Settings
 from server.embedded import free_port
 from server.errors import RateLimited
-from server.lifecycle import Stores
 from server.queue.keys import RATE_LIMIT_PREFIX
-from server.ratelimit import REDIS_WAIT_S, RateLimiter, gcra
-from server.redis_pool import redis_client
+from server.redis_client import redis_client
+from server.runtime.lifecycle import Stores
 from tests.proxy import BlackHoleProxy
 
 TOKEN = b"\x01" * 32

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from server.lifecycle import Service
 from server.queue import keys
+from server.runtime.lifecycle import Service
 from server.supervisor import Supervisor
 from tests.conftest import Api
 

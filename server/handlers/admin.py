@@ -7,7 +7,7 @@ from typing import Any
 from server import schemas
 from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
-from server.jsonbody import decode_json
+from server.handlers.jsonbody import decode_json
 
 MAX_IDS = schemas.DLQ_IDS_MAX
 _ID_MAX_CHARS = schemas.POINT_ID_MAX_CHARS

@@ -20,7 +20,7 @@ import orjson
 import tornado.web
 from tornado.httputil import responses
 
-from server import error_reports, schemas
+from server import schemas
 from server.errors import ServiceError, StoreUnavailable
 from server.handlers.errors import (
     BadParameter,
@@ -31,13 +31,14 @@ from server.handlers.errors import (
     http_error_for,
     rate_limit_headers,
 )
-from server.logs import REQUEST_ID, request_id_from
 from server.metrics import UNMATCHED
+from server.ops import error_reports
+from server.ops.logs import REQUEST_ID, request_id_from
 from server.points import IDEMPOTENCY_KEY, KeyedIds
 
 if TYPE_CHECKING:
+    from server.access.auth import Identity
     from server.app import Deps
-    from server.auth import Identity
 
 log = logging.getLogger(__name__)
 _INT64_MAX = schemas.INT64_MAX

@@ -24,9 +24,9 @@ from typing import Any
 
 import tornado.web
 
-from server.bulk import CsvLines, LineSplitter, NdjsonLines, point_from_line
 from server.errors import MalformedInput, PartiallyAccepted
 from server.handlers.base import BodyHandler
+from server.ingest.bulk import CsvLines, LineSplitter, NdjsonLines, point_from_line
 from server.points import MAX_REPORTED, KeyedIds, now_us, with_ids
 
 SLICE_LINES = 250  # lines parsed and validated per slice of the event loop (~1 ms here)

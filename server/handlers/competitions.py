@@ -10,7 +10,7 @@ from server import schemas
 from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
 from server.handlers.errors import NotFound
-from server.jsonbody import decode_json
+from server.handlers.jsonbody import decode_json
 from server.points import RFC3339_HINT, parse_rfc3339
 from server.storage import catalog
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from server.handlers.base import BaseHandler
-from server.openapi import CachedDocument
+from server.handlers.openapi import CachedDocument
 
 
 class OpenApiHandler(BaseHandler):

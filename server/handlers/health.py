@@ -16,8 +16,8 @@ import time
 from typing import Any
 
 from server.handlers.base import BaseHandler
+from server.ops.refreshed import Refreshed
 from server.queue.durability import read_durability
-from server.refreshed import Refreshed
 
 PROBE_TIMEOUT_S = 1.0
 READY_CACHE_S = 1.0

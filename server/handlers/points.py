@@ -14,8 +14,8 @@ from server import schemas
 from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
 from server.handlers.errors import BadParameter, NotFound
-from server.ingest import COMMITTED
-from server.jsonbody import decode_json
+from server.handlers.jsonbody import decode_json
+from server.ingest.accept import COMMITTED
 from server.points import check_point_id, now_us, validate_points
 from server.storage import points as sql
 

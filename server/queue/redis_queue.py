@@ -30,8 +30,8 @@ from server.points import Point
 from server.queue import keys, scripts
 from server.queue.chunks import Chunk, Settlement, chunk_enqueued_ms, chunk_size, new_chunk_ids
 from server.queue.dead_letters import DeadLetterQueue
-from server.queue.paths import IngestPath
 from server.queue.redis_errors import domain_error, maybe_applied, queue_full, translated
+from server.queue.strategy import IngestPath
 from server.queue.wakeup import WakeUp
 
 RECLAIM_LIMIT = 1000  # chunks moved per reclaim call; the reclaimer loops while busy

@@ -30,7 +30,7 @@ from server.errors import DataRejected
 from server.points import Point
 from server.queue.chunks import Chunk, DeadLetter, Settlement, new_chunk_ids
 from server.queue.counters import WorkerStats
-from server.queue.paths import IngestPath
+from server.queue.strategy import IngestPath
 from server.storage import points as sql
 from server.storage.database import Database
 

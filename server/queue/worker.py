@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from server import metrics
 from server.config import Settings
 from server.errors import PoolTimeout, StoreUnavailable, WriteConflict
-from server.loop_monitor import LoopMonitor
+from server.ops.loop_monitor import LoopMonitor
 from server.queue.breaker import CircuitBreaker
 from server.queue.chunks import (
     Chunk,
@@ -42,9 +42,9 @@ from server.queue.chunks import (
 )
 from server.queue.counters import WorkerStats
 from server.queue.lease import LeaseKeeper
-from server.queue.paths import IngestPath
 from server.queue.redis_queue import RECLAIM_LIMIT, Claim, PointQueue, handbacks_of
 from server.queue.settlement import ClaimWriter
+from server.queue.strategy import IngestPath
 from server.storage.database import Database
 from server.storage.standings import StandingsFolder
 from server.supervisor import Supervisor

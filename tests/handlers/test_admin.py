@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from server.lifecycle import Service
+from server.runtime.lifecycle import Service
 from tests.conftest import Api, Stores, make_settings, seed, sql
 
 

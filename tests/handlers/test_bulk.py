@@ -8,9 +8,9 @@ from collections.abc import Callable
 import psutil
 import pytest
 
-from server.auth import hash_token
-from server.lifecycle import Service
+from server.access.auth import hash_token
 from server.points import KeyedIds
+from server.runtime.lifecycle import Service
 from tests.conftest import TOKENS, Api, Stores, assert_exact, seed, sql
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.lifecycle import Service
+from server.runtime.lifecycle import Service
 from tests.conftest import Api, seed
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 
-from server.lifecycle import Service
+from server.runtime.lifecycle import Service
 from tests.conftest import TOKENS, Api, seed
 
 

@@ -8,8 +8,8 @@ import orjson
 import pytest
 import tornado.httpclient
 
-from server import commit_watch
-from server.lifecycle import Service
+from server.ingest import commit_watch
+from server.runtime.lifecycle import Service
 from tests.conftest import Api, Stores, assert_exact, make_settings, seed, sql
 
 

@@ -19,11 +19,11 @@ import tornado.httpclient
 import tornado.ioloop
 from prometheus_client import REGISTRY
 
+from server.access.ratelimit import REDIS_RETRY_S
 from server.config import Settings
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from server.lifecycle import Service, Stores, running_service
 from server.queue.keys import RATE_LIMIT_PREFIX
-from server.ratelimit import REDIS_RETRY_S
+from server.runtime.lifecycle import Service, Stores, running_service
 from tests.conftest import TOKENS, Api, make_settings
 from tests.test_serve import Server
 

@@ -15,8 +15,8 @@ from server.errors import QueueFull
 from server.points import now_us
 from server.queue import keys
 from server.queue.chunks import Chunk, DeadLetter, Settlement, chunk_size
-from server.queue.paths import make_path
 from server.queue.redis_queue import Claim, PointQueue, handbacks_of
+from server.queue.strategy import make_path
 from tests.conftest import Stores
 
 

@@ -10,11 +10,11 @@ import psycopg2
 import pytest
 
 from server.errors import PoolTimeout, StoreUnavailable, WriteConflict
-from server.lifecycle import Service
 from server.points import now_us
 from server.queue import keys
 from server.queue.breaker import CLOSED, OPEN
 from server.queue.chunks import Chunk
+from server.runtime.lifecycle import Service
 from tests.conftest import Api, Stores, assert_exact, batch, make_settings, seed, sql
 from tests.test_supervisor import plant_chunk
 

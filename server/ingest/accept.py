@@ -29,7 +29,6 @@ import logging
 from collections.abc import Sequence
 
 from server import metrics
-from server.commit_watch import CommitWatch
 from server.errors import (
     CommitUnknown,
     EnqueueInterrupted,
@@ -40,6 +39,7 @@ from server.errors import (
     StoreUnavailable,
     UnknownReferences,
 )
+from server.ingest.commit_watch import CommitWatch
 from server.points import Point
 from server.queue.redis_queue import PointQueue
 from server.storage import points as sql

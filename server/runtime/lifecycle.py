@@ -42,19 +42,19 @@ import tornado.netutil
 import uvloop
 
 from server import metrics
+from server.access.auth import Authenticator, first_admin_token
+from server.access.ratelimit import make_limiter
 from server.app import Deps, LifecycleState, make_app
-from server.auth import Authenticator, first_admin_token
 from server.cache import ReadCache
 from server.config import Settings
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedStoreError, EmbeddedStores
 from server.errors import StoreUnavailable
-from server.ingest import Ingest
+from server.ingest.accept import Ingest
 from server.queue.durability import Durability, read_durability
-from server.queue.paths import make_path
 from server.queue.redis_queue import PointQueue
+from server.queue.strategy import make_path
 from server.queue.worker import Workers
-from server.ratelimit import make_limiter
-from server.redis_pool import redis_client
+from server.redis_client import redis_client
 from server.storage.database import open_database
 from server.storage.migrate import MigrationError, apply_migrations
 

@@ -29,9 +29,9 @@ import redis.exceptions
 
 from server.config import Settings
 from server.errors import StoreUnavailable
-from server.lifecycle import run_sync
 from server.queue.durability import read_durability
-from server.redis_pool import redis_client
+from server.redis_client import redis_client
+from server.runtime.lifecycle import run_sync
 from server.storage import tokens
 from server.storage.database import open_database
 

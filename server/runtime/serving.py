@@ -20,11 +20,11 @@ from contextlib import AsyncExitStack
 
 import uvloop
 
-from server import error_reports
 from server.config import Settings
 from server.errors import StoreUnavailable
-from server.lifecycle import Prepared, StartupError, prepared, running_service
-from server.logs import configure_logging
+from server.ops import error_reports
+from server.ops.logs import configure_logging
+from server.runtime.lifecycle import Prepared, StartupError, prepared, running_service
 
 
 def serve(settings: Settings) -> int:

@@ -112,7 +112,7 @@ def _problems(args: argparse.Namespace) -> tuple[Settings | None, list[str]]:
         settings, problems = exc.settings, list(exc.problems)
     probe = getattr(args, "probe_production", False) or getattr(args, "prod", None)
     if settings is not None and settings.prod and probe:
-        from server.preflight import production_problems
+        from server.runtime.preflight import production_problems
 
         problems += production_problems(settings)
     return settings, problems
@@ -123,7 +123,7 @@ def _server_command(run: Callable[[Settings, argparse.Namespace], int]
     """Parse settings first (exit 2 naming every problem); a failed start exits 1."""
 
     def command(args: argparse.Namespace) -> int:
-        from server.lifecycle import StartupError
+        from server.runtime.lifecycle import StartupError
 
         settings, problems = _problems(args)
         if problems or settings is None:
@@ -153,7 +153,7 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
 
 def _with_database(settings: Settings, work: Callable[[str], Any]) -> int:
     """Run ``work(database_url)`` with PostgreSQL started (if embedded) and migrated."""
-    from server.lifecycle import run_sync, stores_ready
+    from server.runtime.lifecycle import run_sync, stores_ready
 
     with stores_ready(settings, redis=False) as stores:
         return run_sync(work(stores.database_url))
@@ -161,7 +161,7 @@ def _with_database(settings: Settings, work: Callable[[str], Any]) -> int:
 
 @_server_command
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from server.lifecycle import stores_ready
+    from server.runtime.lifecycle import stores_ready
 
     with stores_ready(settings, redis=False) as stores:  # applies what is pending
         applied = stores.migrations_applied
@@ -177,7 +177,7 @@ async def _open(url: str, settings: Settings):  # -> Database
 
 @_server_command
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
-    from server.auth import create_token
+    from server.access.auth import create_token
 
     async def work(url: str) -> int:
         db = await _open(url, settings)
@@ -192,7 +192,7 @@ def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
 
 @_server_command
 def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from server.auth import hash_token
+    from server.access.auth import hash_token
     from server.storage import tokens
 
     async def work(url: str) -> int:
@@ -216,7 +216,7 @@ def _shared_metrics(command: Callable[[argparse.Namespace], int]
     checks included) imports the server: see ``server/metrics_dir.py``."""
 
     def with_metrics_dir(args: argparse.Namespace) -> int:
-        from server.metrics_dir import shared_metrics_dir
+        from server.ops.metrics_dir import shared_metrics_dir
 
         with shared_metrics_dir():
             return command(args)
@@ -227,8 +227,8 @@ def _shared_metrics(command: Callable[[argparse.Namespace], int]
 @_shared_metrics
 @_server_command
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from server.logs import configure_logging
-    from server.serving import serve
+    from server.ops.logs import configure_logging
+    from server.runtime.serving import serve
 
     configure_logging(settings)
     return serve(settings)

@@ -1,0 +1,1 @@
+"""Accepting points: where validated points go, bulk line parsing, waiting for commits."""

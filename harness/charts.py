@@ -25,7 +25,7 @@ from matplotlib.transforms import blended_transform_factory
 from harness.cost import lag_seconds
 from harness.metrics import histogram_from
 from harness.scenario import INGEST_KINDS
-from server.queue.strategy import NAIVE, PIPELINED
+from server.config import NAIVE, PIPELINED
 
 COLORS = {NAIVE: "#d62728", PIPELINED: "#1f77b4"}
 # Runs of one path under several settings (--vary): shades of the path's colour.

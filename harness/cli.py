@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.scenario import Scenario, ScenarioError, list_scenarios, load
-from server.queue.strategy import INGEST_PATHS
+from server.config import INGEST_PATHS
 
 _ALL_PATHS = ",".join(INGEST_PATHS)
 

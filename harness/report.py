@@ -18,7 +18,7 @@ from harness import cost, thresholds
 from harness.costtable import baseline_line, cost_table
 from harness.metrics import histogram_from, new_histogram
 from harness.scenario import INGEST_KINDS, ScenarioError
-from server.queue.strategy import NAIVE, PIPELINED
+from server.config import NAIVE, PIPELINED
 
 MIN_CHANGE = 0.05  # deltas smaller than this are reported as "~" (noise)
 

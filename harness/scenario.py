@@ -17,7 +17,7 @@ from harness import executors, thresholds
 from harness.executors import BulkUpload, ConstantRate, Executor
 from harness.thresholds import RESERVED_SCOPES, Threshold
 from harness.tomlreader import TableReader
-from server.queue.strategy import INGEST_PATHS
+from server.config import INGEST_PATHS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 KINDS = ("point", "batch", "bulk", "leaderboard", "stats", "health")

@@ -35,15 +35,15 @@ _PROJECT_RULES: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
     ("write", "server/queue/settlement.py", None),
     ("settle", "server/queue/lease.py", None),
     ("claim", "server/queue/worker.py", None),
-    ("enqueue", "server/ingest.py", None),
+    ("enqueue", "server/ingest/accept.py", None),
     ("validate", "server/points.py", None),
-    ("decode", "server/jsonbody.py", None),
-    ("bulk parse", "server/bulk.py", None),
-    ("auth", "server/auth.py", None),
+    ("decode", "server/handlers/jsonbody.py", None),
+    ("bulk parse", "server/ingest/bulk.py", None),
+    ("auth", "server/access/auth.py", None),
     ("auth", "server/storage/tokens.py", None),
     ("reads", "server/storage/reads.py", None),
     ("reads", "server/cache.py", None),
-    ("loop monitor", "server/loop_monitor.py", None),
+    ("loop monitor", "server/ops/loop_monitor.py", None),
     ("handler", "server/handlers/", None),
     ("other (server)", "server/", None),
 )
@@ -57,7 +57,8 @@ _LIBRARY_RULES: tuple[tuple[str, str], ...] = (
     ("loop", "run.py"),
 )
 # Where the process starts: every stack has them at its root, so they say nothing.
-_ENTRY_FILES = ("server/serving.py", "server/lifecycle.py", "server/cli.py", "run.py")
+_ENTRY_FILES = ("run.py",)
+_ENTRY_FOLDER = "server/runtime/"
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^():]*)(?::\d+)?\)$")
 
 
@@ -83,8 +84,8 @@ def stage_of(stack: str) -> str:
     frames = _frames(stack)
     for depth in range(len(frames) - 1, -1, -1):
         function, file = frames[depth]
-        if ("/server/" not in file and not file.startswith("server/")) or file.endswith(
-                _ENTRY_FILES):
+        if (("/server/" not in file and not file.startswith("server/"))
+                or file.endswith(_ENTRY_FILES) or _ENTRY_FOLDER in file):
             continue
         stage = _project_stage(function, file) or "other (server)"
         below = frames[depth + 1:]

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from server.queue.strategy import INGEST_PATHS, NAIVE, PIPELINED
+from server.config import INGEST_PATHS, NAIVE, PIPELINED
 
 _NUMBER = r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+"
 _CONDITION = re.compile(

@@ -1,53 +1,16 @@
-"""The tornado Application: the route table and the dependencies handed to handlers."""
+"""The tornado Application: the route table, each handler given the ``Deps``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import redis.asyncio as aioredis
 import tornado.web
 
-from server.access.auth import Authenticator
-from server.access.ratelimit import RateLimiter
-from server.cache import ReadCache
-from server.config import Settings
+from server.deps import Deps
 from server.handlers import admin, bulk, competitions, docs, health, metrics, points, reads
 from server.handlers.base import NotFoundHandler
-from server.handlers.openapi import PATHS, CachedDocument
-from server.ingest.accept import Ingest
-from server.metrics import Exporter, observe_request
+from server.handlers.catalogue import PATHS
+from server.handlers.openapi import CachedDocument
+from server.metrics import observe_request
 from server.ops.logs import log_request
-from server.queue.redis_queue import PointQueue
-from server.queue.strategy import IngestPath
-from server.queue.worker import Workers
-from server.storage.database import Database
-
-
-@dataclass
-class LifecycleState:
-    """Read by /health and the handlers; written by the lifecycle owner."""
-
-    draining: bool = False
-    inflight: int = 0  # requests between prepare() and on_finish()
-
-
-@dataclass
-class Deps:
-    """Everything a handler may use; built once by the lifecycle owner."""
-
-    settings: Settings
-    db: Database
-    redis: aioredis.Redis
-    path: IngestPath
-    queue: PointQueue
-    workers: Workers
-    ingest: Ingest
-    cache: ReadCache
-    auth: Authenticator
-    lifecycle: LifecycleState
-    readiness: Any = None
-    limiter: RateLimiter | None = None  # None: RATE_LIMIT_PER_TOKEN=0, nothing is limited
 
 
 def request_finished(handler: tornado.web.RequestHandler) -> None:
@@ -57,14 +20,14 @@ def request_finished(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(deps: Deps) -> tornado.web.Application:
-    deps.readiness = health.ReadinessProbe(deps)
+    """The route table over ``deps``; every route also needs its entry in the OpenAPI
+    catalogue (``handlers/catalogue.py``), which names its template."""
     d = {"deps": deps}
     routes = [
         (r"/health", health.HealthHandler, d),
         (r"/ready", health.ReadyHandler, d),
-        (r"/metrics", metrics.MetricsHandler, {**d, "exporter": Exporter(deps)}),
-        # Built from this very table on first use; every route needs its entry there.
-        (r"/openapi\.json", docs.OpenApiHandler, {**d, "document": CachedDocument()}),
+        (r"/metrics", metrics.MetricsHandler, d),
+        (r"/openapi\.json", docs.OpenApiHandler, d),
         (r"/v1/competitions", competitions.CompetitionsHandler, d),
         (r"/v1/competitions/([0-9]+)", competitions.CompetitionHandler, d),
         (r"/v1/competitions/([0-9]+)/participants", competitions.ParticipantsHandler, d),
@@ -75,8 +38,8 @@ def make_app(deps: Deps) -> tornado.web.Application:
         (r"/v1/points/bulk", bulk.BulkHandler, d),
         (r"/v1/points/([^/]{1,64})", points.PointHandler, d),
         (r"/v1/admin/queue", admin.QueueHandler, d),
-        (r"/v1/admin/queue/pause", admin.PauseHandler, {**d, "paused": True}),
-        (r"/v1/admin/queue/resume", admin.PauseHandler, {**d, "paused": False}),
+        (r"/v1/admin/queue/pause", admin.PauseHandler, d),
+        (r"/v1/admin/queue/resume", admin.ResumeHandler, d),
         (r"/v1/admin/dlq", admin.DeadLettersHandler, d),
         (r"/v1/admin/dlq/requeue", admin.RequeueHandler, d),
     ]
@@ -91,4 +54,6 @@ def make_app(deps: Deps) -> tornado.web.Application:
         default_handler_args=d,
         compress_response=False,
         serve_traceback=False,
+        # Built from this very route table on first use (handlers/docs.py).
+        openapi_document=CachedDocument(),
     )

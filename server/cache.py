@@ -40,9 +40,10 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-import redis.exceptions
 
+from server.errors import ServiceError
 from server.queue.keys import CACHE_PREFIX
+from server.redis_client import translated_errors
 
 _LOCAL_MAX = 10_000  # entries kept in-process
 _LOCAL_MAX_BYTES = 64 * 1024 * 1024  # and their bytes, per process
@@ -63,9 +64,10 @@ class ReadCache:
         many ask at the same time), store and return it."""
         full_key = CACHE_PREFIX + key
         try:
-            cached = await self.redis.get(full_key)
+            with translated_errors():
+                cached = await self.redis.get(full_key)
             redis_ok = True
-        except redis.exceptions.RedisError:
+        except ServiceError:  # Redis away or busy: this process's map, or compute
             cached, redis_ok = None, False
         if cached is None:
             cached = self._local_get(full_key)
@@ -84,7 +86,7 @@ class ReadCache:
         body = orjson.dumps(await compute())
         self._local_put(full_key, body, time.monotonic() + ttl_s)
         if redis_ok:
-            with contextlib.suppress(redis.exceptions.RedisError):
+            with contextlib.suppress(ServiceError), translated_errors():
                 await self.redis.set(full_key, body, px=max(1, int(ttl_s * 1000)))
         return body
 

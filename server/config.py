@@ -9,6 +9,7 @@ in one round instead of one restart per typo.  The entry point turns a
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from server.ops import error_reports
-from server.queue.strategy import INGEST_PATHS, PIPELINED
-
+NAIVE = "naive"
+PIPELINED = "pipelined"
+INGEST_PATHS = (NAIVE, PIPELINED)  # every spelling of an ingest path's name comes from here
 LOG_FORMATS = ("auto", "json", "text")
 QUEUE_FSYNC_MODES = ("always", "everysec")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -100,12 +101,28 @@ class Settings:
         return (256 << 20) + self.queue_max_points * 320 + self.dlq_max_entries * 1024
 
     @property
+    def http_body_max_bytes(self) -> int:
+        """The HTTP server's bound on a body no route streams (every route that takes
+        a body sets its own: ``json_body_max_bytes``, ``bulk_max_bytes``)."""
+        return 1 << 20
+
+    @property
     def json_body_max_bytes(self) -> int:
         """Largest JSON body accepted: room for a full batch of verbose points."""
         return max(1 << 20, self.points_max_batch * 512)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+SENTRY_MISSING = ("SENTRY_DSN: set, but sentry-sdk is not installed (pip install "
+                  "'points-server[sentry]', or unset SENTRY_DSN)")
+
+
+def sentry_installed() -> bool:
+    """Whether the ``sentry`` extra (sentry-sdk) can be imported, without importing it
+    (``ops/error_reports.py`` imports it only when reports are on)."""
+    return importlib.util.find_spec("sentry_sdk") is not None
 
 
 # --- parsers: each returns the parsed value or raises ValueError(reason) -----
@@ -223,7 +240,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "INGEST_PATH": ("ingest_path", _choice(INGEST_PATHS)),
 }
 
-# Flag name (as the CLI spells it, with dashes) -> environment variable it overrides.
+# Flag (as argparse names its destination) -> environment variable it overrides.
 FLAG_VARIABLES = {
     "data_dir": "DATA_DIR",
     "port": "PORT",
@@ -314,8 +331,8 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
             problems.append(f"QUEUE_MAX_POINTS={s.queue_max_points}: must be at least "
                             f"{name}={value}")
     # Asked for error reports, but the SDK that sends them is not installed.
-    if s.sentry_dsn is not None and not error_reports.installed():
-        problems.append(error_reports.MISSING_EXTRA)
+    if s.sentry_dsn is not None and not sentry_installed():
+        problems.append(SENTRY_MISSING)
     if s.prod:
         if s.database_url is None:
             problems.append("DATABASE_URL: required when PROD=true (no embedded store)")

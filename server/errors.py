@@ -15,8 +15,11 @@ Hierarchy::
     │   ├── WriteConflict                         PostgreSQL aborted a transaction to break a
     │   │                                         deadlock or serialization conflict (retry
     │   │                                         now: the store is fine, opens no breaker)
-    │   └── CommitUnknown                         the link failed during COMMIT: the
-    │                                             transaction may or may not have applied
+    │   ├── CommitUnknown                         the link failed during COMMIT (or a
+    │   │                                         Redis call's reply was lost): it may or
+    │   │                                         may not have applied
+    │   └── CommandRefused                        the store answered with an error (a
+    │                                             command it refuses, a script's error)
     ├── QueueFull(retry_after_s)                  the queue holds QUEUE_MAX_POINTS, or
     │                                             Redis is at maxmemory: back off
     ├── EnqueueInterrupted(cause, accepted, unknown)
@@ -46,14 +49,22 @@ from typing import Any
 
 
 class ServiceError(Exception):
-    """Base of every domain error; ``code`` names it for clients and logs."""
+    """Base of every domain error; ``code`` names it for clients and logs (``codes``: all
+    the names a class's errors can carry, where it is more than one)."""
 
     code = "service_error"
+    codes: tuple[str, ...] = ()
 
     def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+
+    def __copy__(self) -> ServiceError:
+        """The same error with a traceback of its own (one outcome told to many waiters)."""
+        clone = self.__class__.__new__(self.__class__, *self.args)
+        clone.__dict__.update(self.__dict__)
+        return clone
 
 
 class StoreUnavailable(ServiceError):
@@ -83,9 +94,16 @@ class WriteConflict(StoreUnavailable):
 
 
 class CommitUnknown(StoreUnavailable):
-    """The link failed while COMMIT was in flight: the transaction may have applied."""
+    """The link failed while COMMIT (or a Redis call) was in flight: it may have applied."""
 
     code = "commit_unknown"
+
+
+class CommandRefused(StoreUnavailable):
+    """The store answered a command with an error: one it refuses (``CONFIG`` renamed on
+    a managed Redis), or a script's own error.  Nothing was applied."""
+
+    code = "command_refused"
 
 
 class QueueFull(ServiceError):
@@ -141,10 +159,14 @@ class InputError(ServiceError):
 
 
 class MalformedInput(InputError):
-    """Bytes that do not parse.  ``code``: malformed_json, malformed_csv, invalid_encoding."""
+    """Bytes that do not parse: JSON, CSV, or not UTF-8 at all."""
 
-    def __init__(self, message: str, *, code: str = "malformed_input",
+    codes = ("malformed_json", "malformed_csv", "invalid_encoding")
+
+    def __init__(self, message: str, *, code: str,
                  details: list[dict[str, Any]] | None = None) -> None:
+        if code not in self.codes:
+            raise ValueError(f"MalformedInput code must be one of {self.codes}, not {code!r}")
         super().__init__(message, details=details)
         self.code = code
 

@@ -1,79 +1,43 @@
-"""Prometheus metrics: the metric objects, what feeds them, and the ``/metrics`` text.
+"""Prometheus metric definitions, and the functions that feed them where things happen.
 
 Figures come in three kinds, fed three ways:
 
 * **Events** — requests, points accepted / committed / retried / dead-lettered,
-  claim and write sizes, loop lag, task restarts — are counted where they
-  happen, once per request, claim, statement or settlement (never per point).
+  claim and write sizes, loop lag, task restarts — are counted here, by the code
+  where they happen, once per request, claim, statement or settlement (never
+  per point).
 * **This process's state** — its connection pools, its circuit breakers — is
-  sampled (``sample``) every ``SAMPLE_INTERVAL_S`` by a supervised task, and
-  again by the process that answers a scrape.
-* **The queue's state** is global (one Redis for every process): it is read at
-  scrape time, from one ``queue.stats()`` shared by the scrapes of
-  ``QUEUE_STATS_CACHE_S``, by a collector on the scrape's own registry — so it
-  is emitted once, by the process that answers, never summed.  So is the build
-  info.
+  sampled into the gauges below by ``ops/exporter.py``'s ``Sampler``.
+* **The queue's state** is global (one Redis for every process): the exporter
+  reads it at scrape time and emits it once, never summed.
 
 Multi-process (``run.py serve --processes N``): ``serve`` sets
 ``PROMETHEUS_MULTIPROC_DIR`` before this module is first imported
-(``server/metrics_dir.py``), so every process writes its values to its own
-files there and the process that answers merges them all
-(``MultiProcessCollector``): counters and histograms add up; pool gauges are
-summed over the live processes (``livesum``) and a breaker's state is the worst
-of the live processes' (``livemax``).  Without the variable (tests, the
-harness) the default in-memory registry is read.  Either way the values belong
-to the process, not to an app: several apps in one process (the test suite) add
-to the same counters.
+(``ops/metrics_dir.py``), so every process writes its values to its own files
+there and the process that answers a scrape merges them all.  Without the
+variable (tests, the harness) the values live in this process's memory.  Either
+way they belong to the process, not to an app: several apps in one process
+(the test suite) add to the same counters.
+
+This module imports nothing of the server: the queue, storage and handlers all
+feed it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
-import importlib.metadata
-import os
-import platform
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from prometheus_client import (
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-
-from server.errors import StoreUnavailable
-from server.ops.metrics_dir import ENV as MULTIPROC_ENV
-from server.ops.metrics_dir import process_alive
-from server.ops.refreshed import Refreshed
-from server.queue.breaker import CLOSED, HALF_OPEN, OPEN
-from server.redis_client import pool_usage as redis_pool_usage
-
-if TYPE_CHECKING:
-    from server.app import Deps
-    from server.queue.chunks import Settlement
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # text/plain; version=0.0.4; charset=utf-8
-SAMPLE_INTERVAL_S = 0.25  # pools and breakers; also bounds how long it delays a stop
-QUEUE_STATS_CACHE_S = 1.0
-QUEUE_STATS_TIMEOUT_S = 1.0
 UNMATCHED = "unmatched"  # the route label of a request no route matched
-BREAKER_STATE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # No ``*_created`` series: they double the series count and the text format has
 # no use for them (multi-process mode never has them anyway).
-disable_created_metrics()
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                      10.0)
@@ -114,7 +78,7 @@ DLQ_DROPPED = Counter(
 _COMMITTED_BY_WORKERS = POINTS_COMMITTED.labels("queue")
 _COMMITTED_DIRECTLY = POINTS_COMMITTED.labels("direct")
 
-# --- rate limiting (server/ratelimit.py) ---------------------------------------------
+# --- rate limiting (server/access/ratelimit.py) ---------------------------------------------
 
 RATE_LIMITED = Counter(
     "points_rate_limited_total", "Requests refused with 429 because their token was over "
@@ -133,7 +97,7 @@ WRITE_BATCH_SIZE = Histogram(
     "transaction).", buckets=SIZE_BUCKETS)
 LOOP_LAG = Histogram(
     "points_event_loop_lag_seconds", "How late the event loop ran a 5 ms timer: at least "
-    "the longest slice one callback held the loop (server/loop_monitor.py).",
+    "the longest slice one callback held the loop (server/ops/loop_monitor.py).",
     buckets=LOOP_LAG_BUCKETS_S)
 TASK_RESTARTS = Counter(
     "points_task_restarts_total", "Background tasks (queue workers, reclaimer, standings "
@@ -193,13 +157,13 @@ def points_written_directly(inserted: int) -> None:
     _COMMITTED_DIRECTLY.inc(inserted)
 
 
-def settled(outcome: Settlement, dropped: int) -> None:
-    """A settlement applied in Redis: its retries and dead letters, and the DLQ's trim."""
-    if outcome.retries:
-        POINTS_RETRIED.inc(sum(len(chunk.points) for chunk, _ in outcome.retries))
-    if outcome.dead:
-        for reason, count in collections.Counter(d.reason for d in outcome.dead).items():
-            POINTS_DEAD_LETTERED.labels(reason).inc(count)
+def settled(retried: int, dead_by_reason: Mapping[str, int], dropped: int) -> None:
+    """A settlement applied in Redis: points retried, dead letters added by reason, and
+    dead letters the DLQ's bounds dropped."""
+    if retried:
+        POINTS_RETRIED.inc(retried)
+    for reason, count in dead_by_reason.items():
+        POINTS_DEAD_LETTERED.labels(reason).inc(count)
     if dropped:
         DLQ_DROPPED.inc(dropped)
 
@@ -208,155 +172,3 @@ def task_kind(name: str) -> str:
     """A supervised task's name without its index: "worker-3" → "worker"."""
     return re.sub(r"-[0-9]+$", "", name)
 
-
-# --- sampling this process's state --------------------------------------------------
-
-
-def sample(deps: Deps) -> None:
-    """Set this process's pool and breaker gauges from their state now."""
-    for pool, db in (("requests", deps.db), ("workers", deps.workers.db)):
-        for role, (in_use, idle, waiting) in db.pool_usage().items():
-            name = pool if role == "primary" else f"{pool}-{role}"
-            _set_pool("postgres", name, in_use, idle, waiting)
-    for pool, client in (("requests", deps.redis), ("workers", deps.workers.queue.redis)):
-        _set_pool("redis", pool, *redis_pool_usage(client))
-    for breaker in (deps.workers.postgres_breaker, deps.workers.redis_breaker):
-        BREAKER.labels(breaker.name).set(BREAKER_STATE[breaker.state])
-
-
-def _set_pool(store: str, pool: str, in_use: int, idle: int, waiting: int) -> None:
-    POOL_CONNECTIONS.labels(store, pool, "in_use").set(in_use)
-    POOL_CONNECTIONS.labels(store, pool, "idle").set(idle)
-    POOL_WAITING.labels(store, pool).set(waiting)
-
-
-async def sample_forever(deps: Deps, stopping: Callable[[], bool]) -> None:
-    """``sample`` every ``SAMPLE_INTERVAL_S`` until ``stopping()`` (a supervised task):
-    in multi-process mode the process that answers a scrape cannot sample the others."""
-    while not stopping():
-        sample(deps)
-        await asyncio.sleep(SAMPLE_INTERVAL_S)
-
-
-# --- the scrape ------------------------------------------------------------------
-
-
-class _QueueStats:
-    """One ``queue.stats()`` for all the scrapes of ``QUEUE_STATS_CACHE_S`` (None while
-    Redis does not answer within ``QUEUE_STATS_TIMEOUT_S``)."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-        self.value: dict[str, Any] | None = None
-        self._stats = Refreshed(self._read)
-
-    async def refresh(self) -> None:
-        self.value = await self._stats.get(QUEUE_STATS_CACHE_S)
-
-    async def _read(self) -> dict[str, Any] | None:
-        try:
-            return await asyncio.wait_for(self.deps.queue.stats(), QUEUE_STATS_TIMEOUT_S)
-        except (StoreUnavailable, TimeoutError):
-            return None  # the queue's gauges are left out of this scrape
-
-
-class _GlobalCollector:
-    """The queue's gauges and the build info, emitted once per scrape."""
-
-    def __init__(self, queue_stats: _QueueStats, build: dict[str, str],
-                 max_points: int) -> None:
-        self.queue_stats = queue_stats
-        self.build = build
-        self.max_points = max_points
-
-    def collect(self) -> Iterator[Metric]:
-        info = GaugeMetricFamily("points_build_info", "Always 1; the labels say what runs: "
-                                 "version, Python, ingest path.", labels=list(self.build))
-        info.add_metric(list(self.build.values()), 1)
-        yield info
-        stats = self.queue_stats.value
-        if stats is None:
-            return
-        for name, value, text in (
-                ("depth", stats["depth"], "Points ready to be claimed."),
-                ("inflight", stats["inflight"], "Points leased by a worker, not yet settled."),
-                ("retry_scheduled", stats["retry_scheduled"], "Points waiting for a retry."),
-                ("dead_letters", stats["dead"], "Entries in the dead-letter queue."),
-                ("oldest_ready_age_seconds", stats["oldest_age_s"],
-                 "Age of the oldest point ready to be claimed (0: none)."),
-                ("paused", int(stats["paused"]), "1 while claiming is paused (admin)."),
-                ("max_points", self.max_points,
-                 "QUEUE_MAX_POINTS: ready + in flight + retrying past it, ingest answers "
-                 "503 queue_full (0: no bound).")):
-            yield GaugeMetricFamily(f"points_queue_{name}", text + " Global (one Redis).",
-                                    value=value)
-
-
-class _Forward:
-    """The default registry as one collector of a scrape registry (in-process mode)."""
-
-    def collect(self) -> Iterable[Metric]:
-        return REGISTRY.collect()
-
-
-class Exporter:
-    """What ``GET /metrics`` answers, for one application.
-
-    Rendering is synchronous work on the loop (milliseconds with every route's
-    series, more with many processes' files), and ``/metrics`` is public: the
-    text is rendered at most once per ``cache_s`` and served from memory in
-    between — a scraper every 15 s never notices, a client hammering the route
-    cannot take the loop.
-    """
-
-    cache_s = 1.0
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-        self._body: bytes | None = None
-        self._rendered_at = 0.0
-        self.queue_stats = _QueueStats(deps)
-        self.multiproc_dir = os.environ.get(MULTIPROC_ENV)
-        self.registry = CollectorRegistry(auto_describe=False)
-        if self.multiproc_dir:
-            MultiProcessCollector(self.registry, self.multiproc_dir)
-        else:
-            self.registry.register(_Forward())
-        self.registry.register(_GlobalCollector(
-            self.queue_stats, build_info(deps.path.name), deps.settings.queue_max_points))
-
-    async def render(self) -> bytes:
-        """The Prometheus text: at most one queue read and one rendering per
-        ``cache_s``, the rest in memory (or, multi-process, in a few small files)."""
-        if self._fresh():
-            return self._body  # type: ignore[return-value]
-        await self.queue_stats.refresh()
-        if self._fresh():  # another scrape rendered while this one waited
-            return self._body  # type: ignore[return-value]
-        sample(self.deps)
-        if self.multiproc_dir:
-            forget_dead_processes(self.multiproc_dir)
-        self._body, self._rendered_at = generate_latest(self.registry), time.monotonic()
-        return self._body
-
-    def _fresh(self) -> bool:
-        return self._body is not None and time.monotonic() - self._rendered_at < self.cache_s
-
-
-def build_info(ingest_path: str) -> dict[str, str]:
-    try:
-        version = importlib.metadata.version("points-server")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return {"version": version, "python": platform.python_version(),
-            "ingest_path": ingest_path}
-
-
-def forget_dead_processes(path: str) -> None:
-    """Drop the live gauges of processes that are gone (a child killed, or one that
-    exited), so ``livesum``/``livemax`` count only processes that still run."""
-    for entry in os.listdir(path):
-        match = re.fullmatch(r"gauge_live\w+?_(\d+)\.db", entry)
-        if match and not process_alive(int(match[1])):
-            with contextlib.suppress(FileNotFoundError):  # another process got there first
-                mark_process_dead(int(match[1]), path)

@@ -1,25 +1,93 @@
-"""The Redis clients of a process: bounded pools with timeouts, never blind retries."""
+"""The Redis clients of a process, and the one place redis-py's exceptions enter.
+
+**Clients.**  A bounded pool per client: callers wait (bounded) for a
+connection instead of failing.  Every command is bounded by
+``REDIS_TIMEOUT_S`` (a link that went silent is given up and its connection
+dropped), idle connections are pinged before use, TCP keepalive finds a peer
+that vanished, and nothing is retried blindly: the queue's scripts are not
+idempotent, so a lost reply is reported, never replayed.
+
+**Errors.**  Everything above this module sees domain errors
+(``server/errors.py``), never a redis-py type:
+
+* any Redis failure — down, timed out, loading, a read-only replica — is
+  ``StoreUnavailable("redis")``: Redis cannot take or give work now;
+* this process's pool having no free connection in time is ``PoolTimeout``:
+  local congestion, not Redis failing (no breaker opens on it, ingest does not
+  go around the queue);
+* Redis at ``maxmemory`` is back-pressure, ``QueueFull``;
+* an error Redis answered (a command it refuses, a script's own error) is
+  ``CommandRefused``;
+* a failure after the call was sent — a timeout, a link cut mid-call — is
+  ``CommitUnknown("redis")``: the call may or may not have run there.
+
+redis-py raises one type, ``ConnectionError``, for "no pooled connection was
+free", "cannot connect" and "the link broke after sending".  They mean
+different things to an enqueue — the first two never reached Redis, the last
+may have run there — so the pool here raises typed subclasses (``NotSent``,
+``PoolExhausted``) at the one place the first two happen: taking a connection,
+before anything is sent.  One message is
+still read as text: a write inside a Lua script refused at ``maxmemory``
+reaches the client as the script's error (Redis 6.2), not as redis-py's
+``OutOfMemoryError``.
+
+(The embedded store manager, ``server/embedded/redis.py``, waits for its own
+Redis process with redis-py's synchronous client before any of this runs; it
+reads that client's errors itself.)
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from server.config import Settings
+from server.errors import (
+    CommandRefused,
+    CommitUnknown,
+    PoolTimeout,
+    QueueFull,
+    ServiceError,
+    StoreUnavailable,
+)
+
+T = TypeVar("T")
+
+
+class NotSent(redis.exceptions.ConnectionError):
+    """No connection could be had for a call (connect refused, timed out, auth): it
+    never reached Redis."""
+
+
+class PoolExhausted(NotSent):
+    """Every connection of this process's pool stayed busy for the whole wait."""
+
+
+class _Pool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, raising typed errors where a call cannot start."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except redis.exceptions.RedisError as exc:
+            # redis-py chains the pool's own wait running out ("No connection
+            # available") from the timeout; a failed connect is not chained so.
+            if isinstance(exc.__cause__, TimeoutError):
+                raise PoolExhausted(f"no connection was free within {self.timeout}s") from exc
+            raise NotSent(str(exc)) from exc
 
 
 def redis_client(url: str, settings: Settings, *,
                  max_connections: int | None = None) -> aioredis.Redis:
-    """A bounded pool: callers wait (bounded) for a connection instead of failing.
-
-    Every command is bounded by ``REDIS_TIMEOUT_S`` (a link that went silent is
-    given up and its connection dropped), idle connections are pinged before use,
-    TCP keepalive finds a peer that vanished, and nothing is retried blindly:
-    the queue's scripts are not idempotent, so a lost reply is reported, never
-    replayed.
-    """
-    pool = aioredis.BlockingConnectionPool.from_url(
+    """A client over a bounded pool of ``max_connections`` (REDIS_MAX_CONNECTIONS)."""
+    pool = _Pool.from_url(
         url, max_connections=max_connections or settings.redis_max_connections,
         timeout=settings.redis_timeout_s, socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s, socket_keepalive=True,
@@ -46,3 +114,62 @@ def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:
         waiting = len(getattr(condition, "_waiters", None) or ()) + len(
             getattr(lock, "_waiters", None) or ())
     return in_use, idle, waiting
+
+
+# --- errors ---------------------------------------------------------------------
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _out_of_memory(exc: redis.exceptions.RedisError) -> bool:
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or (
+        isinstance(exc, redis.exceptions.ResponseError)
+        and "OOM command not allowed" in str(exc))  # from inside a script (see above)
+
+
+def domain_error(exc: redis.exceptions.RedisError) -> ServiceError:
+    """The domain meaning of a redis-py exception."""
+    if isinstance(exc, PoolExhausted):
+        return PoolTimeout("redis", "no Redis connection was free in time; retry shortly")
+    if _out_of_memory(exc):
+        return QueueFull("Redis is at its memory limit; retry shortly")
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return CommandRefused("redis", f"Redis refused a command ({_first_line(exc)})")
+    if _maybe_applied(exc):
+        return CommitUnknown("redis", f"Redis failed after the call was sent, which may "
+                                      f"or may not have run ({_first_line(exc)})")
+    return StoreUnavailable("redis", f"Redis is unavailable ({_first_line(exc)})")
+
+
+def _maybe_applied(exc: redis.exceptions.RedisError) -> bool:
+    """Whether a failed call may still have run on the server (its reply was lost).
+
+    A call that never got a connection did not; nor did one Redis refused (an
+    error reply, still loading).  A timeout or a link lost after sending may have.
+    """
+    if isinstance(exc, NotSent | redis.exceptions.BusyLoadingError):
+        return False
+    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
+
+
+@contextlib.contextmanager
+def translated_errors() -> Iterator[None]:
+    """redis-py's exceptions become domain errors (``domain_error``) in this block."""
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        raise domain_error(exc) from exc
+
+
+def translated(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Run a coroutine function under ``translated_errors``."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        with translated_errors():
+            return await method(*args, **kwargs)
+
+    return wrapper

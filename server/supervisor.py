@@ -54,6 +54,11 @@ class Supervisor:
         self._tasks: dict[str, _Supervised] = {}
         self._stopping = asyncio.Event()  # also cuts a restart backoff short
 
+    @property
+    def stopping(self) -> bool:
+        """True from ``stop`` on (until a task is started again): loops end on it."""
+        return self._stopping.is_set()
+
     def has(self, name: str) -> bool:
         """True while task ``name`` is supervised (running or waiting to restart)."""
         entry = self._tasks.get(name)

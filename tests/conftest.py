@@ -24,9 +24,9 @@ import uvloop
 from tornado.platform.asyncio import AsyncIOLoop
 
 from server.access.auth import hash_token
-from server.config import Settings
-from server.queue.strategy import INGEST_PATHS
-from server.runtime.lifecycle import Service, Stores, running_service, stores_ready
+from server.config import INGEST_PATHS, Settings
+from server.runtime.lifecycle import Service, running_service
+from server.runtime.prepare import Stores, stores_ready
 
 TABLES = "points, standing_deltas, standings, participants, competitions, api_tokens"
 TOKENS = {role: f"pts_test_{role}_token" for role in ("read", "ingest", "admin", "revoked")}

@@ -23,7 +23,8 @@ from server.config import Settings
 from server.embedded import free_port
 from server.handlers.reads import LEADERBOARD_TTL_S
 from server.redis_client import redis_client
-from server.runtime.lifecycle import Service, Stores
+from server.runtime.lifecycle import Service
+from server.runtime.prepare import Stores
 from server.storage import reads
 from tests.conftest import TOKENS, Api, make_settings, seed
 

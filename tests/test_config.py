@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from server.config import ConfigError, Settings, describe_settings, load_settings
+from server.config import SENTRY_MISSING, ConfigError, Settings, describe_settings, load_settings
 from server.embedded import EmbeddedStores, free_port
-from server.ops import error_reports
 from server.runtime.cli import main
 from tests.conftest import Stores, sql
 
@@ -88,7 +87,7 @@ def test_a_sentry_dsn_without_the_sentry_extra_is_a_configuration_problem(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sentry_sdk", None)  # as if not installed
     assert problems({"SENTRY_DSN": "https://key@sentry.example/1"}) == [
-        error_reports.MISSING_EXTRA]
+        SENTRY_MISSING]
 
 
 # --- PROD: what production needs, probed ---------------------------------------

@@ -11,13 +11,8 @@ import pytest
 import redis
 
 from server.config import Settings
-from server.runtime.lifecycle import (
-    Service,
-    StartupError,
-    Stores,
-    check_durability,
-    stores_ready,
-)
+from server.runtime.lifecycle import Service
+from server.runtime.prepare import StartupError, Stores, check_durability, stores_ready
 from tests.conftest import TOKENS, Api, assert_exact, batch, make_settings, seed, serving, sql
 
 
@@ -97,7 +92,7 @@ async def test_past_the_queue_bound_ingest_answers_503_and_recovers_after_a_drai
     assert body["error"]["code"] == "queue_full"
     # What it says it took is exactly what it took (naive: one call per point).
     took = set(body["error"]["accepted_ids"])
-    if service.deps.path.name == "naive":
+    if service.deps.strategy.name == "naive":
         assert took == {f"over-{i}" for i in range(50)}  # in, up to the bound
     else:
         assert not took  # one call, refused whole

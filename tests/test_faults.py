@@ -18,7 +18,8 @@ import tornado.ioloop
 
 from server.access.auth import hash_token
 from server.points import KeyedIds
-from server.runtime.lifecycle import Service, Stores, running_service
+from server.runtime.lifecycle import Service, running_service
+from server.runtime.prepare import Stores
 from tests.conftest import (
     TOKENS,
     Api,
@@ -243,7 +244,7 @@ async def test_health_turns_draining_while_shutdown_waits_for_in_flight_requests
         writer.close()
     finally:
         api.http.close()
-        if not service.deps.lifecycle.draining:
+        if not service.deps.serving.draining:
             await context.__aexit__(None, None, None)
 
 

@@ -24,10 +24,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from server import metrics
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from server.ops.metrics_dir import PREFIX
-from server.runtime.lifecycle import Service, Stores, running_service
+from server.runtime.lifecycle import Service, running_service
+from server.runtime.prepare import Stores
 from server.supervisor import Supervisor
 from tests.conftest import Api, batch, make_settings, seed
 from tests.test_serve import Server, _send, _setup, call
@@ -49,20 +49,18 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(autouse=True)
-def fresh_scrapes(monkeypatch: pytest.MonkeyPatch) -> None:
+def fresh_scrapes(request: pytest.FixtureRequest) -> None:
     """These tests read a figure, act, and read it again at once: no render cache."""
-    monkeypatch.setattr(metrics.Exporter, "cache_s", 0.0)
+    if "service" in request.fixturenames:
+        request.getfixturevalue("service").deps.exporter.cache_s = 0.0
 
 
 async def test_a_scrape_within_a_second_of_the_last_is_served_from_memory(
-        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics.Exporter, "cache_s", 60.0)
-    renders = []
-    real = metrics.generate_latest
-    monkeypatch.setattr(metrics, "generate_latest",
-                        lambda registry: renders.append(1) or real(registry))
+        api: Api, service: Service) -> None:
+    exporter = service.deps.exporter
+    exporter.cache_s = 60.0
     first = [await api.http.fetch(api.base_url + "/metrics") for _ in range(20)]
-    assert len(renders) == 1
+    assert exporter.renders == 1
     assert len({response.body for response in first}) == 1
 
 
@@ -122,8 +120,8 @@ async def test_points_counters_advance_by_exactly_what_was_posted_and_committed(
 @pytest.mark.parametrize("settings", [{"queue_max_attempts": 2, "retry_base_s": 0.001}],
                          indirect=True)
 async def test_retries_and_dead_letters_are_counted_once_settled(
-        api: Api, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "QUEUE_STATS_CACHE_S", 0.0)  # every scrape reads Redis
+        api: Api, service: Service) -> None:
+    service.deps.exporter.queue_stats.cache_s = 0.0  # every scrape reads Redis
     cid, _ = await seed(api)
     before, _ = await scrape(api)
     ghosts = {"points": [{"id": f"g-{i}", "competition_id": cid, "participant_id": 999_999,
@@ -143,11 +141,12 @@ async def test_retries_and_dead_letters_are_counted_once_settled(
 
 
 async def test_points_written_directly_while_redis_is_down_are_counted_as_direct(
-        own: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+        own: Stores) -> None:
     assert own.redis_url is not None
-    monkeypatch.setattr(metrics, "QUEUE_STATS_CACHE_S", 0.0)  # every scrape reads Redis
     settings = make_settings(redis_timeout_s=1.0)
     async with running_service(settings, own.database_url, own.redis_url) as service:
+        service.deps.exporter.cache_s = 0.0
+        service.deps.exporter.queue_stats.cache_s = 0.0  # every scrape reads Redis
         api = Api(service.url)
         try:
             cid, parts = await seed(api)
@@ -181,7 +180,7 @@ async def test_queue_gauges_show_a_paused_queues_depth_from_one_read_a_second(
         return await stats()
 
     monkeypatch.setattr(service.deps.queue, "stats", counted)
-    monkeypatch.setattr(metrics, "QUEUE_STATS_CACHE_S", 3600.0)
+    service.deps.exporter.queue_stats.cache_s = 3600.0
     first, _ = await scrape(api)
     assert value(first, "points_queue_depth") == 150
     assert value(first, "points_queue_paused") == 1
@@ -190,7 +189,7 @@ async def test_queue_gauges_show_a_paused_queues_depth_from_one_read_a_second(
     assert (await api.post("/v1/points", batch(cid, parts, "q", 50)))[0] == 202
     second, _ = await scrape(api)
     assert (value(second, "points_queue_depth"), reads) == (150, 1)  # the cached read
-    monkeypatch.setattr(metrics, "QUEUE_STATS_CACHE_S", 0.0)
+    service.deps.exporter.queue_stats.cache_s = 0.0
     third, _ = await scrape(api)
     assert (value(third, "points_queue_depth"), reads) == (200, 2)
 

@@ -17,7 +17,7 @@ from server.embedded import free_port
 from server.errors import RateLimited
 from server.queue.keys import RATE_LIMIT_PREFIX
 from server.redis_client import redis_client
-from server.runtime.lifecycle import Stores
+from server.runtime.prepare import Stores
 from tests.proxy import BlackHoleProxy
 
 TOKEN = b"\x01" * 32

@@ -43,11 +43,11 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from server import metrics
-from server.errors import RateLimited
+from server.errors import RateLimited, ServiceError
 from server.queue.keys import RATE_LIMIT_PREFIX
+from server.redis_client import translated_errors
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +146,11 @@ class RateLimiter:
                 self._redis_retry_at = now + REDIS_RETRY_S
             try:
                 async with asyncio.timeout(REDIS_WAIT_S):
-                    allowed, remaining, retry_us, reset_us = await self._script(
-                        keys=[RATE_LIMIT_PREFIX + token_hash.hex()],
-                        args=[self.interval_us, self.tolerance_us])
-            except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                    with translated_errors():
+                        allowed, remaining, retry_us, reset_us = await self._script(
+                            keys=[RATE_LIMIT_PREFIX + token_hash.hex()],
+                            args=[self.interval_us, self.tolerance_us])
+            except (ServiceError, OSError, TimeoutError) as exc:
                 if not probing:
                     log.warning("rate limiting in-process: Redis failed (%s)",
                                 exc or type(exc).__name__)

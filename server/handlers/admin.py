@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from server import schemas
 from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
@@ -23,30 +21,35 @@ class QueueHandler(BaseHandler):
         rate = await deps.queue.committed_rate()
         self.write_json({
             **stats,
-            "path": deps.path.name,
+            "path": deps.strategy.name,
             "throughput": {"committed_per_s_10s": rate, **totals},
             "workers": deps.workers.describe(),
-            "loop": deps.workers.loop_monitor.describe(),
+            "loop": deps.loop_monitor.describe(),
             "worker_counters": deps.workers.stats.as_dict(),
         })
 
 
 class PauseHandler(BaseHandler):
-    """POST /v1/admin/queue/pause and /resume: stop or restart claiming everywhere.
+    """POST /v1/admin/queue/pause: stop claiming in every process (ingest goes on).
 
     Takes no body (any body is ignored), so no Content-Type is required.
     """
 
     role = "admin"
 
-    def initialize(self, deps: Any, route: str, paused: bool) -> None:  # type: ignore[override]
-        super().initialize(deps, route)
-        self.paused = paused
+    async def post(self) -> None:
+        await self.deps.queue.pause()
+        self.write_json({"paused": True})
+
+
+class ResumeHandler(BaseHandler):
+    """POST /v1/admin/queue/resume: claim again.  No body, as for pause."""
+
+    role = "admin"
 
     async def post(self) -> None:
-        queue = self.deps.queue
-        await (queue.pause() if self.paused else queue.resume())
-        self.write_json({"paused": self.paused})
+        await self.deps.queue.resume()
+        self.write_json({"paused": False})
 
 
 def _selection(body: bytes) -> list[str] | None:

@@ -38,7 +38,7 @@ from server.points import IDEMPOTENCY_KEY, KeyedIds
 
 if TYPE_CHECKING:
     from server.access.auth import Identity
-    from server.app import Deps
+    from server.deps import Deps
 
 log = logging.getLogger(__name__)
 _INT64_MAX = schemas.INT64_MAX
@@ -61,7 +61,7 @@ class BaseHandler(tornado.web.RequestHandler):
     async def prepare(self) -> None:
         # Every line logged from here on in this request's task carries its id.
         REQUEST_ID.set(self.request_id)
-        self.deps.lifecycle.inflight += 1
+        self.deps.serving.inflight += 1
         self._counted = True
         self.identity: Identity | None = None
         if self.role is not None:
@@ -75,7 +75,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         if getattr(self, "_counted", False):
-            self.deps.lifecycle.inflight -= 1
+            self.deps.serving.inflight -= 1
             self._counted = False
 
     def on_connection_close(self) -> None:

@@ -9,6 +9,10 @@ parameter).  ``http_error_for`` turns either into the one thing
     {"error": {"code": "snake_case", "message": "...", "details": [...]}}
 
 Anything else that escapes a handler is a bug: a logged 500 without internals.
+
+``ERROR_CODES`` is derived from the same table, the HTTP-only errors and
+tornado's own answers: every code an error answer can carry, by status.  The
+OpenAPI document publishes it as is.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ def _rate_limited(exc: Any) -> dict[str, str]:
 # Domain error type -> (status, code or None for the error's own, headers).  Most
 # specific first: the first entry the error is an instance of wins.  Every store
 # outage is one code, ``unavailable``, whichever store and however it failed.
+# (``EnqueueInterrupted`` never reaches a handler: ingest turns it into
+# ``PartiallyAccepted``, which is rendered as its cause.)
 _TABLE: list[tuple[type[errors.ServiceError], int, str | None, Any]] = [
     (errors.StoreUnavailable, 503, "unavailable", _retry_after),
     (errors.QueueFull, 503, None, _retry_after),
@@ -102,8 +108,27 @@ _TABLE: list[tuple[type[errors.ServiceError], int, str | None, Any]] = [
     # Input that passed validation but PostgreSQL still refused (a direct write
     # while Redis is down): the client's data, so a 4xx, never a 500.
     (errors.DataRejected, 422, None, None),
-    (errors.InputError, 400, None, None),
 ]
+_HTTP_ONLY: tuple[type[HttpError], ...] = (NotFound, PayloadTooLarge, UnsupportedMediaType,
+                                           BadParameter)
+# Tornado answers these itself, through ``write_error``: a path or query that is
+# not UTF-8 (400), a method the route's handler does not define (405).
+_TORNADO = {400: "bad_request", 405: "method_not_allowed"}
+
+
+def _error_codes() -> dict[int, tuple[str, ...]]:
+    found: dict[int, list[str]] = {}
+    for kind, status, code, _ in _TABLE:
+        found.setdefault(status, []).extend(
+            [code] if code else list(kind.codes or (kind.code,)))
+    for http in _HTTP_ONLY:
+        found.setdefault(http.status, []).append(http.code)
+    for status, code in _TORNADO.items():
+        found.setdefault(status, []).append(code)
+    return {status: tuple(dict.fromkeys(codes)) for status, codes in sorted(found.items())}
+
+
+ERROR_CODES = _error_codes()
 
 
 def http_error_for(exc: BaseException) -> HttpError | None:

@@ -16,7 +16,7 @@ from server.handlers.base import BaseHandler, BodyHandler
 from server.handlers.errors import BadParameter, NotFound
 from server.handlers.jsonbody import decode_json
 from server.ingest.accept import COMMITTED
-from server.points import check_point_id, now_us, validate_points
+from server.points import ID, check_point_id, now_us, validate_points
 from server.storage import points as sql
 
 
@@ -37,7 +37,7 @@ class PointsHandler(BodyHandler):
                                details=[{"field": "ack", "message": "queued|committed"}])
         points = await validate_points(self._items(decode_json(self.body)), received_us,
                                        keyed=self.idempotency_ids("i"))
-        ids = self._ids = [p[0] for p in points]
+        ids = self._ids = [p[ID] for p in points]
         ingest = self.deps.ingest
         where = await ingest.accept(points)
         body: dict[str, Any] = {"accepted": len(points), "ids": ids}

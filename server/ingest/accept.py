@@ -40,7 +40,7 @@ from server.errors import (
     UnknownReferences,
 )
 from server.ingest.commit_watch import CommitWatch
-from server.points import Point
+from server.points import ID, Point
 from server.queue.redis_queue import PointQueue
 from server.storage import points as sql
 from server.storage.database import Database
@@ -52,12 +52,13 @@ QUEUED, COMMITTED, MIXED = "queued", "committed", "mixed"  # where accepted poin
 
 
 class Ingest:
-    def __init__(self, queue: PointQueue, db: Database) -> None:
+    """Where validated points go; ``commits`` (the lifecycle owner's) serves waits."""
+
+    def __init__(self, queue: PointQueue, db: Database, commits: CommitWatch) -> None:
         self.queue = queue
         self.db = db
-        self.commits = CommitWatch(db)
-        self.accepted = 0
-        self.written_directly = 0
+        self.commits = commits
+        self.written_directly = 0  # points this process wrote while Redis was down
 
     async def accept(self, points: Sequence[Point]) -> str:
         """Take every one of ``points`` or say exactly what was taken.
@@ -68,7 +69,7 @@ class Ingest:
         ``StoreUnavailable`` when nothing was accepted, and ``PartiallyAccepted``
         (with the ids accepted, and those that may have been) otherwise.
         """
-        ids = [p[0] for p in points]
+        ids = [p[ID] for p in points]
         try:
             await self.queue.enqueue(points)
         except (QueueFull, PoolTimeout):
@@ -109,7 +110,6 @@ class Ingest:
         return QUEUED
 
     def _count(self, accepted: int, *, direct: int = 0) -> None:
-        self.accepted += accepted
         self.written_directly += direct
         metrics.points_accepted(accepted)
 
@@ -119,7 +119,7 @@ class Ingest:
                 inserted, refused = await sql.write_points(cur, points, all_or_nothing=True)
                 if refused:
                     raise UnknownReferences(
-                        f"the queue is unavailable and {refused[0][2]}, so these points "
+                        f"the queue is unavailable and {refused[0].message}, so these points "
                         "were not written (the queue would retry them; a direct write "
                         "cannot): retry when the queue is back")
             metrics.points_written_directly(inserted)  # committed: the block is left

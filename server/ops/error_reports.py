@@ -22,7 +22,8 @@ at shutdown.
 (The SDK's sender notices a fork and starts a new thread in the child.)
 
 A SENTRY_DSN without the extra is a configuration problem, reported with every
-other one (``config.py``: exit 2) — better than a server that runs without the
+other one (``config.py``, which asks whether the extra is installed without
+importing this module: exit 2) — better than a server that runs without the
 reports it was asked for.  ``init`` relies on that check having run.
 
 The SDK's client is process-global, so this module's state is too: ``init``
@@ -32,22 +33,14 @@ teardown, so nothing leaks into the next test).
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from server.config import Settings
 
-MISSING_EXTRA = ("SENTRY_DSN: set, but sentry-sdk is not installed (pip install "
-                 "'points-server[sentry]', or unset SENTRY_DSN)")
 CLOSE_TIMEOUT_S = 2.0
 
 _client: Any = None  # this process's sentry_sdk.Client, between init() and close()
-
-
-def installed() -> bool:
-    """Whether the ``sentry`` extra (sentry-sdk) can be imported."""
-    return importlib.util.find_spec("sentry_sdk") is not None
 
 
 def init(settings: Settings) -> None:
@@ -55,7 +48,7 @@ def init(settings: Settings) -> None:
     global _client
     if settings.sentry_dsn is None:
         return
-    import sentry_sdk  # the settings refuse a SENTRY_DSN without it (MISSING_EXTRA)
+    import sentry_sdk  # the settings refuse a SENTRY_DSN without it (SENTRY_MISSING)
 
     close()
     sentry_sdk.init(

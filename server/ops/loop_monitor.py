@@ -7,7 +7,7 @@ records how late it wakes: the lateness is at least the longest slice some
 callback held the loop (plus the loop's own scheduling noise).  Kept per second
 for the last minute, so the admin view and the harness can read the worst
 slice of each second, and in the ``points_event_loop_lag_seconds`` histogram of
-``/metrics`` (``server/metrics.py``).
+``/metrics`` (``server/metrics.py``; ``ops/exporter.py`` reads it).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from server.points import Point, new_ids
+from server.points import COMPETITION_ID, ID, PARTICIPANT_ID, VALUE, Point, new_ids
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -61,9 +61,10 @@ def utc(us: int) -> datetime:
 
 def well_formed(point: Any) -> bool:
     """A point as ours are written (one from elsewhere may not be)."""
-    return (isinstance(point, tuple | list) and len(point) == 6 and isinstance(point[0], str)
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in point[1:3])
-            and all(isinstance(v, int | float) for v in point[3:]))
+    return (isinstance(point, tuple | list) and len(point) == 6 and isinstance(point[ID], str)
+            and all(isinstance(v, int) and not isinstance(v, bool)
+                    for v in point[COMPETITION_ID:PARTICIPANT_ID + 1])
+            and all(isinstance(v, int | float) for v in point[VALUE:]))
 
 
 def point_json(point: Point) -> dict[str, Any]:
@@ -87,7 +88,7 @@ class DeadLetter:
 
     @property
     def key(self) -> str:
-        return self.point[0]
+        return self.point[ID]
 
     def entry(self) -> bytes:
         """The stored form: the API view plus the raw tuple a requeue rebuilds from."""

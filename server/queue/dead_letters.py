@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 
 from server.queue import keys, scripts
 from server.queue.chunks import Chunk, new_chunk_ids
-from server.queue.redis_errors import translated
 from server.queue.wakeup import WakeUp
+from server.redis_client import translated
 
 
 class DeadLetterQueue:

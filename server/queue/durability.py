@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
+
+from server.errors import CommandRefused
+from server.redis_client import translated_errors
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,16 @@ class Durability:
 
 
 async def read_durability(client: aioredis.Redis) -> Durability:
-    """Read the settings behind a 202 (None fields when CONFIG is not allowed)."""
+    """Read the settings behind a 202 (None fields when CONFIG is not allowed);
+    ``StoreUnavailable`` when Redis cannot be asked."""
     names = ("appendonly", "appendfsync", "maxmemory-policy", "maxmemory")
     try:
-        async with client.pipeline(transaction=False) as pipe:
-            for name in names:  # one name per CONFIG GET: Redis 6 takes one pattern
-                pipe.config_get(name)
-            replies = await pipe.execute()
-    except redis.exceptions.ResponseError:
+        with translated_errors():
+            async with client.pipeline(transaction=False) as pipe:
+                for name in names:  # one name per CONFIG GET: Redis 6 takes one pattern
+                    pipe.config_get(name)
+                replies = await pipe.execute()
+    except CommandRefused:
         return Durability(None, None, None, None)
     config: dict[str, str] = {}
     for reply in replies:

@@ -14,6 +14,3 @@ COMMITTED_BY_S = PREFIX + "committed:by_s"  # HASH Redis-clock second -> points 
 PAUSED = PREFIX + "paused"  # STRING present while claiming is paused
 CACHE_PREFIX = "cache:"  # read caches (leaderboard, stats, participant)
 RATE_LIMIT_PREFIX = "rl:"  # STRING per token (hex of its hash) -> GCRA TAT (µs, Redis TIME)
-
-QUEUE_KEYS = (ITEMS, READY, LEASES, HOLDERS, HANDBACKS, RETRY, DEAD, DEAD_INDEX, STATS,
-              COMMITTED_BY_S, PAUSED)

@@ -14,7 +14,9 @@ process's pool is busy), ``QueueFull`` past the admission bound or at Redis's
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
+import copy
 import time
 import uuid
 from collections.abc import Sequence
@@ -22,17 +24,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from server import metrics
-from server.errors import EnqueueInterrupted, StoreUnavailable
+from server.errors import (
+    CommitUnknown,
+    EnqueueInterrupted,
+    QueueFull,
+    ServiceError,
+    StoreUnavailable,
+)
 from server.points import Point
 from server.queue import keys, scripts
 from server.queue.chunks import Chunk, Settlement, chunk_enqueued_ms, chunk_size, new_chunk_ids
 from server.queue.dead_letters import DeadLetterQueue
-from server.queue.redis_errors import domain_error, maybe_applied, queue_full, translated
-from server.queue.strategy import IngestPath
+from server.queue.strategy import IngestStrategy
 from server.queue.wakeup import WakeUp
+from server.redis_client import translated, translated_errors
 
 RECLAIM_LIMIT = 1000  # chunks moved per reclaim call; the reclaimer loops while busy
 
@@ -72,14 +79,18 @@ def handbacks_of(record: str) -> tuple[int, str]:
     return (int(count) if count.isdigit() else 0), error
 
 
+def queue_full(queued: int, bound: int) -> QueueFull:
+    return QueueFull(f"the queue is full ({queued} of {bound} points queued); retry shortly")
+
+
 class PointQueue:
     """The queue's operations; the ingest path decides how they are grouped."""
 
-    def __init__(self, client: aioredis.Redis, path: IngestPath, *,
+    def __init__(self, client: aioredis.Redis, strategy: IngestStrategy, *,
                  dead_max: int = 100_000, dead_max_age_s: float = 7 * 86400,
                  max_points: int = 0) -> None:
         self.redis = client
-        self.path = path
+        self.strategy = strategy
         self.dead_max = dead_max
         self.dead_max_age_ms = int(dead_max_age_s * 1000)
         self.max_points = max_points  # admission bound in points; 0 = none
@@ -98,7 +109,7 @@ class PointQueue:
 
     def with_client(self, client: aioredis.Redis) -> PointQueue:
         """The same queue through another client (the workers' reserved connections)."""
-        twin = PointQueue(client, self.path, dead_max=self.dead_max,
+        twin = PointQueue(client, self.strategy, dead_max=self.dead_max,
                           dead_max_age_s=self.dead_max_age_ms / 1000,
                           max_points=self.max_points)
         twin.wakeup = twin.dead.wakeup = self.wakeup  # a local enqueue wakes idle workers
@@ -106,14 +117,14 @@ class PointQueue:
 
     @translated
     async def enqueue(self, points: Sequence[Point]) -> None:
-        """Put points in the queue: chunked and grouped into calls as the path says.
+        """Put points in the queue: chunked and grouped into calls as the strategy says.
 
         Each call is all-or-nothing and refused whole past ``max_points``
         (``QueueFull``).  When a later call of a request fails, ``EnqueueInterrupted``
         says how many of its points went in.  On a coalescing path a request is
         one group of the next shared call.
         """
-        size = self.path.chunk_points
+        size = self.strategy.chunk_points
         pieces = [points[i:i + size] for i in range(0, len(points), size)]
         ids = new_chunk_ids([len(piece) for piece in pieces])
         chunk_args: list[Any] = []
@@ -121,22 +132,21 @@ class PointQueue:
             if index and len(piece) >= 500:  # encoding a big chunk is ~0.3 ms: let go
                 await asyncio.sleep(0)
             chunk_args += (chunk_id, Chunk(chunk_id, list(piece)).payload())
-        if self.path.coalesce:
+        if self.strategy.coalesce:
             await self._coalesced(chunk_args, len(points))
             return
-        per_call = 2 * (self.path.chunks_per_call or len(pieces))
+        per_call = 2 * (self.strategy.chunks_per_call or len(pieces))
         accepted = 0
         for start in range(0, len(chunk_args), per_call):
             group = chunk_args[start:start + per_call]
             count = sum(chunk_size(chunk_id) for chunk_id in group[::2])
             try:
                 admitted, queued, bound = await self._call_enqueue([group])
-            except redis.exceptions.RedisError as exc:
-                unknown = count if maybe_applied(exc) else 0
+            except ServiceError as exc:
+                unknown = count if isinstance(exc, CommitUnknown) else 0
                 if accepted == 0 and unknown == 0:
-                    raise domain_error(exc) from exc
-                raise EnqueueInterrupted(domain_error(exc), accepted=accepted,
-                                         unknown=unknown) from exc
+                    raise
+                raise EnqueueInterrupted(exc, accepted=accepted, unknown=unknown) from exc
             if not admitted:
                 full = queue_full(queued, bound)
                 if accepted == 0:
@@ -151,8 +161,9 @@ class PointQueue:
         for group in groups:
             args += (len(group) // 2, *group)
         self.enqueue_calls += 1
-        admitted, queued, bound = await self._enqueue(
-            keys=[keys.ITEMS, keys.READY, keys.STATS], args=args)
+        with translated_errors():
+            admitted, queued, bound = await self._enqueue(
+                keys=[keys.ITEMS, keys.READY, keys.STATS], args=args)
         return int(admitted), int(queued), int(bound)
 
     async def _coalesced(self, group: list[Any], count: int) -> None:
@@ -176,17 +187,15 @@ class PointQueue:
             try:
                 admitted, queued, bound = await self._call_enqueue([g for g, _, _ in batch])
             except BaseException as exc:
-                maybe = isinstance(exc, redis.exceptions.RedisError) and maybe_applied(exc)
                 for _, count, done in batch:
                     if done.done():
                         continue
-                    if not isinstance(exc, redis.exceptions.RedisError):
+                    if isinstance(exc, CommitUnknown):  # the call may have run
+                        done.set_exception(EnqueueInterrupted(exc, accepted=0, unknown=count))
+                    elif isinstance(exc, ServiceError):
+                        done.set_exception(copy.copy(exc))
+                    else:  # cancelled, or a bug: nothing is known to be in
                         done.set_exception(StoreUnavailable("redis", f"enqueue failed: {exc!r}"))
-                    elif maybe:
-                        done.set_exception(EnqueueInterrupted(domain_error(exc), accepted=0,
-                                                              unknown=count))
-                    else:
-                        done.set_exception(domain_error(exc))
                 if not isinstance(exc, Exception):
                     raise
                 continue
@@ -231,7 +240,9 @@ class PointQueue:
             keys=[keys.ITEMS, keys.LEASES, keys.RETRY, keys.STATS, keys.DEAD, keys.DEAD_INDEX,
                   keys.HOLDERS, keys.HANDBACKS, keys.COMMITTED_BY_S], args=args)
         if settled:
-            metrics.settled(outcome, int(dropped))
+            metrics.settled(sum(len(chunk.points) for chunk, _ in outcome.retries),
+                            collections.Counter(letter.reason for letter in outcome.dead),
+                            int(dropped))
         return bool(settled)
 
     @translated

@@ -31,6 +31,24 @@ Chunk ids end in ``-<points in chunk>`` so scripts count points without
 decoding payloads.
 """
 
+
+def _drop_dead(*, dead: int, index: int, stats: int) -> str:
+    """Lua defining ``drop(ids)``: remove those dead letters (entry, index, the ``dead``
+    counter), counting them in ``dropped``; the numbers are the scripts' KEYS positions."""
+    return f"""
+local dropped = 0
+local function drop(ids)
+  for _, id in ipairs(ids) do
+    if redis.call('ZREM', KEYS[{index}], id) == 1 then
+      redis.call('HDEL', KEYS[{dead}], id)
+      redis.call('HINCRBY', KEYS[{stats}], 'dead', -1)
+      dropped = dropped + 1
+    end
+  end
+end
+"""
+
+
 # Enqueue groups of chunks (one group per request; several requests coalesce
 # into one call).  Groups are admitted in order while the queue stays within
 # max_points (0 = no bound); a group that does not fit, and every group after it,
@@ -119,7 +137,7 @@ return held
 # KEYS: items leases retry stats dead dead_index holders handbacks committed_by_s
 # ARGV: token committed n_ack ack_ids... n_retry (id payload delay_ms)...
 #       n_dead (point_id entry)... dead_max dead_max_age_ms
-SETTLE = """
+SETTLE = _drop_dead(dead=5, index=6, stats=4) + """
 local token = ARGV[1]
 local i = 3
 local n_ack = tonumber(ARGV[i]); i = i + 1
@@ -142,16 +160,6 @@ local n_retry = tonumber(ARGV[i])
 local n_dead = tonumber(ARGV[i + 1 + 3 * n_retry])
 local limits = i + 2 + 3 * n_retry + 2 * n_dead
 local dead_max, max_age = tonumber(ARGV[limits]), tonumber(ARGV[limits + 1])
-local dropped = 0
-local function drop(ids)
-  for _, id in ipairs(ids) do
-    if redis.call('ZREM', KEYS[6], id) == 1 then
-      redis.call('HDEL', KEYS[5], id)
-      redis.call('HINCRBY', KEYS[4], 'dead', -1)
-      dropped = dropped + 1
-    end
-  end
-end
 drop(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - max_age, 'LIMIT', 0, 1000))
 local committed = tonumber(ARGV[2])
 if committed > 0 then
@@ -265,20 +273,13 @@ return moved
 """
 
 # KEYS: dead dead_index stats   ARGV: point ids... (none = everything)
-PURGE_DEAD = """
+PURGE_DEAD = _drop_dead(dead=1, index=2, stats=3) + """
 if #ARGV == 0 then
   local n = redis.call('HLEN', KEYS[1])
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[3], 'dead', 0)
   return n
 end
-local purged = 0
-for _, id in ipairs(ARGV) do
-  if redis.call('HDEL', KEYS[1], id) == 1 then
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('HINCRBY', KEYS[3], 'dead', -1)
-    purged = purged + 1
-  end
-end
-return purged
+drop(ARGV)
+return dropped
 """

@@ -1,6 +1,6 @@
 """Settling a claim: write its points to PostgreSQL and decide what becomes of each.
 
-Points are written in groups of ``path.commit_points``; each group is one
+Points are written in groups of ``strategy.commit_points``; each group is one
 statement (so one transaction and one round trip) that checks the points'
 references, inserts those that hold (idempotent on id) and logs the inserted
 rows' standings deltas.  A group's outcome:
@@ -30,7 +30,7 @@ from server.errors import DataRejected
 from server.points import Point
 from server.queue.chunks import Chunk, DeadLetter, Settlement, new_chunk_ids
 from server.queue.counters import WorkerStats
-from server.queue.strategy import IngestPath
+from server.queue.strategy import IngestStrategy
 from server.storage import points as sql
 from server.storage.database import Database
 
@@ -50,10 +50,10 @@ def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
 class ClaimWriter:
     """Writes claims for the workers of one process."""
 
-    def __init__(self, db: Database, path: IngestPath, settings: Settings,
+    def __init__(self, db: Database, strategy: IngestStrategy, settings: Settings,
                  stats: WorkerStats) -> None:
         self.db = db
-        self.path = path
+        self.strategy = strategy
         self.settings = settings
         self.stats = stats
 
@@ -68,7 +68,7 @@ class ClaimWriter:
 
     def _groups(self, chunks: list[Chunk]) -> list[list[Part]]:
         """The claim in groups of ``commit_points`` (0: one group), as parts."""
-        size = self.path.commit_points
+        size = self.strategy.commit_points
         if not size:
             return [[(chunk, chunk.points) for chunk in chunks]]
         groups: list[list[Part]] = []
@@ -131,8 +131,8 @@ class ClaimWriter:
         for (attempts, first), items in retry_groups.items():
             # A delay, not a due time: the SETTLE script adds it to Redis's clock.
             delay_ms = int(1000 * backoff_s(attempts - 1, s.retry_base_s, s.retry_max_s))
-            for start in range(0, len(items), self.path.chunk_points):
-                piece = items[start:start + self.path.chunk_points]
+            for start in range(0, len(items), self.strategy.chunk_points):
+                piece = items[start:start + self.strategy.chunk_points]
                 (chunk_id,) = new_chunk_ids([len(piece)])
                 chunk = Chunk(chunk_id, [p for p, _ in piece], attempts, first, piece[-1][1])
                 outcome.retries.append((chunk, delay_ms))

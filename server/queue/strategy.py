@@ -16,20 +16,21 @@ points per write statement     1      the whole claim
 (one transaction)
 =============================  =====  ==========================================
 
-``make_path`` is the only place in the code base that branches on the name.
+``make_strategy`` is the only place in the code base that branches on the name
+(the names themselves are ``config.INGEST_PATHS``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-NAIVE = "naive"
-PIPELINED = "pipelined"
-INGEST_PATHS = (NAIVE, PIPELINED)  # every spelling of a path name comes from here
+from server.config import NAIVE, PIPELINED
 
 
 @dataclass(frozen=True)
-class IngestPath:
+class IngestStrategy:
+    """How an ingest path groups the queue's and storage's work into round trips."""
+
     name: str
     chunk_points: int
     chunks_per_call: int  # 0 = every chunk of a request in one call
@@ -39,12 +40,12 @@ class IngestPath:
     max_claim_factor: int  # claims grow up to claim_points × this under a backlog
 
 
-def make_path(name: str, batch_size: int) -> IngestPath:
+def make_strategy(name: str, batch_size: int) -> IngestStrategy:
     if name == NAIVE:
-        return IngestPath(name, chunk_points=1, chunks_per_call=1, claim_points=1,
-                          commit_points=1, coalesce=False, max_claim_factor=1)
+        return IngestStrategy(name, chunk_points=1, chunks_per_call=1, claim_points=1,
+                              commit_points=1, coalesce=False, max_claim_factor=1)
     if name == PIPELINED:
-        return IngestPath(name, chunk_points=batch_size, chunks_per_call=0,
-                          claim_points=batch_size, commit_points=0, coalesce=True,
-                          max_claim_factor=8)
+        return IngestStrategy(name, chunk_points=batch_size, chunks_per_call=0,
+                              claim_points=batch_size, commit_points=0, coalesce=True,
+                              max_claim_factor=8)
     raise ValueError(f"unknown ingest path {name!r}")

@@ -1,10 +1,11 @@
 """Queue workers: claim under a lease, write to PostgreSQL, and only then settle.
 
 ``QUEUE_WORKERS`` claim loops run in the server's event loop, beside one
-reclaimer (expired leases and due retries back to the queue), the standings
-folder and the loop monitor; all of them are supervised (``server/supervisor.py``): a loop that dies
-is logged, counted and restarted.  What a claim's points become is decided in
-``settlement.py``; this module only moves claims:
+reclaimer (expired leases and due retries back to the queue); both kinds run
+under the process's supervisor (``server/supervisor.py``), which the lifecycle
+owner hands in: a loop that dies is logged, counted and restarted.  What a
+claim's points become is decided in ``settlement.py``; this module only moves
+claims:
 
 * a claim is written, and settled (acknowledged, retried, dead-lettered) in
   Redis only after its transactions committed;
@@ -14,8 +15,11 @@ is logged, counted and restarted.  What a claim's points become is decided in
 * anything unexpected hands the claim back and ends the loop, for the
   supervisor to log and restart.
 
-Shutdown follows arq: stop claiming, wait (bounded) for claims in hand, cancel
-(a cancelled claim is handed back), then fold the last standings deltas.
+Shutdown follows arq: stop claiming (``stop_claiming``), the supervisor waits
+(bounded) for claims in hand and cancels the rest (a cancelled claim is handed
+back), then ``wait_detached`` lets settles and hand-backs that outlive their
+claim finish.  The lifecycle owner runs those steps, and folds the last
+standings deltas after them.
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ from typing import Any, TypeVar
 from server import metrics
 from server.config import Settings
 from server.errors import PoolTimeout, StoreUnavailable, WriteConflict
-from server.ops.loop_monitor import LoopMonitor
 from server.queue.breaker import CircuitBreaker
 from server.queue.chunks import (
     Chunk,
@@ -44,7 +47,7 @@ from server.queue.counters import WorkerStats
 from server.queue.lease import LeaseKeeper
 from server.queue.redis_queue import RECLAIM_LIMIT, Claim, PointQueue, handbacks_of
 from server.queue.settlement import ClaimWriter
-from server.queue.strategy import IngestPath
+from server.queue.strategy import IngestStrategy
 from server.storage.database import Database
 from server.storage.standings import StandingsFolder
 from server.supervisor import Supervisor
@@ -58,19 +61,22 @@ RECLAIM_INTERVAL_S = 0.25
 
 
 class Workers:
-    """The background tasks of one process: claim loops, reclaimer, standings folder."""
+    """The claim loops and the reclaimer of one process, run under its supervisor.
 
-    def __init__(self, queue: PointQueue, db: Database, path: IngestPath,
-                 settings: Settings, supervisor: Supervisor | None = None) -> None:
+    ``folder`` is used by ``drain`` only (burst mode folds what it wrote); the
+    standings folder's own task is the lifecycle owner's.
+    """
+
+    def __init__(self, queue: PointQueue, db: Database, strategy: IngestStrategy,
+                 settings: Settings, supervisor: Supervisor, folder: StandingsFolder) -> None:
         self.queue = queue
         self.db = db  # the workers' own pool, never the request handlers'
-        self.path = path
+        self.strategy = strategy
         self.settings = settings
         self.stats = WorkerStats()
-        self.writer = ClaimWriter(db, path, settings, self.stats)
-        self.folder = StandingsFolder(db)
-        self.loop_monitor = LoopMonitor()
-        self.supervisor = supervisor or Supervisor()
+        self.writer = ClaimWriter(db, strategy, settings, self.stats)
+        self.folder = folder
+        self.supervisor = supervisor
         self.busy: dict[int, float] = {}  # worker index -> claim start (monotonic)
         self._claim_size: dict[int, int] = {}  # worker index -> points to ask next
         self.stopping = False
@@ -81,31 +87,26 @@ class Workers:
     # --- lifecycle -------------------------------------------------------------
 
     def start(self, count: int) -> None:
-        """Run ``count`` claim loops (plus the reclaimer and folder); tasks already
+        """Run ``count`` claim loops and the reclaimer under the supervisor; tasks already
         running are left as they are, so a test may start workers on a service."""
         self.stopping = False
         tasks = {f"worker-{index}": functools.partial(self.run, index) for index in range(count)}
         tasks["reclaimer"] = self.reclaim_forever
-        tasks["folder"] = functools.partial(self.folder.run, lambda: self.stopping)
-        tasks["loop-monitor"] = functools.partial(self.loop_monitor.run, lambda: self.stopping)
         for name, factory in tasks.items():
             if not self.supervisor.has(name):
                 self.supervisor.start(name, factory)
 
-    async def stop(self, timeout_s: float) -> None:
-        """Stop claiming, let claims in hand finish (bounded), then cancel the rest;
-        wait for detached settles and hand-backs; fold the last deltas.  All of it
-        within ``timeout_s``."""
-        end = time.monotonic() + timeout_s
+    def stop_claiming(self) -> None:
+        """Claim no more: each loop finishes the claim in hand and ends (the supervisor
+        waits for them, bounded, and cancels what is left)."""
         self.stopping = True
         self.queue.wakeup.wake_all()
-        await self.supervisor.stop(timeout_s)
+
+    async def wait_detached(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) for settles and hand-backs that outlive their
+        claim, before the connections they need are closed."""
         if self._pending:
-            await asyncio.wait(set(self._pending), timeout=max(0.1, end - time.monotonic()))
-        try:
-            await asyncio.wait_for(self.folder.fold_once(), max(0.1, end - time.monotonic()))
-        except (StoreUnavailable, TimeoutError) as exc:  # the log waits for the next start
-            log.warning("final standings fold skipped: %s", exc)
+            await asyncio.wait(set(self._pending), timeout=max(0.1, timeout_s))
 
     def describe(self) -> list[dict[str, Any]]:
         now = time.monotonic()
@@ -146,7 +147,7 @@ class Workers:
                 break
             if not handled:
                 await self.queue.wakeup.wait(IDLE_POLL_S)
-            elif handled < self.path.claim_points // 10:
+            elif handled < self.strategy.claim_points // 10:
                 # A trickle: let a few more points gather, so that each claim, insert
                 # and settle carries more than a handful (20 ms of lag at most).
                 await asyncio.sleep(LINGER_S)
@@ -195,16 +196,16 @@ class Workers:
         a bigger group costs PostgreSQL less per point — fewer standings deltas,
         one statement — and the backlog's lag is the backlog's anyway.
         """
-        asked = self._claim_size.get(index, self.path.claim_points)
+        asked = self._claim_size.get(index, self.strategy.claim_points)
         claim = await self.queue.claim(asked, self.settings.queue_lease_s)
         self.redis_breaker.record_success()
         if not claim:
-            self._claim_size[index] = self.path.claim_points
+            self._claim_size[index] = self.strategy.claim_points
             return 0
         claimed = sum(chunk_size(chunk_id) for chunk_id in claim.ids)
-        most = self.path.claim_points * self.path.max_claim_factor
+        most = self.strategy.claim_points * self.strategy.max_claim_factor
         self._claim_size[index] = (min(most, asked * 2) if claimed >= asked
-                                   else self.path.claim_points)
+                                   else self.strategy.claim_points)
         self.stats.claims += 1
         metrics.CLAIM_SIZE.observe(claimed)
         self.busy[index] = time.monotonic()

@@ -49,7 +49,7 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
     serve.add_argument("--ingest-path", choices=INGEST_PATHS,
                        help="naive | pipelined (default pipelined; env INGEST_PATH)")
     serve.add_argument("--data-dir", help="embedded stores and admin token (default ./.data)")
-    # With PROD=true, serve first probes what production needs (server/preflight.py).
+    # With PROD=true, serve first probes what production needs (server/runtime/preflight.py).
     serve.set_defaults(func=cmd_serve, probe_production=True)
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations",
@@ -123,7 +123,7 @@ def _server_command(run: Callable[[Settings, argparse.Namespace], int]
     """Parse settings first (exit 2 naming every problem); a failed start exits 1."""
 
     def command(args: argparse.Namespace) -> int:
-        from server.runtime.lifecycle import StartupError
+        from server.runtime.prepare import StartupError
 
         settings, problems = _problems(args)
         if problems or settings is None:
@@ -153,7 +153,7 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
 
 def _with_database(settings: Settings, work: Callable[[str], Any]) -> int:
     """Run ``work(database_url)`` with PostgreSQL started (if embedded) and migrated."""
-    from server.runtime.lifecycle import run_sync, stores_ready
+    from server.runtime.prepare import run_sync, stores_ready
 
     with stores_ready(settings, redis=False) as stores:
         return run_sync(work(stores.database_url))
@@ -161,7 +161,7 @@ def _with_database(settings: Settings, work: Callable[[str], Any]) -> int:
 
 @_server_command
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from server.runtime.lifecycle import stores_ready
+    from server.runtime.prepare import stores_ready
 
     with stores_ready(settings, redis=False) as stores:  # applies what is pending
         applied = stores.migrations_applied
@@ -213,7 +213,7 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 def _shared_metrics(command: Callable[[argparse.Namespace], int]
                     ) -> Callable[[argparse.Namespace], int]:
     """Run ``command`` with its metrics directory set up before anything (the settings'
-    checks included) imports the server: see ``server/metrics_dir.py``."""
+    checks included) imports the server: see ``server/ops/metrics_dir.py``."""
 
     def with_metrics_dir(args: argparse.Namespace) -> int:
         from server.ops.metrics_dir import shared_metrics_dir

@@ -1,24 +1,26 @@
-"""The one owner of every resource's lifetime: started in order, stopped in reverse.
+"""The one owner of every long-lived object of a serving process: built in order, closed
+in reverse.
 
-Two stages, each a context manager over an exit stack, so that a start that
-fails half-way unwinds exactly what it had opened, in reverse:
+``running_service(...)`` is stage 2 of start-up, run in each process on its own
+event loop after stage 1 (``runtime/prepare.py``: stores, migrations, admin
+token, sockets — before any fork).  In one ``AsyncExitStack`` it opens, in
+order:
 
-1. **Before the fork** — ``prepared(settings)``: the embedded stores (only those
-   whose URL is not configured), migrations, the admin token on first start, the
-   listening sockets.  It is synchronous (``ExitStack``), not async as the
-   per-process stage is: a process must not fork while an event loop runs (the
-   children would inherit its half-shared state), and every ``--processes``
-   child shares what this stage made.
-2. **Per process** — ``running_service(...)``: PostgreSQL pools, the Redis
-   client, the queue, the supervised workers, the HTTP server
-   (``AsyncExitStack``).  Stop: ``/health`` turns 503 ``draining``, the listener
-   stops accepting, in-flight requests finish, workers finish their claim and
-   hand back the rest, connections close, then Redis and PostgreSQL — all
-   within ``SHUTDOWN_TIMEOUT``.
+1. the PostgreSQL pools (the request handlers' and the workers' own) and the
+   Redis clients (likewise);
+2. the queue, the commit watch, ingest, caches, auth and the rate limiter;
+3. the supervisor and what runs under it — the claim loops and reclaimer
+   (``Workers``), the standings folder, the loop monitor, the metrics sampler;
+4. the readiness probe and the metrics exporter; then ``Deps``, built whole;
+5. the HTTP server on the sockets.
 
-``serving.serve(settings)`` runs both (forking for ``--processes``); ``cli.py``
-only parses and calls.  Tests and the harness start the same way.  A start that
-fails raises ``StartupError`` with one line saying what and why.
+Stop, in reverse, within ``SHUTDOWN_TIMEOUT``: ``/health`` turns 503
+``draining``, the listener stops accepting and in-flight requests finish;
+workers stop claiming, the supervisor waits for every task (claims in hand
+finish, the rest is cancelled and handed back), detached settles finish, the
+last standings deltas are folded; the commit watch stops; connections close,
+Redis then PostgreSQL.  ``serving.serve(settings)`` runs both stages (forking
+for ``--processes``); tests and the harness start the same way.
 """
 
 from __future__ import annotations
@@ -27,182 +29,35 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import socket
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from contextlib import AsyncExitStack, ExitStack
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
-import redis.exceptions
 import tornado.httpserver
-import tornado.netutil
-import uvloop
 
-from server import metrics
-from server.access.auth import Authenticator, first_admin_token
+from server.access.auth import Authenticator
 from server.access.ratelimit import make_limiter
-from server.app import Deps, LifecycleState, make_app
+from server.app import make_app
 from server.cache import ReadCache
 from server.config import Settings
-from server.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedStoreError, EmbeddedStores
+from server.deps import Deps
 from server.errors import StoreUnavailable
 from server.ingest.accept import Ingest
-from server.queue.durability import Durability, read_durability
+from server.ingest.commit_watch import CommitWatch
+from server.ops.exporter import Exporter, Sampler
+from server.ops.loop_monitor import LoopMonitor
+from server.ops.readiness import ReadinessProbe, ServingState
 from server.queue.redis_queue import PointQueue
-from server.queue.strategy import make_path
+from server.queue.strategy import make_strategy
 from server.queue.worker import Workers
 from server.redis_client import redis_client
+from server.runtime.prepare import bind
 from server.storage.database import open_database
-from server.storage.migrate import MigrationError, apply_migrations
+from server.storage.standings import StandingsFolder
+from server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-# A burst of a thousand simultaneous connections must queue in the kernel, not be
-# reset: tornado's default backlog is 128 (the kernel caps this at somaxconn).
-LISTEN_BACKLOG = 4096
-ADMIN_TOKEN_FILE = "admin-token"
-
-
-class StartupError(Exception):
-    """The service could not start; the message is one line for the operator."""
-
-
-@dataclass(frozen=True)
-class Stores:
-    """Where the stores are, and the embedded servers behind them (if any)."""
-
-    database_url: str
-    redis_url: str | None
-    embedded: EmbeddedStores
-    migrations_applied: tuple[str, ...] = ()
-
-    @property
-    def postgres(self) -> EmbeddedPostgres | None:
-        return self.embedded.postgres
-
-    @property
-    def redis(self) -> EmbeddedRedis | None:
-        return self.embedded.redis
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run start-up I/O to completion on a private loop (never the caller's)."""
-    loop = uvloop.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
-
-
-# --- stage 1: before the fork ----------------------------------------------------
-
-
-@contextlib.contextmanager
-def stores_ready(settings: Settings, *, redis: bool = True) -> Iterator[Stores]:
-    """Stores running (embedded ones started) and migrated; embedded ones stopped after."""
-    embedded = EmbeddedStores(settings.data_dir, postgres=settings.uses_embedded_postgres,
-                              redis=redis and settings.uses_embedded_redis,
-                              redis_fsync=settings.queue_fsync,
-                              redis_maxmemory_bytes=settings.redis_maxmemory_bytes)
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(embedded)
-        except EmbeddedStoreError as exc:
-            raise StartupError(str(exc)) from exc
-        database_url = settings.database_url or embedded.postgres.url  # type: ignore[union-attr]
-        redis_url = settings.redis_url or (embedded.redis.url if embedded.redis else None)
-        try:
-            applied = run_sync(apply_migrations(database_url))
-        except (MigrationError, StoreUnavailable) as exc:
-            raise StartupError(str(exc)) from exc
-        if applied:
-            log.info("applied migrations: %s", ", ".join(applied))
-        if redis_url is not None:
-            check_durability(redis_url, settings)
-        yield Stores(database_url, redis_url, embedded, tuple(applied))
-
-
-def check_durability(redis_url: str, settings: Settings) -> None:
-    """Refuse (PROD) or warn about a Redis on which a 202 could be lost."""
-
-    async def read() -> Durability:
-        client = redis_client(redis_url, settings, max_connections=1)
-        try:
-            return await read_durability(client)
-        finally:
-            await client.aclose()
-
-    try:
-        durability = run_sync(read())
-    except (redis.exceptions.RedisError, ValueError) as exc:
-        raise StartupError(f"cannot reach Redis to check its durability: {exc}") from exc
-    problems = durability.problems(settings.queue_fsync)
-    if problems and settings.prod:
-        raise StartupError("Redis is not safe for the queue (PROD=true): " + "; ".join(problems))
-    for problem in problems:
-        log.warning("Redis: %s", problem)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    stores: Stores
-    sockets: list[socket.socket]
-    admin_token: str | None  # created by this start (printed once), else None
-
-
-@contextlib.contextmanager
-def prepared(settings: Settings) -> Iterator[Prepared]:
-    """Stage 1: stores, migrations, admin token, listening sockets."""
-    with ExitStack() as stack:
-        stores = stack.enter_context(stores_ready(settings))
-        try:
-            admin_token = ensure_admin_token(stores.database_url, settings)
-        except StoreUnavailable as exc:
-            raise StartupError(str(exc)) from exc
-        sockets = bind(settings.address, settings.port, reuse_port=settings.processes > 1)
-        stack.callback(lambda: [sock.close() for sock in sockets])
-        yield Prepared(stores, sockets, admin_token)
-
-
-def bind(address: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
-    try:
-        return tornado.netutil.bind_sockets(port, address, reuse_port=reuse_port,
-                                            backlog=LISTEN_BACKLOG)
-    except OSError as exc:
-        raise StartupError(f"cannot listen on {address}:{port}: "
-                           f"{exc.strerror or exc}") from exc
-
-
-def ensure_admin_token(database_url: str, settings: Settings) -> str | None:
-    """On first start, create an admin token: printed once, stored in a 0600 file."""
-    token_file = Path(settings.data_dir) / ADMIN_TOKEN_FILE
-    if token_file.exists():
-        return None
-
-    async def create() -> str | None:
-        db = await open_database(settings.replace(pg_pool_min=1, pg_pool_max=1),
-                                 database_url)
-        try:
-            return await first_admin_token(db)
-        finally:
-            await db.close()
-
-    token = run_sync(create())
-    if token is not None:
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token + "\n")
-        print(f"admin token (shown once; also stored in {token_file}, mode 0600):\n"
-              f"  {token}", flush=True)
-    return token
-
-
-# --- stage 2: one process ---------------------------------------------------------
 
 
 class Service:
@@ -240,10 +95,11 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
     deadline = _Deadline(settings.shutdown_timeout_s)
     count = settings.queue_workers if workers is None else workers
     async with AsyncExitStack() as stack:
+        # 1. Connections.  The workers have their own, never shared with request
+        # handlers: a burst of requests cannot starve the drain, nor a long drain
+        # the requests.
         db = await open_database(settings, database_url, settings.database_read_url)
         stack.push_async_callback(db.close)
-        # The workers' own connections, never shared with request handlers: a burst
-        # of requests cannot starve the drain, nor a long drain the requests.
         worker_db = await open_database(
             settings.replace(pg_pool_min=1, pg_pool_max=max(count, 1) + 1), database_url)
         stack.push_async_callback(worker_db.close)
@@ -251,37 +107,66 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         stack.push_async_callback(client.aclose)
         worker_client = redis_client(redis_url, settings, max_connections=2 * count + 2)
         stack.push_async_callback(worker_client.aclose)
-        path = make_path(settings.ingest_path, settings.queue_batch_size)
-        queue = PointQueue(client, path, dead_max=settings.dlq_max_entries,
+
+        # 2. The request side.
+        strategy = make_strategy(settings.ingest_path, settings.queue_batch_size)
+        queue = PointQueue(client, strategy, dead_max=settings.dlq_max_entries,
                            dead_max_age_s=settings.dlq_max_age_s,
                            max_points=settings.queue_max_points)
-        pool = Workers(queue.with_client(worker_client), worker_db, path, settings)
-        state = LifecycleState()
-        deps = Deps(settings=settings, db=db, redis=client, path=path, queue=queue,
-                    workers=pool, ingest=Ingest(queue, db), cache=ReadCache(client),
-                    auth=Authenticator(db), lifecycle=state,
-                    limiter=make_limiter(client, settings.rate_limit_per_token))
-        stack.push_async_callback(deps.ingest.commits.close)  # after the handlers stop
+        commits = CommitWatch(db)
+        stack.push_async_callback(commits.close)  # after the handlers have stopped
+
+        # 3. The background tasks, all under one supervisor.
+        supervisor = Supervisor()
+        folder = StandingsFolder(worker_db)
+        pool = Workers(queue.with_client(worker_client), worker_db, strategy, settings,
+                       supervisor, folder)
+        loop_monitor = LoopMonitor()
+        sampler = Sampler({"requests": db, "workers": worker_db},
+                          {"requests": client, "workers": worker_client},
+                          (pool.postgres_breaker, pool.redis_breaker))
+        pool.start(count)
+        for name, task in (("folder", folder.run), ("loop-monitor", loop_monitor.run),
+                           ("metrics", sampler.run)):
+            supervisor.start(name, functools.partial(task, lambda: supervisor.stopping))
+        stack.push_async_callback(_stop_background, pool, supervisor, folder, deadline)
+
+        # 4. What the handlers read, built whole.
+        serving = ServingState()
+        deps = Deps(
+            settings=settings, db=db, redis=client, strategy=strategy, queue=queue,
+            workers=pool, ingest=Ingest(queue, db, commits), cache=ReadCache(client),
+            auth=Authenticator(db), serving=serving,
+            readiness=ReadinessProbe(db=db, redis=client, queue=queue, workers=pool,
+                                     supervisor=supervisor, state=serving,
+                                     max_points=settings.queue_max_points),
+            exporter=Exporter(queue, sampler, ingest_path=strategy.name,
+                              max_points=settings.queue_max_points),
+            loop_monitor=loop_monitor,
+            limiter=make_limiter(client, settings.rate_limit_per_token))
+
+        # 5. The listener.
         if sockets is None:
             sockets = bind(settings.address, settings.port)
-            stack.callback(lambda: [sock.close() for sock in sockets])  # type: ignore[union-attr]
-        pool.start(count)
-        # Each process keeps its pool and breaker gauges current for /metrics.
-        pool.supervisor.start("metrics", functools.partial(metrics.sample_forever, deps,
-                                                           lambda: pool.stopping))
-        stack.push_async_callback(lambda: pool.stop(deadline.remaining()))
-        server = tornado.httpserver.HTTPServer(make_app(deps), max_body_size=1 << 20,
-                                               idle_connection_timeout=60)
+            stack.callback(_close_sockets, sockets)
+        server = tornado.httpserver.HTTPServer(
+            make_app(deps), max_body_size=settings.http_body_max_bytes,
+            idle_connection_timeout=60)
         server.add_sockets(sockets)
-        stack.push_async_callback(_stop_http, server, state, deadline)
+        stack.push_async_callback(_stop_http, server, serving, deadline)
         port = sockets[0].getsockname()[1]
         log.info("serving on %s:%d (ingest path %s, %d workers)", settings.address, port,
-                 path.name, count)
+                 strategy.name, count)
         yield Service(deps, server, port)
     log.info("stopped")
 
 
-async def _stop_http(server: tornado.httpserver.HTTPServer, state: LifecycleState,
+def _close_sockets(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+async def _stop_http(server: tornado.httpserver.HTTPServer, state: ServingState,
                      deadline: _Deadline) -> None:
     """Drain HTTP: /health says draining, stop accepting, let in-flight requests finish."""
     state.draining = True
@@ -294,3 +179,16 @@ async def _stop_http(server: tornado.httpserver.HTTPServer, state: LifecycleStat
         await asyncio.wait_for(server.close_all_connections(), deadline.remaining())
     except TimeoutError:
         log.warning("connections still open at shutdown deadline")
+
+
+async def _stop_background(workers: Workers, supervisor: Supervisor, folder: StandingsFolder,
+                           deadline: _Deadline) -> None:
+    """Stop claiming, let every supervised task end (bounded; the rest is cancelled),
+    let detached settles finish, then fold the last standings deltas."""
+    workers.stop_claiming()
+    await supervisor.stop(deadline.remaining())
+    await workers.wait_detached(deadline.remaining())
+    try:
+        await asyncio.wait_for(folder.fold_once(), deadline.remaining())
+    except (StoreUnavailable, TimeoutError) as exc:  # the log waits for the next start
+        log.warning("final standings fold skipped: %s", exc)

@@ -25,13 +25,11 @@ import os
 import secrets
 from pathlib import Path
 
-import redis.exceptions
-
 from server.config import Settings
 from server.errors import StoreUnavailable
 from server.queue.durability import read_durability
 from server.redis_client import redis_client
-from server.runtime.lifecycle import run_sync
+from server.runtime.prepare import run_sync
 from server.storage import tokens
 from server.storage.database import open_database
 
@@ -99,7 +97,7 @@ async def _redis(url: str, settings: Settings) -> list[str]:
     client = redis_client(url, settings, max_connections=1)
     try:
         durability = await read_durability(client)
-    except (redis.exceptions.RedisError, ValueError) as exc:
+    except (StoreUnavailable, ValueError) as exc:
         return [f"REDIS_URL: cannot reach Redis: {exc}"]
     finally:
         await client.aclose()

@@ -24,7 +24,8 @@ from server.config import Settings
 from server.errors import StoreUnavailable
 from server.ops import error_reports
 from server.ops.logs import configure_logging
-from server.runtime.lifecycle import Prepared, StartupError, prepared, running_service
+from server.runtime.lifecycle import running_service
+from server.runtime.prepare import Prepared, StartupError, prepared
 
 
 def serve(settings: Settings) -> int:

@@ -4,20 +4,21 @@ The write takes a list of points, so the same SQL serves one point (naive path)
 or a thousand (pipelined path): the ingest path decides only how many rows go
 into one call.
 
-A point travels as a plain tuple (see ``server.points.Point``): id,
-competition_id, participant_id, value, recorded_at and received_at as integer
-microseconds since the Unix epoch (exact, compact in the queue, no parsing).
+A point travels as a plain tuple or list (see ``server/points.py``: its fields
+by position): id, competition_id, participant_id, value, recorded_at and
+received_at as integer microseconds since the Unix epoch (exact, compact in the
+queue, no parsing).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-from server.points import MAX_ABS_VALUE
+from server.points import COMPETITION_ID, MAX_ABS_VALUE, PARTICIPANT_ID, VALUE
 
 # One statement — so one implicit transaction, one round trip — per group:
 # check every point's competition and participant (joined in the same snapshot),
@@ -102,6 +103,14 @@ def _text_fragment(ids: Sequence[str]) -> str:
     return text[1:-1]
 
 
+class Refusal(NamedTuple):
+    """A point a write statement did not take, and why."""
+
+    index: int  # in the batch (or list) written
+    reason: str  # unknown_competition, unknown_participant, invalid_value
+    message: str
+
+
 class PointBatch:
     """The points of one ``WRITE_POINTS`` statement, gathered a part at a time.
 
@@ -114,7 +123,7 @@ class PointBatch:
     def __init__(self) -> None:
         self._columns: list[list[str]] = [[] for _ in range(6)]
         self.positions: list[int] = []  # statement position - 1 -> index in the group
-        self.refused: list[tuple[int, str, str]] = []
+        self.refused: list[Refusal] = []
         self.points: list[Sequence[Any]] = []
         self.size = 0  # points added, refused included
 
@@ -124,7 +133,7 @@ class PointBatch:
         self.points.extend(points)
         if not points:
             return
-        values = [point[3] for point in points]
+        values = [point[VALUE] for point in points]
         # Nearly always true, checked at C speed; a NaN makes the sum NaN.
         if math.isfinite(sum(values)) and max(map(abs, values)) <= MAX_ABS_VALUE:
             good = points
@@ -132,12 +141,12 @@ class PointBatch:
         else:
             good = []
             for offset, point in enumerate(points):
-                if abs(point[3]) <= MAX_ABS_VALUE:
+                if abs(point[VALUE]) <= MAX_ABS_VALUE:
                     good.append(point)
                     self.positions.append(first + offset)
                 else:
-                    self.refused.append((first + offset, "invalid_value",
-                                         f"value {point[3]!r} is out of range"))
+                    self.refused.append(Refusal(first + offset, "invalid_value",
+                                                f"value {point[VALUE]!r} is out of range"))
             if not good:
                 return
         ids, *numbers = zip(*good)
@@ -154,22 +163,15 @@ class PointBatch:
         return {name: "{" + ",".join(parts) + "}" for name, parts in zip(names, self._columns)}
 
 
-def point_arrays(points: Sequence[Sequence[Any]]) -> dict[str, str]:
-    """The six array literals of ``WRITE_POINTS`` for ``points``."""
-    batch = PointBatch()
-    batch.add(points)
-    return batch.params()
-
-
 async def write_batch(cur: Any, batch: PointBatch, *, all_or_nothing: bool = False
-                      ) -> tuple[int, list[tuple[int, str, str]]]:
+                      ) -> tuple[int, list[Refusal]]:
     """Write a ``PointBatch`` in one statement (one transaction): the points whose
     references hold are inserted (idempotent on id), with their standings deltas.
 
-    Returns (rows inserted, refused) where refused lists (index in the batch,
-    reason, message) for points whose competition or participant is unknown, or
-    whose participant belongs to another competition, or whose value is out of
-    range.  ``all_or_nothing``: if any is refused, nothing is inserted.
+    Returns (rows inserted, refused), refused in batch order: points whose
+    competition or participant is unknown, or whose participant belongs to another
+    competition, or whose value is out of range.  ``all_or_nothing``: if any is
+    refused, nothing is inserted.
     """
     refused = list(batch.refused)
     if not batch.writable or (all_or_nothing and refused):
@@ -182,15 +184,16 @@ async def write_batch(cur: Any, batch: PointBatch, *, all_or_nothing: bool = Fal
             continue
         index = batch.positions[position - 1]
         point = batch.points[index]
-        message = (f"competition {point[1]} does not exist" if value == 1 else
-                   f"participant {point[2]} is not in competition {point[1]}")
-        refused.append((index, _REASONS[value], message))
+        competition, participant = point[COMPETITION_ID], point[PARTICIPANT_ID]
+        message = (f"competition {competition} does not exist" if value == 1 else
+                   f"participant {participant} is not in competition {competition}")
+        refused.append(Refusal(index, _REASONS[value], message))
     refused.sort()
     return inserted, refused
 
 
 async def write_points(cur: Any, points: Sequence[Sequence[Any]], *,
-                       all_or_nothing: bool = False) -> tuple[int, list[tuple[int, str, str]]]:
+                       all_or_nothing: bool = False) -> tuple[int, list[Refusal]]:
     """``write_batch`` for a list of points (indexes in ``refused`` are into it)."""
     batch = PointBatch()
     batch.add(points)

@@ -178,7 +178,7 @@ async def test_a_refused_upload_says_where_to_resume_and_resuming_there_doubles_
     resume = error["accepted_through_line"] - 1  # lines 1 and 2: the header, the bad line
     assert error["accepted"] == resume - 1
     # pipelined: the second chunk was refused whole; naive: it went in to the bound.
-    assert resume - 1 == (70 if service.deps.path.name == "naive" else 50)
+    assert resume - 1 == (70 if service.deps.strategy.name == "naive" else 50)
     await service.deps.workers.drain()
     status, body = await api.post("/v1/points/bulk", content_type="text/csv",
                                   body=HEADER + _csv(cid, parts, range(resume - 1, 120)))

@@ -21,13 +21,16 @@ def _instance(kind: type) -> errors.ServiceError:
     samples = {errors.StoreUnavailable: ("redis", "down"), errors.PoolTimeout: ("postgres", "x"),
                errors.WriteConflict: ("postgres", "deadlock detected"),
                errors.CommitUnknown: ("postgres", "link lost during COMMIT"),
+               errors.CommandRefused: ("redis", "ERR unknown command 'CONFIG'"),
                errors.SlugTaken: ("cup",), errors.NotPermitted: ("read", "admin")}
+    if kind is errors.MalformedInput:
+        return kind("not JSON", code="malformed_json")
     return kind(*samples.get(kind, ("something",)))
 
 
 # Not for clients: EnqueueInterrupted is caught by ingest (which turns it into
-# PartiallyAccepted).
-INTERNAL = (errors.ServiceError, errors.EnqueueInterrupted)
+# PartiallyAccepted); the bases are never raised themselves.
+INTERNAL = (errors.ServiceError, errors.InputError, errors.EnqueueInterrupted)
 
 
 @pytest.mark.parametrize("kind", [k for k in _all(errors.ServiceError) if k not in INTERNAL],

@@ -19,6 +19,6 @@ async def test_ready_reports_each_store_and_the_queue(api: Api) -> None:
 
 
 async def test_health_turns_draining_on_shutdown(api: Api, service) -> None:
-    service.deps.lifecycle.draining = True
+    service.deps.serving.draining = True
     assert await api.get("/health", token=None) == (503, {"status": "draining"})
-    service.deps.lifecycle.draining = False
+    service.deps.serving.draining = False

@@ -23,7 +23,8 @@ from server.access.ratelimit import REDIS_RETRY_S
 from server.config import Settings
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from server.queue.keys import RATE_LIMIT_PREFIX
-from server.runtime.lifecycle import Service, Stores, running_service
+from server.runtime.lifecycle import Service, running_service
+from server.runtime.prepare import Stores
 from tests.conftest import TOKENS, Api, make_settings
 from tests.test_serve import Server
 

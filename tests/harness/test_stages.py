@@ -9,7 +9,7 @@ HANDLER = "post (/srv/server/handlers/points.py:40)"
 
 
 def test_a_sample_goes_to_the_deepest_project_frame_with_its_library_work() -> None:
-    stack = (f"{ROOT};{HANDLER};accept (/srv/server/ingest.py:60);"
+    stack = (f"{ROOT};{HANDLER};accept (/srv/server/ingest/accept.py:60);"
              "enqueue (/srv/server/queue/redis_queue.py:106);"
              "execute_command (redis/asyncio/client.py:600);read_response (redis/connection.py:9)")
     assert stage_of(stack) == "enqueue"

@@ -16,7 +16,7 @@ from server.points import now_us
 from server.queue import keys
 from server.queue.chunks import Chunk, DeadLetter, Settlement, chunk_size
 from server.queue.redis_queue import Claim, PointQueue, handbacks_of
-from server.queue.strategy import make_path
+from server.queue.strategy import make_strategy
 from tests.conftest import Stores
 
 
@@ -35,7 +35,7 @@ def client(clean: Stores, io_loop: tornado.ioloop.IOLoop) -> Iterator[aioredis.R
 
 def make_queue(client: aioredis.Redis, path: str = "pipelined", batch: int = 10,
                **kwargs: object) -> PointQueue:
-    return PointQueue(client, make_path(path, batch), **kwargs)  # type: ignore[arg-type]
+    return PointQueue(client, make_strategy(path, batch), **kwargs)  # type: ignore[arg-type]
 
 
 def decode(claim: Claim) -> list[Chunk]:

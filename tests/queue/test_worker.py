@@ -344,6 +344,6 @@ async def test_claims_grow_under_a_backlog_and_shrink_back_after(
     else:
         assert sizes[:4] == [10, 20, 40, 80]  # ×2 while claims come back full, ≤ ×8
         assert max(sizes) == 80 and sum(sizes) == 300
-    assert workers._claim_size[0] == service.deps.path.claim_points  # empty: back to 1×
+    assert workers._claim_size[0] == service.deps.strategy.claim_points  # empty: back to 1×
     await workers.folder.fold_once()
     assert_exact(clean, set(body["ids"]))

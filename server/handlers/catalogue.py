@@ -1,0 +1,235 @@
+"""The OpenAPI route catalogue: what each route of ``server/app.py`` does, in words.
+
+``PATHS`` says, for each route pattern of the route table, its OpenAPI path
+template and its operations: summary, tag, the least role, body, parameters,
+the success answers and any error status beyond those the builder derives
+(``handlers/openapi.py``).  Shapes are not written here: bodies and parameter
+bounds come from ``server/schemas.py``, which the validators read too, and the
+error codes from the handlers' error table (``handlers/errors.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from server import schemas
+from server.config import Settings
+from server.metrics import CONTENT_TYPE as METRICS_MEDIA_TYPE
+from server.schemas import ref
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One method of one path, as much as cannot be derived from the rest."""
+
+    operation_id: str
+    summary: str
+    tag: str
+    ok: dict[int, tuple[str, Any]]  # status -> (description, schema name or media map)
+    role: str | None = None  # None: public, no token
+    body: str | None = None  # a key of request_bodies(settings)
+    params: tuple[str, ...] = ()  # query and header parameters: keys of PARAMETERS
+    errors: tuple[int, ...] = ()  # statuses beyond the derived ones
+    error_schema: str = "Error"  # the shape of this operation's error object
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class PathItem:
+    """One OpenAPI path: its template and its operations by method."""
+
+    template: str
+    operations: dict[str, Operation] = field(default_factory=dict)
+
+
+# Each status's description; it names every code ERROR_CODES has for it (tested).
+ERROR_TEXT = {
+    400: "A body that does not parse, is not UTF-8 or is nested too deeply "
+         "(`malformed_json`, `malformed_csv`, `invalid_encoding`), or a path or query "
+         "that is not UTF-8 (`bad_request`).",
+    401: "Missing, malformed, unknown or revoked token (`unauthorized`).",
+    403: "The token's role is too low (`forbidden`).",
+    404: "No such resource, or no route (`not_found`).",
+    409: "A competition with this slug exists (`slug_taken`).",
+    413: "Body over the limit: refused from its Content-Length before it is read, or as "
+         "soon as a streamed body crosses it (`payload_too_large`).",
+    415: "Wrong Content-Type (`unsupported_media_type`).",
+    422: "Fields, query parameters or headers that fail validation, each named in "
+         "`details` (`invalid_fields`); nothing was accepted.  `data_rejected`: the "
+         "points passed validation but PostgreSQL refused them (a direct write while "
+         "Redis is down).",
+    429: "This token is over `RATE_LIMIT_PER_TOKEN` (`rate_limited`): retry after "
+         "`Retry-After` seconds.",
+    503: "A store cannot take the request now (`unavailable`), the queue is full "
+         "(`queue_full`), or Redis is down and a point names an unknown competition or "
+         "participant (`unknown_references`).  Retry after `Retry-After` seconds.",
+}
+
+# name -> (schema, example)
+PATH_PARAMETERS = {
+    "competition_id": (schemas.ID64, 1),
+    "participant_id": (schemas.ID64, 2),
+    "point_id": (schemas.POINT_ID, "judge-7"),
+}
+
+
+def _int_query(q: schemas.IntQuery, description: str) -> dict[str, Any]:
+    return {"name": q.name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "integer", "minimum": q.low, "maximum": q.high,
+                       "default": q.default}}
+
+
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "competitions_limit": _int_query(schemas.COMPETITIONS_LIMIT, "page size"),
+    "competitions_cursor": _int_query(schemas.COMPETITIONS_CURSOR,
+                                      "the previous page's `next_cursor`"),
+    "leaderboard_limit": _int_query(schemas.LEADERBOARD_LIMIT, "entries"),
+    "leaderboard_offset": _int_query(schemas.LEADERBOARD_OFFSET, "entries to skip"),
+    "dlq_limit": _int_query(schemas.DLQ_LIMIT, "entries"),
+    "dlq_cursor": _int_query(schemas.DLQ_CURSOR,
+                             "the previous page's `next_cursor` (an offset)"),
+    "ack": {"name": "ack", "in": "query", "required": False,
+            "description": "`committed`: wait (bounded by ACK_TIMEOUT_S) until the points "
+                           "are committed in PostgreSQL",
+            "schema": {"enum": list(schemas.ACK_MODES), "default": schemas.ACK_MODES[0]}},
+    "idempotency_key": {
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "description": "Makes server-assigned ids deterministic (scoped to the token): "
+                       "resending the same request with the same key never doubles a point.",
+        "schema": {"type": "string", "pattern": f"^{schemas.IDEMPOTENCY_KEY_PATTERN}$"}},
+}
+
+
+def request_bodies(settings: Settings) -> dict[str, dict[str, Any]]:
+    json_limit = f"At most {settings.json_body_max_bytes} bytes."
+
+    def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"required": True, "description": f"{description} {json_limit}".strip(),
+                "content": {JSON: {"schema": schema}}}
+
+    return {
+        "points": json_body(
+            {"anyOf": [ref("Point"), ref("PointBatch")]},
+            f"One point, or `{{\"points\": [...]}}` of up to {settings.points_max_batch} "
+            "(POINTS_MAX_BATCH).  All or nothing: any invalid point answers 422 and "
+            "nothing is enqueued."),
+        "bulk": {"required": True,
+                 "description": "Streamed, never held whole; at most "
+                                f"{settings.bulk_max_bytes} bytes (BULK_MAX_BYTES).  CSV: "
+                                "a header row naming the columns ("
+                                + ", ".join(schemas.POINT_FIELDS) + "), then one point a "
+                                "line.  NDJSON: one point object a line.  Invalid lines are "
+                                "rejected and reported; the others are accepted.",
+                 "content": {
+                     "text/csv": {"schema": {"type": "string"},
+                                  "example": "id,competition_id,participant_id,value\n"
+                                             "lap-1,1,2,8.5\nlap-2,1,3,7\n"},
+                     "application/x-ndjson": {"schema": {"type": "string"},
+                                              "example": _ndjson_example()}}},
+        "competition": json_body(ref("CompetitionCreate"), ""),
+        "participants": json_body(ref("ParticipantsCreate"),
+                                  "Idempotent on `external_ref`: a repeat returns the "
+                                  "existing participant unchanged."),
+        "dlq_selection": json_body(ref("DeadLetterSelection"),
+                                   "Given ids, or every entry."),
+    }
+
+
+def _ndjson_example() -> str:
+    return "".join(orjson.dumps(point).decode() + "\n" for point in schemas.POINT["examples"])
+
+
+READ, INGEST, ADMIN = "read", "ingest", "admin"
+
+PATHS: dict[str, PathItem] = {
+    r"/health": PathItem("/health", {"get": Operation(
+        "health", "Liveness, with no I/O", "operations",
+        {200: ("Alive", "Health"), 503: ("Draining: shutting down", "Health")})}),
+    r"/ready": PathItem("/ready", {"get": Operation(
+        "ready", "Readiness: bounded store probes, cached ~1 s", "operations",
+        {200: ("`ready`, `degraded` or `saturated`", "Ready"),
+         503: ("`unavailable`: neither store answers, or shutting down", "Ready")})}),
+    r"/metrics": PathItem("/metrics", {"get": Operation(
+        "metrics", "Prometheus metrics", "operations",
+        {200: ("Prometheus text exposition format",
+               {METRICS_MEDIA_TYPE: {"schema": {"type": "string"}}})})}),
+    r"/openapi\.json": PathItem("/openapi.json", {"get": Operation(
+        "openapi", "This document", "operations",
+        {200: ("OpenAPI 3.1", {JSON: {"schema": {"type": "object"}}})})}),
+    r"/v1/competitions": PathItem("/v1/competitions", {
+        "get": Operation("listCompetitions", "Competitions, oldest first (keyset pages)",
+                         "competitions", {200: ("A page", "CompetitionPage")}, role=READ,
+                         params=("competitions_limit", "competitions_cursor")),
+        "post": Operation("createCompetition", "Create a competition", "competitions",
+                          {201: ("Created", "Competition")}, role=INGEST,
+                          body="competition", errors=(409,)),
+    }),
+    r"/v1/competitions/([0-9]+)": PathItem("/v1/competitions/{competition_id}", {
+        "get": Operation("getCompetition", "One competition", "competitions",
+                         {200: ("The competition", "Competition")}, role=READ)}),
+    r"/v1/competitions/([0-9]+)/participants": PathItem(
+        "/v1/competitions/{competition_id}/participants", {"post": Operation(
+            "createParticipants", "Register participants", "competitions",
+            {201: ("Every participant of the request, in its order", "ParticipantsCreated")},
+            role=INGEST, body="participants")}),
+    r"/v1/competitions/([0-9]+)/leaderboard": PathItem(
+        "/v1/competitions/{competition_id}/leaderboard", {"get": Operation(
+            "getLeaderboard", "Standings, highest total first (ties share a rank); "
+                              "cached 1 s", "reads", {200: ("The leaderboard", "Leaderboard")},
+            role=READ, params=("leaderboard_limit", "leaderboard_offset"))}),
+    r"/v1/competitions/([0-9]+)/stats": PathItem(
+        "/v1/competitions/{competition_id}/stats", {"get": Operation(
+            "getStats", "A competition's figures; cached 30 s", "reads",
+            {200: ("The figures", "Stats")}, role=READ)}),
+    r"/v1/participants/([0-9]+)": PathItem("/v1/participants/{participant_id}", {"get": Operation(
+        "getParticipant", "A participant with its total; cached 60 s", "reads",
+        {200: ("The participant", "ParticipantStanding")}, role=READ)}),
+    r"/v1/points": PathItem("/v1/points", {"post": Operation(
+        "postPoints", "Accept points", "points",
+        {202: ("Accepted: in the queue (durable in Redis), or with `?ack=committed` not "
+               "committed within ACK_TIMEOUT_S (`committed: false`; queued, not lost)",
+               "PointsAccepted"),
+         201: ("Committed in PostgreSQL (`?ack=committed`)", "PointsAccepted")},
+        role=INGEST, body="points", params=("ack", "idempotency_key"),
+        error_schema="PointsError",
+        description="Errors after validation carry `ids`, `accepted_ids` and `unknown_ids`: "
+                    "resend the points not in `accepted_ids` with those ids, or the same "
+                    "request with the same Idempotency-Key.")}),
+    r"/v1/points/bulk": PathItem("/v1/points/bulk", {"post": Operation(
+        "postPointsBulk", "Stream an upload of points (CSV or NDJSON)", "points",
+        {202: ("Accepted lines enqueued; invalid lines counted, the first "
+               f"{schemas.MAX_REPORTED} described", "BulkAccepted")},
+        role=INGEST, body="bulk", params=("idempotency_key",), error_schema="BulkError",
+        description="Every error says how far the upload got (`accepted`, "
+                    "`accepted_through_line`, `unknown_through_line`).")}),
+    r"/v1/points/([^/]{1,64})": PathItem("/v1/points/{point_id}", {"get": Operation(
+        "getPoint", "A committed point", "points", {200: ("The point", "StoredPoint")},
+        role=READ)}),
+    r"/v1/admin/queue": PathItem("/v1/admin/queue", {"get": Operation(
+        "getQueue", "The queue's state, throughput and workers", "admin",
+        {200: ("The state", "QueueState")}, role=ADMIN)}),
+    r"/v1/admin/queue/pause": PathItem("/v1/admin/queue/pause", {"post": Operation(
+        "pauseQueue", "Stop claiming in every process (ingest goes on); no body",
+        "admin", {200: ("Paused", "Paused")}, role=ADMIN)}),
+    r"/v1/admin/queue/resume": PathItem("/v1/admin/queue/resume", {"post": Operation(
+        "resumeQueue", "Restart claiming; no body", "admin", {200: ("Resumed", "Paused")},
+        role=ADMIN)}),
+    r"/v1/admin/dlq": PathItem("/v1/admin/dlq", {
+        "get": Operation("listDeadLetters", "Dead letters, oldest failure first", "admin",
+                         {200: ("A page", "DeadLetterPage")}, role=ADMIN,
+                         params=("dlq_limit", "dlq_cursor")),
+        "delete": Operation("purgeDeadLetters", "Delete dead letters", "admin",
+                            {200: ("How many were deleted", "Purged")}, role=ADMIN,
+                            body="dlq_selection"),
+    }),
+    r"/v1/admin/dlq/requeue": PathItem("/v1/admin/dlq/requeue", {"post": Operation(
+        "requeueDeadLetters", "Send dead letters back to the queue, attempts reset", "admin",
+        {200: ("How many went back", "Requeued")}, role=ADMIN, body="dlq_selection")}),
+}
+
+

@@ -11,8 +11,8 @@ traceback, a restart counter grows, and the task is started again after an
 exponential backoff (so a task that crashes at once does not spin).  While a
 task is down, ``ok`` is False and ``/ready`` says so.
 
-Shutdown follows arq: the owners stop their loops (flags), the supervisor
-waits for the tasks (bounded), then cancels what is left.
+Shutdown follows arq: ``stop`` raises the ``StopSignal`` the loops watch (their
+pauses end at once), waits for the tasks (bounded), then cancels what is left.
 """
 
 from __future__ import annotations
@@ -28,6 +28,29 @@ from typing import Any
 from server import metrics
 
 log = logging.getLogger(__name__)
+
+
+class StopSignal:
+    """Raised by the supervisor's ``stop``: its loops end on it, and their pauses between
+    rounds are cut short (a loop that sleeps 0.25 s would otherwise hold every stop)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the stop comes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), seconds)
+
+    def _raise(self) -> None:
+        self._event.set()
+
+    def _lower(self) -> None:
+        self._event.clear()
 
 
 @dataclass
@@ -52,12 +75,12 @@ class Supervisor:
         self.healthy_after_s = healthy_after_s  # a run this long resets the backoff
         self.restarts_total = 0
         self._tasks: dict[str, _Supervised] = {}
-        self._stopping = asyncio.Event()  # also cuts a restart backoff short
+        self.stop_signal = StopSignal()  # also cuts a restart backoff short
 
     @property
     def stopping(self) -> bool:
-        """True from ``stop`` on (until a task is started again): loops end on it."""
-        return self._stopping.is_set()
+        """True from ``stop`` on (until a task is started again)."""
+        return self.stop_signal.requested
 
     def has(self, name: str) -> bool:
         """True while task ``name`` is supervised (running or waiting to restart)."""
@@ -68,7 +91,7 @@ class Supervisor:
         """Run ``factory()`` as task ``name``, restarting it whenever it raises."""
         if self.has(name):
             raise RuntimeError(f"task {name!r} is already running")
-        self._stopping.clear()
+        self.stop_signal._lower()
         metrics.TASK_RESTARTS.labels(metrics.task_kind(name))  # its series exists from 0
         entry = _Supervised(name, factory)
         entry.task = asyncio.create_task(self._keep(entry), name=name)
@@ -104,14 +127,13 @@ class Supervisor:
             entry.failures = 0
         delay = min(self.restart_max_s, self.restart_base_s * 2 ** min(entry.failures, 20))
         entry.failures += 1
-        if self._stopping.is_set():
+        if self.stopping:
             log.error("background task %s died while stopping", entry.name, exc_info=exc)
             return False
         log.error("background task %s died; restart %d in %.2fs", entry.name, entry.restarts,
                   delay, exc_info=exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
-        return not self._stopping.is_set()
+        await self.stop_signal.pause(delay)
+        return not self.stopping
 
     @property
     def ok(self) -> bool:
@@ -130,7 +152,7 @@ class Supervisor:
         Call after telling the loops to stop; a task that still runs at the
         deadline is cancelled and awaited.
         """
-        self._stopping.set()
+        self.stop_signal._raise()
         tasks = [e.task for e in self._tasks.values() if e.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=max(0.0, timeout_s))

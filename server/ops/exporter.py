@@ -27,7 +27,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ from server.queue.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from server.queue.redis_queue import PointQueue
 from server.redis_client import pool_usage as redis_pool_usage
 from server.storage.database import Database
+from server.supervisor import StopSignal
 
 SAMPLE_INTERVAL_S = 0.25  # pools and breakers; also bounds how long it delays a stop
 QUEUE_STATS_CACHE_S = 1.0
@@ -72,11 +73,11 @@ class Sampler:
         for breaker in self.breakers:
             BREAKER.labels(breaker.name).set(BREAKER_STATE[breaker.state])
 
-    async def run(self, stopping: Callable[[], bool]) -> None:
-        """``sample`` every ``SAMPLE_INTERVAL_S`` until ``stopping()`` (a supervised task)."""
-        while not stopping():
+    async def run(self, stop: StopSignal) -> None:
+        """``sample`` every ``SAMPLE_INTERVAL_S`` until ``stop`` (a supervised task)."""
+        while not stop.requested:
             self.sample()
-            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            await stop.pause(SAMPLE_INTERVAL_S)
 
 
 def _set_pool(store: str, pool: str, in_use: int, idle: int, waiting: int) -> None:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from server import metrics
+from server.supervisor import StopSignal
 
 INTERVAL_S = 0.005
 
@@ -36,9 +36,10 @@ class LoopMonitor:
             self._by_second.append((second, lag_s))
         metrics.LOOP_LAG.observe(lag_s)
 
-    async def run(self, stopping: Callable[[], bool]) -> None:
-        """Measure until ``stopping()`` (a supervised background task)."""
-        while not stopping():
+    async def run(self, stop: StopSignal) -> None:
+        """Measure until ``stop`` (a supervised background task).  A plain sleep, not
+        ``stop.pause``: the lateness of a bare timer is the measurement."""
+        while not stop.requested:
             start = time.perf_counter()
             await asyncio.sleep(INTERVAL_S)
             now = time.perf_counter()

@@ -165,7 +165,7 @@ class Workers:
     async def reclaim_forever(self) -> None:
         """Reclaim every ``RECLAIM_INTERVAL_S``; a Redis outage only pauses it."""
         failing = False
-        while not self.stopping:
+        while not (self.stopping or self.supervisor.stopping):
             try:
                 await self.reclaim_due()
                 failing = False
@@ -173,7 +173,7 @@ class Workers:
                 if not failing:
                     log.warning("reclaimer waits for Redis: %s", exc)
                 failing = True
-            await asyncio.sleep(RECLAIM_INTERVAL_S)
+            await self.supervisor.stop_signal.pause(RECLAIM_INTERVAL_S)
 
     async def drain(self) -> int:
         """Burst mode: claim and write until nothing is ready; return points committed.

@@ -128,7 +128,7 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         pool.start(count)
         for name, task in (("folder", folder.run), ("loop-monitor", loop_monitor.run),
                            ("metrics", sampler.run)):
-            supervisor.start(name, functools.partial(task, lambda: supervisor.stopping))
+            supervisor.start(name, functools.partial(task, supervisor.stop_signal))
         stack.push_async_callback(_stop_background, pool, supervisor, folder, deadline)
 
         # 4. What the handlers read, built whole.

@@ -13,13 +13,12 @@ Leaderboards therefore trail commits by about ``FOLD_INTERVAL_S``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from server.errors import StoreUnavailable
 from server.storage.database import Database
+from server.supervisor import StopSignal
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +75,11 @@ class StandingsFolder:
             if folded < FOLD_LIMIT:
                 return total
 
-    async def run(self, stopping: Callable[[], bool]) -> None:
-        """Fold until ``stopping()``; a PostgreSQL outage only slows it down (the log
-        waits safely); any other error ends the task for its supervisor to see."""
+    async def run(self, stop: StopSignal) -> None:
+        """Fold until ``stop``; a PostgreSQL outage only slows it down (the log waits
+        safely); any other error ends the task for its supervisor to see."""
         failing = False
-        while not stopping():
+        while not stop.requested:
             try:
                 await self.fold_once()
                 failing = False
@@ -88,4 +87,4 @@ class StandingsFolder:
                 if not failing:  # once per outage, not five times a second
                     log.warning("standings fold waits for PostgreSQL: %s", exc)
                 failing = True
-            await asyncio.sleep(FAILING_INTERVAL_S if failing else FOLD_INTERVAL_S)
+            await stop.pause(FAILING_INTERVAL_S if failing else FOLD_INTERVAL_S)

@@ -1,14 +1,21 @@
-"""A server under test: ``run.py serve`` on fresh embedded stores, or one already running.
+"""A server under test: ``run.py serve`` in a subprocess, started, read and stopped by pid.
 
 The harness never imports the server's internals to run it: it starts the same
-command a user runs, in a subprocess with a private data directory and a free
-port, and stops it (SIGTERM, by pid), which also stops the embedded stores it
-started.  Server-side figures come from its HTTP API and its PostgreSQL.
+command a user runs.  ``ServeProcess`` is the one launcher, shared by the
+harness and the test suite: it asks for port 0 (the kernel's choice, so it can
+never race the embedded stores for a "free" port) and reads the port from the
+``listening on`` line; it keeps reading the output so that the pipe never fills
+and blocks the server.  ``ManagedServer`` is the harness's: a fresh data
+directory of its own, removed when it stops (SIGTERM, which also stops the
+embedded stores it started).  Server-side figures come from its HTTP API and
+its PostgreSQL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,71 +28,89 @@ from pathlib import Path
 import orjson
 import psutil
 
-from server.embedded import free_port
-
 ROOT = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"^listening on http://[^:]+:(\d+) ")
 
 
 class ServerError(RuntimeError):
     pass
 
 
-class ManagedServer:
-    """``run.py serve --ingest-path PATH`` on embedded stores in a temporary directory."""
+class ServeProcess:
+    """``run.py serve --data-dir DATA_DIR --port 0 ARGS...`` until it says it listens.
 
-    def __init__(self, path: str, extra_env: dict[str, str] | None = None) -> None:
-        self.path = path
-        self.data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{path}-"))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log: list[str] = []
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-        env.update({"LOG_FORMAT": "text", "LOG_LEVEL": "WARNING", **(extra_env or {})})
+    ``env`` is added to this process's environment, without ``DATABASE_URL`` and
+    ``REDIS_URL`` (a server under test starts its own embedded stores).
+    """
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
+                 start_timeout_s: float = 120, keep_lines: int = 1000) -> None:
+        self.data_dir = Path(data_dir)
+        self.keep_lines = keep_lines
+        self.output: list[str] = []
+        environment = {k: v for k, v in os.environ.items()
+                       if k not in ("DATABASE_URL", "REDIS_URL")}
+        environment.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "run.py", "serve", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--ingest-path", path],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
+             "--port", "0", *args],
+            cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        self.port = self._wait_listening(start_timeout_s)
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _wait_listening(self, timeout_s: float) -> int:
         assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 break
-            self.log.append(line)
-            if line.startswith("listening on"):
-                break
-        else:
-            line = ""
-        if not line.startswith("listening on"):
-            self.stop()
-            raise ServerError("server did not start:\n" + "".join(self.log[-30:]))
-        # Keep reading its output so the pipe never fills and blocks the server.
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.token = (self.data_dir / "admin-token").read_text().strip()
+            self.output.append(line)
+            match = _LISTENING.match(line)
+            if match:
+                return int(match[1])
+        self.kill()
+        raise ServerError("server did not start:\n" + "".join(self.output[-30:]))
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
-            del self.log[:-200]
+        with contextlib.suppress(ValueError, OSError):  # closed by kill()
+            for line in self.proc.stdout:
+                self.output.append(line)
+                del self.output[:-self.keep_lines]
+
+    @property
+    def admin_token(self) -> str:
+        """The admin token the first start of this data directory stored."""
+        return (self.data_dir / "admin-token").read_text().strip()
 
     @property
     def database_url(self) -> str:
         lines = (self.data_dir / "postgres" / "postmaster.pid").read_text().splitlines()
         return f"postgresql://postgres@127.0.0.1:{lines[3]}/postgres"
 
+    def forks(self) -> list[psutil.Process]:
+        """The serving processes ``--processes N`` forked (not the stores it started)."""
+        try:
+            parent = psutil.Process(self.proc.pid)
+            return [c for c in parent.children() if c.cmdline() == parent.cmdline()]
+        except psutil.Error:
+            return []
+
     def rss_bytes(self) -> int:
         try:
-            return psutil.Process(self.proc.pid).memory_info().rss
+            return int(psutil.Process(self.proc.pid).memory_info().rss)
         except psutil.Error:
             return 0
 
     def peak_rss_bytes(self) -> int:
         """The most RSS the server process has held (Linux ``VmHWM``), else its RSS now.
 
-        The sampler reads RSS once a second and can miss a spike between reads
-        (a million-line upload can come and go in seconds); the kernel's
-        high-water mark cannot.
+        A sampler reads RSS once a second and can miss a spike between reads (a
+        million-line upload can come and go in seconds); the kernel's high-water
+        mark cannot.
         """
         try:
             for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -95,15 +120,55 @@ class ManagedServer:
             pass
         return self.rss_bytes()
 
-    def stop(self) -> int | None:
-        code = None
+    def terminate(self, timeout_s: float = 60) -> int:
+        """SIGTERM (a graceful stop); its exit code, or SIGKILL and an error past
+        ``timeout_s``."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ServerError(f"serve did not stop within {timeout_s:g}s of SIGTERM") from None
+
+    def kill(self) -> None:
+        """SIGKILL, forks first (a fork outliving its parent would hold the output pipe
+        and the port forever); then the output pipe is closed."""
+        if self.proc.poll() is None:
+            for fork in self.forks():
+                with contextlib.suppress(psutil.Error):
+                    fork.kill()
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+class ManagedServer(ServeProcess):
+    """``run.py serve --ingest-path PATH`` on embedded stores in a temporary directory."""
+
+    def __init__(self, path: str, extra_env: dict[str, str] | None = None) -> None:
+        self.path = path
+        data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{path}-"))
+        try:
+            super().__init__(data_dir, "--ingest-path", path, keep_lines=200,
+                             env={"LOG_FORMAT": "text", "LOG_LEVEL": "WARNING",
+                                  **(extra_env or {})})
+        except BaseException:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            raise
+        self.token = self.admin_token
+
+    def stop(self) -> int | None:
+        """SIGTERM (the embedded stores stop with it), then the data directory goes."""
+        code = None
+        if self.proc.poll() is None:
             try:
-                code = self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                code = self.proc.wait(10)
+                code = self.terminate(60)
+            except ServerError:
+                code = None
+        else:
+            code = self.proc.returncode
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -26,7 +26,7 @@ from server.redis_client import redis_client
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import Stores
 from server.storage import reads
-from tests.conftest import TOKENS, Api, make_settings, seed
+from tests.support import TOKENS, Api, make_settings, seed
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import redis
 from server.config import SENTRY_MISSING, ConfigError, Settings, describe_settings, load_settings
 from server.embedded import EmbeddedStores, free_port
 from server.runtime.cli import main
-from tests.conftest import Stores, sql
+from tests.support import Stores, sql
 
 
 def problems(env: dict[str, str]) -> list[str]:

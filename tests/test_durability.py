@@ -13,7 +13,7 @@ import redis
 from server.config import Settings
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import StartupError, Stores, check_durability, stores_ready
-from tests.conftest import TOKENS, Api, assert_exact, batch, make_settings, seed, serving, sql
+from tests.support import TOKENS, Api, assert_exact, batch, make_settings, seed, serving, sql
 
 
 def redis_config(url: str, *names: str) -> dict[str, str]:

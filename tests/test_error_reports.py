@@ -20,7 +20,7 @@ from server.config import Settings
 from server.handlers.base import BaseHandler
 from server.ops import error_reports
 from server.runtime.lifecycle import Service
-from tests.conftest import Api, make_settings
+from tests.support import Api, make_settings
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from server.access.auth import hash_token
 from server.points import KeyedIds
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
-from tests.conftest import (
+from tests.support import (
     TOKENS,
     Api,
     assert_exact,
@@ -30,7 +30,7 @@ from tests.conftest import (
     seed,
     serving,
 )
-from tests.conftest import sql as run_sql
+from tests.support import sql as run_sql
 from tests.proxy import BlackHoleProxy
 
 

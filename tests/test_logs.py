@@ -20,7 +20,7 @@ from server.embedded import free_port
 from server.errors import StoreUnavailable
 from server.handlers.base import BaseHandler
 from server.ops.logs import JsonFormatter, TextFormatter, configure_logging, request_id_from
-from tests.conftest import Api, make_settings
+from tests.support import Api, make_settings
 from tests.test_serve import Server
 
 log = logging.getLogger("tests.logs")

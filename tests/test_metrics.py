@@ -29,7 +29,7 @@ from server.ops.metrics_dir import PREFIX
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
 from server.supervisor import Supervisor
-from tests.conftest import Api, batch, make_settings, seed
+from tests.support import Api, batch, make_settings, seed
 from tests.test_serve import Server, _send, _setup, call
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ from server.handlers.base import BodyHandler
 from server.points import now_us, parse_rfc3339, validate_point
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
-from tests.conftest import TOKENS, Api, make_settings
+from tests.support import TOKENS, Api, make_settings
 from tests.test_api_conformance import CONFORMANCE_CHECKS
 
 METHODS = ("get", "post", "put", "patch", "delete")

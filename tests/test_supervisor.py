@@ -10,7 +10,7 @@ import pytest
 from server.queue import keys
 from server.runtime.lifecycle import Service
 from server.supervisor import Supervisor
-from tests.conftest import Api
+from tests.support import Api
 
 
 async def test_a_task_that_raises_is_logged_once_counted_and_restarted(

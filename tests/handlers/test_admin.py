@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from server.runtime.lifecycle import Service
-from tests.conftest import Api, Stores, make_settings, seed, sql
+from tests.support import Api, Stores, make_settings, seed, sql
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Api
+from tests.support import Api
 
 # (method, path, body, minimum role); None = public.
 ENDPOINTS = [

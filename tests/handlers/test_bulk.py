@@ -11,7 +11,7 @@ import pytest
 from server.access.auth import hash_token
 from server.points import KeyedIds
 from server.runtime.lifecycle import Service
-from tests.conftest import TOKENS, Api, Stores, assert_exact, seed, sql
+from tests.support import TOKENS, Api, Stores, assert_exact, seed, sql
 
 
 async def test_csv_upload_accepts_valid_lines_and_reports_bad_ones(

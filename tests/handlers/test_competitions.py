@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.runtime.lifecycle import Service
-from tests.conftest import Api, seed
+from tests.support import Api, seed
 
 
 async def test_create_competition_returns_the_row(api: Api) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import http.client
 
 from server.runtime.lifecycle import Service
-from tests.conftest import TOKENS, Api, seed
+from tests.support import TOKENS, Api, seed
 
 
 def _exchange(port: int, requests: list[tuple[str, str, bytes, dict[str, str]]]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from tests.conftest import Api
+from tests.support import Api
 
 
 async def test_health_answers_ok_without_auth(api: Api) -> None:

@@ -10,7 +10,7 @@ import tornado.httpclient
 
 from server.ingest import commit_watch
 from server.runtime.lifecycle import Service
-from tests.conftest import Api, Stores, assert_exact, make_settings, seed, sql
+from tests.support import Api, Stores, assert_exact, make_settings, seed, sql
 
 
 async def queued(service: Service) -> int:

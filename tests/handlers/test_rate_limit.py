@@ -25,7 +25,7 @@ from server.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from server.queue.keys import RATE_LIMIT_PREFIX
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
-from tests.conftest import TOKENS, Api, make_settings
+from tests.support import TOKENS, Api, make_settings
 from tests.test_serve import Server
 
 LIMIT = 1.0  # requests/s per token: a burst of 2 passes at once, then one a second

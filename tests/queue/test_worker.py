@@ -15,7 +15,7 @@ from server.queue import keys
 from server.queue.breaker import CLOSED, OPEN
 from server.queue.chunks import Chunk
 from server.runtime.lifecycle import Service
-from tests.conftest import Api, Stores, assert_exact, batch, make_settings, seed, sql
+from tests.support import Api, Stores, assert_exact, batch, make_settings, seed, sql
 from tests.test_supervisor import plant_chunk
 
 

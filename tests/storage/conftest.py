@@ -9,7 +9,7 @@ import tornado.ioloop
 
 from server.storage import catalog
 from server.storage.database import Database, open_database
-from tests.conftest import Stores, make_settings
+from tests.support import Stores, make_settings
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from server.points import now_us
 from server.storage import points as sql
 from server.storage.database import Database
 from server.storage.standings import StandingsFolder, fold_standings
-from tests.conftest import Stores
-from tests.conftest import sql as run_sql
+from tests.support import Stores
+from tests.support import sql as run_sql
 from tests.storage.conftest import register
 
 

@@ -42,6 +42,9 @@ import psutil
 STORES = ("server", "postgres", "redis")
 MIN_CORES_SPAN_S = 0.5
 
+# One ``CpuClocks.read()``: each process's (pid, CPU seconds), None where unread.
+CpuReading = dict[str, tuple[int | None, float | None]]
+
 
 def _pid(path: Path) -> int | None:
     """The pid on a pid file's first line, or None when there is none (yet)."""
@@ -121,7 +124,7 @@ class CpuClocks:
                 "postgres": _pid(self.data_dir / "postgres" / "postmaster.pid"),
                 "redis": _pid(self.data_dir / "redis" / "redis.pid")}
 
-    def read(self) -> dict[str, tuple[int | None, float | None]]:
+    def read(self) -> CpuReading:
         """Each process's (pid, CPU seconds), and the server's (pid, seconds waited for
         a CPU) as ``server_wait``; a delta across a changed pid is meaningless."""
         pids = self.pids()
@@ -132,7 +135,7 @@ class CpuClocks:
         return clocks
 
 
-def cpu_delta(before: dict[str, Any] | None, after: dict[str, Any] | None
+def cpu_delta(before: CpuReading | None, after: CpuReading | None
               ) -> dict[str, float | None] | None:
     """CPU seconds spent (and ``server_wait``: waited) between two ``CpuClocks.read()``s;
     None when not measured."""
@@ -143,8 +146,8 @@ def cpu_delta(before: dict[str, Any] | None, after: dict[str, Any] | None
         if name not in before or name not in after:
             continue
         (pid0, s0), (pid1, s1) = before[name], after[name]
-        ok = pid0 == pid1 and s0 is not None and s1 is not None
-        out[name] = round(s1 - s0, 4) if ok else None  # type: ignore[operator]
+        out[name] = (round(s1 - s0, 4) if pid0 == pid1 and s0 is not None and s1 is not None
+                     else None)
     return out
 
 
@@ -180,7 +183,7 @@ def _per(cpu: dict[str, float | None] | None, count: int) -> dict[str, float | N
     """CPU µs per unit of ``count``; None without CPU figures or a count."""
     if cpu is None or not count:
         return None
-    return {name: round(cpu[name] * 1e6 / count, 2) if cpu.get(name) is not None else None
+    return {name: None if (seconds := cpu.get(name)) is None else round(seconds * 1e6 / count, 2)
             for name in STORES}
 
 

@@ -10,6 +10,7 @@ all a load test needs.  Measured against ``wrk`` in the README.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 REQUEST_TIMEOUT_S = 120.0  # a request unanswered this long is a failure (599)
@@ -35,7 +36,9 @@ class _Protocol(asyncio.Protocol):
         self.writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A TCP connection's transport writes, but is typed BaseTransport; uvloop's is no
+        # asyncio.Transport subclass, so an isinstance check would refuse it.
+        self.transport = transport  # type: ignore[assignment]  # TCP's: writable
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -108,7 +111,7 @@ class Connection:
             self.close()
         return status, body
 
-    async def stream(self, head: bytes, pieces: list[bytes] | object) -> tuple[int, bytes]:
+    async def stream(self, head: bytes, pieces: Iterable[bytes]) -> tuple[int, bytes]:
         """Send ``head`` then each piece (chunked encoding), awaiting the response."""
         if self.proto is None or self.proto.closed:
             loop = asyncio.get_running_loop()
@@ -117,7 +120,7 @@ class Connection:
         proto.waiter = asyncio.get_running_loop().create_future()
         assert proto.transport is not None
         proto.transport.write(head)
-        for piece in pieces:  # type: ignore[attr-defined]
+        for piece in pieces:
             if proto.waiter.done():
                 break  # the server answered early (e.g. 413)
             proto.transport.write(b"%x\r\n%s\r\n" % (len(piece), piece))

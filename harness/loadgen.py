@@ -55,6 +55,7 @@ def _rate_pieces(executor: ConstantRate | RampingRate) -> list[tuple[float, floa
     """(duration_s, rate at start, rate at end) for each leg of the schedule."""
     match executor:
         case ConstantRate(rate=rate, duration_s=duration_s):
+            assert rate is not None  # run_phase refuses a rate never resolved
             return [(duration_s, rate, rate)]
         case RampingRate(start_rate=rate, stages=stages):
             pieces = []

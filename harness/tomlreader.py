@@ -22,7 +22,7 @@ class TableReader:
         self.table = table
         self.used: set[str] = set()
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, *,
+    def get(self, key: str, kind: type[Any] | tuple[type[Any], ...], default: Any = None, *,
             required: bool = False, low: float | None = None, high: float | None = None,
             choices: tuple[str, ...] | None = None) -> Any:
         """The value of ``key``, or ``default`` (after noting the problem) when it is bad."""

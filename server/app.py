@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import tornado.web
 
 from server.deps import Deps
@@ -22,7 +24,7 @@ def request_finished(handler: tornado.web.RequestHandler) -> None:
 def make_app(deps: Deps) -> tornado.web.Application:
     """The route table over ``deps``; every route also needs its entry in the OpenAPI
     catalogue (``handlers/catalogue.py``), which names its template."""
-    d = {"deps": deps}
+    d: dict[str, Any] = {"deps": deps}  # each handler's initialize() arguments
     routes = [
         (r"/health", health.HealthHandler, d),
         (r"/ready", health.ReadyHandler, d),

@@ -36,7 +36,7 @@ import contextlib
 import contextvars
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -65,7 +65,8 @@ class ReadCache:
         full_key = CACHE_PREFIX + key
         try:
             with translated_errors():
-                cached = await self.redis.get(full_key)
+                # Our clients never decode replies (redis-py types them bytes | str).
+                cached = cast(bytes | None, await self.redis.get(full_key))
             redis_ok = True
         except ServiceError:  # Redis away or busy: this process's map, or compute
             cached, redis_ok = None, False

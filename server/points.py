@@ -24,13 +24,19 @@ import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from server import schemas
 from server.errors import InvalidInput
 
 # A point's fields by position; a ``Point`` as the tuple type.
-ID, COMPETITION_ID, PARTICIPANT_ID, VALUE, RECORDED_US, RECEIVED_US = range(6)
+# Final, so that the type checker reads ``point[ID]`` as the id's type, not any field's.
+ID: Final = 0
+COMPETITION_ID: Final = 1
+PARTICIPANT_ID: Final = 2
+VALUE: Final = 3
+RECORDED_US: Final = 4
+RECEIVED_US: Final = 5
 Point = tuple[str, int, int, float, int, int]
 # Validated, before it has an id (None when the client sent none).
 PartialPoint = tuple[str | None, int, int, float, int, int]
@@ -233,12 +239,13 @@ def _validate_fully(obj: Any, where: dict[str, Any], received_us: int,
         value, msg = _value(obj["value"])
         if msg:
             errors.append(_problem(where, "value", msg))
-    recorded_us = received_us
+    recorded_us: int | None = received_us
     if obj.get("recorded_at") is not None:
         recorded_us, msg = parse_timestamp_us(obj["recorded_at"], received_us)
         if msg:
             errors.append(_problem(where, "recorded_at", msg))
-    if len(errors) > before:
+    # value and recorded_us are None only where a problem was recorded.
+    if len(errors) > before or value is None or recorded_us is None:
         return None
     return (point_id, obj["competition_id"], obj["participant_id"], value, recorded_us,
             received_us)
@@ -272,11 +279,12 @@ def with_ids(partial: list[PartialPoint], positions: list[int] | None = None,
     each point's position (``positions``, default 0, 1, …), else fresh sortable ids."""
     if keyed is not None:
         where = positions if positions is not None else range(len(partial))
-        return [p if p[ID] is not None else (keyed(n), *p[1:])  # type: ignore[misc]
+        # mypy narrows no tuple by one item; rebuilding every tuple would cost the hot path.
+        return [p if p[ID] is not None else (keyed(n), *p[1:])  # type: ignore[misc]  # has id
                 for p, n in zip(partial, where)]
     missing = sum(1 for p in partial if p[ID] is None)
     fresh = iter(new_ids(missing)) if missing else iter(())
-    return [p if p[ID] is not None else (next(fresh), *p[1:])  # type: ignore[misc]
+    return [p if p[ID] is not None else (next(fresh), *p[1:])  # type: ignore[misc]  # has id
             for p in partial]
 
 

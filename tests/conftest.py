@@ -32,9 +32,21 @@ TABLES = "points, standing_deltas, standings, participants, competitions, api_to
 
 
 @pytest.fixture(scope="session")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
-    """The session's stores: started and migrated the way ``serve`` does it."""
-    with stores_ready(Settings(data_dir=tmp_path_factory.mktemp("stores"))) as ready:
+def stores(tmp_path_factory: pytest.TempPathFactory, pg_template: Path) -> Iterator[Stores]:
+    """The session's stores: started the way ``serve`` does it, on a template copy, but
+    without waiting for the disk on every write (Redis fsyncs once a second, PostgreSQL
+    commits without waiting for its WAL flush).  Nothing here survives a crash of the
+    host, which no test stages; what is durable by default is tested on stores of
+    the tests' own (``test_durability.py``, ``test_serve.py``)."""
+    data_dir = tmp_path_factory.mktemp("stores")
+    copy_cluster(pg_template, data_dir)
+    with stores_ready(Settings(data_dir=data_dir, queue_fsync="everysec")) as ready:
+        conn = psycopg2.connect(ready.database_url)
+        conn.autocommit = True  # ALTER SYSTEM runs outside a transaction
+        with conn.cursor() as cur:
+            cur.execute("ALTER SYSTEM SET synchronous_commit = off")
+            cur.execute("SELECT pg_reload_conf()")
+        conn.close()
         yield ready
 
 

@@ -9,13 +9,19 @@ module imports another.
   never a sync point.
 * **Stores.**  ``sql`` runs one query for exact counts; ``locked`` holds tables
   in ACCESS EXCLUSIVE mode from a connection of its own (a slow or stuck
-  PostgreSQL, on demand); ``assert_exact`` is the exactly-once check, per
+  PostgreSQL, on demand) and ``lock_waiters`` counts the sessions it holds up,
+  ``running`` shows their statements (parameters inline);
+  ``register`` writes a competition straight through a ``Database`` (storage
+  tests); ``assert_exact`` is the exactly-once check, per
   participant; ``copy_cluster`` gives a test a PostgreSQL cluster copied from the
   session's template (``initdb`` and migrations once per session).
 * **The service.**  ``Api`` (a small JSON client), ``seed``, ``batch``,
-  ``drained``; ``serve`` starts ``run.py serve`` with the harness's launcher
-  (``harness.server.ServeProcess``) on a data directory holding a template copy,
-  with short leases.
+  ``drained``, ``assert_settled_cleanly`` (nothing retried or dead-lettered),
+  ``plant_chunk`` (a chunk no producer of ours writes); ``serve``
+  starts ``run.py serve`` with the harness's launcher (``harness.server.ServeProcess``)
+  on a data directory holding a template copy, with short leases; ``served`` is
+  ``serve`` for a block (killed and its stores stopped after it), ``call`` one
+  JSON call to it, ``setup_competition`` and ``send`` its competition and points.
 """
 
 from __future__ import annotations
@@ -38,8 +44,12 @@ import tornado.httpclient
 
 from harness.server import ROOT, ServeProcess
 from server.config import INGEST_PATHS, Settings
+from server.embedded import EmbeddedPostgres, EmbeddedRedis
+from server.queue import keys
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
+from server.storage import catalog
+from server.storage.database import Database
 
 T = TypeVar("T")
 
@@ -118,6 +128,33 @@ def locked(stores: Stores | str, *tables: str) -> Iterator[None]:
     finally:
         conn.rollback()
         conn.close()
+
+
+def lock_waiters(stores: Stores | str) -> int:
+    """How many sessions wait for a lock now (a statement held up by ``locked``, say):
+    the sync point for "the write has reached PostgreSQL and waits there"."""
+    return sql(stores, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+               )[0][0]
+
+
+def running(stores: Stores | str, text: str) -> list[str]:
+    """The statements PostgreSQL is running now whose text holds ``text`` (those a
+    ``locked`` table holds up, say).  psycopg2 sends parameters inline, so the text
+    shows them: which ids a poll asks about, which competition a read is for."""
+    return [query for (query,) in sql(
+        stores, "SELECT query FROM pg_stat_activity WHERE state = 'active' "
+                "AND pid <> pg_backend_pid() AND strpos(query, %s) > 0", text)]
+
+
+async def register(db: Database, participants: int = 3, slug: str = "cup"
+                   ) -> tuple[int, list[int]]:
+    """A competition with ``participants`` participants, written through ``db`` (storage
+    tests, which have no API); (competition id, their ids)."""
+    async with db.transaction() as cur:
+        comp = await catalog.create_competition(cur, slug, slug.title(), None, None)
+        rows = await catalog.upsert_participants(
+            cur, comp["id"], [(f"p{i}", f"Player {i}") for i in range(participants)])
+    return comp["id"], [row["id"] for row in rows]
 
 
 def assert_exact(stores: Stores | str, accepted: set[str]) -> None:
@@ -233,6 +270,14 @@ def batch(cid: int, parts: list[int], tag: str, n: int = 100) -> dict:
                        for i in range(n)]}
 
 
+async def assert_settled_cleanly(service: Service) -> None:
+    """Nothing was retried, waits to be, or went to the dead letters: a resent copy of a
+    committed point must settle like any other (its insert takes nothing)."""
+    stats = await service.deps.queue.stats()
+    assert (stats["retry_scheduled"], stats["dead"], stats["totals"]["retried"],
+            stats["totals"]["dead_lettered"]) == (0, 0, 0, 0), stats
+
+
 async def drained(service: Service, expected: int, stores: Stores, timeout_s: float = 60
                   ) -> None:
     """Wait (bounded) until the queue is empty, ``expected`` points are committed and
@@ -256,6 +301,15 @@ async def drained(service: Service, expected: int, stores: Stores, timeout_s: fl
     except AssertionError as exc:
         raise AssertionError(f"{exc}; (committed, depth, inflight, unfolded) = "
                              f"{await state()}") from None
+
+
+async def plant_chunk(service: Service, payload: bytes,
+                      chunk_id: str = "00000000000000000000000000000000-1") -> None:
+    """Put a chunk in the queue as a buggy (or older) producer might have."""
+    redis = service.deps.redis
+    await redis.hset(keys.ITEMS, chunk_id, payload)
+    await redis.rpush(keys.READY, chunk_id)
+    await redis.hincrby(keys.STATS, "ready", 1)
 
 
 # --- run.py serve ---------------------------------------------------------------
@@ -283,3 +337,57 @@ def call(url: str, method: str, path: str, token: str | None, body: object = Non
             return response.status, orjson.loads(response.read() or b"null")
     except urllib.error.HTTPError as err:
         return err.code, orjson.loads(err.read() or b"null")
+
+
+@contextlib.contextmanager
+def served(data_dir: Path, *args: str, env: dict[str, str] | None = None
+           ) -> Iterator[ServeProcess]:
+    """``serve(...)`` for the block; then, whatever happened, it is killed (forks
+    first) and the stores it started on ``data_dir`` are stopped, by their pids (a
+    killed ``serve`` leaves them running; after a clean stop they are gone already)."""
+    server = serve(data_dir, *args, env=env)
+    try:
+        yield server
+    finally:
+        server.kill()
+        EmbeddedRedis(data_dir).stop(even_if_reused=True)
+        EmbeddedPostgres(data_dir).stop(even_if_reused=True)
+
+
+def setup_competition(url: str, token: str) -> tuple[int, list[int]]:
+    """One competition with five participants on a ``serve`` subprocess; their ids."""
+    status, comp = call(url, "POST", "/v1/competitions", token, {"slug": "k", "name": "K"})
+    assert status == 201, comp
+    status, body = call(url, "POST", f"/v1/competitions/{comp['id']}/participants", token,
+                        {"participants": [{"external_ref": str(i), "display_name": str(i)}
+                                          for i in range(5)]})
+    assert status == 201, body
+    return comp["id"], [p["id"] for p in body["participants"]]
+
+
+def send(url: str, token: str, cid: int, parts: list[int], tag: str, batches: int
+         ) -> set[str]:
+    """``batches`` requests of 300 points (ids ``tag-batch-i``) to a ``serve``
+    subprocess, each on a new connection; the ids accepted."""
+    accepted: set[str] = set()
+    for number in range(batches):
+        points = [{"id": f"{tag}-{number}-{i}", "competition_id": cid,
+                   "participant_id": parts[i % 5], "value": 1} for i in range(300)]
+        status, body = call(url, "POST", "/v1/points", token, {"points": points})
+        assert status == 202, body
+        accepted.update(body["ids"])
+    return accepted
+
+
+def conformance_checks() -> list[Any]:
+    """schemathesis's checks that an answer is the one the document describes: status,
+    content type, body, headers (imported here, on use: schemathesis is slow to import)."""
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    return [status_code_conformance, content_type_conformance, response_schema_conformance,
+            response_headers_conformance]

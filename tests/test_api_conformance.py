@@ -22,31 +22,21 @@ requests, ~10 s on the 2-core machine.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
-from server.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from tests.test_serve import ROOT, Server, call
+from server.embedded import EmbeddedPostgres, EmbeddedRedis
+from tests.support import ROOT, call, conformance_checks, serve, until_sync
 
-# The answer is the one the document describes: status, content type, body, headers.
-CONFORMANCE_CHECKS = [status_code_conformance, content_type_conformance,
-                      response_schema_conformance, response_headers_conformance]
-# …and, with both stores up, never a 5xx (not even a documented 503).
-CHECKS = [not_a_server_error, *CONFORMANCE_CHECKS]
+# The answer is the one the document describes, and, with both stores up, never a
+# 5xx (not even a documented 503).
+CHECKS = [not_a_server_error, *conformance_checks()]
 MAX_EXAMPLES = 15  # generated requests per operation and phase
 RUN_TIMEOUT_S = 180  # ~10 s expected; a hang is a failure, not a stuck suite
 
@@ -82,49 +72,44 @@ phases.examples.enabled = false
 """
 
 
-def _seed(port: int, token: str) -> None:
+def _seed(url: str, token: str) -> None:
     """Competition 1 with participants 1..3, committed points (``judge-7`` among
     them) and one dead letter, as the document's examples expect."""
-    status, comp = call(port, "POST", "/v1/competitions", token,
+    status, comp = call(url, "POST", "/v1/competitions", token,
                         {"slug": "cup", "name": "The Cup"})
     assert (status, comp["id"]) == (201, 1), comp
-    status, _ = call(port, "POST", "/v1/competitions/1/participants", token,
+    status, _ = call(url, "POST", "/v1/competitions/1/participants", token,
                      {"participants": [{"external_ref": f"p{i}", "display_name": f"Player {i}"}
                                        for i in range(3)]})
     assert status == 201
     points = [{"id": "judge-7", "competition_id": 1, "participant_id": 2, "value": 8.5},
               {"id": "lap-1", "competition_id": 1, "participant_id": 1, "value": 3},
               {"id": "ghost", "competition_id": 1, "participant_id": 999, "value": 1}]
-    status, _ = call(port, "POST", "/v1/points", token, {"points": points})
+    status, _ = call(url, "POST", "/v1/points", token, {"points": points})
     assert status == 202
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # a wait, not an assertion on time
-        _, queue = call(port, "GET", "/v1/admin/queue", token)
-        if queue["dead"] >= 1 and queue["depth"] == 0 and queue["inflight"] == 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"seed points not settled: {queue}")
+
+    def settled() -> bool:
+        _, queue = call(url, "GET", "/v1/admin/queue", token)
+        return queue["dead"] >= 1 and queue["depth"] == 0 and queue["inflight"] == 0
+
+    until_sync(settled, "the seed points committed or dead-lettered", timeout_s=60)
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def live(serve_dir: Path) -> Iterator[tuple[str, str]]:
     """(base URL, admin token) of a ``run.py serve`` on its own stores."""
-    data_dir = tmp_path / "data"
-    pg, rd = EmbeddedPostgres(data_dir), EmbeddedRedis(data_dir)
-    port = free_port()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("QUEUE_MAX_ATTEMPTS", "1")  # an unknown reference is dead at once
+    pg, rd = EmbeddedPostgres(serve_dir), EmbeddedRedis(serve_dir)
+    server = serve(serve_dir, env={
+        "QUEUE_MAX_ATTEMPTS": "1",  # an unknown reference is dead at once
         # Generated points mostly name unknown references and never commit: each
         # ?ack=committed case would otherwise wait the default 5 s for nothing.
-        env.setenv("ACK_TIMEOUT_S", "0.5")
-        env.setenv("ACCESS_LOG", "false")  # ~900 lines nobody reads
-        server = Server(data_dir, port)
+        "ACK_TIMEOUT_S": "0.5",
+        "ACCESS_LOG": "false"})  # ~900 lines nobody reads
     try:
-        token = (data_dir / "admin-token").read_text().strip()
-        _seed(port, token)
-        yield f"http://127.0.0.1:{port}", token
-        server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(60) == 0, "".join(server.output)
+        token = server.admin_token
+        _seed(server.url, token)
+        yield server.url, token
+        assert server.terminate(60) == 0, "".join(server.output)
     finally:
         server.kill()
         rd.stop(even_if_reused=True)  # the stores this fixture caused, by their pids
@@ -135,7 +120,7 @@ def live(tmp_path: Path) -> Iterator[tuple[str, str]]:
 def test_every_answer_of_a_live_server_conforms_to_its_openapi_document(
         live: tuple[str, str], tmp_path: Path) -> None:
     base_url, token = live
-    _, doc = call(int(base_url.rsplit(":", 1)[1]), "GET", "/openapi.json", token)
+    _, doc = call(base_url, "GET", "/openapi.json", token)
     operations = {f"{method.upper()} {path}" for path, item in doc["paths"].items()
                   for method in item}
     config, junit = tmp_path / "schemathesis.toml", tmp_path / "junit.xml"

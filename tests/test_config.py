@@ -3,6 +3,7 @@ what production needs is probed too (``check-config --prod``, ``serve``), all in
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,10 @@ import pytest
 import redis
 
 from server.config import SENTRY_MISSING, ConfigError, Settings, describe_settings, load_settings
-from server.embedded import EmbeddedStores, free_port
+from server.embedded import EmbeddedStores
 from server.runtime.cli import main
-from tests.support import Stores, sql
+from server.runtime.prepare import Stores
+from tests.support import sql
 
 
 def problems(env: dict[str, str]) -> list[str]:
@@ -120,13 +122,22 @@ def redis_without_aof(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def bad_production(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                   redis_without_aof: str) -> Path:
+def refusing_port() -> Iterator[int]:
+    """A loopback port held (bound, never listening) for the test: a connection to it is
+    refused, and nothing else can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def bad_production(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_without_aof: str,
+                   refusing_port: int) -> Path:
     """An environment with four problems: one of the settings', three found by probing."""
     (tmp_path / "a-file").write_text("")
     log_dir = tmp_path / "a-file" / "logs"
     environment(monkeypatch, LOG_LEVEL="DEBUG", LOG_DIR=log_dir, REDIS_URL=redis_without_aof,
-                DATABASE_URL=f"postgresql://points@127.0.0.1:{free_port()}/points")
+                DATABASE_URL=f"postgresql://points@127.0.0.1:{refusing_port}/points")
     return log_dir
 
 
@@ -150,15 +161,19 @@ def test_serve_with_prod_reports_every_problem_at_once_and_exits_2(
         bad_production: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("PROD", "true")
-    assert main(["serve", "--port", str(free_port())]) == 2  # before starting anything
+    assert main(["serve", "--port", "0"]) == 2  # before starting anything
     assert_the_four_problems(reported(capsys), bad_production)
 
 
+# These two run on stores of their own: the session's Redis does not fsync every write,
+# which PROD refuses (rightly) with the default QUEUE_FSYNC=always.
+
+
 def test_check_config_prod_passes_on_stores_fit_for_production(
-        clean: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        own: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     log_dir = tmp_path / "logs"
-    environment(monkeypatch, DATABASE_URL=clean.database_url, REDIS_URL=clean.redis_url,
+    environment(monkeypatch, DATABASE_URL=own.database_url, REDIS_URL=own.redis_url,
                 LOG_DIR=log_dir, DATA_DIR=tmp_path / "data")
     assert main(["check-config", "--prod"]) == 0, capsys.readouterr().err
     assert capsys.readouterr().out.endswith("configuration ok; production probes passed\n")
@@ -166,17 +181,17 @@ def test_check_config_prod_passes_on_stores_fit_for_production(
 
 
 def test_before_the_first_admin_token_prod_needs_a_writable_data_dir(
-        clean: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        own: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    sql(clean, "UPDATE api_tokens SET revoked_at = now() WHERE role = 'admin'")
+    sql(own, "UPDATE api_tokens SET revoked_at = now() WHERE role = 'admin'")
     (tmp_path / "a-file").write_text("")
     data_dir = tmp_path / "a-file" / "data"
-    environment(monkeypatch, DATABASE_URL=clean.database_url, REDIS_URL=clean.redis_url,
+    environment(monkeypatch, DATABASE_URL=own.database_url, REDIS_URL=own.redis_url,
                 LOG_DIR=tmp_path / "logs", DATA_DIR=data_dir)
     assert main(["check-config", "--prod"]) == 2
     assert reported(capsys) == [
         f"DATA_DIR={str(data_dir)!r}: cannot write there (Not a directory); no admin token "
         "exists yet, and the first start stores the one it creates there"]
-    environment(monkeypatch, DATABASE_URL=clean.database_url, REDIS_URL=clean.redis_url,
+    environment(monkeypatch, DATABASE_URL=own.database_url, REDIS_URL=own.redis_url,
                 LOG_DIR=tmp_path / "logs", DATA_DIR=tmp_path / "data")
     assert main(["check-config", "--prod"]) == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -13,7 +13,7 @@ import redis
 from server.config import Settings
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import StartupError, Stores, check_durability, stores_ready
-from tests.support import TOKENS, Api, assert_exact, batch, make_settings, seed, serving, sql
+from tests.support import BOTH_PATHS, TOKENS, Api, assert_exact, batch, make_settings, seed, sql
 
 
 def redis_config(url: str, *names: str) -> dict[str, str]:
@@ -25,78 +25,102 @@ def redis_config(url: str, *names: str) -> dict[str, str]:
 
 
 def test_embedded_redis_fsyncs_every_write_by_default_and_as_configured(
-        tmp_path: Path) -> None:
-    with stores_ready(Settings(data_dir=tmp_path)) as stores:
-        assert stores.redis_url is not None
-        config = redis_config(stores.redis_url, "appendonly", "appendfsync",
+        stores: Stores, tmp_path: Path) -> None:
+    # Redis alone is embedded here (PostgreSQL is the session's, already migrated).
+    with stores_ready(Settings(data_dir=tmp_path, database_url=stores.database_url)) as first:
+        assert first.redis_url is not None and first.redis_url != stores.redis_url
+        config = redis_config(first.redis_url, "appendonly", "appendfsync",
                               "maxmemory-policy", "maxmemory")
         assert (config["appendonly"], config["appendfsync"], config["maxmemory-policy"]) == (
             "yes", "always", "noeviction")
         assert int(config["maxmemory"]) == Settings().redis_maxmemory_bytes > 0
         # A second start on the same data directory reuses the running Redis and
         # brings it to the new settings.
-        with stores_ready(Settings(data_dir=tmp_path, queue_fsync="everysec",
-                                   queue_max_points=10)) as again:
-            assert again.redis_url == stores.redis_url
-            config = redis_config(stores.redis_url, "appendfsync", "maxmemory")
+        with stores_ready(Settings(data_dir=tmp_path, database_url=stores.database_url,
+                                   queue_fsync="everysec", queue_max_points=10)) as again:
+            assert again.redis_url == first.redis_url
+            config = redis_config(first.redis_url, "appendfsync", "maxmemory")
             assert config["appendfsync"] == "everysec"
             assert int(config["maxmemory"]) == Settings(queue_max_points=10).redis_maxmemory_bytes
 
 
 @pytest.fixture
-def unsafe_redis(own: Stores) -> Iterator[str]:
-    """The test's own Redis, reconfigured as an external Redis might be."""
-    assert own.redis_url is not None
-    client = redis.Redis.from_url(own.redis_url)
-    client.config_set("appendonly", "no")
-    client.config_set("maxmemory-policy", "allkeys-lru")
-    client.close()
-    yield own.redis_url
+def reconfigure(stores: Stores) -> Iterator[Callable[..., str]]:
+    """``reconfigure(**config)`` sets the session's Redis up as an external Redis might
+    be (CONFIG SET; ``maxmemory_policy`` for ``maxmemory-policy``) and returns its URL;
+    what it changed is set back after the test."""
+    assert stores.redis_url is not None
+    client = redis.Redis.from_url(stores.redis_url, decode_responses=True)
+    saved: dict[str, str] = {}
+
+    def configure(**config: str) -> str:
+        for key, value in config.items():
+            name = key.replace("_", "-")
+            saved.setdefault(name, client.config_get(name)[name])
+            client.config_set(name, value)
+        assert stores.redis_url is not None
+        return stores.redis_url
+
+    try:
+        yield configure
+    finally:
+        for name, value in saved.items():
+            client.config_set(name, value)
+        client.close()
 
 
 def test_an_unsafe_external_redis_is_refused_in_prod_and_warned_about_otherwise(
-        unsafe_redis: str, own: Stores, caplog: pytest.LogCaptureFixture) -> None:
-    prod = Settings(prod=True, database_url=own.database_url, redis_url=unsafe_redis)
+        reconfigure: Callable[..., str], stores: Stores,
+        caplog: pytest.LogCaptureFixture) -> None:
+    unsafe = reconfigure(appendonly="no", maxmemory_policy="allkeys-lru")
+    prod = Settings(prod=True, database_url=stores.database_url, redis_url=unsafe)
     with pytest.raises(StartupError) as info:
-        check_durability(unsafe_redis, prod)
+        check_durability(unsafe, prod)
     assert "appendonly is 'no'" in str(info.value)
     assert "maxmemory-policy is 'allkeys-lru'" in str(info.value)
-    with caplog.at_level(logging.WARNING, logger="server.runtime.lifecycle"):
-        check_durability(unsafe_redis, Settings(redis_url=unsafe_redis))
+    with caplog.at_level(logging.WARNING, logger="server.runtime.prepare"):
+        check_durability(unsafe, Settings(redis_url=unsafe))
     assert sum("Redis:" in r.getMessage() for r in caplog.records) == 2
 
 
-async def test_ready_says_what_a_202_is_worth(api: Api) -> None:
-    _, body = await api.get("/ready", token=None)
-    durability = body["checks"]["redis"]["durability"]
-    assert (durability["appendfsync"], durability["safe"]) == ("always", True)
-    assert "survives a crash" in durability["promise"]
+async def test_ready_says_what_a_202_is_worth(
+        api: Api, reconfigure: Callable[..., str], service: Service) -> None:
+    for fsync, promise in (("always", "survives a crash of Redis or of its host"),
+                           ("everysec", "a host crash can lose up to ~1-2 s of 202s")):
+        reconfigure(appendfsync=fsync)
+        service.deps.readiness.cache_s = 0  # asked afresh
+        _, body = await api.get("/ready", token=None)
+        durability = body["checks"]["redis"]["durability"]
+        assert (durability["appendfsync"], durability["safe"]) == (fsync, True)
+        assert promise in durability["promise"]
 
 
 @pytest.fixture
 def settings(request: pytest.FixtureRequest, ingest_path: str) -> Settings:
-    return make_settings(**{"ingest_path": ingest_path, "queue_max_points": 250,
-                            "queue_batch_size": 100, **getattr(request, "param", {})})
+    # A small bound, so that the naive path (one call per point) fills it quickly.
+    return make_settings(**{"ingest_path": ingest_path, "queue_max_points": 25,
+                            "queue_batch_size": 10, **getattr(request, "param", {})})
 
 
+@BOTH_PATHS
 async def test_past_the_queue_bound_ingest_answers_503_and_recovers_after_a_drain(
         api: Api, service: Service, clean: Stores) -> None:
     cid, parts = await seed(api)
     accepted: set[str] = set()
     for round_ in range(2):
-        status, body = await api.post("/v1/points", batch(cid, parts, f"a{round_}", 100))
+        status, body = await api.post("/v1/points", batch(cid, parts, f"a{round_}", 10))
         assert status == 202
         accepted |= set(body["ids"])
-    status, body = await api.post("/v1/points", batch(cid, parts, "over", 100))
+    status, body = await api.post("/v1/points", batch(cid, parts, "over", 10))
     assert status == 503, body
     assert body["error"]["code"] == "queue_full"
     # What it says it took is exactly what it took (naive: one call per point).
     took = set(body["error"]["accepted_ids"])
     if service.deps.strategy.name == "naive":
-        assert took == {f"over-{i}" for i in range(50)}  # in, up to the bound
+        assert took == {f"over-{i}" for i in range(5)}  # in, up to the bound
     else:
         assert not took  # one call, refused whole
-        status, body = await api.post("/v1/points", batch(cid, parts, "fill", 50))
+        status, body = await api.post("/v1/points", batch(cid, parts, "fill", 5))
         assert status == 202
         took = set(body["ids"])
     accepted |= took
@@ -105,61 +129,59 @@ async def test_past_the_queue_bound_ingest_answers_503_and_recovers_after_a_drai
     _, ready = await api.get("/ready", token=None)
     assert (ready["status"], ready["checks"]["queue"]["saturated"]) == ("saturated", True)
     await service.deps.workers.drain()
-    status, body = await api.post("/v1/points", batch(cid, parts, "after", 100))
+    status, body = await api.post("/v1/points", batch(cid, parts, "after", 10))
     assert status == 202
     accepted |= set(body["ids"])
     await service.deps.workers.drain()
     assert_exact(clean, accepted)  # nothing accepted was evicted
 
 
+@pytest.mark.parametrize("settings", [{"queue_max_points": Settings().queue_max_points,
+                                       "queue_batch_size": 500}], indirect=True)
 async def test_a_redis_at_maxmemory_refuses_ingest_with_503_while_workers_drain_it(
-        own: Stores) -> None:
-    settings = make_settings(queue_workers=0, queue_batch_size=500)
-    async with serving(settings, own.database_url, own.redis_url) as (service, api):
-        client = redis.Redis.from_url(own.redis_url)
-        try:
-            cid, parts = await seed(api)
-            accepted: set[str] = set()
-            for round_ in range(20):
-                status, body = await api.post("/v1/points", batch(cid, parts, f"m{round_}", 500))
-                assert status == 202
-                accepted |= set(body["ids"])
-            used = client.info("memory")["used_memory"]
-            client.config_set("maxmemory", str(used - 1024))  # Redis is now full
-            response = await api.http.fetch(
-                api.base_url + "/v1/points", method="POST", raise_error=False,
-                body=orjson.dumps(batch(cid, parts, "refused", 10)),
-                headers={"Authorization": f"Bearer {TOKENS['admin']}",
-                         "Content-Type": "application/json"})
-            body = orjson.loads(response.body)
-            assert response.code == 503 and body["error"]["code"] == "queue_full", body
-            assert int(response.headers["Retry-After"]) >= 1 and body["error"]["accepted_ids"] == []
-            # Workers still claim, acknowledge and free memory: every script frees first.
-            await service.deps.workers.drain()
-            assert client.info("memory")["used_memory"] < used - 1024
-            status, body = await api.post("/v1/points", batch(cid, parts, "again", 10))
-            assert status == 202  # recovered by itself
+        api: Api, service: Service, clean: Stores, reconfigure: Callable[..., str]) -> None:
+    assert clean.redis_url is not None
+    client = redis.Redis.from_url(clean.redis_url)
+    try:
+        cid, parts = await seed(api)
+        accepted: set[str] = set()
+        for round_ in range(20):
+            status, body = await api.post("/v1/points", batch(cid, parts, f"m{round_}", 500))
+            assert status == 202
             accepted |= set(body["ids"])
-            await service.deps.workers.drain()
-            assert_exact(own, accepted)
-        finally:
-            client.config_set("maxmemory", "0")
-            client.close()
+        used = client.info("memory")["used_memory"]
+        reconfigure(maxmemory=str(used - 1024))  # Redis is now full
+        response = await api.http.fetch(
+            api.base_url + "/v1/points", method="POST", raise_error=False,
+            body=orjson.dumps(batch(cid, parts, "refused", 10)),
+            headers={"Authorization": f"Bearer {TOKENS['admin']}",
+                     "Content-Type": "application/json"})
+        body = orjson.loads(response.body)
+        assert response.code == 503 and body["error"]["code"] == "queue_full", body
+        assert int(response.headers["Retry-After"]) >= 1 and body["error"]["accepted_ids"] == []
+        # Workers still claim, acknowledge and free memory: every script frees first.
+        await service.deps.workers.drain()
+        assert client.info("memory")["used_memory"] < used - 1024
+        status, body = await api.post("/v1/points", batch(cid, parts, "again", 10))
+        assert status == 202  # recovered by itself
+        accepted |= set(body["ids"])
+        await service.deps.workers.drain()
+        assert_exact(clean, accepted)
+    finally:
+        client.close()
 
 
 def test_a_redis_that_would_not_fsync_as_queue_fsync_says_is_refused_in_prod(
-        own: Stores) -> None:
-    assert own.redis_url is not None
-    client = redis.Redis.from_url(own.redis_url)
-    client.config_set("appendfsync", "everysec")
-    client.close()
-    prod = Settings(prod=True, database_url=own.database_url, redis_url=own.redis_url)
+        reconfigure: Callable[..., str], stores: Stores) -> None:
+    url = reconfigure(appendfsync="everysec")
+    prod = Settings(prod=True, database_url=stores.database_url, redis_url=url)
     with pytest.raises(StartupError) as info:
-        check_durability(own.redis_url, prod)
+        check_durability(url, prod)
     assert "appendfsync is 'everysec' but QUEUE_FSYNC=always" in str(info.value)
-    check_durability(own.redis_url, prod.replace(queue_fsync="everysec"))  # what was asked
+    check_durability(url, prod.replace(queue_fsync="everysec"))  # what was asked
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("settings", [{"redis_max_connections": 1, "redis_timeout_s": 0.3}],
                          indirect=True)
 async def test_a_busy_redis_pool_answers_503_without_bypassing_the_queue(

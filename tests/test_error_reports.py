@@ -16,17 +16,10 @@ import orjson
 import pytest
 import sentry_sdk
 
-from server.config import Settings
 from server.handlers.base import BaseHandler
 from server.ops import error_reports
 from server.runtime.lifecycle import Service
 from tests.support import Api, make_settings
-
-
-@pytest.fixture
-def settings() -> Settings:
-    """Error reporting does not depend on the ingest path: one run is enough."""
-    return make_settings()
 
 
 def envelope_items(body: bytes) -> list[tuple[dict[str, Any], Any]]:

@@ -1,8 +1,8 @@
 """Fault injection on the tests' own store instances: outages cost time, never points.
 
-Each test starts its own embedded PostgreSQL and Redis (never the shared
-session stores), stops, kills or terminates them mid-ingest, and then asserts
-exact counts through SQL.  Every loop here is bounded in count and time.
+Each test starts its own embedded PostgreSQL and Redis (``own``: never the
+shared session stores), stops, kills or terminates them mid-ingest, and then
+asserts exact counts through SQL.  Every wait raises when it runs out.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from server.access.auth import hash_token
 from server.points import KeyedIds
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
+from tests.proxy import BlackHoleProxy
 from tests.support import (
     TOKENS,
     Api,
@@ -29,9 +30,10 @@ from tests.support import (
     make_settings,
     seed,
     serving,
+    until,
+    until_sync,
 )
 from tests.support import sql as run_sql
-from tests.proxy import BlackHoleProxy
 
 
 def start(io_loop: tornado.ioloop.IOLoop, stores: Stores, **overrides: object):
@@ -46,7 +48,7 @@ def faulty(own: Stores, io_loop: tornado.ioloop.IOLoop) -> Iterator[tuple[Servic
     service, context = start(io_loop, own)
     api = Api(service.url)
     yield service, api
-    api.http.close()
+    api.close()
     io_loop.run_sync(lambda: context.__aexit__(None, None, None))
 
 
@@ -56,6 +58,15 @@ async def assert_no_attempt_spent(service: Service) -> None:
     assert (totals["retried"], totals["dead_lettered"]) == (0, 0)
     stats = service.deps.workers.stats
     assert (stats.points_retried, stats.points_dead, stats.given_up) == (0, 0, 0)
+
+
+async def enqueued(service: Service, points: int) -> None:
+    """Wait until the queue has taken ``points`` points in all (an upload under way)."""
+
+    async def taken() -> bool:
+        return (await service.deps.queue.stats())["totals"]["enqueued"] >= points
+
+    await until(taken, f"{points} points enqueued")
 
 
 async def test_postgres_stopped_mid_ingest_every_request_202_and_drained_after(
@@ -69,7 +80,7 @@ async def test_postgres_stopped_mid_ingest_every_request_202_and_drained_after(
         status, body = await api.post("/v1/points", batch(cid, parts, f"r{round_}"))
         assert status == 202, body
         accepted.update(body["ids"])
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a pace, not a sync: workers drain between requests
     assert (await service.deps.queue.stats())["depth"] > 0  # waiting, not lost
     await asyncio.to_thread(own.postgres.start)
     started = asyncio.get_running_loop().time()
@@ -181,15 +192,25 @@ async def test_a_thousand_concurrent_requests_on_a_pool_of_two_get_2xx_or_503(
 
 
 async def test_idle_connections_cut_by_the_server_are_replaced_before_use(
-        faulty: tuple[Service, Api], own: Stores) -> None:
-    service, api = faulty
-    await seed(api)
-    service.deps.db.preping_idle_s = 0  # ping every reused connection
-    await asyncio.to_thread(run_sql, own, "SELECT pg_terminate_backend(pid) FROM "
-                            "pg_stat_activity WHERE application_name = 'points-server'")
-    for _ in range(3):  # every pooled connection was cut; none may fail a request
-        status, body = await api.get("/v1/competitions", token="admin")
-        assert status == 200 and len(body["items"]) == 1
+        own: Stores) -> None:
+    settings = make_settings(pg_pool_min=1, pg_pool_max=1)  # one connection to cut
+    async with serving(settings, own.database_url, own.redis_url) as (service, api):
+        await seed(api)
+        db = service.deps.db
+        db.preping_idle_s = 0  # ping every reused connection
+        # Cut while this process looks away (its loop blocked, on purpose): the socket's
+        # close goes unseen, as after a proxy's idle timeout; only the ping can tell.
+        backends = ("SELECT {} FROM pg_stat_activity "
+                    "WHERE application_name = 'points-server' AND pid <> pg_backend_pid()")
+        run_sql(own, backends.format("pg_terminate_backend(pid)"))
+        until_sync(lambda: run_sql(own, backends.format("count(*)")) == [(0,)],
+                   "every connection of the service gone", timeout_s=10)
+        async with db.cursor() as cur:  # the cut connection is found and replaced
+            await cur.execute("SELECT 1")
+        assert db.pings_failed == 1
+        for _ in range(3):
+            status, body = await api.get("/v1/competitions", token="admin")
+            assert status == 200 and len(body["items"]) == 1
 
 
 async def test_both_stores_down_answers_503_with_retry_after_and_accepts_nothing(
@@ -198,14 +219,26 @@ async def test_both_stores_down_answers_503_with_retry_after_and_accepts_nothing
     cid, parts = await seed(api)  # the token is now verified (and cached) by this process
     own.redis.kill()
     await asyncio.to_thread(own.postgres.stop, even_if_reused=True)
-    status, body = await api.post("/v1/points", batch(cid, parts, "lost", 5))
-    assert status == 503, body
+    response = await api.http.fetch(
+        api.base_url + "/v1/points", method="POST", raise_error=False,
+        body=orjson.dumps(batch(cid, parts, "lost", 5)),
+        headers={"Authorization": f"Bearer {TOKENS['admin']}",
+                 "Content-Type": "application/json"})
+    body = orjson.loads(response.body)
+    assert response.code == 503, body
+    assert int(response.headers["Retry-After"]) >= 1
     assert body["error"]["code"] == "unavailable" and "nothing was accepted" in \
         body["error"]["message"]
     status, ready = await api.get("/ready", token=None)
     assert (status, ready["status"]) == (503, "unavailable")
     await asyncio.to_thread(own.postgres.start)
     await asyncio.to_thread(own.redis.start)
+    workers = service.deps.workers
+    # The workers found Redis gone (their breaker opened) and find it back: an
+    # empty queue says nothing of that, the breakers do.
+    assert workers.redis_breaker.opened_total > 0
+    await until(lambda: (workers.redis_breaker.state, workers.postgres_breaker.state)
+                == ("closed", "closed"), "the workers' circuit breakers closed again")
     await drained(service, 0, own)
     assert_exact(own, set())
 
@@ -215,7 +248,9 @@ async def test_health_turns_draining_while_shutdown_waits_for_in_flight_requests
     settings = make_settings(queue_workers=0, ack_timeout_s=1.5)
     context = running_service(settings, own.database_url, own.redis_url)
     service = await context.__aenter__()
+    serving_state = service.deps.serving
     api = Api(service.url)
+    stopping: asyncio.Future | None = None
     try:
         cid, parts = await seed(api)
         # A keep-alive connection opened before the stop, to ask /health during it.
@@ -233,9 +268,9 @@ async def test_health_turns_draining_while_shutdown_waits_for_in_flight_requests
         slow = asyncio.ensure_future(api.post(
             "/v1/points?ack=committed", {"competition_id": cid, "participant_id": parts[0],
                                          "value": 1}))
-        await asyncio.sleep(0.2)
+        await until(lambda: serving_state.inflight == 1, "the slow request in flight")
         stopping = asyncio.ensure_future(context.__aexit__(None, None, None))
-        await asyncio.sleep(0.2)
+        await until(lambda: serving_state.draining, "the stop under way")
         assert await health() == b"HTTP/1.1 503 Service Unavailable"
         assert not stopping.done()  # still waiting for the in-flight request
         status, body = await slow
@@ -244,8 +279,10 @@ async def test_health_turns_draining_while_shutdown_waits_for_in_flight_requests
         writer.close()
     finally:
         api.http.close()
-        if not service.deps.serving.draining:
+        if stopping is None:
             await context.__aexit__(None, None, None)
+        elif not stopping.done():
+            await asyncio.wait_for(stopping, 10)
 
 
 async def test_a_naive_request_cut_by_a_redis_kill_is_accepted_whole_and_once(
@@ -254,10 +291,8 @@ async def test_a_naive_request_cut_by_a_redis_kill_is_accepted_whole_and_once(
     async with serving(settings, own.database_url, own.redis_url) as (service, api):
         cid, parts = await seed(api)
         request = asyncio.ensure_future(api.post("/v1/points", batch(cid, parts, "cut", 1000)))
-        for _ in range(500):  # one Redis call per point: wait until it is under way
-            if (await service.deps.queue.stats())["totals"]["enqueued"] >= 100:
-                break
-            await asyncio.sleep(0.01)
+        # One Redis call per point: kill Redis once the enqueue is under way.
+        await enqueued(service, 100)
         own.redis.kill()
         status, body = await request
         assert status == 202 and "committed" not in body, body  # part queued, part direct
@@ -282,10 +317,7 @@ async def test_a_bulk_upload_cut_by_a_redis_kill_commits_every_line_once(
                 await write("".join(f"u{i},{cid},{parts[i % 3]},{i}\n"
                                     for i in range(block * 100, block * 100 + 100)).encode())
                 if block == 4:  # half-way, once the server has queued some of it
-                    for _ in range(500):
-                        if (await service.deps.queue.stats())["totals"]["enqueued"] >= 300:
-                            break
-                        await asyncio.sleep(0.01)
+                    await enqueued(service, 300)
                     own.redis.kill()
 
         status, body = await api.request("POST", "/v1/points/bulk", body_producer=produce,
@@ -358,10 +390,7 @@ async def test_an_upload_refused_when_redis_and_postgres_fail_says_where_it_stop
             for block in range(10):
                 await write("".join(lines[block * 100:block * 100 + 100]).encode())
                 if block == 4:
-                    for _ in range(500):
-                        if (await service.deps.queue.stats())["totals"]["enqueued"] >= 300:
-                            break
-                        await asyncio.sleep(0.01)
+                    await enqueued(service, 300)
                     own.redis.kill()
 
         status, body = await api.request("POST", "/v1/points/bulk", body_producer=produce,

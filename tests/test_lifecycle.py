@@ -14,8 +14,7 @@ import psycopg2
 import pytest
 
 from server.embedded import EmbeddedPostgres, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, copy_cluster
 
 
 def serve(data_dir: Path, port: int) -> subprocess.CompletedProcess:
@@ -42,7 +41,8 @@ def left_running(data_dir: Path) -> list[str]:
     return found
 
 
-def occupied_port(data_dir: Path) -> int:
+def occupied_port(data_dir: Path, template: Path) -> int:
+    copy_cluster(template, data_dir)  # PostgreSQL starts, then the port is refused
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen()
@@ -50,21 +50,22 @@ def occupied_port(data_dir: Path) -> int:
     return holder.getsockname()[1]
 
 
-def broken_postgres(data_dir: Path) -> int:
+def broken_postgres(data_dir: Path, template: Path) -> int:
     # A data directory that claims to be a cluster but is not one.
     (data_dir / "postgres").mkdir(parents=True)
     (data_dir / "postgres" / "PG_VERSION").write_text("18\n")
     return free_port()
 
 
-def broken_redis(data_dir: Path) -> int:
+def broken_redis(data_dir: Path, template: Path) -> int:
+    copy_cluster(template, data_dir)  # PostgreSQL starts, then Redis cannot
     (data_dir / "redis").mkdir(parents=True)
     (data_dir / "redis" / "appendonly.aof").write_text("this is not an append-only file\n")
     return free_port()
 
 
-def conflicting_schema(data_dir: Path) -> int:
-    pg = EmbeddedPostgres(data_dir)
+def conflicting_schema(data_dir: Path, template: Path) -> int:
+    pg = EmbeddedPostgres(data_dir)  # a new cluster: the template is migrated already
     pg.start()
     try:
         conn = psycopg2.connect(pg.url)
@@ -84,8 +85,9 @@ def conflicting_schema(data_dir: Path) -> int:
     (conflicting_schema, "migration 0001_initial failed"),
 ], ids=["port-in-use", "postgres-will-not-start", "redis-will-not-start", "migration-fails"])
 def test_failed_start_exits_1_with_one_line_and_leaves_nothing_running(
-        tmp_path: Path, breakage: Callable[[Path], int], message: str) -> None:
-    port = breakage(tmp_path)
+        tmp_path: Path, pg_template: Path, breakage: Callable[[Path, Path], int],
+        message: str) -> None:
+    port = breakage(tmp_path, pg_template)
     try:
         result = serve(tmp_path, port)
     finally:

@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,12 +14,10 @@ import orjson
 import pytest
 
 from server.config import Settings
-from server.embedded import free_port
 from server.errors import StoreUnavailable
 from server.handlers.base import BaseHandler
 from server.ops.logs import JsonFormatter, TextFormatter, configure_logging, request_id_from
-from tests.support import Api, make_settings
-from tests.test_serve import Server
+from tests.support import Api, call, make_settings, served, until_sync
 
 log = logging.getLogger("tests.logs")
 
@@ -178,23 +174,31 @@ def test_text_lines_for_a_terminal_carry_the_request_id() -> None:
     assert entry["msg"] == "GET /health 200" and entry["request_id"] == "abc"
 
 
-def test_each_serving_process_writes_its_own_files(tmp_path: Path) -> None:
+def test_each_serving_process_writes_its_own_files(serve_dir: Path, tmp_path: Path) -> None:
     # One file rotated by two processes would lose lines: each has its own pair.
-    port = free_port()
-    server = Server(tmp_path / "data", port, "--processes", "2",
-                    env={"LOG_DIR": str(tmp_path / "logs")})
-    try:
-        for _ in range(40):  # new connections: the kernel spreads them over both
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10).close()
-        server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(60) == 0
-    finally:
-        server.kill()
-    names = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    logs = tmp_path / "logs"
+    sent = 0
+
+    def health_lines(name: str) -> int:  # complete lines only: the file is being written
+        text = (logs / name).read_text() if (logs / name).exists() else ""
+        return sum(e["logger"] == "points.access" and e["route"] == "/health"
+                   for e in map(orjson.loads, text[:text.rfind("\n") + 1].splitlines()))
+
+    def both_answered() -> bool:  # new connections: the kernel spreads them over both
+        nonlocal sent
+        assert call(server.url, "GET", "/health", None)[0] == 200
+        sent += 1
+        return health_lines("app-1.log") > 0 and health_lines("app-2.log") > 0
+
+    with served(serve_dir, "--processes", "2", env={"LOG_DIR": str(logs)}) as server:
+        until_sync(both_answered, "a /health logged by each process in its own file",
+                   interval_s=0.01)
+        assert server.terminate(60) == 0
+    names = sorted(p.name for p in logs.iterdir())
     assert {"app-1.log", "app-2.log", "error-1.log", "error-2.log"} <= set(names)
-    access = [e for name in ("app-1.log", "app-2.log") for e in _lines(tmp_path / "logs" / name)
+    access = [e for name in ("app-1.log", "app-2.log") for e in _lines(logs / name)
               if e["logger"] == "points.access"]
-    assert len(access) == 40 and {e["route"] for e in access} == {"/health"}
+    assert len(access) == sent and {e["route"] for e in access} == {"/health"}
 
 
 def test_made_request_ids_never_repeat_within_or_across_forked_processes() -> None:

@@ -8,31 +8,37 @@ the same ones), so in-process tests compare a scrape before with one after.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import signal
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from server.ops.metrics_dir import PREFIX
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
 from server.supervisor import Supervisor
-from tests.support import Api, batch, make_settings, seed
-from tests.test_serve import Server, _send, _setup, call
+from tests.support import (
+    BOTH_PATHS,
+    ROOT,
+    Api,
+    batch,
+    call,
+    make_settings,
+    seed,
+    send,
+    served,
+    setup_competition,
+    until,
+    until_sync,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "ops" / "prometheus-rules.yml"
 LEADERBOARD = "/v1/competitions/{competition_id}/leaderboard"
 
@@ -95,28 +101,30 @@ async def test_a_request_is_counted_under_its_route_template_method_and_status(
     assert delta(f"{duration}_sum", route=LEADERBOARD, method="GET") > 0
 
 
+@BOTH_PATHS  # the write statements, which count, differ by path
 async def test_points_counters_advance_by_exactly_what_was_posted_and_committed(
         api: Api, service: Service) -> None:
     cid, parts = await seed(api)
     before, _ = await scrape(api)
-    assert (await api.post("/v1/points", batch(cid, parts, "a", 120)))[0] == 202
-    assert await service.deps.workers.drain() == 120
-    # The first 50 again: accepted again, committed once (skipped as duplicates).
-    assert (await api.post("/v1/points", batch(cid, parts, "a", 50)))[0] == 202
+    assert (await api.post("/v1/points", batch(cid, parts, "a", 40)))[0] == 202
+    assert await service.deps.workers.drain() == 40
+    # The first 15 again: accepted again, committed once (skipped as duplicates).
+    assert (await api.post("/v1/points", batch(cid, parts, "a", 15)))[0] == 202
     assert await service.deps.workers.drain() == 0
     after, _ = await scrape(api)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("points_accepted_total") == 170
-    assert delta("points_committed_total", via="queue") == 120
+    assert delta("points_accepted_total") == 55
+    assert delta("points_committed_total", via="queue") == 40
     assert delta("points_committed_total", via="direct") == 0
-    assert delta("points_duplicates_total") == 50
-    assert delta("points_claim_size_points_sum") == 170
-    assert delta("points_write_batch_size_points_sum") == 170
+    assert delta("points_duplicates_total") == 15
+    assert delta("points_claim_size_points_sum") == 55
+    assert delta("points_write_batch_size_points_sum") == 55
 
 
+@BOTH_PATHS  # a refused point is found by the write statements, which differ by path
 @pytest.mark.parametrize("settings", [{"queue_max_attempts": 2, "retry_base_s": 0.001}],
                          indirect=True)
 async def test_retries_and_dead_letters_are_counted_once_settled(
@@ -131,8 +139,12 @@ async def test_retries_and_dead_letters_are_counted_once_settled(
     after_retry, _ = await scrape(api)
     assert (value(after_retry, "points_retried_total")
             - value(before, "points_retried_total")) == 4
-    await asyncio.sleep(0.05)  # the retry is due (backoff ≤ 1 ms)
-    await service.deps.workers.drain()  # attempt 2 of 2: dead-lettered
+
+    async def dead_lettered() -> bool:  # attempt 2 of 2, once the retry is due (≤ 1 ms)
+        await service.deps.workers.drain()
+        return (await service.deps.queue.stats())["dead"] == 4
+
+    await until(dead_lettered, "the 4 points' second attempt dead-lettered")
     after, _ = await scrape(api)
     dead = "points_dead_lettered_total"
     assert (value(after, dead, reason="unknown_participant")
@@ -167,31 +179,25 @@ async def test_points_written_directly_while_redis_is_down_are_counted_as_direct
 
 
 async def test_queue_gauges_show_a_paused_queues_depth_from_one_read_a_second(
-        api: Api, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+        api: Api, service: Service) -> None:
+    exporter = service.deps.exporter  # renders every scrape (``fresh_scrapes``)
     cid, parts = await seed(api)
     assert (await api.post("/v1/admin/queue/pause"))[0] == 200
     assert (await api.post("/v1/points", batch(cid, parts, "p", 150)))[0] == 202
-    reads = 0
-    stats = service.deps.queue.stats
-
-    async def counted() -> dict:
-        nonlocal reads
-        reads += 1
-        return await stats()
-
-    monkeypatch.setattr(service.deps.queue, "stats", counted)
-    service.deps.exporter.queue_stats.cache_s = 3600.0
+    exporter.queue_stats.cache_s = 3600.0
     first, _ = await scrape(api)
     assert value(first, "points_queue_depth") == 150
     assert value(first, "points_queue_paused") == 1
     assert value(first, "points_queue_inflight") == 0
     assert 0 <= value(first, "points_queue_oldest_ready_age_seconds") < 60
     assert (await api.post("/v1/points", batch(cid, parts, "q", 50)))[0] == 202
+    renders = exporter.renders
     second, _ = await scrape(api)
-    assert (value(second, "points_queue_depth"), reads) == (150, 1)  # the cached read
-    service.deps.exporter.queue_stats.cache_s = 0.0
+    # Rendered again, from the queue read of the first scrape: Redis holds 200 now.
+    assert (value(second, "points_queue_depth"), exporter.renders) == (150, renders + 1)
+    exporter.queue_stats.cache_s = 0.0
     third, _ = await scrape(api)
-    assert (value(third, "points_queue_depth"), reads) == (200, 2)
+    assert value(third, "points_queue_depth") == 200  # read again
 
 
 async def test_breaker_state_gauge_reads_2_open_1_half_open_0_closed(
@@ -228,10 +234,7 @@ async def test_a_restarted_task_is_counted_by_kind_from_a_series_at_zero() -> No
     assert restarts() is None
     supervisor.start("probe-3", flaky)
     assert restarts() == 0  # the series exists before anything failed
-    for _ in range(100):
-        if runs == 2:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: runs == 2, "the task's second run, after its restart", timeout_s=5)
     await supervisor.stop(1.0)
     assert (runs, restarts()) == (2, 1)
 
@@ -256,8 +259,8 @@ async def test_every_metric_the_alert_rules_name_is_in_a_live_scrape(api: Api) -
     assert named <= served, f"named in {RULES.name} but not served: {named - served}"
 
 
-def _metrics_text(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+def _metrics_text(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         return response.read().decode()
 
@@ -283,37 +286,38 @@ def _health_requests_by_process(directory: Path) -> dict[int, float]:
 
 @pytest.mark.timeout(120)
 def test_two_serve_processes_answer_one_view_summed_and_queue_gauges_not_doubled(
-        tmp_path: Path) -> None:
+        serve_dir: Path) -> None:
     with subprocess.Popen(["true"]) as gone:  # a pid that no longer runs
         pass
     orphan = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{gone.pid}-"))  # as a serve killed -9 left
-    port = free_port()
-    pg, rd = EmbeddedPostgres(tmp_path), EmbeddedRedis(tmp_path)
-    server = Server(tmp_path, port, "--processes", "2")
-    try:
+    with served(serve_dir, "--processes", "2") as server:
         assert not orphan.exists()  # removed by the next serve to start
+        assert len(server.forks()) == 2
         directory = _metrics_dir_of(server.proc.pid)
-        token = (tmp_path / "admin-token").read_text().strip()
-        cid, parts = _setup(port, token)
-        assert call(port, "POST", "/v1/admin/queue/pause", token)[0] == 200
-        _send(port, token, cid, parts, "m", 2)  # 600 points, each request on a new connection
-        # Which process accepts a new connection is the kernel's choice: send until
-        # both have answered some (bounded).
-        sent, by_process = 0, {}
-        while sent < 20 or len([n for n in by_process.values() if n]) < 2:
-            assert sent < 400, f"one process answered all {sent}: {by_process}"
-            assert call(port, "GET", "/health", token)[0] == 200
+        token = server.admin_token
+        cid, parts = setup_competition(server.url, token)
+        assert call(server.url, "POST", "/v1/admin/queue/pause", token)[0] == 200
+        send(server.url, token, cid, parts, "m", 2)  # 600 points, each on a new connection
+        # Which process accepts a new connection is the kernel's choice: ask until
+        # both have answered some.
+        sent = 0
+
+        def both_answered() -> dict[int, float] | None:
+            nonlocal sent
+            assert call(server.url, "GET", "/health", token)[0] == 200
             sent += 1
             by_process = _health_requests_by_process(directory)
-            time.sleep(0.01)
-        # A request is counted just after its answer is sent: wait (bounded) for the last.
-        deadline = time.monotonic() + 10
-        while sum((by_process := _health_requests_by_process(directory)).values()) < sent:
-            assert time.monotonic() < deadline, by_process
-            time.sleep(0.05)
-        assert sum(by_process.values()) == sent
+            return by_process if sent >= 20 and sum(map(bool, by_process.values())) == 2 \
+                else None
+
+        until_sync(both_answered, "a /health answered by each of the two processes",
+                   interval_s=0.01)
+        # A request is counted just after its answer is sent: wait for the last one.
+        until_sync(lambda: sum(_health_requests_by_process(directory).values()) == sent,
+                   f"all {sent} /health requests counted in the processes' files",
+                   timeout_s=10)
         for _ in range(6):  # whichever process answers
-            text = _metrics_text(port)
+            text = _metrics_text(server.url)
             samples = parse(text)
             assert value(samples, "points_http_requests_total", route="/health",
                          method="GET", status="200") == sent
@@ -325,23 +329,5 @@ def test_two_serve_processes_answer_one_view_summed_and_queue_gauges_not_doubled
                                     pool="requests", state=state)
                               for state in ("in_use", "idle"))
             assert pg_requests >= 2 * 2  # PG_POOL_MIN in each of the two processes
-        server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(60) == 0
+        assert server.terminate(60) == 0
         assert not directory.exists()  # serve removes its metrics directory
-    finally:
-        _kill_serving_children(server)
-        server.kill()
-        rd.stop(even_if_reused=True)  # the stores this test caused, by their pids
-        pg.stop(even_if_reused=True)
-
-
-def _kill_serving_children(server: Server) -> None:
-    """Kill the forked serving processes (by pid) if the parent is still up: killing
-    only the parent would leave them serving, holding its output pipe open."""
-    if server.proc.poll() is not None:
-        return
-    parent = psutil.Process(server.proc.pid)
-    for child in parent.children():
-        if child.name() == parent.name():  # its forks, not the embedded stores
-            with contextlib.suppress(psutil.Error):
-                child.kill()

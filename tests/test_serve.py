@@ -14,29 +14,16 @@ import redis
 
 from harness.server import ServeProcess
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, pid_alive
-from tests.support import ROOT, assert_exact, call, serve, sql, until_sync
-
-
-def setup_competition(url: str, token: str) -> tuple[int, list[int]]:
-    status, comp = call(url, "POST", "/v1/competitions", token, {"slug": "k", "name": "K"})
-    assert status == 201, comp
-    status, body = call(url, "POST", f"/v1/competitions/{comp['id']}/participants", token,
-                        {"participants": [{"external_ref": str(i), "display_name": str(i)}
-                                          for i in range(5)]})
-    assert status == 201, body
-    return comp["id"], [p["id"] for p in body["participants"]]
-
-
-def send(url: str, token: str, cid: int, parts: list[int], tag: str, batches: int
-         ) -> set[str]:
-    accepted: set[str] = set()
-    for number in range(batches):
-        points = [{"id": f"{tag}-{number}-{i}", "competition_id": cid,
-                   "participant_id": parts[i % 5], "value": 1} for i in range(300)]
-        status, body = call(url, "POST", "/v1/points", token, {"points": points})
-        assert status == 202, body
-        accepted.update(body["ids"])
-    return accepted
+from tests.support import (
+    ROOT,
+    assert_exact,
+    call,
+    send,
+    serve,
+    setup_competition,
+    sql,
+    until_sync,
+)
 
 
 def queue_state(url: str, token: str) -> dict:

@@ -7,10 +7,9 @@ import logging
 
 import pytest
 
-from server.queue import keys
 from server.runtime.lifecycle import Service
 from server.supervisor import Supervisor
-from tests.support import Api
+from tests.support import Api, plant_chunk, until
 
 
 async def test_a_task_that_raises_is_logged_once_counted_and_restarted(
@@ -28,14 +27,10 @@ async def test_a_task_that_raises_is_logged_once_counted_and_restarted(
 
     with caplog.at_level(logging.ERROR, logger="server.supervisor"):
         supervisor.start("flaky", flaky)
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert not supervisor.ok  # down, waiting for its restart
-        for _ in range(100):
-            if runs == 2:
-                break
-            await asyncio.sleep(0.01)
-    assert runs == 2 and supervisor.ok
+        await until(lambda: not supervisor.ok, "the task down, waiting for its restart")
+        assert runs == 1
+        await until(lambda: runs == 2, "the task restarted")
+    assert supervisor.ok
     (task,) = supervisor.describe()
     assert (task["running"], task["restarts"]) == (True, 1)
     assert task["last_error"] == "ValueError: first run breaks"
@@ -48,9 +43,10 @@ async def test_a_task_that_raises_is_logged_once_counted_and_restarted(
 
 async def test_stop_cancels_a_task_that_does_not_finish_in_time() -> None:
     supervisor = Supervisor()
-    cancelled = asyncio.Event()
+    started, cancelled = asyncio.Event(), asyncio.Event()
 
     async def stubborn() -> None:
+        started.set()
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
@@ -58,18 +54,9 @@ async def test_stop_cancels_a_task_that_does_not_finish_in_time() -> None:
             raise
 
     supervisor.start("stubborn", stubborn)
-    await asyncio.sleep(0)
+    await asyncio.wait_for(started.wait(), 5)  # running, so the cancel lands in its sleep
     await supervisor.stop(0.05)
     assert cancelled.is_set() and not supervisor.has("stubborn")
-
-
-async def plant_chunk(service: Service, payload: bytes,
-                      chunk_id: str = "00000000000000000000000000000000-1") -> None:
-    """Put a chunk in the queue as a buggy (or older) producer might have."""
-    redis = service.deps.redis
-    await redis.hset(keys.ITEMS, chunk_id, payload)
-    await redis.rpush(keys.READY, chunk_id)
-    await redis.hincrby(keys.STATS, "ready", 1)
 
 
 async def test_ready_reports_workers_not_ok_while_a_dead_worker_waits_to_restart(
@@ -80,10 +67,7 @@ async def test_ready_reports_workers_not_ok_while_a_dead_worker_waits_to_restart
     # worker that writes it fails in a way the code does not expect, and dies.
     await plant_chunk(service, b'{"a":0,"p":[["short",1]],"f":null,"e":null}')
     workers.start(1)
-    for _ in range(200):
-        if workers.supervisor.restarts_total:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: workers.supervisor.restarts_total, "the worker's death seen")
     assert workers.supervisor.restarts_total == 1
     status, body = await api.get("/ready", token=None)
     assert body["checks"]["workers"]["ok"] is False
@@ -104,10 +88,7 @@ async def test_a_stray_cancellation_from_below_is_a_failure_not_a_stop() -> None
         await release.wait()
 
     supervisor.start("stray", cancelled_from_below)
-    for _ in range(100):
-        if runs == 2:
-            break
-        await asyncio.sleep(0.01)
-    assert runs == 2 and supervisor.restarts_total == 1 and supervisor.ok
+    await until(lambda: runs == 2, "the task restarted after the stray cancellation")
+    assert supervisor.restarts_total == 1 and supervisor.ok
     release.set()
     await supervisor.stop(1.0)

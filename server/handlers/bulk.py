@@ -65,7 +65,7 @@ class BulkHandler(BodyHandler):
             extra["unknown_through_line"] = self._unknown_through
         return extra
 
-    async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
+    async def data_received(self, chunk: bytes) -> None:
         if self._finished:
             return
         try:

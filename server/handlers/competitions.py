@@ -94,6 +94,7 @@ class CompetitionsHandler(BodyHandler):
         if starts_at and ends_at and ends_at < starts_at:
             fields.add("ends_at", "must not be before starts_at")
         _raise_if(fields.problems)
+        assert slug is not None and name is not None  # required: else a problem was raised
         async with self.deps.db.cursor() as cur:
             row = await catalog.create_competition(cur, slug, name, starts_at, ends_at)
         self.write_json(row, 201)

@@ -47,7 +47,9 @@ class UndocumentedRoute(LookupError):
 
 def routes_of(app: tornado.web.Application) -> list[tuple[str, type]]:
     """(pattern as written in the route table, handler class) for every route."""
-    return [(rule.matcher.regex.pattern.removesuffix("$"), rule.target)
+    # Each rule is a URLSpec: its matcher, a PathMatches, has the regex (a Matcher has not).
+    return [(rule.matcher.regex.pattern.removesuffix("$"),  # type: ignore[attr-defined]  # URLSpec
+             rule.target)
             for rule in app.wildcard_router.rules]
 
 

@@ -120,12 +120,12 @@ def configure_logging(settings: Settings, process: int | None = None) -> None:
         settings.log_dir.mkdir(parents=True, exist_ok=True)
         suffix = f"-{process}" if process is not None else ""
         for name, level in (("app", logging.NOTSET), ("error", logging.ERROR)):
-            handler = logging.handlers.RotatingFileHandler(
+            file_handler = logging.handlers.RotatingFileHandler(
                 settings.log_dir / f"{name}{suffix}.log", maxBytes=settings.log_max_bytes,
                 backupCount=settings.log_backups, encoding="utf-8")
-            handler.setLevel(level)
-            handler.setFormatter(JsonFormatter())
-            handlers.append(handler)
+            file_handler.setLevel(level)
+            file_handler.setFormatter(JsonFormatter())
+            handlers.append(file_handler)
     root = logging.getLogger()
     for old in root.handlers:
         old.close()

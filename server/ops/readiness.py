@@ -74,10 +74,11 @@ class ReadinessProbe:
         self.supervisor = supervisor
         self.state = state
         self.max_points = max_points
+        self.cache_s = READY_CACHE_S
         self._answer = Refreshed(self._probe)
 
     async def check(self) -> tuple[int, dict[str, Any]]:
-        return await self._answer.get(READY_CACHE_S)
+        return await self._answer.get(self.cache_s)
 
     async def _postgres(self) -> dict[str, Any]:
         async with self.db.cursor() as cur:

@@ -24,13 +24,12 @@ T = TypeVar("T")
 class Refreshed(Generic[T]):
     def __init__(self, compute: Callable[[], Awaitable[T]]) -> None:
         self._compute = compute
-        self._value: T | None = None
-        self._at: float | None = None  # monotonic time of the last computed value
+        self._last: tuple[T, float] | None = None  # the last value, its monotonic time
         self._running: asyncio.Task[T] | None = None
 
     async def get(self, max_age_s: float) -> T:
-        if self._at is not None and time.monotonic() - self._at < max_age_s:
-            return self._value  # type: ignore[return-value]
+        if self._last is not None and time.monotonic() - self._last[1] < max_age_s:
+            return self._last[0]
         if self._running is None or self._running.done():
             self._running = asyncio.get_running_loop().create_task(
                 self._refresh(), context=contextvars.Context())
@@ -38,5 +37,5 @@ class Refreshed(Generic[T]):
 
     async def _refresh(self) -> T:
         value = await self._compute()
-        self._value, self._at = value, time.monotonic()
+        self._last = value, time.monotonic()
         return value

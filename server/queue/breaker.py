@@ -13,6 +13,8 @@ import asyncio
 import time
 from typing import Any
 
+from server.supervisor import StopSignal
+
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
@@ -35,16 +37,20 @@ class CircuitBreaker:
             return OPEN if not self._probing else HALF_OPEN
         return HALF_OPEN
 
-    async def wait_ready(self) -> bool:
+    async def wait_ready(self, stop: StopSignal | None = None) -> bool:
         """Return when a call may go through: closed (False), or this caller is now the
         one probe of a half-open breaker (True: it must record an outcome, or
-        ``release_probe``)."""
+        ``release_probe``).  Also returns (False) as soon as ``stop`` is raised: a
+        stop never waits out a cool-down."""
         while self.failures:
+            if stop is not None and stop.requested:
+                return False
             remaining = self._open_until - time.monotonic()
             if remaining <= 0 and not self._probing:
                 self._probing = True
                 return True
-            await asyncio.sleep(max(remaining, 0.02))
+            wait_s = max(remaining, 0.02)
+            await (stop.pause(wait_s) if stop is not None else asyncio.sleep(wait_s))
         return False
 
     def release_probe(self) -> None:

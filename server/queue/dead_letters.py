@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -35,10 +35,12 @@ class DeadLetterQueue:
         The cursor is an offset: entries requeued, purged or trimmed between two
         pages shift it, so a page may skip or repeat an entry (admin view).
         """
-        ids = await self.redis.zrange(keys.DEAD_INDEX, offset, offset + limit - 1)
+        # Our clients never decode replies: bytes (redis-py types them bytes | str).
+        ids = cast(list[bytes],
+                   await self.redis.zrange(keys.DEAD_INDEX, offset, offset + limit - 1))
         if not ids:
             return [], None
-        raw = await self.redis.hmget(keys.DEAD, ids)
+        raw = cast(list[bytes | None], await self.redis.hmget(keys.DEAD, ids))
         entries = []
         for point_id, entry in zip(ids, raw):
             if entry is None:
@@ -63,8 +65,8 @@ class DeadLetterQueue:
         moved, skipped = 0, 0  # skipped: entries with no point to requeue (undecodable)
         while True:
             batch = list(point_ids) if point_ids is not None else [
-                i.decode() for i in await self.redis.zrange(keys.DEAD_INDEX, skipped,
-                                                            skipped + 999)]
+                i.decode() for i in cast(list[bytes], await self.redis.zrange(
+                    keys.DEAD_INDEX, skipped, skipped + 999))]
             if not batch:
                 return moved
             entries = await self.redis.hmget(keys.DEAD, batch)

@@ -91,9 +91,10 @@ class ClaimWriter:
             await self._bisect(parts, outcome, failed, exc)
             return
         if refused:
-            owners = [chunk for chunk, points in parts for _ in points]
+            owned = [(point, chunk) for chunk, points in parts for point in points]
             for index, reason, message in refused:
-                failed.append((batch.points[index], owners[index], reason, message))
+                point, owner = owned[index]
+                failed.append((point, owner, reason, message))
         good = batch.size - len(refused)
         outcome.committed += inserted
         self.stats.points_committed += inserted

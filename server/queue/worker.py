@@ -28,7 +28,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from server import metrics
@@ -90,7 +90,8 @@ class Workers:
         """Run ``count`` claim loops and the reclaimer under the supervisor; tasks already
         running are left as they are, so a test may start workers on a service."""
         self.stopping = False
-        tasks = {f"worker-{index}": functools.partial(self.run, index) for index in range(count)}
+        tasks: dict[str, Callable[[], Awaitable[None]]] = {
+            f"worker-{index}": functools.partial(self.run, index) for index in range(count)}
         tasks["reclaimer"] = self.reclaim_forever
         for name, factory in tasks.items():
             if not self.supervisor.has(name):
@@ -127,18 +128,21 @@ class Workers:
             self.queue.wakeup.active -= 1
 
     async def _claim_loop(self, index: int) -> None:
+        stop = self.supervisor.stop_signal
         while not self.stopping:
-            handled = False
-            pg_probe = await self.postgres_breaker.wait_ready()
-            redis_probe = await self.redis_breaker.wait_ready()
-            if self.stopping:
-                break
+            handled = 0  # points claimed
+            pg_probe = redis_probe = False
             try:
+                pg_probe = await self.postgres_breaker.wait_ready(stop)
+                redis_probe = await self.redis_breaker.wait_ready(stop)
+                if self.stopping:
+                    break
                 handled = await self.work_once(index)
             except StoreUnavailable as exc:  # Redis, while claiming or settling
                 self._store_failed(exc)
             finally:
-                # A probe this worker holds must not stay held, whatever happened.
+                # A probe this worker holds must not stay held, whatever happened
+                # (a stop included: the other loops would wait for it forever).
                 if pg_probe:
                     self.postgres_breaker.release_probe()
                 if redis_probe:
@@ -262,7 +266,9 @@ class Workers:
 
     async def _see_through(self, claim: Claim) -> Settlement:
         """Decode the claim, give up on chunks handed back too often, write the rest."""
-        chunks, given_up, undecodable = [], [], []
+        chunks: list[Chunk] = []
+        given_up: list[DeadLetter | DeadChunk] = []
+        undecodable: list[tuple[str, str]] = []  # (chunk id, error)
         limit = self.settings.queue_max_handbacks
         now_ms = time.time_ns() // 1_000_000
         for index, (chunk_id, payload, record) in enumerate(claim.raw):

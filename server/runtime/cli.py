@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server.config import (
     INGEST_PATHS,
@@ -23,6 +23,9 @@ from server.config import (
     describe_settings,
     load_settings,
 )
+
+if TYPE_CHECKING:  # imported where used: a command loads only what it needs
+    from server.storage.database import Database
 
 
 def build_parser(extra_commands: Callable[[Any], None] | None = None
@@ -106,6 +109,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _problems(args: argparse.Namespace) -> tuple[Settings | None, list[str]]:
     """The settings and every problem with them: the settings' own and, with PROD=true
     for ``serve`` or with ``check-config --prod``, what probing the world finds."""
+    settings: Settings | None
     try:
         settings, problems = _settings(args), []
     except ConfigError as exc:
@@ -169,7 +173,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _open(url: str, settings: Settings):  # -> Database
+async def _open(url: str, settings: Settings) -> Database:
     from server.storage.database import open_database
 
     return await open_database(settings.replace(pg_pool_min=1, pg_pool_max=2), url)

@@ -86,7 +86,10 @@ def stores_ready(settings: Settings, *, redis: bool = True) -> Iterator[Stores]:
             stack.enter_context(embedded)
         except EmbeddedStoreError as exc:
             raise StartupError(str(exc)) from exc
-        database_url = settings.database_url or embedded.postgres.url  # type: ignore[union-attr]
+        database_url = settings.database_url
+        if database_url is None:  # then PostgreSQL is embedded
+            assert embedded.postgres is not None
+            database_url = embedded.postgres.url
         redis_url = settings.redis_url or (embedded.redis.url if embedded.redis else None)
         try:
             applied = run_sync(apply_migrations(database_url))
@@ -137,7 +140,8 @@ def prepared(settings: Settings) -> Iterator[Prepared]:
         except StoreUnavailable as exc:
             raise StartupError(str(exc)) from exc
         sockets = bind(settings.address, settings.port, reuse_port=settings.processes > 1)
-        stack.callback(lambda: [sock.close() for sock in sockets])
+        for sock in sockets:
+            stack.callback(sock.close)
         yield Prepared(stores, sockets, admin_token)
 
 

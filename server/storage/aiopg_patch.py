@@ -32,5 +32,5 @@ def _ready(weak_self: Any) -> None:
 
 
 if not getattr(Connection._ready, "_points_patched", False):
-    _ready._points_patched = True  # type: ignore[attr-defined]
-    Connection._ready = staticmethod(_ready)  # type: ignore[assignment]
+    _ready._points_patched = True  # type: ignore[attr-defined]  # a mark: patch once
+    Connection._ready = staticmethod(_ready)  # type: ignore[method-assign]  # the patch itself

@@ -162,7 +162,7 @@ class Database:
                 raise CommitUnknown("postgres", "PostgreSQL failed while committing: the "
                                     "transaction may or may not have applied") from exc
 
-    def pool_stats(self) -> dict[str, int]:
+    def pool_stats(self) -> dict[str, int | None]:  # max: None for an unbounded pool
         return {"size": self.pool.size, "free": self.pool.freesize,
                 "min": self.pool.minsize, "max": self.pool.maxsize}
 

@@ -106,7 +106,7 @@ def _text_fragment(ids: Sequence[str]) -> str:
 class Refusal(NamedTuple):
     """A point a write statement did not take, and why."""
 
-    index: int  # in the batch (or list) written
+    position: int  # in the batch (or list) written
     reason: str  # unknown_competition, unknown_participant, invalid_value
     message: str
 

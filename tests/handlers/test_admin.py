@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from server.runtime.lifecycle import Service
-from tests.support import Api, Stores, make_settings, seed, sql
+from tests.support import Api, Stores, make_settings, seed, sql, until
 
 
 @pytest.fixture
@@ -17,12 +15,14 @@ def settings(ingest_path: str):
 
 
 async def drain_until(service: Service, dead: int) -> None:
-    for _ in range(100):
+    """Drain (each pass may leave a failed point waiting out its retry delay) until
+    ``dead`` points are in the dead-letter queue."""
+
+    async def reached() -> bool:
         await service.deps.workers.drain()
-        if (await service.deps.queue.stats())["dead"] == dead:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(await service.deps.queue.stats())
+        return (await service.deps.queue.stats())["dead"] == dead
+
+    await until(reached, f"{dead} dead letter(s)")
 
 
 async def test_dead_letter_can_be_inspected_requeued_and_purged(

@@ -11,7 +11,17 @@ import pytest
 from server.access.auth import hash_token
 from server.points import KeyedIds
 from server.runtime.lifecycle import Service
-from tests.support import TOKENS, Api, Stores, assert_exact, seed, sql
+from tests.support import (
+    BOTH_PATHS,
+    TOKENS,
+    Api,
+    Stores,
+    assert_exact,
+    assert_settled_cleanly,
+    seed,
+    sql,
+    until,
+)
 
 
 async def test_csv_upload_accepts_valid_lines_and_reports_bad_ones(
@@ -161,59 +171,67 @@ def _expected_totals(cid: int, parts: list[int], count: int) -> list[tuple]:
 
 
 # Small chunks and bounds keep the naive path (one fsynced Redis call per point) quick.
-SMALL = pytest.mark.parametrize("settings", [{"bulk_chunk_points": 50}], indirect=True)
+CHUNK = 10
+SMALL = pytest.mark.parametrize("settings", [{"bulk_chunk_points": CHUNK}], indirect=True)
 
 
+# Where an upload stops depends on how the path groups enqueue calls.
+@BOTH_PATHS
 @SMALL
 async def test_a_refused_upload_says_where_to_resume_and_resuming_there_doubles_nothing(
         api: Api, service: Service, clean: Stores) -> None:
     cid, parts = await seed(api)
-    service.deps.queue.max_points = 70  # the second chunk of 50 cannot fit whole
+    lines = 2 * CHUNK + CHUNK // 2
+    service.deps.queue.max_points = CHUNK + CHUNK // 2  # the second chunk cannot fit whole
     bad = b"%d,%d,not-a-number\n" % (cid, parts[0])  # line 2: rejected, and reported
     status, body = await api.post("/v1/points/bulk", content_type="text/csv",
-                                  body=HEADER + bad + _csv(cid, parts, range(120)))
+                                  body=HEADER + bad + _csv(cid, parts, range(lines)))
     assert status == 503 and body["error"]["code"] == "queue_full", body
     error = body["error"]
     assert (error["rejected"], [e["line"] for e in error["errors"]]) == (1, [2])
     resume = error["accepted_through_line"] - 1  # lines 1 and 2: the header, the bad line
     assert error["accepted"] == resume - 1
     # pipelined: the second chunk was refused whole; naive: it went in to the bound.
-    assert resume - 1 == (70 if service.deps.strategy.name == "naive" else 50)
+    assert resume - 1 == (service.deps.queue.max_points if service.deps.strategy.name == "naive"
+                          else CHUNK)
     await service.deps.workers.drain()
     status, body = await api.post("/v1/points/bulk", content_type="text/csv",
-                                  body=HEADER + _csv(cid, parts, range(resume - 1, 120)))
-    assert status == 202 and body["accepted"] == 120 - (resume - 1)
+                                  body=HEADER + _csv(cid, parts, range(resume - 1, lines)))
+    assert status == 202 and body["accepted"] == lines - (resume - 1)
     await service.deps.workers.drain()
-    assert sql(clean, "SELECT count(*) FROM points") == [(120,)]
+    assert sql(clean, "SELECT count(*) FROM points") == [(lines,)]
     assert sql(clean, "SELECT competition_id, participant_id, total, points FROM standings "
-                      "ORDER BY 2") == _expected_totals(cid, parts, 120)
+                      "ORDER BY 2") == _expected_totals(cid, parts, lines)
 
 
+@BOTH_PATHS
 @SMALL
 async def test_an_upload_cut_off_mid_stream_and_resent_with_its_key_doubles_nothing(
         api: Api, service: Service, clean: Stores) -> None:
     cid, parts = await seed(api)
-    lines = 240
+    lines = 5 * CHUNK - 2
     data = HEADER + _csv(cid, parts, range(lines))
     key = "day-3-results.csv"
     _, writer = await asyncio.open_connection("127.0.0.1", service.port)
     writer.write(b"POST /v1/points/bulk HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
                  b"Authorization: Bearer " + TOKENS["ingest"].encode() + b"\r\n"
                  b"Idempotency-Key: " + key.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
-    cut = data.index(b"\n", len(data) * 9 // 10) + 1  # past four flushes of 50
+    cut = data.index(b"\n", len(data) * 9 // 10) + 1  # past four flushes, short of five
     writer.write(b"%x\r\n%s\r\n" % (cut, data[:cut]))
     await writer.drain()
-    for _ in range(500):  # until the server has taken the first chunk
-        if (await service.deps.queue.stats())["totals"]["enqueued"] >= 200:
-            break
-        await asyncio.sleep(0.02)
+
+    async def four_chunks_taken() -> bool:
+        return (await service.deps.queue.stats())["totals"]["enqueued"] >= 4 * CHUNK
+
+    await until(four_chunks_taken, "the server to enqueue the upload's first four chunks")
     writer.transport.abort()  # the client vanishes: no reply is ever read
-    assert (await service.deps.queue.stats())["totals"]["enqueued"] == 200
+    assert (await service.deps.queue.stats())["totals"]["enqueued"] == 4 * CHUNK
     status, body = await api.request("POST", "/v1/points/bulk", body=data, token="ingest",
                                      content_type="text/csv",
                                      headers={"Idempotency-Key": key})
     assert status == 202 and body["accepted"] == lines
     await service.deps.workers.drain()
+    await assert_settled_cleanly(service)  # the resent copies of the first chunks too
     ids = KeyedIds(key, hash_token(TOKENS["ingest"]), "l")
     assert_exact(clean, {ids(line) for line in range(2, lines + 2)})
     assert sql(clean, "SELECT competition_id, participant_id, total, points FROM standings "

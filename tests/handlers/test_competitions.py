@@ -45,11 +45,12 @@ async def test_competitions_are_paged_by_cursor(api: Api) -> None:
         await api.post("/v1/competitions", {"slug": f"c{i}", "name": f"C{i}"})
     status, page = await api.get("/v1/competitions?limit=2", token="read")
     assert status == 200 and [c["slug"] for c in page["items"]] == ["c0", "c1"]
-    seen = [c["slug"] for c in page["items"]]
+    seen, pages = [c["slug"] for c in page["items"]], 1
     while page["next_cursor"]:
+        assert pages < 3, f"a cursor past the last of 5 competitions, 2 a page: {seen}"
         _, page = await api.get(f"/v1/competitions?limit=2&cursor={page['next_cursor']}",
                                 token="read")
-        seen += [c["slug"] for c in page["items"]]
+        seen, pages = seen + [c["slug"] for c in page["items"]], pages + 1
     assert seen == [f"c{i}" for i in range(5)]
     assert (await api.get("/v1/competitions?limit=0", token="read"))[0] == 422
 

@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 import pytest
-import tornado.httpclient
 
-from server.ingest import commit_watch
 from server.runtime.lifecycle import Service
-from tests.support import Api, Stores, assert_exact, make_settings, seed, sql
+from server.storage import points as points_sql
+from tests.support import (
+    BOTH_PATHS,
+    Api,
+    Stores,
+    assert_exact,
+    assert_settled_cleanly,
+    locked,
+    make_settings,
+    running,
+    seed,
+    sql,
+    until,
+)
+
+# The commit watch's poll as PostgreSQL shows it (the ids follow, inline).
+POLL = points_sql.COMMITTED_IDS.partition("%s")[0]
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, ingest_path: str):
+    return make_settings(ingest_path=ingest_path, points_max_batch=100,
+                         **getattr(request, "param", {}))
 
 
 async def queued(service: Service) -> int:
@@ -65,47 +86,46 @@ async def test_ack_committed_waits_for_the_commit(service: Service, api: Api) ->
     assert body["committed"] is True
 
 
+# The requests wait while the test holds the points table: a long ack timeout.
+@pytest.mark.parametrize("settings", [{"ack_timeout_s": 30.0}], indirect=True)
 async def test_concurrent_committed_acks_share_one_query_per_tick(
-        service: Service, api: Api, clean: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+        service: Service, api: Api, clean: Stores) -> None:
     # 60 requests wait at once, each for its own point: one query at a time asks
-    # PostgreSQL about all of them (polled per request, each query names one).
-    asked: list[int] = []
-    running = []
-    real = commit_watch.sql.committed_ids
-
-    async def counted(cur, ids):  # type: ignore[no-untyped-def]
-        running.append(1)
-        assert len(running) == 1, "two polls at once"
-        asked.append(len(ids))
-        try:
-            return await real(cur, ids)
-        finally:
-            running.pop()
-
-    monkeypatch.setattr(commit_watch.sql, "committed_ids", counted)
+    # PostgreSQL about all of them (polled per request, each query would name one).
+    # The points table is held so that a poll stays in PostgreSQL, where its text
+    # (the ids inline) says whom it asks about.
     cid, parts = await seed(api)
-    many = Api(service.url)
-    many.http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=100)
+    ids = [f"w{i}" for i in range(60)]
+    many = Api(service.url, max_clients=100)
     waiting = [asyncio.ensure_future(many.post(
-        "/v1/points?ack=committed", {"id": f"w{i}", "competition_id": cid,
+        "/v1/points?ack=committed", {"id": point_id, "competition_id": cid,
                                      "participant_id": parts[i % 3], "value": i}))
-        for i in range(60)]
+        for i, point_id in enumerate(ids)]
+    hold = contextlib.ExitStack()
+
+    async def a_poll_names_every_id() -> bool:
+        hold.close()  # a poll that began before every request waited goes on
+        hold.enter_context(locked(clean, "points"))
+        polls = await until(lambda: running(clean, POLL), "a poll held by the lock")
+        assert len(polls) == 1, polls  # never two polls at once
+        return all(f"'{point_id}'" in polls[0] for point_id in ids)
+
     try:
-        for _ in range(1000):  # workers start only once every request waits
-            if asked and asked[-1] == 60:
-                break
-            await asyncio.sleep(0.01)
-        assert asked[-1] == 60  # one query named every waiting request's point
+        with hold:
+            await until(a_poll_names_every_id, "one poll naming every waiting request's id")
+            await asyncio.sleep(0.2)  # twenty ticks pass, on purpose, while it is held…
+            assert len(running(clean, POLL)) == 1  # …and no second poll started
         service.deps.workers.start(1)
         answers = await asyncio.gather(*waiting)
     finally:
-        many.http.close()
+        many.close()
     assert [(status, body["committed"], body["ids"]) for status, body in answers] == [
-        (201, True, [f"w{i}"]) for i in range(60)]
+        (201, True, [point_id]) for point_id in ids]
     await service.deps.workers.folder.fold_once()
-    assert_exact(clean, {f"w{i}" for i in range(60)})
+    assert_exact(clean, set(ids))
 
 
+@pytest.mark.parametrize("settings", [{"ack_timeout_s": 0.2}], indirect=True)
 async def test_ack_committed_answers_202_when_commit_is_not_possible_in_time(
         service: Service, api: Api) -> None:
     # No workers run, so nothing can commit: the point is safely queued, not lost.
@@ -116,18 +136,22 @@ async def test_ack_committed_answers_202_when_commit_is_not_possible_in_time(
     assert body["committed"] is False and body["accepted"] == 1
 
 
+@BOTH_PATHS  # the same ids again: one write statement per point, or per claim
 async def test_resending_a_batch_leaves_standings_unchanged(api: Api, service: Service,
                                                             clean: Stores) -> None:
     cid, parts = await seed(api)
     batch = {"points": [{"id": f"r{i}", "competition_id": cid, "participant_id": parts[i % 3],
-                         "value": 1.5} for i in range(30)]}
-    for _ in range(3):
+                         "value": 1.5} for i in range(12)]}
+    for copy in range(3):
         assert (await api.post("/v1/points", batch))[0] == 202
-        await service.deps.workers.drain()
-    assert_exact(clean, {f"r{i}" for i in range(30)})
+        # A copy inserts nothing, and settles like the first: never a failure to
+        # retry or to dead-letter.
+        assert await service.deps.workers.drain() == (12 if copy == 0 else 0), copy
+    await assert_settled_cleanly(service)
+    assert_exact(clean, {f"r{i}" for i in range(12)})
     status, board = await api.get(f"/v1/competitions/{cid}/leaderboard", token="read")
     assert status == 200
-    assert [e["points"] for e in board["entries"]] == [10, 10, 10]
+    assert [e["points"] for e in board["entries"]] == [4, 4, 4]
 
 
 async def test_get_unknown_point_is_404(api: Api) -> None:
@@ -240,11 +264,6 @@ async def test_unknown_ack_mode_is_422(api: Api, service: Service) -> None:
     assert await queued(service) == 0
 
 
-@pytest.fixture
-def settings(ingest_path: str):
-    return make_settings(ingest_path=ingest_path, points_max_batch=100)
-
-
 @pytest.mark.parametrize("raw", [
     b'{"\\ud800": 1, "competition_id": 1, "participant_id": 1, "value": 1}',
     b'{"competition_id": 1, "participant_id": 1, "value": 1, "recorded_at": "\\udfff"}',
@@ -274,6 +293,7 @@ async def test_odd_ids_and_query_values_are_404_or_422_never_500(api: Api) -> No
         assert status == 422, query
 
 
+@BOTH_PATHS  # both copies in one claim (pipelined) or one point per claim
 async def test_idempotency_key_makes_a_resent_batch_a_no_op(api: Api, service: Service,
                                                             clean: Stores) -> None:
     cid, parts = await seed(api)
@@ -286,7 +306,8 @@ async def test_idempotency_key_makes_a_resent_batch_a_no_op(api: Api, service: S
     assert status == 202 and second["ids"] == first["ids"]  # the same ids, again
     status, other = await api.post("/v1/points", body, headers=key, token="ingest")
     assert not set(other["ids"]) & set(first["ids"])  # a key is scoped to its token
-    await service.deps.workers.drain()
+    assert await service.deps.workers.drain() == 40  # the resent copy inserts nothing…
+    await assert_settled_cleanly(service)  # …and settles like the others
     assert_exact(clean, set(first["ids"]) | set(other["ids"]))
 
 

@@ -4,10 +4,7 @@ routes untouched, one limit shared through Redis, still a limit while Redis is d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.client
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,12 +18,10 @@ from prometheus_client import REGISTRY
 
 from server.access.ratelimit import REDIS_RETRY_S
 from server.config import Settings
-from server.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from server.queue.keys import RATE_LIMIT_PREFIX
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
-from tests.support import TOKENS, Api, make_settings
-from tests.test_serve import Server
+from tests.support import TOKENS, Api, make_settings, served, until_sync
 
 LIMIT = 1.0  # requests/s per token: a burst of 2 passes at once, then one a second
 BURST = 2
@@ -134,16 +129,6 @@ async def test_two_services_on_one_redis_share_one_limit(
             other_api.http.close()
 
 
-def _listening(server: Server, processes: int) -> None:
-    """Wait (bounded) until every forked process has printed its ``listening on``
-    (``Server`` reads the output on after the first)."""
-    deadline = time.monotonic() + 60
-    while "".join(server.output).count("listening on") < processes:
-        if time.monotonic() > deadline or server.proc.poll() is not None:
-            raise AssertionError("not every process started:\n" + "".join(server.output))
-        time.sleep(0.05)
-
-
 def _serving_process(children: list[psutil.Process], port: int,
                      conn: http.client.HTTPConnection) -> int | None:
     """The pid of the child holding the server side of ``conn``'s socket."""
@@ -159,49 +144,42 @@ def _connection_to(pid: int, children: list[psutil.Process], port: int
                    ) -> http.client.HTTPConnection:
     """A new connection that process ``pid`` serves.  Which process accepts a
     connection is the kernel's choice, so open some until that one does."""
-    for _ in range(200):
+
+    def one_it_serves() -> http.client.HTTPConnection | None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/health")  # public: costs the token nothing
         conn.getresponse().read()
         if _serving_process(children, port, conn) == pid:
             return conn
         conn.close()
-    raise AssertionError(f"no connection reached process {pid}")
+        return None
+
+    return until_sync(one_it_serves, f"a connection that process {pid} accepts",
+                      timeout_s=20, interval_s=0)
 
 
 @pytest.mark.timeout(180)
-def test_serve_with_two_processes_shares_one_limit_between_them(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_with_two_processes_shares_one_limit_between_them(serve_dir: Path) -> None:
     """A real ``run.py serve --processes 2``: a token's burst is spent across both
     processes together, not once per process."""
     # A burst of 1 and then one request each 4 s: finding a connection to the
     # wanted process may take a moment, which must not earn the token a request.
-    monkeypatch.setenv("RATE_LIMIT_PER_TOKEN", "0.25")
-    port = free_port()
-    pg, rd = EmbeddedPostgres(tmp_path), EmbeddedRedis(tmp_path)
-    server = Server(tmp_path, port, "--processes", "2", "--workers", "1")
-    parent = psutil.Process(server.proc.pid)
-
-    def forks() -> list[psutil.Process]:
-        """Its forks, not the embedded stores it started (also its children)."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            return [c for c in parent.children() if c.name() == parent.name()]
-        return []
-
-    children: list[psutil.Process] = []
-    try:
-        _listening(server, 2)
-        children = forks()
-        assert len(children) == 2, children
-        token = (tmp_path / "admin-token").read_text().strip()
+    with served(serve_dir, "--processes", "2", "--workers", "1",
+                env={"RATE_LIMIT_PER_TOKEN": "0.25"}) as server:
+        # Each fork says ``listening on`` once it serves (the launcher read the first).
+        until_sync(lambda: "".join(server.output).count("listening on") >= 2
+                   or server.proc.poll() is not None, "both processes listening")
+        children = server.forks()
+        assert len(children) == 2, "".join(server.output)
         answers = []
         for i in range(6):  # alternate between the two processes
             # A new connection each time: the server closes one after an answer
             # given before the request's body was read (a 429 from a body
             # handler's prepare), even a GET's.
-            conn = _connection_to(children[i % 2].pid, children, port)
+            conn = _connection_to(children[i % 2].pid, children, server.port)
             try:
-                conn.request("GET", LIMITED, headers={"Authorization": f"Bearer {token}"})
+                conn.request("GET", LIMITED,
+                             headers={"Authorization": f"Bearer {server.admin_token}"})
                 response = conn.getresponse()
                 response.read()
             finally:
@@ -210,19 +188,7 @@ def test_serve_with_two_processes_shares_one_limit_between_them(
         # The second process refuses a token it has never served: the first spent
         # its burst.  One limit, not one per process (that would be 200, 200, 429…).
         assert answers == [(200, "0")] + [(429, "0")] * 5
-        server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(60) == 0, "".join(server.output)
-    finally:
-        # The forks first, by pid: a parent killed alone leaves them holding the port
-        # and the output pipe.
-        children = children or forks()
-        for child in children:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
-        psutil.wait_procs(children, timeout=10)
-        server.kill()
-        rd.stop(even_if_reused=True)  # the stores this test caused, by their pids
-        pg.stop(even_if_reused=True)
+        assert server.terminate(60) == 0, "".join(server.output)
 
 
 @pytest.mark.parametrize("settings", [{"rate_limit_per_token": 0.0}], indirect=True)
@@ -264,8 +230,10 @@ async def test_with_redis_down_each_process_still_limits_and_nothing_fails(
     limiter = service.deps.limiter
     assert limiter is not None and limiter.local_decisions == BURST + 3
     # Redis back: after REDIS_RETRY_S the limit lives in Redis again (shared).
+    # The last failure came before the restart: once REDIS_RETRY_S has passed (on
+    # purpose), the next request asks Redis, and is decided there.
     await asyncio.to_thread(own.redis.start)
-    await asyncio.sleep(REDIS_RETRY_S + 1)  # the first request after the bound asks Redis
+    await asyncio.sleep(REDIS_RETRY_S)
     assert (await fetch(api, LIMITED, "admin")).code == 200
     assert limiter.local_decisions == BURST + 3
     client = redis.Redis.from_url(own.redis_url)

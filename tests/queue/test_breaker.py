@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from server.queue.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from server.supervisor import StopSignal
 
 
 def test_breaker_opens_on_failure_and_closes_after_a_good_probe() -> None:
@@ -23,11 +24,11 @@ async def test_only_one_caller_probes_a_half_open_breaker() -> None:
     breaker.record_failure("down")
     first = asyncio.ensure_future(breaker.wait_ready())
     second = asyncio.ensure_future(breaker.wait_ready())
-    await asyncio.wait_for(first, 1)  # the probe
-    await asyncio.sleep(0.05)
-    assert not second.done()  # waits while the probe is out
+    assert await asyncio.wait_for(first, 1) is True  # the probe
+    await asyncio.sleep(0.05)  # five cool-downs: the second would be through by now
+    assert not second.done() and breaker.state == HALF_OPEN  # waits while the probe is out
     breaker.record_success()
-    await asyncio.wait_for(second, 1)
+    assert await asyncio.wait_for(second, 1) is False  # closed: no probe needed
 
 
 def test_cool_down_doubles_up_to_its_maximum() -> None:
@@ -36,3 +37,13 @@ def test_cool_down_doubles_up_to_its_maximum() -> None:
         breaker.record_failure("down")
     assert breaker.state == OPEN and breaker.failures == 10
     assert breaker.as_dict()["times_opened"] == 1  # one outage, however many failures
+
+
+async def test_a_stop_ends_a_wait_for_the_cool_down_at_once() -> None:
+    breaker = CircuitBreaker("pg", base_s=3600, max_s=3600)
+    breaker.record_failure("down")
+    stop = StopSignal()
+    waiting = asyncio.ensure_future(breaker.wait_ready(stop))
+    await asyncio.sleep(0)  # it is waiting out the hour
+    stop._raise()
+    assert await asyncio.wait_for(waiting, 1) is False  # no probe: it is stopping

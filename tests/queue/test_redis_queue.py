@@ -17,7 +17,7 @@ from server.queue import keys
 from server.queue.chunks import Chunk, DeadLetter, Settlement, chunk_size
 from server.queue.redis_queue import Claim, PointQueue, handbacks_of
 from server.queue.strategy import make_strategy
-from tests.support import Stores
+from tests.support import BOTH_PATHS, Stores
 
 
 def points(n: int, tag: str = "p") -> list[tuple]:
@@ -46,6 +46,7 @@ async def counters(client: aioredis.Redis) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in (await client.hgetall(keys.STATS)).items()}
 
 
+@BOTH_PATHS
 async def test_enqueue_chunks_as_the_path_says_and_counts_points(
         client: aioredis.Redis, ingest_path: str) -> None:
     queue = make_queue(client, ingest_path, batch=10)
@@ -131,7 +132,7 @@ async def test_a_settle_after_the_chunk_was_reclaimed_and_claimed_again_is_refus
     queue = make_queue(client, batch=10)
     await queue.enqueue(points(10))
     first = await queue.claim(10, lease_s=0.05)  # a worker that is too slow
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # past its lease, on purpose: the reclaim proves it expired
     assert await queue.reclaim() == (1, 0)
     second = await queue.claim(10, lease_s=30)  # another worker has it now
     assert second.ids == first.ids and second.token != first.token
@@ -153,8 +154,13 @@ async def test_renew_extends_only_the_holders_leases(client: aioredis.Redis) -> 
     queue = make_queue(client)
     await queue.enqueue(points(1))
     claim = await queue.claim(10, lease_s=0.2)
+    (chunk_id,) = claim.ids
+    first = await client.zscore(keys.LEASES, chunk_id)
+    assert await queue.renew(Claim("not-the-holder", claim.raw), 60) == 0
+    assert await client.zscore(keys.LEASES, chunk_id) == first  # fenced: untouched
     assert await queue.renew(claim, 30) == 1
-    await asyncio.sleep(0.3)
+    assert await client.zscore(keys.LEASES, chunk_id) >= first + 29_000
+    await asyncio.sleep(0.3)  # past the lease it was claimed with
     assert await queue.reclaim() == (0, 0)  # renewed: not expired
 
 
@@ -201,7 +207,7 @@ async def test_reclaim_returns_expired_leases_first_in_order_and_due_retries_las
     kept = await queue.claim(1, lease_s=30)
     retry = Chunk("0000000000000000000000000000000b-1", [decode(kept)[0].points[0]], 1)
     await queue.settle(kept, Settlement(acked=kept.ids, retries=[(retry, 0)]))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # past both short leases, on purpose (the reclaim counts them)
     assert await queue.reclaim() == (2, 1)
     order = [i.decode() for i in await client.lrange(keys.READY, 0, -1)]
     assert order[:2] == first.ids + second.ids and order[-1] == retry.id
@@ -234,4 +240,7 @@ async def test_the_recent_commit_rate_comes_from_per_second_counts(
     await queue.enqueue(points(3))
     claim = await queue.claim(10, lease_s=30)
     await queue.settle(claim, Settlement(acked=claim.ids, committed=3))
-    assert int(await client.hget(keys.COMMITTED_BY_S, (await client.time())[0])) >= 3
+    # Counted in the second it settled in (the clock may have ticked on since).
+    since = {int(second): int(n) for second, n in
+             (await client.hgetall(keys.COMMITTED_BY_S)).items() if int(second) >= seconds}
+    assert sum(since.values()) == 3 and len(since) == 1

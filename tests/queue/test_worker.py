@@ -6,17 +6,30 @@ import asyncio
 import random
 
 import orjson
-import psycopg2
 import pytest
+from redis.asyncio import Redis
 
 from server.errors import PoolTimeout, StoreUnavailable, WriteConflict
 from server.points import now_us
 from server.queue import keys
-from server.queue.breaker import CLOSED, OPEN
+from server.queue.breaker import CLOSED, HALF_OPEN, OPEN
 from server.queue.chunks import Chunk
+from server.queue.worker import Workers
 from server.runtime.lifecycle import Service
-from tests.support import Api, Stores, assert_exact, batch, make_settings, seed, sql
-from tests.test_supervisor import plant_chunk
+from tests.support import (
+    BOTH_PATHS,
+    Api,
+    Stores,
+    assert_exact,
+    batch,
+    lock_waiters,
+    locked,
+    make_settings,
+    plant_chunk,
+    seed,
+    sql,
+    until,
+)
 
 
 @pytest.fixture
@@ -40,10 +53,51 @@ def seeded_points(cid: int, parts: list[int], n: int, seed_value: int = 7) -> li
     return points
 
 
+async def redis_ms(redis: Redis) -> int:
+    """Now on the Redis clock, the one lease deadlines are set by (ms)."""
+    seconds, micros = await redis.time()
+    return seconds * 1000 + micros // 1000
+
+
+async def leases(redis: Redis) -> dict[str, tuple[str, float | None]]:
+    """Chunk id -> (its holder's claim token, its lease deadline in ms), for every chunk
+    held now (holders read first: a claim landing in between is left out, not half in)."""
+    holders = await redis.hgetall(keys.HOLDERS)
+    deadlines = dict(await redis.zrange(keys.LEASES, 0, -1, withscores=True))
+    return {chunk_id.decode(): (token.decode(), deadlines.get(chunk_id))
+            for chunk_id, token in holders.items()}
+
+
+async def assert_kept_past_their_lease(redis: Redis, workers: Workers) -> None:
+    """Let the claims in hand outlive the lease they were taken with, then assert that
+    their holders still hold them: the same claims, leases renewed into the future.
+
+    Wall time passes on purpose: half a lease past the first deadline (and two reclaim
+    rounds), which only a lease renewed more than once reaches (each renewal extends
+    it by one lease from then; the first comes a third of a lease after the claim).
+    """
+    busy, before = dict(workers.busy), await leases(redis)
+    assert busy and before, "no claim in hand to watch"
+    first_deadline = max(deadline or 0 for _, deadline in before.values())
+    lease_ms = workers.settings.queue_lease_s * 1000
+
+    async def past_it() -> bool:
+        return await redis_ms(redis) > first_deadline + lease_ms / 2
+
+    await until(past_it, "the Redis clock past the claims' first lease deadline",
+                interval_s=0.05)
+    after, now = await leases(redis), await redis_ms(redis)
+    assert {chunk_id: after.get(chunk_id, (None,))[0] for chunk_id in before} == {
+        chunk_id: token for chunk_id, (token, _) in before.items()}  # never taken away
+    assert all((after[chunk_id][1] or 0) > now for chunk_id in before), (before, after, now)
+    assert busy.items() <= workers.busy.items()  # the same claims, still being written
+
+
+@BOTH_PATHS
 async def test_both_paths_produce_the_same_rows_and_standings(
         api: Api, service: Service, clean: Stores, ingest_path: str) -> None:
     cid, parts = await seed(api, participants=7)
-    points = seeded_points(cid, parts, 600)
+    points = seeded_points(cid, parts, 300)
     for start in range(0, len(points), 100):
         status, _ = await api.post("/v1/points", {"points": points[start:start + 100]})
         assert status == 202
@@ -77,6 +131,7 @@ async def test_both_paths_produce_the_same_rows_and_standings(
         assert stats.claims <= len(points) // 64 + 6  # batches of QUEUE_BATCH_SIZE
 
 
+@BOTH_PATHS
 async def test_claim_reclaims_expired_lease_after_worker_died_before_ack(
         api: Api, service: Service, clean: Stores) -> None:
     cid, parts = await seed(api)
@@ -92,8 +147,14 @@ async def test_claim_reclaims_expired_lease_after_worker_died_before_ack(
     stats = await queue.stats()
     assert (stats["depth"], stats["inflight"]) == (0, 40)
 
-    await asyncio.sleep(1.1)  # the lease expires; the next drain reclaims and redelivers
-    await workers.drain()
+    deadline = max(score for _, score in await service.deps.redis.zrange(
+        keys.LEASES, 0, -1, withscores=True))
+
+    async def expired() -> bool:
+        return await redis_ms(service.deps.redis) > deadline
+
+    await until(expired, "the dead worker's lease to expire", interval_s=0.05)
+    await workers.drain()  # reclaims (unless the reclaimer did) and redelivers
     stats = await queue.stats()
     assert (stats["depth"], stats["inflight"]) == (0, 0)
     assert stats["totals"]["reclaimed"] == 40
@@ -102,39 +163,32 @@ async def test_claim_reclaims_expired_lease_after_worker_died_before_ack(
         assert await service.deps.redis.exists(key) == 0  # acknowledged: no trace left
 
 
+@BOTH_PATHS
 async def test_cancelled_worker_hands_its_claim_back(api: Api, service: Service,
                                                      clean: Stores) -> None:
     cid, parts = await seed(api)
     _, body = await api.post("/v1/points", {"points": [
-        {"competition_id": cid, "participant_id": parts[0], "value": 1}] * 300})
+        {"competition_id": cid, "participant_id": parts[0], "value": 1}] * 20})
     workers = service.deps.workers
     # Hold the points table so that the worker's insert blocks: a cancel then lands
     # mid-write for certain (a cancel racing a finishing statement can be lost in
     # asyncio.wait_for on Python 3.11, and would prove nothing).
-    blocker = psycopg2.connect(clean.database_url)
-    try:
-        with blocker.cursor() as cur:
-            cur.execute("LOCK TABLE points IN ACCESS EXCLUSIVE MODE")
+    with locked(clean, "points"):
         task = asyncio.create_task(workers.work_once(0))
-        for _ in range(500):
-            if workers.busy:
-                break
-            await asyncio.sleep(0.001)
-        await asyncio.sleep(0.2)  # the insert is now waiting for the lock
+        await until(lambda: workers.busy, "the worker busy with its claim")
+        await until(lambda: lock_waiters(clean), "the worker's insert waiting for the lock")
         assert workers.busy and not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    finally:
-        blocker.rollback()
-        blocker.close()
     assert workers.stats.handbacks == 1
     stats = await service.deps.queue.stats()
-    assert (stats["depth"], stats["inflight"]) == (300, 0)  # handed back, not leased
+    assert (stats["depth"], stats["inflight"]) == (20, 0)  # handed back, not leased
     await workers.drain()  # no lease wait: the cancelled claim went straight back
     assert_exact(clean, set(body["ids"]))
 
 
+@BOTH_PATHS
 async def test_unknown_participant_is_retried_then_dead_lettered(
         api: Api, service: Service, clean: Stores) -> None:
     cid, parts = await seed(api)
@@ -143,11 +197,12 @@ async def test_unknown_participant_is_retried_then_dead_lettered(
         {"id": "ghost", "competition_id": cid, "participant_id": 999, "value": 1},
         {"id": "lost", "competition_id": 777, "participant_id": parts[0], "value": 1}]})
     workers = service.deps.workers
-    for _ in range(50):
-        await workers.drain()
-        if (await service.deps.queue.stats())["dead"] == 2:
-            break
-        await asyncio.sleep(0.01)
+
+    async def drained_into_the_dlq() -> bool:
+        await workers.drain()  # each round reclaims the retries that came due
+        return (await service.deps.queue.stats())["dead"] == 2
+
+    await until(drained_into_the_dlq, "both unknown references dead-lettered")
     entries = {k.decode(): orjson.loads(v)
                for k, v in (await service.deps.redis.hgetall(keys.DEAD)).items()}
     assert {k: (e["reason"], e["attempts"]) for k, e in entries.items()} == {
@@ -157,6 +212,7 @@ async def test_unknown_participant_is_retried_then_dead_lettered(
     assert (stats["depth"], stats["inflight"], stats["retry_scheduled"]) == (0, 0, 0)
 
 
+@BOTH_PATHS
 async def test_poison_point_is_isolated_while_batch_mates_commit(
         api: Api, service: Service, clean: Stores) -> None:
     cid, (a, b, _) = await seed(api)
@@ -176,8 +232,10 @@ async def test_poison_point_is_isolated_while_batch_mates_commit(
     assert dead == {"poison": "data_error", "huge": "invalid_value"}
 
 
-@pytest.mark.parametrize("settings", [{"queue_lease_s": 1.0, "retry_base_s": 30.0,
-                                       "retry_max_s": 60.0}], indirect=True)
+# A day's backoff: no retry comes due during the test (full jitter draws from [0, 1 day]).
+@BOTH_PATHS
+@pytest.mark.parametrize("settings", [{"queue_lease_s": 1.0, "retry_base_s": 86400.0,
+                                       "retry_max_s": 86400.0}], indirect=True)
 async def test_a_slow_live_worker_keeps_its_lease_and_nothing_is_redelivered(
         api: Api, service: Service, clean: Stores) -> None:
     cid, parts = await seed(api)
@@ -186,25 +244,18 @@ async def test_a_slow_live_worker_keeps_its_lease_and_nothing_is_redelivered(
     bad = [{"id": f"early{i}", "competition_id": cid, "participant_id": 999, "value": 1}
            for i in range(2)]  # registration lags: each is retried, once
     await api.post("/v1/points", {"points": good + bad})
-    workers = service.deps.workers
-    blocker = psycopg2.connect(clean.database_url)  # PostgreSQL is slow: 3 s > the lease
-    try:
-        with blocker.cursor() as cur:
-            cur.execute("LOCK TABLE points IN ACCESS EXCLUSIVE MODE")
-        workers.start(2)
-        for _ in range(300):
-            if workers.busy:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(3.0)
-    finally:
-        blocker.rollback()
-        blocker.close()
-    for _ in range(300):
-        stats = await service.deps.queue.stats()
-        if stats["depth"] == stats["inflight"] == 0:
-            break
-        await asyncio.sleep(0.02)
+    workers, queue = service.deps.workers, service.deps.queue
+    with locked(clean, "points"):  # PostgreSQL is slow: longer than the lease
+        workers.start(2)  # and the reclaimer, which takes back whatever lease expires
+        await until(lambda: workers.busy, "a worker busy with a claim")
+        await assert_kept_past_their_lease(service.deps.redis, workers)
+        assert (await queue.stats())["totals"]["reclaimed"] == 0
+
+    async def settled() -> dict | None:
+        stats = await queue.stats()
+        return stats if stats["depth"] == stats["inflight"] == 0 else None
+
+    stats = await until(settled, "every claim settled")
     await workers.folder.fold_once()
     assert_exact(clean, {p["id"] for p in good})
     assert stats["totals"]["reclaimed"] == 0  # renewed while it worked: never taken away
@@ -219,10 +270,11 @@ async def test_a_chunk_that_keeps_failing_unexpectedly_is_dead_lettered_not_loop
     workers = service.deps.workers
     workers.supervisor.restart_base_s = 0.01
     workers.start(1)
-    for _ in range(500):
-        if (await service.deps.queue.stats())["dead"]:
-            break
-        await asyncio.sleep(0.01)
+
+    async def dead_lettered() -> int:
+        return (await service.deps.queue.stats())["dead"]
+
+    await until(dead_lettered, "the chunk dead-lettered after its handbacks")
     _, page = await api.get("/v1/admin/dlq")
     (entry,) = page["items"]  # kept whole: its point is not one to list or requeue
     assert (entry["chunk_id"], entry["reason"], entry["attempts"]) == (
@@ -234,6 +286,7 @@ async def test_a_chunk_that_keeps_failing_unexpectedly_is_dead_lettered_not_loop
     assert await service.deps.redis.exists(keys.HANDBACKS) == 0  # no trace left
 
 
+@BOTH_PATHS
 async def test_an_undecodable_chunk_is_set_aside_while_its_claim_mates_commit(
         api: Api, service: Service, clean: Stores) -> None:
     cid, parts = await seed(api)
@@ -272,30 +325,24 @@ def test_a_local_pool_wait_or_a_conflict_never_opens_a_store_breaker(
     assert workers.postgres_breaker.state == OPEN
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("settings", [{"pg_statement_timeout_ms": 300}], indirect=True)
 async def test_a_statement_timeout_costs_nothing_and_kills_no_worker(
         api: Api, service: Service, clean: Stores) -> None:
     cid, parts = await seed(api)
     _, body = await api.post("/v1/points", batch(cid, parts, "slow", 20))
     workers = service.deps.workers
-    blocker = psycopg2.connect(clean.database_url)
-    try:
-        with blocker.cursor() as cur:  # every statement on points now outlives its timeout
-            cur.execute("LOCK TABLE points, standings IN ACCESS EXCLUSIVE MODE")
+    # Every statement on points (and standings) now outlives its timeout.
+    with locked(clean, "points", "standings"):
         workers.start(1)
-        for _ in range(300):
-            if workers.stats.handbacks:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: workers.stats.handbacks, "a claim handed back on the timeout")
         status, answer = await api.get(f"/v1/competitions/{cid}/leaderboard", token="read")
         assert status == 503 and answer["error"]["code"] == "unavailable"  # not a 500
-    finally:
-        blocker.rollback()
-        blocker.close()
-    for _ in range(500):
-        if (await service.deps.queue.stats())["totals"]["committed"] == 20:
-            break
-        await asyncio.sleep(0.02)
+
+    async def committed() -> bool:
+        return (await service.deps.queue.stats())["totals"]["committed"] == 20
+
+    await until(committed, "the 20 points committed once PostgreSQL answers again")
     await workers.folder.fold_once()
     assert_exact(clean, set(body["ids"]))
     assert workers.stats.handbacks >= 1 and workers.supervisor.restarts_total == 0
@@ -312,17 +359,19 @@ async def test_the_lease_is_kept_for_the_rest_of_a_claim_after_a_chunk_is_set_as
     cid, parts = await seed(api)
     await plant_chunk(service, b"\xff not json")
     _, body = await api.post("/v1/points", batch(cid, parts, "kept", 10))
-    workers = service.deps.workers
-    blocker = psycopg2.connect(clean.database_url)
-    try:
-        with blocker.cursor() as cur:
-            cur.execute("LOCK TABLE points IN ACCESS EXCLUSIVE MODE")
+    workers, redis = service.deps.workers, service.deps.redis
+    with locked(clean, "points"):
         task = asyncio.ensure_future(workers.work_once(0))
-        await asyncio.sleep(2.5)  # 2.5 leases: only renewal keeps the good chunks
+        await until(lambda: workers.busy, "the worker busy with its claim")
+
+        async def set_aside() -> bool:
+            return await redis.hexists(keys.HANDBACKS, "00000000000000000000000000000000-1")
+
+        await until(set_aside, "the undecodable chunk handed back, its claim mate kept")
+        assert len(await leases(redis)) == 1
+        # The rest of the claim is renewed as the whole claim was (the reclaimer runs).
+        await assert_kept_past_their_lease(redis, workers)
         assert not task.done()
-    finally:
-        blocker.rollback()
-        blocker.close()
     assert await task
     stats = await service.deps.queue.stats()
     assert stats["totals"]["reclaimed"] == 0 and workers.stats.leases_lost == 0
@@ -330,11 +379,13 @@ async def test_the_lease_is_kept_for_the_rest_of_a_claim_after_a_chunk_is_set_as
     assert_exact(clean, set(body["ids"]))
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("settings", [{"queue_batch_size": 10}], indirect=True)
 async def test_claims_grow_under_a_backlog_and_shrink_back_after(
         api: Api, service: Service, clean: Stores, ingest_path: str) -> None:
     cid, parts = await seed(api)
-    _, body = await api.post("/v1/points", batch(cid, parts, "deep", 300))
+    backlog = 300 if ingest_path == "pipelined" else 30  # naive: a few show it stays at 1
+    _, body = await api.post("/v1/points", batch(cid, parts, "deep", backlog))
     workers = service.deps.workers
     sizes = []
     while claimed := await workers.work_once(0):
@@ -347,3 +398,21 @@ async def test_claims_grow_under_a_backlog_and_shrink_back_after(
     assert workers._claim_size[0] == service.deps.strategy.claim_points  # empty: back to 1×
     await workers.folder.fold_once()
     assert_exact(clean, set(body["ids"]))
+
+
+async def test_workers_stop_at_once_while_their_stores_breakers_are_open(
+        service: Service) -> None:
+    workers, supervisor = service.deps.workers, service.deps.workers.supervisor
+    # PostgreSQL's cool-down is over, Redis's lasts an hour: the first worker takes
+    # PostgreSQL's probe and then waits for Redis, holding it; the other waits for it.
+    workers.postgres_breaker.record_failure("test: PostgreSQL was away")
+    workers.postgres_breaker._open_until = 0
+    workers.redis_breaker.base_s = workers.redis_breaker.max_s = 3600.0
+    workers.redis_breaker.record_failure("test: Redis is away")
+    workers.start(2)
+    await until(lambda: workers.postgres_breaker.state == HALF_OPEN,
+                "a worker holding PostgreSQL's probe")
+    workers.stop_claiming()
+    # Neither the hour nor the held probe may keep the stop waiting for its deadline.
+    await asyncio.wait_for(supervisor.stop(30.0), 2.0)
+    assert not workers.postgres_breaker._probing  # the probe was released on the way out

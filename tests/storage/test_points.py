@@ -11,9 +11,8 @@ from server.errors import DataRejected
 from server.points import now_us
 from server.storage import points as sql
 from server.storage.database import Database
-from tests.support import Stores
+from tests.support import Stores, lock_waiters, register, until
 from tests.support import sql as run_sql
-from tests.storage.conftest import register
 
 
 def point(point_id: str, competition: int, participant: int, value: float = 1.0) -> tuple:
@@ -126,7 +125,8 @@ async def test_writers_sharing_ids_in_opposite_orders_wait_but_never_deadlock(
 
             first = asyncio.ensure_future(write([a, b]))
             second = asyncio.ensure_future(write([b, a]))
-            await _until_waiting(clean, 2)
+            await until(lambda: lock_waiters(clean) == 2,
+                        "both writers waiting for the held id")
             holder.rollback()
             results = await asyncio.gather(first, second)  # a WriteConflict would raise
             assert sorted(results) == [0, 2]
@@ -134,13 +134,3 @@ async def test_writers_sharing_ids_in_opposite_orders_wait_but_never_deadlock(
     finally:
         holder.close()
 
-
-async def _until_waiting(stores: Stores, backends: int) -> None:
-    """Until ``backends`` sessions wait on a lock (bounded: 10 s)."""
-    for _ in range(1000):
-        waiting = run_sql(stores, "SELECT count(*) FROM pg_stat_activity "
-                                  "WHERE wait_event_type = 'Lock'")[0][0]
-        if waiting >= backends:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{backends} sessions never waited on a lock")

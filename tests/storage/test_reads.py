@@ -7,7 +7,7 @@ from server.storage import points as sql
 from server.storage import reads
 from server.storage.database import Database
 from server.storage.standings import StandingsFolder
-from tests.storage.conftest import register
+from tests.support import register
 
 
 async def scored(db: Database, values: list[float]) -> tuple[int, list[int]]:

@@ -8,9 +8,8 @@ from server.points import now_us
 from server.storage import points as sql
 from server.storage.database import Database
 from server.storage.standings import StandingsFolder, fold_standings
-from tests.support import Stores
+from tests.support import Stores, register
 from tests.support import sql as run_sql
-from tests.storage.conftest import register
 
 
 async def test_two_concurrent_folders_fold_every_delta_exactly_once(

@@ -38,7 +38,217 @@ class Mutation:
     tests: tuple[str, ...]
 
 
-MUTATIONS: tuple[Mutation, ...] = ()  # filled in below
+def _m(name: str, guarantee: str, what: str, path: str, old: str, new: str,
+       *tests: str) -> Mutation:
+    return Mutation(name, guarantee, what, path, old, new, tests)
+
+
+W, Q, F, S = ("tests/queue/test_worker.py::", "tests/queue/test_redis_queue.py::",
+              "tests/test_faults.py::", "tests/test_serve.py::")
+D, P, B = "tests/test_durability.py::", "tests/handlers/test_points.py::", \
+    "tests/handlers/test_bulk.py::"
+
+MUTATIONS = (
+    # --- kill -9 at any moment loses and duplicates nothing -------------------------
+    _m("ack-before-commit", "kill -9 loses nothing",
+       "a claim is acknowledged before its points are written",
+       "server/queue/worker.py",
+       "        if chunks:\n            outcome = await self.writer.write(chunks)",
+       "        if chunks:\n            await self.queue.settle(claim, Settlement(acked=claim.ids))\n"  # noqa: E501
+       "            outcome = await self.writer.write(chunks)",
+       W + "test_cancelled_worker_hands_its_claim_back",
+       S + "test_serve_killed_with_sigkill_three_times_mid_drain_commits_exactly_once"),
+    _m("no-reclaim", "kill -9 loses nothing; a killed process's chunks come back",
+       "the reclaimer never returns an expired lease",
+       "server/queue/scripts.py",
+       "local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)",
+       "local expired = {}",
+       W + "test_claim_reclaims_expired_lease_after_worker_died_before_ack",
+       S + "test_serve_killed_with_sigkill_three_times_mid_drain_commits_exactly_once"),
+    _m("no-on-conflict", "kill -9 duplicates nothing; a retrying client never doubles",
+       "inserts are not idempotent on the point id (no ON CONFLICT DO NOTHING)",
+       "server/storage/points.py", "    ON CONFLICT (id) DO NOTHING\n", "",
+       P + "test_resending_a_batch_leaves_standings_unchanged",
+       W + "test_claim_reclaims_expired_lease_after_worker_died_before_ack"),
+    _m("deltas-from-input", "kill -9 duplicates nothing (standings)",
+       "standings deltas are logged for every written point, not only the inserted rows",
+       "server/storage/points.py",
+       "    FROM inserted\n    GROUP BY competition_id, participant_id",
+       "    FROM (SELECT competition_id, participant_id, value, timestamptz 'epoch'\n"
+       "          + recorded_us * interval '1 microsecond' AS recorded_at\n"
+       "          FROM checked WHERE refused IS NULL) AS every_point\n"
+       "    GROUP BY competition_id, participant_id",
+       P + "test_resending_a_batch_leaves_standings_unchanged",
+       W + "test_claim_reclaims_expired_lease_after_worker_died_before_ack"),
+    # --- SIGTERM / cancellation ---------------------------------------------------------
+    _m("cancel-keeps-lease", "SIGTERM: nothing lost, no lease left behind",
+       "a cancelled claim is not handed back",
+       "server/queue/worker.py",
+       "                await self._detached(self.queue.release(claim, error=error))\n",
+       "",
+       W + "test_cancelled_worker_hands_its_claim_back",
+       S + "test_sigterm_during_a_drain_exits_0_and_loses_nothing"),
+    _m("stop-cuts-requests", "SIGTERM: in-flight requests finish",
+       "the HTTP stop does not wait for requests in flight",
+       "server/runtime/lifecycle.py",
+       "    while state.inflight and time.monotonic() < end:",
+       "    while False:",
+       F + "test_health_turns_draining_while_shutdown_waits_for_in_flight_requests"),
+    # --- store outages --------------------------------------------------------------------
+    _m("outage-spends-attempts", "PostgreSQL down: no point spends an attempt",
+       "a claim handed back for a store outage is counted against its chunks",
+       "server/queue/worker.py",
+       "                await self._detached(self.queue.release(claim))  # never strand the leases",
+       "                await self._detached(self.queue.release(claim, error=str(exc)))",
+       F + "test_postgres_stopped_mid_ingest_every_request_202_and_drained_after",
+       W + "test_a_statement_timeout_costs_nothing_and_kills_no_worker"),
+    _m("no-direct-write", "Redis down: ingest writes straight to PostgreSQL",
+       "ingest answers 503 instead of writing directly when Redis fails",
+       "server/ingest/accept.py",
+       "            try:\n                await self._write_directly(points)\n"
+       "            except CommitUnknown as direct:\n"
+       "                raise PartiallyAccepted(direct, accepted_ids=[], unknown_ids=ids) from direct",  # noqa: E501
+       "            try:\n                raise StoreUnavailable(\"postgres\", \"mutated\")\n"
+       "            except CommitUnknown as direct:\n"
+       "                raise PartiallyAccepted(direct, accepted_ids=[], unknown_ids=ids) from direct",  # noqa: E501
+       F + "test_redis_killed_mid_ingest_every_2xx_committed_exactly_once"),
+    _m("cut-request-rest-dropped", "a request cut by a Redis failure is accepted whole",
+       "the points after a failed call are not written to PostgreSQL",
+       "server/ingest/accept.py",
+       "                await self._write_directly(points[exc.accepted:])",
+       "                pass",
+       F + "test_a_naive_request_cut_by_a_redis_kill_is_accepted_whole_and_once"),
+    _m("busy-pool-bypasses-queue", "a local pool wait never sends ingest around the queue",
+       "a busy Redis pool is treated as Redis down (direct write)",
+       "server/ingest/accept.py", "        except (QueueFull, PoolTimeout):",
+       "        except QueueFull:",
+       D + "test_a_busy_redis_pool_answers_503_without_bypassing_the_queue"),
+    _m("pool-wait-opens-breaker", "a local pool wait opens no breaker",
+       "a pool timeout or a write conflict opens the store's breaker",
+       "server/queue/worker.py", "        if isinstance(exc, PoolTimeout | WriteConflict):",
+       "        if False:",
+       W + "test_a_local_pool_wait_or_a_conflict_never_opens_a_store_breaker"),
+    _m("shared-pools", "workers never wait for request handlers' connections",
+       "the workers borrow the request handlers' PostgreSQL pool",
+       "server/runtime/lifecycle.py",
+       "        pool = Workers(queue.with_client(worker_client), worker_db, strategy, settings,",
+       "        pool = Workers(queue.with_client(worker_client), db, strategy, settings,",
+       W + "test_workers_drain_on_their_own_connections_when_requests_hold_every_other"),
+    _m("cancel-is-a-stop", "a statement timeout costs nothing and kills no task",
+       "aiopg's bare CancelledError for a cancelled statement is passed on",
+       "server/storage/database.py",
+       "        if (isinstance(exc.__context__, psycopg2.extensions.QueryCanceledError)",
+       "        if (False",
+       W + "test_a_statement_timeout_costs_nothing_and_kills_no_worker"),
+    _m("no-client-timeout", "a link that goes silent is given up and replaced",
+       "statements have no client-side bound (only PostgreSQL's, which never arrives)",
+       "server/storage/database.py",
+       "        timeout=settings.pg_statement_timeout_ms / 1000 + CLIENT_SLACK_S,",
+       "        timeout=3600,",
+       F + "test_connections_silently_dropped_mid_flow_are_given_up_and_replaced"),
+    _m("no-preping", "idle connections cut by the server are replaced before use",
+       "idle connections are not pinged before use",
+       "server/storage/database.py",
+       "            if idle_since is None or time.monotonic() - idle_since < self.preping_idle_s:",
+       "            if True:",
+       F + "test_idle_connections_cut_by_the_server_are_replaced_before_use"),
+    _m("stop-waits-cool-down", "a stop never waits out a breaker (SIGTERM in time)",
+       "a worker waiting for a breaker sleeps through the stop",
+       "server/queue/breaker.py",
+       "            await (stop.pause(wait_s) if stop is not None else asyncio.sleep(wait_s))",
+       "            await asyncio.sleep(wait_s)",
+       W + "test_workers_stop_at_once_while_their_stores_breakers_are_open"),
+    # --- poison, retries, dead letters -------------------------------------------------------
+    _m("no-bisect", "a poison point costs only itself",
+       "a group PostgreSQL refuses is dead-lettered whole, not bisected",
+       "server/queue/settlement.py",
+       "        if len(single) == 1:\n            chunk, (point,) = single[0]\n"
+       "            failed.append((point, chunk, \"data_error\", exc.message))\n            return",
+       "        for chunk, (point,) in single:\n"
+       "            failed.append((point, chunk, \"data_error\", exc.message))\n        return",
+       W + "test_poison_point_is_isolated_while_batch_mates_commit"),
+    _m("no-retry", "unknown references are retried, then dead-lettered",
+       "an unknown reference is dead-lettered at its first attempt",
+       "server/queue/settlement.py",
+       "            if reason in PERMANENT_REASONS or attempts >= s.queue_max_attempts:",
+       "            if True:",
+       W + "test_unknown_participant_is_retried_then_dead_lettered"),
+    _m("dlq-unbounded", "the dead-letter queue is bounded",
+       "the DLQ is not trimmed to DLQ_MAX_ENTRIES",
+       "server/queue/scripts.py",
+       "local excess = redis.call('ZCARD', KEYS[6]) - dead_max", "local excess = 0",
+       Q + "test_dead_letter_queue_is_trimmed_by_count_and_by_age",
+       "tests/handlers/test_admin.py::test_dead_letter_queue_keeps_its_bound"),
+    _m("handbacks-uncounted", "nothing loops forever",
+       "unexpected handbacks are not counted against the chunk",
+       "server/queue/scripts.py", "    if ARGV[2] == '1' then", "    if false then",
+       W + "test_a_chunk_that_keeps_failing_unexpectedly_is_dead_lettered_not_looped"),
+    # --- leases --------------------------------------------------------------------------------
+    _m("no-fencing", "a lease belongs to its holder",
+       "SETTLE acknowledges chunks another worker holds now",
+       "server/queue/scripts.py",
+       "  if redis.call('HGET', KEYS[7], ARGV[i + k]) ~= token then return {0, 0} end\n", "",
+       Q + "test_a_settle_after_the_chunk_was_reclaimed_and_claimed_again_is_refused"),
+    _m("no-renewal", "a live worker keeps its lease",
+       "leases are never renewed while their holder works",
+       "server/queue/lease.py",
+       "        self._timer: asyncio.TimerHandle | None = self._loop.call_later(lease_s / 3, self._due)",  # noqa: E501
+       "        self._timer: asyncio.TimerHandle | None = None",
+       W + "test_a_slow_live_worker_keeps_its_lease_and_nothing_is_redelivered",
+       W + "test_the_lease_is_kept_for_the_rest_of_a_claim_after_a_chunk_is_set_aside"),
+    _m("renew-any-holder", "a lease belongs to its holder",
+       "RENEW extends leases whoever holds them",
+       "server/queue/scripts.py",
+       "  if redis.call('HGET', KEYS[2], ARGV[i]) == ARGV[1] then",
+       "  if true then",
+       Q + "test_renew_extends_only_the_holders_leases"),
+    # --- durability and bounds -----------------------------------------------------------------
+    _m("fsync-everysec", "a 202 is on disk (QUEUE_FSYNC=always)",
+       "the embedded Redis fsyncs once a second whatever QUEUE_FSYNC says",
+       "server/embedded/redis.py", "                f\"appendfsync {self.fsync}\",",
+       "                \"appendfsync everysec\",",
+       D + "test_embedded_redis_fsyncs_every_write_by_default_and_as_configured"),
+    _m("unsafe-redis-accepted", "an unsafe external Redis is refused in PROD",
+       "no AOF and an evicting policy are not problems",
+       "server/queue/durability.py",
+       "        if self.appendonly != \"yes\":", "        if False:",
+       D + "test_an_unsafe_external_redis_is_refused_in_prod_and_warned_about_otherwise"),
+    _m("no-queue-bound", "memory stays bounded: past the bound, 503 queue_full",
+       "ENQUEUE admits whatever the bound",
+       "server/queue/scripts.py",
+       "  if bound > 0 and queued + total + size > bound then break end", "",
+       D + "test_past_the_queue_bound_ingest_answers_503_and_recovers_after_a_drain",
+       Q + "test_enqueue_is_refused_whole_past_the_bound"),
+    _m("grow-before-free", "a Redis at maxmemory still drains",
+       "SETTLE's first write grows memory",
+       "server/queue/scripts.py",
+       "local token = ARGV[1]\nlocal i = 3",
+       "redis.call('HINCRBY', KEYS[4], 'settles', 1)\nlocal token = ARGV[1]\nlocal i = 3",
+       D + "test_a_redis_at_maxmemory_refuses_ingest_with_503_while_workers_drain_it"),
+    _m("keyed-ids-random", "a retrying client never doubles a point",
+       "Idempotency-Key ids are not deterministic",
+       "server/points.py", "        return f\"{self.prefix}{position}\"",
+       "        return f\"{self.prefix}{position}-{os.urandom(4).hex()}\"",
+       P + "test_idempotency_key_makes_a_resent_batch_a_no_op",
+       B + "test_an_upload_cut_off_mid_stream_and_resent_with_its_key_doubles_nothing"),
+    # --- tasks and start-up --------------------------------------------------------------------
+    _m("no-restart", "a background task that dies is restarted",
+       "the supervisor does not restart a task that died",
+       "server/supervisor.py", "        return not self.stopping", "        return False",
+       "tests/test_supervisor.py::test_a_task_that_raises_is_logged_once_counted_and_restarted"),
+    _m("stray-cancel-is-a-stop", "a stray cancellation from below is a failure",
+       "every cancellation is taken as the supervisor's stop",
+       "server/supervisor.py", "                if task is None or task.cancelling():",
+       "                if True:",
+       "tests/test_supervisor.py::test_a_stray_cancellation_from_below_is_a_failure_not_a_stop"),
+    _m("failed-start-leaves-running", "a failed start leaves nothing running",
+       "stores started before a failure are not stopped",
+       "server/embedded/__init__.py",
+       "        except BaseException:\n            self.stop()\n            raise",
+       "        except BaseException:\n            raise",
+       "tests/test_lifecycle.py::test_failed_start_exits_1_with_one_line_and_leaves_"
+       "nothing_running"),
+)
 
 
 def apply(mutation: Mutation, tree: Path) -> None:
@@ -60,7 +270,7 @@ def run(mutation: Mutation, *, mutate: bool = True) -> tuple[bool, float, str]:
             apply(mutation, tree)
         started = time.monotonic()
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x",
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", "-n", "0",
              "--timeout", "300", *mutation.tests],
             cwd=tree, capture_output=True, text=True, timeout=1200)
         seconds = time.monotonic() - started

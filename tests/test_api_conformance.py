@@ -37,7 +37,7 @@ from tests.support import ROOT, call, conformance_checks, serve, until_sync
 # The answer is the one the document describes, and, with both stores up, never a
 # 5xx (not even a documented 503).
 CHECKS = [not_a_server_error, *conformance_checks()]
-MAX_EXAMPLES = 15  # generated requests per operation and phase
+MAX_EXAMPLES = 10  # generated requests per operation and phase
 RUN_TIMEOUT_S = 180  # ~10 s expected; a hang is a failure, not a stuck suite
 
 CONFIG = f"""

@@ -18,6 +18,8 @@ from tests.support import (
     ROOT,
     assert_exact,
     call,
+    lock_waiters,
+    locked,
     send,
     serve,
     setup_competition,
@@ -85,7 +87,15 @@ def test_serve_killed_with_sigkill_three_times_mid_drain_commits_exactly_once(
                 return queue_state(url, token)["throughput"]["committed"] >= target
 
             until_sync(reached, f"{target} points committed", timeout_s=60, interval_s=0.01)
-            server.kill()  # SIGKILL
+            if round_ < 2:
+                server.kill()  # SIGKILL
+            else:
+                # The last kill lands mid-write for certain: every worker holds a lease
+                # and waits for the points table.
+                pg.start()  # finds the running server (reuse) and learns its port
+                with locked(pg.url, "points"):
+                    until_sync(lambda: lock_waiters(pg.url) >= 1, "a write waiting")
+                    server.kill()
             killed_at = time.monotonic()
             assert pid_alive(pg_pid, "postgres") and pid_alive(redis_pid, "redis-server")
         rd.start()  # finds the running Redis (reuse) and learns its port

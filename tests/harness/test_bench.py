@@ -1,4 +1,12 @@
-"""``run.py bench`` end to end: real servers on fresh embedded stores, real artifacts."""
+"""``run.py bench`` end to end: real servers on fresh embedded stores, real artifacts.
+
+One bench run serves every test here (a bench takes tens of seconds): a small
+scenario with every executor and request kind, over both paths, with the
+bare-stack baseline measured, a rate resolved from it, and one bar that cannot
+be met — so the run also shows what a failed threshold does.  ``report`` runs
+in this process (its charts are the same code), the way ``run.py report``
+calls it.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,80 @@ from pathlib import Path
 import orjson
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness.cli import add_commands
+from server.runtime.cli import main
+from tests.support import ROOT
+
+MINI = """
+name = "mini"
+description = "Every executor and request kind, a second each, and one bar no run meets."
+seed = 42
+drain_timeout_s = 30
+
+[setup]
+competitions = 2
+participants_per_competition = 20
+value = { distribution = "uniform", min = 0, max = 10 }
+invalid_fraction = 0.05
+duplicate_fraction = 0.05
+
+[[phases]]
+name = "singles"
+executor = "constant-rate"
+kind = "point"
+rate = 30
+duration_s = 1
+connections = 8
+
+[[phases]]
+name = "batches"
+executor = "ramping-rate"
+kind = "batch"
+batch_size = 100
+start_rate = 5
+stages = [{ duration_s = 1, target = 10 }]
+connections = 8
+
+[[phases]]
+name = "boards"
+executor = "constant-clients"
+kind = "leaderboard"
+vus = 4
+think_time_s = 0.01
+duration_s = 1
+start = "with-previous"
+
+[[phases]]
+name = "stats"
+executor = "constant-rate"
+kind = "stats"
+rate = 20
+duration_s = 1
+
+[[phases]]
+name = "health"
+executor = "constant-rate"
+kind = "health"
+rate_of_baseline = 0.01
+duration_s = 1
+arrival = "poisson"
+start = "with-previous"
+
+[[phases]]
+name = "upload"
+executor = "bulk-upload"
+format = "csv"
+points = 1500
+
+[thresholds]
+"all.success" = "> 99%"
+"singles.latency.p99" = "< 1s"
+"batches.latency.p99" = "< 2s"
+"e2e_lag.p99" = "< 10s"
+"health.rate" = "> 0.002 × baseline"
+"health.latency.p50" = "< 0.001ms"
+"""
+IMPOSSIBLE = "health.latency.p50 < 0.001ms"
 
 
 def run(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
@@ -21,24 +102,29 @@ def run(*args: str, timeout: int = 400) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One small smoke bench over both paths, shared by the tests that read its files.
+def report(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``run.py report ARGS`` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main(["report", *args], extra_commands=add_commands)
+    out, err = capsys.readouterr()
+    return code, out, err
 
-    Without the baseline (~5 s): ``test_a_failing_threshold_sets_a_nonzero_exit_code``
-    measures one.
-    """
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """(the run's directory, what bench printed): the one bench of this module."""
     out = tmp_path_factory.mktemp("bench")
-    result = run("bench", "smoke", "--scale", "0.3", "--out", str(out), "--no-baseline")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "all thresholds met" in result.stdout
-    return out / "smoke" / "latest"
+    scenario = out / "mini.toml"
+    scenario.write_text(MINI)
+    result = run("bench", str(scenario), "--out", str(out))
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    return out / "mini" / "latest", result.stdout
 
 
 @pytest.mark.timeout(600)
-def test_smoke_writes_every_artifact_for_both_paths_and_the_ratio(smoke_run: Path,
-                                                                  tmp_path: Path) -> None:
-    latest = smoke_run
+def test_bench_writes_every_artifact_for_both_paths_and_the_ratio(
+        bench_run: tuple[Path, str]) -> None:
+    latest, _ = bench_run
     assert latest.is_symlink()
     names = {p.name for p in latest.iterdir()}
     assert {"summary.json", "timeseries.csv", "latency_naive.hgrm", "latency_pipelined.hgrm",
@@ -49,29 +135,54 @@ def test_smoke_writes_every_artifact_for_both_paths_and_the_ratio(smoke_run: Pat
     assert summary["comparison"]["accepted points/s"]["ratio"] > 0
     for run_ in summary["runs"].values():
         upload = next(p for p in run_["phases"] if p["name"] == "upload")
-        assert upload["points_ok"] == 1500  # 5000 × 0.3, every line accepted
+        assert upload["points_ok"] == 1500  # every line accepted
         assert run_["server"]["committed"] >= upload["points_ok"]
         assert run_["server"]["e2e_lag_s"]["p99"] >= 0
         # A last sample after the drain: the charts end at the depth the report states.
         assert run_["drain_s"] is not None
         assert run_["samples"][-1]["phase"] == "drain"
         assert run_["samples"][-1]["queue_depth"] == 0
-    report = (latest / "report.md").read_text()
-    assert "pipelined ÷ naive" in report and "![spectrum.png](spectrum.png)" in report
+    text = (latest / "report.md").read_text()
+    assert "pipelined ÷ naive" in text and "![spectrum.png](spectrum.png)" in text
     assert "Value" in (latest / "latency_pipelined.hgrm").read_text()
-    assert summary["baseline"] is None and "Baseline: not measured" in report
-
-    # Compare from the saved files alone.
-    compared = run("report", str(latest), str(latest), "--out", str(tmp_path / "cmp"))
-    assert compared.returncode == 0, compared.stderr
-    table = (tmp_path / "cmp" / "report.md").read_text()
-    assert "| ~ |" in table  # a run compared with itself changes nothing
-    assert "paths.png" not in table  # no naive/pipelined pair among "A naive", "B naive"...
 
 
 @pytest.mark.timeout(600)
-def test_smoke_measures_the_cost_of_each_group_and_the_loop_lag(smoke_run: Path) -> None:
-    summary = orjson.loads((smoke_run / "summary.json").read_bytes())
+def test_bench_measures_the_baseline_and_resolves_rates_and_bars_from_it(
+        bench_run: tuple[Path, str]) -> None:
+    latest, _ = bench_run
+    summary = orjson.loads((latest / "summary.json").read_bytes())
+    baseline = summary["baseline"]
+    assert baseline["bare_post_rps"] > 100
+    assert (baseline["connections"], baseline["seconds"]) == (100, 3.0)
+    assert f"answered **{baseline['bare_post_rps']:,.0f} POST/s**" in (
+        latest / "report.md").read_text()
+    health = next(p for p in summary["scenario_definition"]["phases"] if p["name"] == "health")
+    assert health["executor"]["rate_of_baseline"] == 0.01
+    assert health["executor"]["rate"] == pytest.approx(
+        max(0.1, 0.01 * baseline["bare_post_rps"]), abs=0.01)
+    relative = [v for v in summary["thresholds"] if "baseline" in v["threshold"]]
+    assert len(relative) == 2 and all(v["passed"] for v in relative)
+    assert all("× baseline" in v["shown"] for v in relative)
+
+
+@pytest.mark.timeout(600)
+def test_a_failing_threshold_sets_a_nonzero_exit_code_and_says_which(
+        bench_run: tuple[Path, str]) -> None:
+    latest, printed = bench_run
+    assert "mini: THRESHOLDS FAILED" in printed  # and bench exited 1 (the fixture)
+    summary = orjson.loads((latest / "summary.json").read_bytes())
+    failed = [(v["path"], v["threshold"]) for v in summary["thresholds"] if not v["passed"]]
+    assert sorted(failed) == [("naive", IMPOSSIBLE), ("pipelined", IMPOSSIBLE)]
+    text = (latest / "report.md").read_text()
+    assert f"| `{IMPOSSIBLE}` | naive |" in text and "**FAIL**" in text
+
+
+@pytest.mark.timeout(600)
+def test_bench_measures_the_cost_of_each_group_and_the_loop_lag(
+        bench_run: tuple[Path, str]) -> None:
+    latest, _ = bench_run
+    summary = orjson.loads((latest / "summary.json").read_bytes())
     for run_ in summary["runs"].values():
         cost = run_["cost"]
         assert cost["cpu_measured"] is True
@@ -91,51 +202,66 @@ def test_smoke_measures_the_cost_of_each_group_and_the_loop_lag(smoke_run: Path)
         assert reads["points"] == 0 and reads["cpu_us_per_point"] is None
         assert run_["server"]["loop_lag_ms"]["max"] >= run_["server"]["loop_lag_ms"]["p99"] > 0
         assert run_["peak_rss_mb"] > 20
-    report = (smoke_run / "report.md").read_text()
-    assert "## Cost per request and per point" in report
-    assert "| naive | batches+boards |" in report and "| pipelined | whole run |" in report
-    with open(smoke_run / "timeseries.csv", newline="") as handle:
+    text = (latest / "report.md").read_text()
+    assert "## Cost per request and per point" in text
+    assert "| naive | batches+boards |" in text and "| pipelined | whole run |" in text
+    with open(latest / "timeseries.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert any(row["loop_lag_ms"] for row in rows)
 
 
 @pytest.mark.timeout(600)
-def test_report_rechecks_thresholds_from_the_saved_summary(smoke_run: Path,
-                                                           tmp_path: Path) -> None:
-    saved = tmp_path / "run"
-    shutil.copytree(smoke_run.resolve(), saved)
-    passed = run("report", str(saved))
-    assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "all thresholds met (10)" in passed.stdout  # smoke's 5 thresholds × 2 paths
+def test_report_compares_two_runs_from_their_saved_files(
+        bench_run: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    latest, _ = bench_run
+    code, _, err = report(capsys, str(latest), str(latest), "--out", str(tmp_path / "cmp"))
+    assert code == 0, err
+    table = (tmp_path / "cmp" / "report.md").read_text()
+    assert "| ~ |" in table  # a run compared with itself changes nothing
+    assert "paths.png" not in table  # no naive/pipelined pair among "A naive", "B naive"...
 
+
+@pytest.mark.timeout(600)
+def test_report_rechecks_thresholds_from_the_saved_summary(
+        bench_run: tuple[Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+        ) -> None:
+    saved = tmp_path / "run"
+    shutil.copytree(bench_run[0].resolve(), saved)
     summary_file = saved / "summary.json"
     summary = orjson.loads(summary_file.read_bytes())
     definition = summary["scenario_definition"]["thresholds"]
+    definition[:] = [t for t in definition if t["text"] != IMPOSSIBLE]
+    summary_file.write_bytes(orjson.dumps(summary))
+    code, out, err = report(capsys, str(saved))
+    assert code == 0, out + err
+    assert "all thresholds met (10)" in out  # 5 thresholds × 2 paths
+
     for threshold in definition:
         if threshold["text"].startswith("singles.latency.p99"):
             threshold["text"] = "pipelined/all.latency.p99 < 0.001ms"  # cannot be met
-    # Thresholds against the baseline are re-read from the summary's baseline too.
+    # Thresholds against the baseline are re-read from the summary's baseline.
     summary["baseline"] = {"bare_post_rps": 1000.0, "connections": 100, "seconds": 3.0}
     definition += [{"text": "pipelined/batches.points_rate > 0.01 × baseline"},  # > 10/s
-                   {"text": "pipelined/singles.rate > 1 x baseline"}]  # 15/s: fails
+                   {"text": "pipelined/singles.rate > 1 x baseline"}]  # 30/s: fails
     summary_file.write_bytes(orjson.dumps(summary))
-    failed = run("report", str(saved))
-    assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "THRESHOLDS FAILED (2 of 11)" in failed.stdout
-    assert "FAIL pipelined: pipelined/all.latency.p99 < 0.001ms" in failed.stdout
-    assert "FAIL pipelined: pipelined/singles.rate > 1 x baseline" in failed.stdout
-    report = (saved / "report.md").read_text()
-    assert "| `pipelined/all.latency.p99 < 0.001ms` | pipelined |" in report
-    assert "**FAIL**" in report
-    assert "answered **1,000 POST/s**" in report
-    passed_line = next(line for line in report.splitlines() if "points_rate" in line)
+    code, out, err = report(capsys, str(saved))
+    assert code == 1, out + err
+    assert "THRESHOLDS FAILED (2 of 11)" in out
+    assert "FAIL pipelined: pipelined/all.latency.p99 < 0.001ms" in out
+    assert "FAIL pipelined: pipelined/singles.rate > 1 x baseline" in out
+    text = (saved / "report.md").read_text()
+    assert "| `pipelined/all.latency.p99 < 0.001ms` | pipelined |" in text
+    assert "**FAIL**" in text
+    assert "answered **1,000 POST/s**" in text
+    passed_line = next(line for line in text.splitlines() if "points_rate" in line)
     assert "× baseline (1,000/s) | pass |" in passed_line
 
     summary["scenario_definition"]["thresholds"][0]["text"] = "nosuchphase.success > 1%"
     summary_file.write_bytes(orjson.dumps(summary))
-    broken = run("report", str(saved))
-    assert broken.returncode == 2
-    assert "'nosuchphase' is not a phase name" in broken.stderr
+    code, _, err = report(capsys, str(saved))
+    assert code == 2
+    assert "'nosuchphase' is not a phase name" in err
 
 
 STRICT = """
@@ -147,36 +273,7 @@ executor = "constant-rate"
 kind = "health"
 rate_of_baseline = 0.005
 duration_s = 1
-[thresholds]
-"probe.latency.p99" = "< 0.001ms"
-"probe.rate" = "> 1 × baseline"
 """
-
-
-@pytest.mark.timeout(300)
-def test_a_failing_threshold_sets_a_nonzero_exit_code(tmp_path: Path) -> None:
-    """Also the one bench here that measures the baseline, resolves a rate from it and
-    judges against it, on the scenario's own default path."""
-    scenario = tmp_path / "strict.toml"
-    scenario.write_text(STRICT)
-    result = run("bench", str(scenario), "--out", str(tmp_path))
-    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "THRESHOLDS FAILED" in result.stdout
-    latest = tmp_path / "strict" / "latest"
-    report = (latest / "report.md").read_text()
-    assert "**FAIL**" in report
-    summary = orjson.loads((latest / "summary.json").read_bytes())
-    baseline = summary["baseline"]
-    assert baseline["bare_post_rps"] > 100
-    assert (baseline["connections"], baseline["seconds"]) == (100, 3.0)
-    assert f"answered **{baseline['bare_post_rps']:,.0f} POST/s**" in report
-    assert list(summary["runs"]) == ["pipelined"]
-    (probe,) = summary["scenario_definition"]["phases"]
-    assert probe["executor"]["rate_of_baseline"] == 0.005
-    assert probe["executor"]["rate"] == pytest.approx(
-        max(0.1, 0.005 * baseline["bare_post_rps"]), abs=0.01)
-    relative = next(v for v in summary["thresholds"] if "baseline" in v["threshold"])
-    assert relative["passed"] is False and "× baseline" in relative["shown"]
 
 
 def test_no_baseline_refuses_a_scenario_whose_rates_need_one(tmp_path: Path) -> None:

@@ -70,10 +70,16 @@ def reconfigure(stores: Stores) -> Iterator[Callable[..., str]]:
 
 
 def test_an_unsafe_external_redis_is_refused_in_prod_and_warned_about_otherwise(
-        reconfigure: Callable[..., str], stores: Stores,
-        caplog: pytest.LogCaptureFixture) -> None:
-    unsafe = reconfigure(appendonly="no", maxmemory_policy="allkeys-lru")
-    prod = Settings(prod=True, database_url=stores.database_url, redis_url=unsafe)
+        own: Stores, caplog: pytest.LogCaptureFixture) -> None:
+    # The test's own Redis: one whose AOF is turned off and on again refuses to stop
+    # until its new AOF is written, which the session's stores must not wait for.
+    assert own.redis_url is not None
+    unsafe = own.redis_url
+    client = redis.Redis.from_url(unsafe)
+    client.config_set("appendonly", "no")
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    client.close()
+    prod = Settings(prod=True, database_url=own.database_url, redis_url=unsafe)
     with pytest.raises(StartupError) as info:
         check_durability(unsafe, prod)
     assert "appendonly is 'no'" in str(info.value)

@@ -18,12 +18,13 @@ import tornado.ioloop
 
 from server.access.auth import hash_token
 from server.points import KeyedIds
+from server.queue import keys
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
-from tests.proxy import BlackHoleProxy
 from tests.support import (
     TOKENS,
     Api,
+    BlackHoleProxy,
     assert_exact,
     batch,
     drained,
@@ -82,6 +83,10 @@ async def test_postgres_stopped_mid_ingest_every_request_202_and_drained_after(
         accepted.update(body["ids"])
         await asyncio.sleep(0.05)  # a pace, not a sync: workers drain between requests
     assert (await service.deps.queue.stats())["depth"] > 0  # waiting, not lost
+    # Two handbacks (the first one's release has landed by the second), none of
+    # them counted against the chunks while the outage lasts.
+    await until(lambda: service.deps.workers.stats.handbacks >= 2, "claims handed back")
+    assert await service.deps.redis.hlen(keys.HANDBACKS) == 0
     await asyncio.to_thread(own.postgres.start)
     started = asyncio.get_running_loop().time()
     await drained(service, len(accepted), own)

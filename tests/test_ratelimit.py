@@ -18,7 +18,7 @@ from server.errors import RateLimited
 from server.queue.keys import RATE_LIMIT_PREFIX
 from server.redis_client import redis_client
 from server.runtime.prepare import Stores
-from tests.proxy import BlackHoleProxy
+from tests.support import BlackHoleProxy
 
 TOKEN = b"\x01" * 32
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from server.runtime.lifecycle import Service
-from tests.support import Api, Stores, make_settings, seed, sql, until
+from server.runtime.prepare import Stores
+from tests.support import Api, make_settings, seed, sql, until
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ import pytest
 from server.access.auth import hash_token
 from server.points import KeyedIds
 from server.runtime.lifecycle import Service
+from server.runtime.prepare import Stores
 from tests.support import (
     BOTH_PATHS,
     TOKENS,
     Api,
-    Stores,
     assert_exact,
     assert_settled_cleanly,
     seed,

@@ -9,11 +9,11 @@ import orjson
 import pytest
 
 from server.runtime.lifecycle import Service
+from server.runtime.prepare import Stores
 from server.storage import points as points_sql
 from tests.support import (
     BOTH_PATHS,
     Api,
-    Stores,
     assert_exact,
     assert_settled_cleanly,
     locked,

@@ -17,7 +17,8 @@ from server.queue import keys
 from server.queue.chunks import Chunk, DeadLetter, Settlement, chunk_size
 from server.queue.redis_queue import Claim, PointQueue, handbacks_of
 from server.queue.strategy import make_strategy
-from tests.support import BOTH_PATHS, Stores
+from server.runtime.prepare import Stores
+from tests.support import BOTH_PATHS
 
 
 def points(n: int, tag: str = "p") -> list[tuple]:

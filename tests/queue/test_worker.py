@@ -16,10 +16,10 @@ from server.queue.breaker import CLOSED, HALF_OPEN, OPEN
 from server.queue.chunks import Chunk
 from server.queue.worker import Workers
 from server.runtime.lifecycle import Service
+from server.runtime.prepare import Stores
 from tests.support import (
     BOTH_PATHS,
     Api,
-    Stores,
     assert_exact,
     batch,
     lock_waiters,
@@ -335,7 +335,9 @@ async def test_a_statement_timeout_costs_nothing_and_kills_no_worker(
     # Every statement on points (and standings) now outlives its timeout.
     with locked(clean, "points", "standings"):
         workers.start(1)
-        await until(lambda: workers.stats.handbacks, "a claim handed back on the timeout")
+        # Two handbacks: the first one's release has landed in Redis by the second.
+        await until(lambda: workers.stats.handbacks >= 2, "claims handed back on the timeout")
+        assert await service.deps.redis.hlen(keys.HANDBACKS) == 0  # none counted against it
         status, answer = await api.get(f"/v1/competitions/{cid}/leaderboard", token="read")
         assert status == 503 and answer["error"]["code"] == "unavailable"  # not a 500
 
@@ -410,8 +412,8 @@ async def test_workers_stop_at_once_while_their_stores_breakers_are_open(
     workers.redis_breaker.base_s = workers.redis_breaker.max_s = 3600.0
     workers.redis_breaker.record_failure("test: Redis is away")
     workers.start(2)
-    await until(lambda: workers.postgres_breaker.state == HALF_OPEN,
-                "a worker holding PostgreSQL's probe")
+    await until(lambda: workers.postgres_breaker._probing, "a worker holding PostgreSQL's probe")
+    assert workers.postgres_breaker.state == HALF_OPEN
     workers.stop_claiming()
     # Neither the hour nor the held probe may keep the stop waiting for its deadline.
     await asyncio.wait_for(supervisor.stop(30.0), 2.0)

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 import tornado.ioloop
 
+from server.runtime.prepare import Stores
 from server.storage.database import Database, open_database
-from tests.support import Stores, make_settings
+from tests.support import make_settings
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import pytest
 
 from server.errors import DataRejected
 from server.points import now_us
+from server.runtime.prepare import Stores
 from server.storage import points as sql
 from server.storage.database import Database
-from tests.support import Stores, lock_waiters, register, until
+from tests.support import lock_waiters, register, until
 from tests.support import sql as run_sql
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from server.points import now_us
+from server.runtime.prepare import Stores
 from server.storage import points as sql
 from server.storage.database import Database
 from server.storage.standings import StandingsFolder, fold_standings
-from tests.support import Stores, register
+from tests.support import register
 from tests.support import sql as run_sql
 
 

@@ -1,0 +1,164 @@
+"""The service in this process: settings, a JSON client, seeding, waiting for a drain."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import tornado.httpclient
+
+from server.config import INGEST_PATHS, Settings
+from server.queue import keys
+from server.runtime.lifecycle import Service, running_service
+from server.runtime.prepare import Stores
+from tests.support.stores import sql
+from tests.support.waits import until
+
+TOKENS = {role: f"pts_test_{role}_token" for role in ("read", "ingest", "admin", "revoked")}
+# The tests whose behaviour depends on the ingest path run on both (the default
+# ``ingest_path`` fixture is pipelined): ``@BOTH_PATHS`` on a test, or
+# ``pytestmark = BOTH_PATHS`` on a module.
+BOTH_PATHS = pytest.mark.parametrize("ingest_path", INGEST_PATHS)
+
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base = {"port": 0, "queue_workers": 0, "pg_pool_min": 1, "pg_pool_max": 5,
+            "queue_lease_s": 30.0, "shutdown_timeout_s": 5.0, "ack_timeout_s": 2.0}
+    base.update(overrides)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+class Api:
+    """A small JSON client for the service under test."""
+
+    def __init__(self, base_url: str, max_clients: int = 10) -> None:
+        self.base_url = base_url
+        self.http = tornado.httpclient.AsyncHTTPClient(force_instance=True,
+                                                       max_clients=max_clients)
+
+    async def request(self, method: str, path: str, *, token: str | None = "admin",
+                      json: Any = None, body: bytes | None = None,
+                      content_type: str | None = None,
+                      headers: dict[str, str] | None = None,
+                      **kwargs: Any) -> tuple[int, Any]:
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {TOKENS.get(token, token)}"
+        if json is not None:
+            body = orjson.dumps(json)
+            content_type = content_type or "application/json"
+        if content_type:
+            all_headers["Content-Type"] = content_type
+        if body is None and method in ("POST", "PUT", "PATCH") and "body_producer" not in kwargs:
+            body = b""
+        response = await self.http.fetch(
+            self.base_url + path, method=method, body=body, headers=all_headers,
+            raise_error=False, request_timeout=120,
+            allow_nonstandard_methods=method == "DELETE", **kwargs)
+        if response.code == 599:
+            assert response.error is not None
+            raise response.error
+        data = orjson.loads(response.body) if response.body else None
+        return response.code, data
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, json: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("POST", path, json=json, **kwargs)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, database_url: str, redis_url: str | None
+                  ) -> AsyncIterator[tuple[Service, Api]]:
+    """The whole service on stores a test owns (and may stop), with a client; for
+    tests whose settings or stores the ``service`` fixture does not give."""
+    assert redis_url is not None
+    async with running_service(settings, database_url, redis_url) as service:
+        api = Api(service.url)
+        try:
+            yield service, api
+        finally:
+            api.close()
+
+
+async def seed(api: Api, participants: int = 3) -> tuple[int, list[int]]:
+    """One competition with ``participants`` participants; returns their ids."""
+    status, comp = await api.post("/v1/competitions", {"slug": "cup", "name": "The Cup"})
+    assert status == 201, comp
+    status, body = await api.post(
+        f"/v1/competitions/{comp['id']}/participants",
+        {"participants": [{"external_ref": f"p{i}", "display_name": f"Player {i}"}
+                          for i in range(participants)]})
+    assert status == 201, body
+    return comp["id"], [p["id"] for p in body["participants"]]
+
+
+def batch(cid: int, parts: list[int], tag: str, n: int = 100) -> dict:
+    return {"points": [{"id": f"{tag}-{i}", "competition_id": cid,
+                        "participant_id": parts[i % len(parts)], "value": 1}
+                       for i in range(n)]}
+
+
+async def assert_settled_cleanly(service: Service) -> None:
+    """Nothing was retried, waits to be, or went to the dead letters: a resent copy of a
+    committed point must settle like any other (its insert takes nothing)."""
+    stats = await service.deps.queue.stats()
+    assert (stats["retry_scheduled"], stats["dead"], stats["totals"]["retried"],
+            stats["totals"]["dead_lettered"]) == (0, 0, 0, 0), stats
+
+
+async def drained(service: Service, expected: int, stores: Stores, timeout_s: float = 60
+                  ) -> None:
+    """Wait (bounded) until the queue is empty, ``expected`` points are committed and
+    every standings delta is folded."""
+
+    async def state() -> tuple[int, int, int, int] | None:
+        try:
+            stats = await service.deps.queue.stats()
+            count = sql(stores, "SELECT count(*) FROM points")[0][0]
+            unfolded = sql(stores, "SELECT count(*) FROM standing_deltas")[0][0]
+        except Exception:  # a store may still be coming back
+            return None
+        return count, stats["depth"], stats["inflight"], unfolded
+
+    async def done() -> bool:
+        return await state() == (expected, 0, 0, 0)
+
+    try:
+        await until(done, f"{expected} points committed and the queue empty", timeout_s,
+                    interval_s=0.05)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; (committed, depth, inflight, unfolded) = "
+                             f"{await state()}") from None
+
+
+async def plant_chunk(service: Service, payload: bytes,
+                      chunk_id: str = "00000000000000000000000000000000-1") -> None:
+    """Put a chunk in the queue as a buggy (or older) producer might have."""
+    redis = service.deps.redis
+    await redis.hset(keys.ITEMS, chunk_id, payload)
+    await redis.rpush(keys.READY, chunk_id)
+    await redis.hincrby(keys.STATS, "ready", 1)
+
+
+
+def conformance_checks() -> list[Any]:
+    """schemathesis's checks that an answer is the one the document describes: status,
+    content type, body, headers (imported here, on use: schemathesis is slow to import)."""
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    return [status_code_conformance, content_type_conformance, response_schema_conformance,
+            response_headers_conformance]

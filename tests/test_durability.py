@@ -13,7 +13,7 @@ import redis
 from server.config import Settings
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import StartupError, Stores, check_durability, stores_ready
-from tests.support import BOTH_PATHS, TOKENS, Api, assert_exact, batch, make_settings, seed, sql
+from tests.support import BOTH_PATHS, Api, assert_exact, batch, make_settings, seed, sql
 
 
 def redis_config(url: str, *names: str) -> dict[str, str]:
@@ -157,11 +157,8 @@ async def test_a_redis_at_maxmemory_refuses_ingest_with_503_while_workers_drain_
             accepted |= set(body["ids"])
         used = client.info("memory")["used_memory"]
         reconfigure(maxmemory=str(used - 1024))  # Redis is now full
-        response = await api.http.fetch(
-            api.base_url + "/v1/points", method="POST", raise_error=False,
-            body=orjson.dumps(batch(cid, parts, "refused", 10)),
-            headers={"Authorization": f"Bearer {TOKENS['admin']}",
-                     "Content-Type": "application/json"})
+        response = await api.response("POST", "/v1/points",
+                                      json=batch(cid, parts, "refused", 10))
         body = orjson.loads(response.body)
         assert response.code == 503 and body["error"]["code"] == "queue_full", body
         assert int(response.headers["Retry-After"]) >= 1 and body["error"]["accepted_ids"] == []

@@ -224,11 +224,8 @@ async def test_both_stores_down_answers_503_with_retry_after_and_accepts_nothing
     cid, parts = await seed(api)  # the token is now verified (and cached) by this process
     own.redis.kill()
     await asyncio.to_thread(own.postgres.stop, even_if_reused=True)
-    response = await api.http.fetch(
-        api.base_url + "/v1/points", method="POST", raise_error=False,
-        body=orjson.dumps(batch(cid, parts, "lost", 5)),
-        headers={"Authorization": f"Bearer {TOKENS['admin']}",
-                 "Content-Type": "application/json"})
+    response = await api.response("POST", "/v1/points",
+                                  json=batch(cid, parts, "lost", 5))
     body = orjson.loads(response.body)
     assert response.code == 503, body
     assert int(response.headers["Retry-After"]) >= 1

@@ -40,11 +40,12 @@ class Api:
         self.http = tornado.httpclient.AsyncHTTPClient(force_instance=True,
                                                        max_clients=max_clients)
 
-    async def request(self, method: str, path: str, *, token: str | None = "admin",
-                      json: Any = None, body: bytes | None = None,
-                      content_type: str | None = None,
-                      headers: dict[str, str] | None = None,
-                      **kwargs: Any) -> tuple[int, Any]:
+    async def response(self, method: str, path: str, *, token: str | None = "admin",
+                       json: Any = None, body: bytes | None = None,
+                       content_type: str | None = None,
+                       headers: dict[str, str] | None = None,
+                       **kwargs: Any) -> tornado.httpclient.HTTPResponse:
+        """The whole answer, headers included (a 599 raises its error)."""
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {TOKENS.get(token, token)}"
@@ -62,6 +63,11 @@ class Api:
         if response.code == 599:
             assert response.error is not None
             raise response.error
+        return response
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """Status and decoded JSON body."""
+        response = await self.response(method, path, **kwargs)
         data = orjson.loads(response.body) if response.body else None
         return response.code, data
 

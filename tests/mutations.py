@@ -278,7 +278,10 @@ def run(mutation: Mutation, *, mutate: bool = True) -> tuple[list[str], float, s
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0", "-rf",
-             "--timeout", "300", *mutation.tests],
+             "--timeout", "300", *mutation.tests,
+             # its own temporary root: pytest prunes all but the last three sessions'
+             # folders in the shared one, stores included, under a run beside it
+             "--basetemp", str(Path(tmp) / "pytest")],
             cwd=tree, capture_output=True, text=True, timeout=1200)
         seconds = time.monotonic() - started
     if result.returncode not in (0, 1):  # 2-5: interrupted, usage, collection problems

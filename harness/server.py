@@ -88,8 +88,10 @@ class ServeProcess:
 
     @property
     def database_url(self) -> str:
+        """The embedded PostgreSQL's URL, with the data directory's store password."""
         lines = (self.data_dir / "postgres" / "postmaster.pid").read_text().splitlines()
-        return f"postgresql://postgres@127.0.0.1:{lines[3]}/postgres"
+        password = (self.data_dir / "store-password").read_text().strip()
+        return f"postgresql://postgres:{password}@127.0.0.1:{lines[3]}/postgres"
 
     def forks(self) -> list[psutil.Process]:
         """The serving processes ``--processes N`` forked (not the stores it started)."""

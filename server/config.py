@@ -49,6 +49,8 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)  # credentials
     redis_max_connections: int = 10
     redis_timeout_s: float = 5.0
+    # The operator vouches for AOF on and noeviction on a Redis that refuses CONFIG GET.
+    redis_durability_vouched: bool = False
     pg_pool_min: int = 2
     pg_pool_max: int = 10
     db_conn_max_age_s: float = 600.0
@@ -204,6 +206,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "REDIS_URL": ("redis_url", _url(_REDIS_SCHEMES)),
     "REDIS_MAX_CONNECTIONS": ("redis_max_connections", _int(1, 10000)),
     "REDIS_TIMEOUT_S": ("redis_timeout_s", _float(0, strict=True)),
+    "REDIS_DURABILITY_VOUCHED": ("redis_durability_vouched", _bool),
     "PG_POOL_MIN": ("pg_pool_min", _int(0, 1000)),
     "PG_POOL_MAX": ("pg_pool_max", _int(1, 1000)),
     "DB_CONN_MAX_AGE": ("db_conn_max_age_s", _float(0)),

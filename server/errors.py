@@ -68,14 +68,24 @@ class ServiceError(Exception):
 
 
 class StoreUnavailable(ServiceError):
-    """PostgreSQL or Redis is down, unreachable or timing out; retry later."""
+    """PostgreSQL or Redis is down, unreachable or timing out; retry later.
+
+    ``message`` is what a client may read ("Redis is unavailable"); ``reason`` is
+    the driver's own text, which names hosts, ports and internals: it goes to
+    the log (``str()`` of the error holds both), never into a response.
+    """
 
     code = "store_unavailable"
 
-    def __init__(self, store: str, message: str, *, retry_after_s: int = 1) -> None:
+    def __init__(self, store: str, message: str, *, retry_after_s: int = 1,
+                 reason: str | None = None) -> None:
         super().__init__(message)
         self.store = store
         self.retry_after_s = retry_after_s
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.reason})" if self.reason else self.message
 
 
 class PoolTimeout(StoreUnavailable):

@@ -137,11 +137,11 @@ def domain_error(exc: redis.exceptions.RedisError) -> ServiceError:
     if _out_of_memory(exc):
         return QueueFull("Redis is at its memory limit; retry shortly")
     if isinstance(exc, redis.exceptions.ResponseError):
-        return CommandRefused("redis", f"Redis refused a command ({_first_line(exc)})")
+        return CommandRefused("redis", "Redis refused a command", reason=_first_line(exc))
     if _maybe_applied(exc):
-        return CommitUnknown("redis", f"Redis failed after the call was sent, which may "
-                                      f"or may not have run ({_first_line(exc)})")
-    return StoreUnavailable("redis", f"Redis is unavailable ({_first_line(exc)})")
+        return CommitUnknown("redis", "Redis failed after the call was sent, which may "
+                                      "or may not have run", reason=_first_line(exc))
+    return StoreUnavailable("redis", "Redis is unavailable", reason=_first_line(exc))
 
 
 def _maybe_applied(exc: redis.exceptions.RedisError) -> bool:

@@ -289,10 +289,13 @@ _CHECK = _obj({"ok": {"type": "boolean"}, "latency_ms": {"type": "number"},
                "error": {"type": "string"}}, ("ok", "latency_ms"), closed=False)
 READY = _obj({
     "status": {"enum": ["ready", "degraded", "saturated", "unavailable"]},
+    "failed": {"type": "array", "items": {"enum": ["postgres", "redis", "queue", "workers"]},
+               "description": "the checks that failed, by name"},
     "checks": _obj({"postgres": _CHECK, "redis": _CHECK, "queue": _CHECK,
                     "workers": _obj({"ok": {"type": "boolean"}}, ("ok",), closed=False)},
-                   ("postgres", "redis", "queue", "workers"), closed=False),
-}, ("status", "checks"))
+                   ("postgres", "redis", "queue", "workers"), closed=False,
+                   description="each check's details: with an admin token only"),
+}, ("status", "failed"))
 
 # Every named schema of the document, as ``ref(name)`` points at it.
 COMPONENTS: dict[str, dict[str, Any]] = {

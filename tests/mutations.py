@@ -255,6 +255,39 @@ MUTATIONS = (
        "        except BaseException:\n            raise",
        "tests/test_lifecycle.py::test_failed_start_exits_1_with_one_line_and_leaves_"
        "nothing_running"),
+    # --- nothing public says more than it must; embedded stores closed ------------------------
+    _m("driver-text-in-503", "503 bodies carry a generic message",
+       "Redis's driver text (host, port, errno) goes into the error's message",
+       "server/redis_client.py",
+       "    return StoreUnavailable(\"redis\", \"Redis is unavailable\", reason=_first_line(exc))",
+       "    return StoreUnavailable(\"redis\", f\"Redis is unavailable ({_first_line(exc)})\")",
+       "tests/handlers/test_health.py::test_with_the_stores_down_public_answers_name_no_"
+       "address_and_no_driver_text"),
+    _m("ready-details-public", "/ready's details need the admin token",
+       "everyone gets /ready's checks",
+       "server/ops/readiness.py",
+       "    return {\"status\": answer[\"status\"], \"failed\": answer[\"failed\"]}",
+       "    return answer",
+       "tests/handlers/test_health.py::test_ready_tells_everyone_its_status_and_an_admin_"
+       "each_check",
+       "tests/handlers/test_health.py::test_with_the_stores_down_public_answers_name_no_"
+       "address_and_no_driver_text"),
+    _m("redis-no-password", "the embedded Redis refuses a client without the password",
+       "the embedded Redis's configuration has no requirepass",
+       "server/embedded/redis.py", "                f\"requirepass {self.password}\",", "",
+       "tests/embedded/test_password.py::test_embedded_redis_refuses_a_client_without_the_"
+       "password"),
+    _m("trust-kept", "a data directory made before passwords is closed on its next start",
+       "a cluster's trust rules are left in place",
+       "server/embedded/postgres.py",
+       "        if not trusting:\n            return", "        if True:\n            return",
+       "tests/embedded/test_password.py::test_a_cluster_made_before_passwords_is_closed_in_"
+       "place_on_its_next_start"),
+    _m("vouch-ignored", "a managed Redis refusing CONFIG GET is accepted when vouched",
+       "REDIS_DURABILITY_VOUCHED is ignored",
+       "server/queue/durability.py", "            if self.vouched:", "            if False:",
+       D + "test_a_redis_refusing_config_get_is_accepted_in_prod_only_when_its_durability_"
+       "is_vouched"),
 )
 
 

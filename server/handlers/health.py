@@ -1,8 +1,16 @@
-"""GET /health (liveness, no I/O) and GET /ready (``ops/readiness.py``'s cached probes)."""
+"""GET /health (liveness, no I/O) and GET /ready (``ops/readiness.py``'s cached probes).
+
+``/ready`` answers everyone its status and which checks failed; the checks'
+details (errors, addresses, pools, durability) only to an admin token.  A token
+that is not an admin's, or cannot be verified now, gets the public answer: a
+readiness probe must not turn into a 401 or a 503 of its own.
+"""
 
 from __future__ import annotations
 
+from server.errors import NotAuthenticated, NotPermitted, StoreUnavailable
 from server.handlers.base import BaseHandler
+from server.ops.readiness import public
 
 
 class HealthHandler(BaseHandler):
@@ -16,4 +24,14 @@ class HealthHandler(BaseHandler):
 class ReadyHandler(BaseHandler):
     async def get(self) -> None:
         status, body = await self.deps.readiness.check()
-        self.write_json(body, status)
+        self.write_json(body if await self._admin() else public(body), status)
+
+    async def _admin(self) -> bool:
+        header = self.request.headers.get("Authorization")
+        if header is None:
+            return False
+        try:
+            await self.deps.auth.require(header, "admin")
+        except (NotAuthenticated, NotPermitted, StoreUnavailable):
+            return False
+        return True

@@ -82,7 +82,8 @@ class Ingest:
                 raise PartiallyAccepted(direct, accepted_ids=[], unknown_ids=ids) from direct
             except StoreUnavailable as direct:
                 raise StoreUnavailable("postgres", f"{direct.message}; nothing was accepted",
-                                       retry_after_s=direct.retry_after_s) from direct
+                                       retry_after_s=direct.retry_after_s,
+                                       reason=direct.reason) from direct
             self._count(len(points), direct=len(points))
             return COMMITTED
         except EnqueueInterrupted as exc:
@@ -127,7 +128,7 @@ class Ingest:
             raise
         except StoreUnavailable as exc:
             raise StoreUnavailable("postgres", "both Redis and PostgreSQL are unavailable",
-                                   retry_after_s=2) from exc
+                                   retry_after_s=2, reason=str(exc)) from exc
 
     async def wait_committed(self, ids: Sequence[str], timeout_s: float) -> bool:
         """True once every id is committed in PostgreSQL; False if ``timeout_s`` passes."""

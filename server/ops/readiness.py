@@ -8,6 +8,12 @@ means queueing) or a background task is being restarted; and ``unavailable``
 (503) when neither store answers or the process is draining.
 ``checks.redis.durability`` says what a 202 is worth on this Redis.
 
+What anyone may see is the status and the names of the checks that failed
+(``public``): enough for a load balancer or an orchestrator.  The checks
+themselves (driver errors with the stores' hosts and ports, pool sizes,
+durability settings) tell an attacker where the stores are and how they fail,
+so only an admin token sees them.  Both views come from the one cached answer.
+
 ``ServingState`` is what the lifecycle owner writes and ``/health``, ``/ready``
 and the shutdown read: whether this process is draining, and how many requests
 are between ``prepare`` and ``on_finish``.
@@ -66,7 +72,7 @@ class ReadinessProbe:
 
     def __init__(self, *, db: Database, redis: aioredis.Redis, queue: PointQueue,
                  workers: Workers, supervisor: Supervisor, state: ServingState,
-                 max_points: int) -> None:
+                 max_points: int, durability_vouched: bool = False) -> None:
         self.db = db
         self.redis = redis
         self.queue = queue
@@ -74,6 +80,7 @@ class ReadinessProbe:
         self.supervisor = supervisor
         self.state = state
         self.max_points = max_points
+        self.durability_vouched = durability_vouched  # REDIS_DURABILITY_VOUCHED
         self.cache_s = READY_CACHE_S
         self._answer = Refreshed(self._probe)
 
@@ -87,7 +94,8 @@ class ReadinessProbe:
 
     async def _redis(self) -> dict[str, Any]:
         await self.redis.ping()
-        return {"durability": (await read_durability(self.redis)).as_dict()}
+        durability = await read_durability(self.redis, vouched=self.durability_vouched)
+        return {"durability": durability.as_dict()}
 
     async def _queue(self) -> dict[str, Any]:
         stats = await self.queue.stats()
@@ -119,4 +127,11 @@ class ReadinessProbe:
             status = "degraded"
         else:
             status = "unavailable"
-        return (503 if status == "unavailable" else 200), {"status": status, "checks": checks}
+        failed = [name for name, check in checks.items() if not check["ok"]]
+        return (503 if status == "unavailable" else 200), {"status": status, "failed": failed,
+                                                            "checks": checks}
+
+
+def public(answer: dict[str, Any]) -> dict[str, Any]:
+    """What anyone may read of ``/ready``'s answer: its status, the failed checks' names."""
+    return {"status": answer["status"], "failed": answer["failed"]}

@@ -7,6 +7,12 @@ queued point, and an evicting ``maxmemory-policy`` drops queued points silently
 when Redis fills up.  Start-up reads the settings (``CONFIG GET``): with
 ``PROD=true`` an unsafe Redis is refused, otherwise each problem is logged.
 ``/ready`` shows what is in force.
+
+A managed Redis may refuse ``CONFIG`` altogether (renamed or disabled): then
+nothing can be read, and PROD refuses it too, unless the operator vouches
+(``REDIS_DURABILITY_VOUCHED=true``) that it runs with the AOF on and
+``noeviction``.  The vouch stands only for what cannot be read: a Redis whose
+settings can be read is judged on them.
 """
 
 from __future__ import annotations
@@ -26,13 +32,17 @@ class Durability:
     appendfsync: str | None
     maxmemory_policy: str | None
     maxmemory: int | None
+    vouched: bool = False  # REDIS_DURABILITY_VOUCHED: stands for what cannot be read
 
     def problems(self, fsync: str | None = None) -> list[str]:
         """Why a 202 on this Redis could be lost, or be worth less than ``fsync``
         (QUEUE_FSYNC) says; empty when it cannot."""
         if self.appendonly is None:
+            if self.vouched:
+                return []
             return ["cannot read Redis's configuration (CONFIG GET is refused), so what "
-                    "a 202 is worth is unknown"]
+                    "a 202 is worth is unknown (if this Redis runs with appendonly yes and "
+                    "maxmemory-policy noeviction, say so: REDIS_DURABILITY_VOUCHED=true)"]
         found = []
         if fsync == "always" and self.appendonly == "yes" and self.appendfsync != "always":
             found.append(f"appendfsync is {self.appendfsync!r} but QUEUE_FSYNC=always: a 202 "
@@ -50,6 +60,9 @@ class Durability:
         """What a 202 survives, in words (for /ready)."""
         if self.problems():
             return "not durable: " + "; ".join(self.problems())
+        if self.appendonly is None:
+            return ("unknown here (CONFIG GET is refused); the operator vouches "
+                    "(REDIS_DURABILITY_VOUCHED) for appendonly yes and noeviction")
         if self.appendfsync == "always":
             return "a 202 is on Redis's disk: it survives a crash of Redis or of its host"
         if self.appendfsync == "everysec":
@@ -61,9 +74,10 @@ class Durability:
         return {**asdict(self), "safe": not self.problems(), "promise": self.promise()}
 
 
-async def read_durability(client: aioredis.Redis) -> Durability:
-    """Read the settings behind a 202 (None fields when CONFIG is not allowed);
-    ``StoreUnavailable`` when Redis cannot be asked."""
+async def read_durability(client: aioredis.Redis, *, vouched: bool = False) -> Durability:
+    """Read the settings behind a 202 (None fields when CONFIG is not allowed;
+    ``vouched``: REDIS_DURABILITY_VOUCHED); ``StoreUnavailable`` when Redis cannot be
+    asked."""
     names = ("appendonly", "appendfsync", "maxmemory-policy", "maxmemory")
     try:
         with translated_errors():
@@ -72,7 +86,7 @@ async def read_durability(client: aioredis.Redis) -> Durability:
                     pipe.config_get(name)
                 replies = await pipe.execute()
     except CommandRefused:
-        return Durability(None, None, None, None)
+        return Durability(None, None, None, None, vouched)
     config: dict[str, str] = {}
     for reply in replies:
         for key, raw in reply.items():
@@ -84,4 +98,4 @@ async def read_durability(client: aioredis.Redis) -> Durability:
 
     maxmemory = value("maxmemory")
     return Durability(value("appendonly"), value("appendfsync"), value("maxmemory-policy"),
-                      int(maxmemory) if maxmemory is not None else None)
+                      int(maxmemory) if maxmemory is not None else None, vouched)

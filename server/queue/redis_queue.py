@@ -195,7 +195,8 @@ class PointQueue:
                     elif isinstance(exc, ServiceError):
                         done.set_exception(copy.copy(exc))
                     else:  # cancelled, or a bug: nothing is known to be in
-                        done.set_exception(StoreUnavailable("redis", f"enqueue failed: {exc!r}"))
+                        done.set_exception(StoreUnavailable("redis", "enqueue failed",
+                                                            reason=repr(exc)))
                 if not isinstance(exc, Exception):
                     raise
                 continue

@@ -317,8 +317,8 @@ class Workers:
             return
         breaker = self.redis_breaker if exc.store == "redis" else self.postgres_breaker
         if breaker.failures == 0:  # once per outage, not once per worker per retry
-            log.warning("workers wait for %s: %s", exc.store, exc.message)
-        breaker.record_failure(exc.message)
+            log.warning("workers wait for %s: %s", exc.store, exc)  # with the driver's text
+        breaker.record_failure(str(exc))  # shown to admins only (/ready's details)
 
 
 def _index(name: str) -> int:

@@ -96,7 +96,7 @@ async def _postgres(name: str, url: str, settings: Settings, *, primary: bool) -
 async def _redis(url: str, settings: Settings) -> list[str]:
     client = redis_client(url, settings, max_connections=1)
     try:
-        durability = await read_durability(client)
+        durability = await read_durability(client, vouched=settings.redis_durability_vouched)
     except (StoreUnavailable, ValueError) as exc:
         return [f"REDIS_URL: cannot reach Redis: {exc}"]
     finally:

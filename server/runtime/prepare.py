@@ -108,7 +108,7 @@ def check_durability(redis_url: str, settings: Settings) -> None:
     async def read() -> Durability:
         client = redis_client(redis_url, settings, max_connections=1)
         try:
-            return await read_durability(client)
+            return await read_durability(client, vouched=settings.redis_durability_vouched)
         finally:
             await client.aclose()
 
@@ -121,6 +121,9 @@ def check_durability(redis_url: str, settings: Settings) -> None:
         raise StartupError("Redis is not safe for the queue (PROD=true): " + "; ".join(problems))
     for problem in problems:
         log.warning("Redis: %s", problem)
+    if durability.appendonly is None and durability.vouched:
+        log.info("Redis refuses CONFIG GET; REDIS_DURABILITY_VOUCHED=true: the operator "
+                 "vouches for appendonly yes and maxmemory-policy noeviction")
 
 
 @dataclass(frozen=True)

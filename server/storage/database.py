@@ -70,11 +70,11 @@ def translated_errors() -> Iterator[None]:
     try:
         yield
     except (psycopg2.errors.SerializationFailure, psycopg2.errors.DeadlockDetected) as exc:
-        raise WriteConflict("postgres", f"PostgreSQL aborted a conflicting transaction "
-                            f"({str(exc).strip().splitlines()[0]})") from exc
+        raise WriteConflict("postgres", "PostgreSQL aborted a conflicting transaction",
+                            reason=str(exc).strip().splitlines()[0]) from exc
     except TRANSIENT_ERRORS as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StoreUnavailable("postgres", f"PostgreSQL is unavailable ({text})") from exc
+        raise StoreUnavailable("postgres", "PostgreSQL is unavailable", reason=text) from exc
     except (psycopg2.DataError, psycopg2.IntegrityError) as exc:
         raise DataRejected(str(exc).strip().splitlines()[0]) from exc
     except asyncio.CancelledError as exc:
@@ -160,7 +160,8 @@ class Database:
                 await cur.execute("COMMIT")
             except TRANSIENT_ERRORS as exc:
                 raise CommitUnknown("postgres", "PostgreSQL failed while committing: the "
-                                    "transaction may or may not have applied") from exc
+                                    "transaction may or may not have applied",
+                                    reason=str(exc).strip() or type(exc).__name__) from exc
 
     def pool_stats(self) -> dict[str, int | None]:  # max: None for an unbounded pool
         return {"size": self.pool.size, "free": self.pool.freesize,

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg2
 
+from server.embedded.password import password_file
 from server.runtime.prepare import Stores
 from server.storage import catalog
 from server.storage.database import Database
@@ -90,9 +91,12 @@ def assert_exact(stores: Stores | str, accepted: set[str]) -> None:
 
 def copy_cluster(template: Path, data_dir: Path) -> None:
     """Give ``data_dir`` a PostgreSQL cluster copied from ``template`` (a stopped,
-    migrated cluster), owner and modes kept: no ``initdb``, no migrations."""
+    migrated cluster), owner and modes kept: no ``initdb``, no migrations.  The
+    cluster's password file comes along (the copy knows no other password)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", str(template), str(data_dir / "postgres")], check=True,
                    timeout=60)
+    subprocess.run(["cp", "-a", str(password_file(template.parent)), str(data_dir)],
+                   check=True, timeout=60)
 
 

@@ -24,7 +24,8 @@ What a request pays, at most:
 * **The breaker.**  While PostgreSQL's circuit breaker (the workers',
   ``server/queue/breaker.py``) is open, no lookup starts: a stale entry answers
   at once, a token without one gets 503 at once.  When it turns half-open one
-  lookup is its probe.  A lookup that finds PostgreSQL failing opens it (a busy
+  lookup is its probe; a stale entry still answers at once, refreshed in the
+  background by that probe.  A lookup that finds PostgreSQL failing opens it (a busy
   pool does not: that is this process's congestion).
 * **401s per client address.**  With ``RATE_LIMIT_401_PER_ADDRESS=N`` an
   address gets N 401s a second (bursts of 2N, the rate limiter's GCRA, shared
@@ -177,6 +178,11 @@ class Authenticator:
             flight = self._start(digest, probe=bool(gate))
         elif gate and self.breaker is not None:  # joined a flight: no probe of its own
             self.breaker.release_probe()
+        if gate is not None and known is not None and self.cache.in_grace(known,
+                                                                          time.monotonic()):
+            # PostgreSQL has been failing: the cached entry answers at once, and the
+            # lookup (the breaker's probe) refreshes it in the background.
+            return known.role
         try:
             async with asyncio.timeout(max(0.0, flight.deadline - time.monotonic())):
                 return await asyncio.shield(flight.task)

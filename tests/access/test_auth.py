@@ -14,6 +14,7 @@ import time
 import pytest
 
 from server.access.auth import generate_token
+from server.queue.breaker import CLOSED, HALF_OPEN
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import Stores
 from tests.support import (
@@ -81,10 +82,12 @@ async def test_a_flood_of_unknown_tokens_never_evicts_a_known_one(
     cid, parts = await seed(api)  # the admin token is known now
     auth = service.deps.auth
     flood = 10_001
-    for start in range(0, flood, 500):
+    # As many at a time as the pool has connections: none waits for one, and each
+    # lookup answers well within REQUEST_STORE_WAIT_S even on a loaded machine.
+    for start in range(0, flood, 10):
         results = await asyncio.gather(
             *(auth.identify(f"Bearer {generate_token()}")
-              for _ in range(min(500, flood - start))), return_exceptions=True)
+              for _ in range(min(10, flood - start))), return_exceptions=True)
         assert all(type(r).__name__ == "NotAuthenticated" for r in results), {
             repr(r) for r in results}
     with locked(clean, "api_tokens"):
@@ -105,7 +108,7 @@ async def test_while_the_postgres_breaker_is_open_an_unverified_token_gets_503_a
             status, body, took = await timed(api, "GET", "/v1/admin/queue", token="admin")
             assert status == 503, body
             assert body["error"]["code"] == "unavailable"  # type: ignore[index]
-            assert took < 0.5
+            assert took < 1.0
         assert lock_waiters(clean) == 0
     breaker.record_success()
 
@@ -122,9 +125,26 @@ async def test_while_the_postgres_breaker_is_open_a_stale_token_is_not_looked_up
         for _ in range(3):
             status, body, took = await timed(api, "GET", "/v1/admin/queue", token="admin")
             assert status == 200, body
-            assert took < 0.5
+            assert took < 1.0
         assert lock_waiters(clean) == 0
     breaker.record_success()
+
+
+@pytest.mark.parametrize("settings", [{"auth_cache_ttl_s": 0.0}], indirect=True)
+async def test_a_half_open_postgres_breaker_refreshes_a_stale_token_in_the_background(
+        service: Service, api: Api, clean: Stores) -> None:
+    breaker = service.deps.workers.postgres_breaker
+    status, body = await api.get("/v1/admin/queue", token="admin")  # known, and stale at once
+    assert status == 200, body
+    breaker.record_failure("test: PostgreSQL was away")
+    breaker._open_until = 0  # its cool-down is over: half-open, the next caller probes
+    with locked(clean, "api_tokens"):
+        status, body, took = await timed(api, "GET", "/v1/admin/queue", token="admin")
+        assert status == 200, body
+        assert took < 1.0  # answered from the entry, not after the probe
+        await until(lambda: lock_waiters(clean) == 1, "the probe's lookup to wait")
+        assert breaker.state == HALF_OPEN
+    await until(lambda: breaker.state == CLOSED, "the probe to close the breaker")
 
 
 async def test_an_ill_formed_token_is_refused_before_any_query(
@@ -136,7 +156,7 @@ async def test_an_ill_formed_token_is_refused_before_any_query(
             status, body, took = await timed(api, "GET", "/v1/competitions", token=token)
             assert status == 401, (token, body)
             assert body["error"]["code"] == "unauthorized"  # type: ignore[index]
-            assert took < 0.5
+            assert took < 1.0
         assert lock_waiters(clean) == 0
 
 
@@ -155,19 +175,18 @@ async def test_one_lookup_per_token_in_flight_and_unknown_tokens_remembered(
     assert status == 401, body
     with locked(clean, "api_tokens"):  # remembered as unknown: no query
         status, body, took = await timed(api, "GET", "/v1/competitions", token=token)
-        assert (status, took < 0.5) == (401, True), body
+        assert (status, took < 1.0) == (401, True), body
         assert lock_waiters(clean) == 0
 
 
-@pytest.mark.parametrize("settings", [{"rate_limit_401_per_address": 1.0}], indirect=True)
+@pytest.mark.parametrize("settings", [{"rate_limit_401_per_address": 0.5}], indirect=True)
 async def test_401s_beyond_the_per_address_limit_answer_429(
         service: Service, api: Api, clean: Stores) -> None:
     status, body = await api.get("/v1/competitions", token="read")  # verified: known
     assert status == 200, body
-    # Bursts of 2: two 401s pass, the third is 429.
-    for _ in range(2):
-        status, body = await api.get("/v1/competitions", token=generate_token())
-        assert status == 401, body
+    # One 401 every 2 s, bursts of 1: the first passes, the next (well within 2 s) is 429.
+    status, body = await api.get("/v1/competitions", token=generate_token())
+    assert status == 401, body
     response = await api.response("GET", "/v1/competitions", token=generate_token())
     assert response.code == 429, response.body
     assert float(response.headers["Retry-After"]) > 0
@@ -179,5 +198,5 @@ async def test_401s_beyond_the_per_address_limit_answer_429(
     with locked(clean, "api_tokens"):
         status, body, took = await timed(api, "GET", "/v1/competitions",
                                          token=generate_token())
-        assert (status, took < 0.5) == (429, True), body
+        assert (status, took < 1.0) == (429, True), body
         assert lock_waiters(clean) == 0

@@ -72,6 +72,9 @@ class Settings:
     bulk_chunk_points: int = 5000
     ack_timeout_s: float = 5.0
     rate_limit_per_token: float = 0.0
+    rate_limit_401_per_address: float = 5.0
+    auth_cache_ttl_s: float = 5.0
+    request_store_wait_s: float = 1.0
     log_dir: Path | None = None
     log_level: str = "INFO"
     log_format: str = "auto"  # auto: text on a terminal, JSON lines otherwise
@@ -228,6 +231,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BULK_CHUNK_POINTS": ("bulk_chunk_points", _int(1, 1_000_000)),
     "ACK_TIMEOUT_S": ("ack_timeout_s", _float(0, strict=True)),
     "RATE_LIMIT_PER_TOKEN": ("rate_limit_per_token", _float(0)),
+    "RATE_LIMIT_401_PER_ADDRESS": ("rate_limit_401_per_address", _float(0)),
+    "AUTH_CACHE_TTL_S": ("auth_cache_ttl_s", _float(0)),
+    "REQUEST_STORE_WAIT_S": ("request_store_wait_s", _float(0, strict=True)),
     "LOG_DIR": ("log_dir", _path),
     "LOG_LEVEL": ("log_level", _choice(LOG_LEVELS, upper=True)),
     "LOG_FORMAT": ("log_format", _choice(LOG_FORMATS)),

@@ -37,7 +37,8 @@ Hierarchy::
     ├── NotAuthenticated                          no, malformed, unknown or revoked token
     ├── NotPermitted(role, required)              the token's role is too low
     └── RateLimited(limit, remaining, reset_s, retry_after_s)
-                                                  the token is over RATE_LIMIT_PER_TOKEN
+                                                  the token is over RATE_LIMIT_PER_TOKEN (or
+                                                  the address over RATE_LIMIT_401_PER_ADDRESS)
 
 ``details`` items always carry ``message`` and, where they apply, ``index``
 (position in a JSON batch), ``line`` (in an upload) and ``field``.

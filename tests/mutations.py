@@ -47,6 +47,7 @@ W, Q, F, S = ("tests/queue/test_worker.py::", "tests/queue/test_redis_queue.py::
               "tests/test_faults.py::", "tests/test_serve.py::")
 D, P, B = "tests/test_durability.py::", "tests/handlers/test_points.py::", \
     "tests/handlers/test_bulk.py::"
+A = "tests/access/test_auth.py::"
 
 MUTATIONS = (
     # --- kill -9 at any moment loses and duplicates nothing -------------------------
@@ -238,6 +239,67 @@ MUTATIONS = (
        "        return f\"{self.prefix}{position}-{os.urandom(4).hex()}\"",
        P + "test_idempotency_key_makes_a_resent_batch_a_no_op",
        B + "test_an_upload_cut_off_mid_stream_and_resent_with_its_key_doubles_nothing"),
+    # --- the request path honours the breakers; unknown tokens are cheap ------------------------
+    _m("auth-waits-out-postgres", "a black-holed PostgreSQL costs a request ~1 s",
+       "a request waits for its token's lookup however long it takes",
+       "server/access/auth.py",
+       "            async with asyncio.timeout(max(0.0, flight.deadline - time.monotonic())):",
+       "            async with asyncio.timeout(None):",
+       A + "test_a_black_holed_postgres_costs_a_request_with_a_cached_token_about_a_second"),
+    _m("auth-ignores-breaker", "while PostgreSQL's breaker is open auth does not ask it",
+       "token lookups start whatever PostgreSQL's breaker says",
+       "server/access/auth.py",
+       "        gate = self.breaker.try_pass() if self.breaker is not None else None",
+       "        gate = None",
+       A + "test_while_the_postgres_breaker_is_open_an_unverified_token_gets_503_at_once",
+       A + "test_while_the_postgres_breaker_is_open_a_stale_token_is_not_looked_up"),
+    _m("probe-holds-a-stale-token", "stale entries are refreshed in the background",
+       "a request whose lookup is the breaker's probe waits for it",
+       "server/access/auth.py",
+       "        if gate is not None and known is not None and self.cache.in_grace(known,",
+       "        if False and known is not None and self.cache.in_grace(known,",
+       A + "test_a_half_open_postgres_breaker_refreshes_a_stale_token_in_the_background"),
+    _m("no-token-format-check", "an ill-formed token costs no query",
+       "tokens are looked up whatever their shape",
+       "server/access/auth.py", "        if not TOKEN_FORMAT.fullmatch(token):",
+       "        if False:",
+       A + "test_an_ill_formed_token_is_refused_before_any_query"),
+    _m("lookups-not-single-flight", "one lookup per token in flight",
+       "every request starts a lookup of its own",
+       "server/access/auth.py", "        flight = self._flights.get(digest)\n",
+       "        flight = None\n",
+       A + "test_one_lookup_per_token_in_flight_and_unknown_tokens_remembered"),
+    _m("unknown-evicts-known", "a flood of unknown tokens never evicts a known one",
+       "the token cache is one map, cleared when full (as before issue 17)",
+       "server/access/token_cache.py",
+       "                del self._unknown[next(iter(self._unknown))]",
+       "                self._unknown.clear()\n                self._known.clear()",
+       A + "test_a_flood_of_unknown_tokens_never_evicts_a_known_one"),
+    _m("no-401-limit", "401s beyond the per-address limit answer 429",
+       "401s are not counted per client address",
+       "server/access/auth.py", "        if decision.allowed:\n            return",
+       "        if True:\n            return",
+       A + "test_401s_beyond_the_per_address_limit_answer_429"),
+    _m("ingest-ignores-breaker", "while Redis's breaker is open ingest falls back at once",
+       "ingest tries Redis whatever its breaker says",
+       "server/ingest/accept.py", "        if gate is False:\n            raise StoreUnavailable(",
+       "        if False:\n            raise StoreUnavailable(",
+       "tests/ingest/test_accept.py::"
+       "test_while_the_redis_breaker_is_open_ingest_writes_directly_at_once"),
+    _m("enqueue-waits-out-redis", "a black-holed Redis costs an ingest request ~1 s",
+       "an ENQUEUE call waits for its reply up to REDIS_TIMEOUT_S",
+       "server/queue/redis_queue.py", "            async with asyncio.timeout(self.call_wait_s):",
+       "            async with asyncio.timeout(None):",
+       "tests/ingest/test_accept.py::"
+       "test_a_black_holed_redis_costs_an_ingest_request_about_a_second"),
+    _m("leaderboard-keyed-by-query", "leaderboard cache keys are bounded whatever the query",
+       "leaderboard pages are cached per query string",
+       "server/handlers/reads.py",
+       "        return await self.deps.cache.get_or_compute(f\"lb:{cid}:p{number}\",",
+       "        return await self.deps.cache.get_or_compute(\n"
+       "            f\"lb:{cid}:p{number}:{self.request.query}\",",
+       "tests/handlers/test_reads.py::"
+       "test_leaderboard_cache_keys_stay_bounded_under_many_distinct_query_strings"),
     # --- tasks and start-up --------------------------------------------------------------------
     _m("no-restart", "a background task that dies is restarted",
        "the supervisor does not restart a task that died",

@@ -67,7 +67,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.identity: Identity | None = None
         if self.role is not None:
             self.identity = await self.deps.auth.require(
-                self.request.headers.get("Authorization"), self.role)
+                self.request.headers.get("Authorization"), self.role,
+                address=self.request.remote_ip)
             if self.deps.limiter is not None:  # per token; public routes are never limited
                 quota = await self.deps.limiter.admit(self.identity.token_hash)
                 for name, value in rate_limit_headers(quota.limit, quota.remaining,

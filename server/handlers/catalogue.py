@@ -64,7 +64,8 @@ ERROR_TEXT = {
          "points passed validation but PostgreSQL refused them (a direct write while "
          "Redis is down).",
     429: "This token is over `RATE_LIMIT_PER_TOKEN` (`rate_limited`): retry after "
-         "`Retry-After` seconds.",
+         "`Retry-After` seconds.  Also `rate_limited`: this client address had more "
+         "401s than `RATE_LIMIT_401_PER_ADDRESS` allows.",
     503: "A store cannot take the request now (`unavailable`), the queue is full "
          "(`queue_full`), or Redis is down and a point names an unknown competition or "
          "participant (`unknown_references`).  Retry after `Retry-After` seconds.",

@@ -5,7 +5,9 @@ The handler validates; this module decides where validated points go:
 * normally the queue (``accept`` returns once they are durable in Redis);
 * when the queue is full (``QUEUE_MAX_POINTS``, or Redis at ``maxmemory``),
   ``QueueFull``: back-pressure, never a reason to bypass the queue;
-* when Redis fails, the points are written to PostgreSQL at once with the
+* when Redis fails — or its circuit breaker is open, or an ENQUEUE call goes
+  unanswered for ``REQUEST_STORE_WAIT_S`` (a black-holed link) — the points
+  are written to PostgreSQL at once with the
   same idempotent insert the workers use (degraded mode).  That write is
   all-or-nothing: if any point's competition or participant is unknown — which
   the queue would have retried — it raises ``UnknownReferences`` and nothing is
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 
 from server import metrics
 from server.errors import (
+    CommandRefused,
     CommitUnknown,
     EnqueueInterrupted,
     PartiallyAccepted,
@@ -38,9 +41,11 @@ from server.errors import (
     ServiceError,
     StoreUnavailable,
     UnknownReferences,
+    WriteConflict,
 )
 from server.ingest.commit_watch import CommitWatch
 from server.points import ID, Point
+from server.queue.breaker import CircuitBreaker
 from server.queue.redis_queue import PointQueue
 from server.storage import points as sql
 from server.storage.database import Database
@@ -54,10 +59,12 @@ QUEUED, COMMITTED, MIXED = "queued", "committed", "mixed"  # where accepted poin
 class Ingest:
     """Where validated points go; ``commits`` (the lifecycle owner's) serves waits."""
 
-    def __init__(self, queue: PointQueue, db: Database, commits: CommitWatch) -> None:
+    def __init__(self, queue: PointQueue, db: Database, commits: CommitWatch, *,
+                 breaker: CircuitBreaker | None = None) -> None:
         self.queue = queue
         self.db = db
         self.commits = commits
+        self.breaker = breaker  # Redis's; None: never consulted
         self.written_directly = 0  # points this process wrote while Redis was down
 
     async def accept(self, points: Sequence[Point]) -> str:
@@ -71,7 +78,7 @@ class Ingest:
         """
         ids = [p[ID] for p in points]
         try:
-            await self.queue.enqueue(points)
+            await self._enqueue(points)
         except (QueueFull, PoolTimeout):
             raise  # back-pressure, or this process busy: not reasons to bypass the queue
         except StoreUnavailable as exc:
@@ -109,6 +116,40 @@ class Ingest:
             return MIXED if exc.accepted else COMMITTED
         self._count(len(points))
         return QUEUED
+
+    async def _enqueue(self, points: Sequence[Point]) -> None:
+        """``queue.enqueue`` as Redis's circuit breaker allows.
+
+        While the breaker is open the points are refused at once with
+        ``StoreUnavailable`` — so they go to PostgreSQL directly without waiting
+        for a Redis that is failing; when it is half-open this request is its
+        probe.  A Redis failure opens it (a busy pool, back-pressure or a command
+        Redis refused do not: Redis answers).
+        """
+        breaker = self.breaker
+        if breaker is None:
+            await self.queue.enqueue(points)
+            return
+        gate = breaker.try_pass()
+        if gate is False:
+            raise StoreUnavailable("redis", "Redis is unavailable (its circuit breaker is "
+                                   f"open: {breaker.last_error})")
+        try:
+            await self.queue.enqueue(points)
+        except (StoreUnavailable, EnqueueInterrupted) as exc:
+            cause = exc.cause if isinstance(exc, EnqueueInterrupted) else exc
+            if isinstance(cause, StoreUnavailable) and not isinstance(
+                    cause, PoolTimeout | WriteConflict | CommandRefused):
+                breaker.record_failure(cause.message)
+            elif gate:
+                breaker.release_probe()
+            raise
+        except BaseException:
+            if gate:
+                breaker.release_probe()
+            raise
+        if gate:
+            breaker.record_success()
 
     def _count(self, accepted: int, *, direct: int = 0) -> None:
         self.written_directly += direct

@@ -53,6 +53,18 @@ class CircuitBreaker:
             await (stop.pause(wait_s) if stop is not None else asyncio.sleep(wait_s))
         return False
 
+    def try_pass(self) -> bool | None:
+        """``wait_ready`` for the request path, which never waits: None while closed
+        (go ahead), False while open or while another caller probes (fall back at
+        once), True when this caller has just become the probe of a half-open
+        breaker (it must record an outcome, or ``release_probe``)."""
+        if not self.failures:
+            return None
+        if time.monotonic() < self._open_until or self._probing:
+            return False
+        self._probing = True
+        return True
+
     def release_probe(self) -> None:
         """The probe had nothing to try the store with; let the next caller probe.
 

@@ -88,9 +88,13 @@ class PointQueue:
 
     def __init__(self, client: aioredis.Redis, strategy: IngestStrategy, *,
                  dead_max: int = 100_000, dead_max_age_s: float = 7 * 86400,
-                 max_points: int = 0) -> None:
+                 max_points: int = 0, call_wait_s: float | None = None) -> None:
         self.redis = client
         self.strategy = strategy
+        # An ENQUEUE call's reply is awaited this long (REQUEST_STORE_WAIT_S), not for
+        # REDIS_TIMEOUT_S: past it the call's outcome is unknown (``CommitUnknown``)
+        # and ingest writes those points to PostgreSQL directly.  None: no bound.
+        self.call_wait_s = call_wait_s
         self.dead_max = dead_max
         self.dead_max_age_ms = int(dead_max_age_s * 1000)
         self.max_points = max_points  # admission bound in points; 0 = none
@@ -111,7 +115,7 @@ class PointQueue:
         """The same queue through another client (the workers' reserved connections)."""
         twin = PointQueue(client, self.strategy, dead_max=self.dead_max,
                           dead_max_age_s=self.dead_max_age_ms / 1000,
-                          max_points=self.max_points)
+                          max_points=self.max_points, call_wait_s=self.call_wait_s)
         twin.wakeup = twin.dead.wakeup = self.wakeup  # a local enqueue wakes idle workers
         return twin
 
@@ -161,9 +165,14 @@ class PointQueue:
         for group in groups:
             args += (len(group) // 2, *group)
         self.enqueue_calls += 1
-        with translated_errors():
-            admitted, queued, bound = await self._enqueue(
-                keys=[keys.ITEMS, keys.READY, keys.STATS], args=args)
+        try:
+            async with asyncio.timeout(self.call_wait_s):
+                with translated_errors():
+                    admitted, queued, bound = await self._enqueue(
+                        keys=[keys.ITEMS, keys.READY, keys.STATS], args=args)
+        except TimeoutError:  # the call was cancelled in flight: it may have run
+            raise CommitUnknown("redis", f"Redis did not answer an enqueue within "
+                                f"{self.call_wait_s:g}s; it may or may not have run") from None
         return int(admitted), int(queued), int(bound)
 
     async def _coalesced(self, group: list[Any], count: int) -> None:

@@ -112,7 +112,8 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         strategy = make_strategy(settings.ingest_path, settings.queue_batch_size)
         queue = PointQueue(client, strategy, dead_max=settings.dlq_max_entries,
                            dead_max_age_s=settings.dlq_max_age_s,
-                           max_points=settings.queue_max_points)
+                           max_points=settings.queue_max_points,
+                           call_wait_s=settings.request_store_wait_s)
         commits = CommitWatch(db)
         stack.push_async_callback(commits.close)  # after the handlers have stopped
 
@@ -133,10 +134,16 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
 
         # 4. What the handlers read, built whole.
         serving = ServingState()
+        auth = Authenticator(db, breaker=pool.postgres_breaker,
+                             refusals=make_limiter(client, settings.rate_limit_401_per_address),
+                             cache_ttl_s=settings.auth_cache_ttl_s,
+                             wait_s=settings.request_store_wait_s)
+        stack.push_async_callback(auth.close)  # lookups still running, before the pools
         deps = Deps(
             settings=settings, db=db, redis=client, strategy=strategy, queue=queue,
-            workers=pool, ingest=Ingest(queue, db, commits), cache=ReadCache(client),
-            auth=Authenticator(db), serving=serving,
+            workers=pool, ingest=Ingest(queue, db, commits, breaker=pool.redis_breaker),
+            cache=ReadCache(client),
+            auth=auth, serving=serving,
             readiness=ReadinessProbe(db=db, redis=client, queue=queue, workers=pool,
                                      supervisor=supervisor, state=serving,
                                      max_points=settings.queue_max_points,

@@ -33,6 +33,14 @@ async def leaderboard(cur: Any, competition_id: int, limit: int, offset: int) ->
     return [dict(zip(keys, row)) for row in await cur.fetchall()]
 
 
+async def leaderboard_rows(cur: Any, competition_id: int) -> int:
+    """How many participants the competition's leaderboard ranks."""
+    await cur.execute("SELECT count(*) FROM standings WHERE competition_id = %s",
+                      (competition_id,))
+    (rows,) = await cur.fetchone()
+    return int(rows)
+
+
 async def competition_stats(cur: Any, competition_id: int) -> dict[str, Any]:
     await cur.execute(STATS, {"c": competition_id})
     participants, points, total, last_point_at, last_minute = await cur.fetchone()

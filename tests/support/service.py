@@ -17,7 +17,10 @@ from server.runtime.prepare import Stores
 from tests.support.stores import sql
 from tests.support.waits import until
 
-TOKENS = {role: f"pts_test_{role}_token" for role in ("read", "ingest", "admin", "revoked")}
+# Shaped as issued tokens are (``pts_`` and 43 URL-safe characters): auth refuses
+# any other shape before a lookup.
+TOKENS = {role: f"pts_test_{role}_token".ljust(47, "x")
+          for role in ("read", "ingest", "admin", "revoked")}
 # The tests whose behaviour depends on the ingest path run on both (the default
 # ``ingest_path`` fixture is pipelined): ``@BOTH_PATHS`` on a test, or
 # ``pytestmark = BOTH_PATHS`` on a module.

@@ -1,0 +1,81 @@
+"""Where accepted points go when Redis fails, stalls or its breaker is open: no request
+waits out a Redis timeout, and every point is committed exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from server.runtime.lifecycle import Service
+from server.runtime.prepare import Stores
+from tests.support import (
+    Api,
+    BlackHoleProxy,
+    assert_exact,
+    batch,
+    drained,
+    make_settings,
+    seed,
+    serving,
+    sql,
+)
+
+FAST_S = 3.0  # REQUEST_STORE_WAIT_S is 1 s; REDIS_TIMEOUT_S here is 6 s
+
+
+async def test_a_black_holed_redis_costs_an_ingest_request_about_a_second(
+        own: Stores) -> None:
+    """The request client's pooled connections go silent: each request that meets one
+    gives its ENQUEUE up after REQUEST_STORE_WAIT_S and writes its points to
+    PostgreSQL directly (201/202 with ``committed``); nothing is lost or doubled."""
+    assert own.redis is not None and own.redis_url is not None
+    rd = await BlackHoleProxy("127.0.0.1", own.redis.port).start()  # type: ignore[arg-type]
+    url = own.redis_url.replace(f"127.0.0.1:{own.redis.port}", f"127.0.0.1:{rd.port}")
+    settings = make_settings(queue_workers=1, redis_timeout_s=6.0, queue_lease_s=3.0)
+    accepted: set[str] = set()
+    try:
+        async with serving(settings, own.database_url, url) as (service, api):
+            cid, parts = await seed(api)
+            # Several requests at once: the request client holds several connections.
+            answers = await asyncio.gather(*(
+                api.post("/v1/points", batch(cid, parts, f"before{i}", 50)) for i in range(4)))
+            for status, body in answers:
+                assert status == 202, body
+                accepted |= set(body["ids"])
+            rd.blackhole()
+            assert rd.blackholed
+            direct = 0
+            for round_ in range(6):
+                started = time.monotonic()
+                async with asyncio.timeout(30):
+                    status, body = await api.post("/v1/points",
+                                                  batch(cid, parts, f"after{round_}", 50))
+                took = time.monotonic() - started
+                assert status in (201, 202), body
+                assert took < FAST_S, f"request {round_} took {took:.1f} s"
+                direct += bool(body.get("committed"))
+                accepted |= set(body["ids"])
+            assert direct >= 1  # a request did meet a silenced connection, and went around
+            await drained(service, len(accepted), own, timeout_s=40)
+            assert_exact(own, accepted)
+    finally:
+        await rd.close()
+
+
+async def test_while_the_redis_breaker_is_open_ingest_writes_directly_at_once(
+        service: Service, api: Api, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    breaker = service.deps.workers.redis_breaker
+    breaker.base_s = breaker.max_s = 3600.0
+    breaker.record_failure("test: Redis is away")
+    calls = service.deps.queue.enqueue_calls
+    status, body = await api.post("/v1/points?ack=committed", batch(cid, parts, "open", 20))
+    assert status == 201, body
+    assert body["committed"] is True
+    assert service.deps.queue.enqueue_calls == calls  # Redis was not asked
+    assert sql(clean, "SELECT count(*) FROM points") == [(20,)]
+    breaker.record_success()
+    status, body = await api.post("/v1/points", batch(cid, parts, "closed", 20))
+    assert status == 202, body
+    assert "committed" not in body
+    assert service.deps.queue.enqueue_calls == calls + 1

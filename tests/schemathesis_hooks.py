@@ -17,10 +17,15 @@ A positive (schema-valid) request that may break one is left out here, so that t
 positive-data check holds the server to everything else the document says.  The
 filter reads only the dates as written (the pattern makes them real days) with two
 days to spare for offsets, not the server's parser.
+
+Idempotency keys.  A key sent again with another request is refused by design
+(the IETF draft's 422), whatever the document allows of each request alone: each
+valid request's ``Idempotency-Key`` is made its own (a suffix of a counter).
 """
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -31,6 +36,7 @@ from hypothesis import strategies as st
 from server import schemas
 
 _SPARE = timedelta(days=2)  # more than any offset (±23:59) can move a date
+_KEYS = itertools.count()
 
 _POINT = st.fixed_dictionaries({"competition_id": st.just(1),
                                 "participant_id": st.integers(1, 4),
@@ -94,3 +100,14 @@ def filter_case(context: Any, case: Any) -> bool:
         points = body["points"] if "points" in body else [body]
         return all(_clearly_past(point.get("recorded_at")) for point in points)
     return True
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    """A valid request's Idempotency-Key, made its own (still 1..200 of [!-~])."""
+    meta, headers = case.meta, case.headers
+    if meta is not None and meta.generation.mode.is_positive and headers \
+            and type(headers.get("Idempotency-Key")) is str:
+        suffix = f"~{next(_KEYS):x}"
+        headers["Idempotency-Key"] = headers["Idempotency-Key"][:200 - len(suffix)] + suffix
+    return case

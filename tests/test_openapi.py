@@ -105,6 +105,18 @@ def test_each_status_publishes_exactly_the_codes_of_the_handlers_error_table() -
     assert set(published) == set(ERROR_CODES) - {405}
 
 
+def test_every_request_body_can_be_sent_by_a_client_that_knows_only_json_and_bytes(
+        ) -> None:
+    """Generators that cannot send text/csv (openapi-python-client among them) left
+    the bulk upload out of the clients they made."""
+    doc = openapi.build(Settings(), [(pattern, None) for pattern in catalogue.PATHS])
+    for name, body in doc["components"]["requestBodies"].items():
+        content = body["content"]
+        assert "application/json" in content or content.get(
+            "application/octet-stream", {}).get("schema") == {
+                "type": "string", "format": "binary"}, name
+
+
 def test_an_error_code_without_words_fails_the_build() -> None:
     table = {**ERROR_CODES, 409: (*ERROR_CODES[409], "brand_new")}
     with pytest.raises(openapi.UndocumentedErrorCode, match="brand_new"):

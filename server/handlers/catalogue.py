@@ -62,7 +62,7 @@ ERROR_TEXT = {
     409: "The request conflicts with what is stored.",
     413: "The body is over the limit.",
     415: "Wrong Content-Type.",
-    422: "The request is readable but not valid.",
+    422: "The request was read but cannot be taken as it is.",
     429: "Over the rate limit: retry after `Retry-After` seconds.",
     503: "Not now: retry after `Retry-After` seconds.",
 }

@@ -47,7 +47,8 @@ class UndocumentedRoute(LookupError):
 
 
 class UndocumentedErrorCode(LookupError):
-    """An error code of the handlers' table has no words in ``ERROR_CODE_TEXT``."""
+    """An error code of the handlers' table has no words in ``ERROR_CODE_TEXT`` (or
+    its status none in ``ERROR_TEXT``)."""
 
 # --- building ---------------------------------------------------------------------
 
@@ -176,9 +177,11 @@ def _error_response(status: int, codes: tuple[str, ...], settings: Settings
                     ) -> dict[str, Any]:
     """A status's one response: the ``Error`` body, its codes listed with their words."""
     missing = [code for code in codes if code not in ERROR_CODE_TEXT]
-    if missing:
-        raise UndocumentedErrorCode(f"error code(s) {', '.join(missing)} ({status}) have no "
-                                    "entry in server/handlers/catalogue.py ERROR_CODE_TEXT")
+    if missing or status not in ERROR_TEXT:
+        raise UndocumentedErrorCode(
+            f"status {status}, codes {', '.join(missing or codes)}: every status needs an "
+            "entry in server/handlers/catalogue.py ERROR_TEXT, every code one in "
+            "ERROR_CODE_TEXT")
     description = ERROR_TEXT[status]
     if status == 429:
         description += f"  Limit: {settings.rate_limit_per_token:g} requests/s per token"

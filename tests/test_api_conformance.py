@@ -22,7 +22,7 @@ document can state in words only (``ends_at`` before ``starts_at``, a
 Reproducible and bounded: deterministic generation (no randomness, no example
 database, nothing learnt from the answers), at most ``MAX_EXAMPLES`` generated
 requests per operation and phase, no shrinking, one worker — about 1,000
-requests, ~10 s on the 2-core machine.
+requests, ~15 s on the 2-core machine.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ CHECKS = [not_a_server_error, positive_data_acceptance, negative_data_rejection,
 # that is taken — never 400, 413, 415 or 422.
 ACCEPTED = ["2xx", "404", "409"]
 MAX_EXAMPLES = 10  # generated requests per operation and phase
-RUN_TIMEOUT_S = 180  # ~10 s expected; a hang is a failure, not a stuck suite
+RUN_TIMEOUT_S = 180  # ~15 s expected; a hang is a failure, not a stuck suite
 
 CONFIG = f"""
 [generation]

@@ -54,8 +54,6 @@ _INT64_MAX = schemas.INT64_MAX
 _RFC3339 = re.compile(schemas.RFC3339_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_EARLIEST = datetime(schemas.TIMESTAMP_YEARS[0], 1, 1, tzinfo=UTC)
-_LATEST = datetime(schemas.TIMESTAMP_YEARS[1], 1, 1, tzinfo=UTC)
 _CONTROL = re.compile(f"[{schemas.CONTROL_CHARS}]")
 
 
@@ -123,6 +121,17 @@ def check_point_id(value: Any) -> str | None:
     return None
 
 
+def _whole_refs(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj``, or a copy whose ids written as whole floats (``7.0``) are integers.
+
+    JSON Schema's ``integer`` takes 7.0 as 7, and so do we, up to 2^53 (beyond, a
+    float names no integer exactly: refused as not an integer)."""
+    whole = {key: int(value) for key in ("competition_id", "participant_id")
+             if type(value := obj.get(key)) is float and value.is_integer()
+             and abs(value) <= schemas.WHOLE_FLOAT_MAX}
+    return {**obj, **whole} if whole else obj
+
+
 def _check_ref(value: Any) -> str | None:
     if type(value) is not int:
         return "must be an integer" + (" (not a boolean)" if type(value) is bool else "")
@@ -168,13 +177,15 @@ def parse_rfc3339(value: Any) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    # Keep to years every client and driver can represent (schemas.TIMESTAMP_YEARS).
-    # In UTC: RFC 3339 allows offsets up to ±23:59, PostgreSQL only up to ±15:59.
-    return moment.astimezone(UTC) if _EARLIEST <= moment < _LATEST else None
+    # The pattern keeps the years as written to TIMESTAMP_YEARS, which every client and
+    # driver can represent whatever the offset: nothing further to check (the
+    # document's pattern is the whole rule).  In UTC: RFC 3339 allows offsets up to
+    # ±23:59, PostgreSQL only up to ±15:59.
+    return moment.astimezone(UTC)
 
 
-RFC3339_HINT = (f"must be an RFC 3339 timestamp with offset between "
-                f"{schemas.TIMESTAMP_YEARS[0]} and {schemas.TIMESTAMP_YEARS[1]}, "
+RFC3339_HINT = (f"must be an RFC 3339 timestamp with offset, years "
+                f"{schemas.TIMESTAMP_YEARS[0]} to {schemas.TIMESTAMP_YEARS[1] - 1}, "
                 "e.g. 2026-01-31T12:00:00Z")
 
 
@@ -221,6 +232,7 @@ def _validate_fully(obj: Any, where: dict[str, Any], received_us: int,
     if type(obj) is not dict:
         errors.append(_problem(where, None, "must be a JSON object"))
         return None
+    obj = _whole_refs(obj)
     before = len(errors)
     if not obj.keys() <= _ALLOWED:
         for key in obj.keys() - _ALLOWED:

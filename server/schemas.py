@@ -17,6 +17,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 INT64_MAX = 2**63 - 1
+# JSON Schema counts 2.0 as the integer 2.  A JSON number is read as a float when
+# written with a fraction or an exponent, and a float names one integer exactly up
+# to 2^53 only: such a number is taken as an integer up to there, refused beyond.
+WHOLE_FLOAT_MAX = 2**53
 
 # --- a point -----------------------------------------------------------------
 
@@ -29,13 +33,27 @@ RECORDED_AT_MAX_FUTURE_S = 5 * 60
 # past 9999 or before 1 once converted to UTC): [earliest, latest).
 TIMESTAMP_YEARS = (1900, 2200)
 # RFC 3339 with an explicit offset (a space for the 'T' is allowed, as RFC 3339 notes),
-# its fields in range, years within TIMESTAMP_YEARS as written (the validator also
-# keeps the instant within them).  What it cannot say (30 February) the parser refuses.
+# its fields in range, years within TIMESTAMP_YEARS as written, and a real day of the
+# calendar (no 30 February; 29 February of leap years only): exactly what the parser
+# takes, so a document reader generates no date the server refuses.
 _YEARS = r"(19[0-9]{2}|2[01][0-9]{2})"  # TIMESTAMP_YEARS (tests/test_openapi.py checks)
-RFC3339_PATTERN = (_YEARS + r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+# The leap years among them: multiples of 4, but 1900 and 2100 (2000 is one).
+_LEAP_YEARS = r"(19(0[48]|[2468][048]|[13579][26])|20([02468][048]|[13579][26])" \
+              r"|21(0[48]|[2468][048]|[13579][26]))"
+_DAYS = (r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])"  # 31 days
+         r"|(0[469]|11)-(0[1-9]|[12][0-9]|30)"  # 30 days
+         r"|02-(0[1-9]|1[0-9]|2[0-8]))")  # February, 29 aside
+RFC3339_PATTERN = (f"({_YEARS}-{_DAYS}|{_LEAP_YEARS}-02-29)"
                    r"[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
                    r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
 CONTROL_CHARS = r"\x00-\x1f\x7f"  # the body of a character class: no id may hold these
+# Whitespace as Python's str.isspace has it, spelled out so that Python's re and
+# ECMA-262 read the class alike (their \s differ).
+BLANK_CHARS = (r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f"
+               r"\u205f\u3000")
+# A name or reference: not blank (one character that is not whitespace), and no NUL
+# (PostgreSQL's text cannot hold one).  Its length is bounded apart (maxLength).
+TEXT_PATTERN = rf"[^\x00]*[^\x00{BLANK_CHARS}][^\x00]*"
 IDEMPOTENCY_KEY_PATTERN = r"[\x21-\x7e]{1,200}"
 
 # --- competitions and participants ------------------------------------------
@@ -94,6 +112,9 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 ID64 = {"type": "integer", "minimum": 1, "maximum": INT64_MAX}
+ID64_IN = {**ID64, "description": f"written as an integer; `7.0` or `7e0` is taken up to "
+                                  f"2^53 ({WHOLE_FLOAT_MAX}), beyond which no such "
+                                  "spelling names one integer exactly"}
 COUNT = {"type": "integer", "minimum": 0}
 TIMESTAMP = {"type": "string", "format": "date-time"}
 TIMESTAMP_IN = {"type": "string", "format": "date-time", "pattern": f"^{RFC3339_PATTERN}$",
@@ -105,7 +126,7 @@ POINT_ID = {"type": "string", "minLength": 1, "maxLength": POINT_ID_MAX_CHARS,
 
 def _text(max_chars: int) -> dict[str, Any]:
     return {"type": "string", "minLength": 1, "maxLength": max_chars,
-            "description": "not blank, no NUL characters"}
+            "pattern": f"^{TEXT_PATTERN}$", "description": "not blank, no NUL characters"}
 
 
 # --- request bodies -----------------------------------------------------------
@@ -113,13 +134,14 @@ def _text(max_chars: int) -> dict[str, Any]:
 POINT = _obj({
     "id": _nullable({**POINT_ID, "description": "the client's idempotency key; the "
                                                 "server assigns a sortable id when absent"}),
-    "competition_id": ID64,
-    "participant_id": ID64,
+    "competition_id": ID64_IN,
+    "participant_id": ID64_IN,
     "value": {"type": "number", "minimum": -POINT_VALUE_MAX_ABS,
               "maximum": POINT_VALUE_MAX_ABS, "description": "finite"},
     "recorded_at": _nullable({**TIMESTAMP_IN, "description":
                               TIMESTAMP_IN["description"] + f"; at most "
-                              f"{RECORDED_AT_MAX_FUTURE_S // 60} minutes in the future; "
+                              f"{RECORDED_AT_MAX_FUTURE_S // 60} minutes in the future "
+                              "by the server's clock (which JSON Schema cannot state); "
                               "default: the receive time"}),
 }, ("competition_id", "participant_id", "value"))
 POINT["examples"] = [{"id": "judge-7", "competition_id": 1, "participant_id": 2, "value": 8.5,
@@ -140,7 +162,9 @@ COMPETITION_CREATE = _obj({
     "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN}$", "maxLength": SLUG_MAX_CHARS},
     "name": _text(NAME_MAX_CHARS),
     "starts_at": _nullable(TIMESTAMP_IN),
-    "ends_at": _nullable({**TIMESTAMP_IN, "description": "not before starts_at"}),
+    "ends_at": _nullable({**TIMESTAMP_IN, "description": "not before `starts_at` (a rule "
+                                                         "between two fields, which JSON "
+                                                         "Schema cannot state)"}),
 }, ("slug", "name"))
 COMPETITION_CREATE["examples"] = [{"slug": "cup", "name": "The Cup",
                                    "starts_at": "2026-01-31T09:00:00Z"}]
@@ -165,9 +189,15 @@ DLQ_SELECTION = {"oneOf": [
 
 # --- errors ---------------------------------------------------------------------
 
+# Every error answer is one type, ``Error`` (``{"error": ErrorObject}``), so that a
+# generated client has one error model: the members only some operations send
+# (POINTS_ERROR's, BULK_ERROR's) are optional members of ErrorObject, each saying
+# who sends it.  The codes each status carries are listed by its response.
 ERROR_DETAIL = _obj({"message": {"type": "string"}, "index": COUNT, "line": COUNT,
                      "field": {"type": "string"}}, ("message",))
-_ERROR_MEMBERS = {"code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
+_ERROR_MEMBERS = {"code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$",
+                           "description": "one of the codes its status lists "
+                                          "(`x-error-codes` of the response)"},
                   "message": {"type": "string"},
                   "details": {"type": "array", "items": ref("ErrorDetail")}}
 ERROR = _obj(_ERROR_MEMBERS, ("code", "message", "details"))
@@ -194,11 +224,24 @@ BULK_ERROR = _obj({
 LINE_ERROR = _obj({"line": COUNT, "message": {"type": "string"}}, ("line", "message"))
 
 
-def error_body(error_schema: str, codes: tuple[str, ...]) -> dict[str, Any]:
-    """``{"error": {...}}`` whose code is one of ``codes``."""
-    return _obj({"error": {"allOf": [ref(error_schema),
-                                     {"properties": {"code": {"enum": list(codes)}}}]}},
-                ("error",))
+def _error_object(base: dict[str, Any], own: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``base`` with the members of each operation's own error shape (``own``:
+    operation -> shape) added as optional ones that name their operation."""
+    properties = dict(base["properties"])
+    for operation, shape in own.items():
+        for name, member in shape["properties"].items():
+            if name not in properties:
+                text = f"{operation} errors only"
+                if "description" in member:
+                    text += ": " + member["description"]
+                properties[name] = {**member, "description": text}
+    return _obj(properties, base["required"])
+
+
+ERROR_OBJECT = _error_object(ERROR, {"POST /v1/points": POINTS_ERROR,
+                                     "POST /v1/points/bulk": BULK_ERROR})
+ERROR_BODY = _obj({"error": ref("ErrorObject")}, ("error",),
+                  description="Every error answer of every operation")
 
 
 # --- response bodies -----------------------------------------------------------
@@ -304,9 +347,8 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "ParticipantCreate": PARTICIPANT_CREATE,
     "ParticipantsCreate": PARTICIPANTS_CREATE,
     "DeadLetterSelection": DLQ_SELECTION,
-    "Error": ERROR,
-    "PointsError": POINTS_ERROR,
-    "BulkError": BULK_ERROR,
+    "Error": ERROR_BODY,
+    "ErrorObject": ERROR_OBJECT,
     "ErrorDetail": ERROR_DETAIL,
     "LineError": LINE_ERROR,
     "Competition": COMPETITION,

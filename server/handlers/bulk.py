@@ -1,5 +1,8 @@
 """POST /v1/points/bulk: a streamed CSV or NDJSON upload, enqueued in chunks.
 
+Sent as ``text/csv``, ``application/x-ndjson``, or ``application/octet-stream``
+(either format, told apart by its first line) for clients that send no text.
+
 The body is never held whole: each arriving piece is split into lines, valid
 points collect into a buffer of ``BULK_CHUNK_POINTS`` (5,000) that is enqueued (and
 awaited, which pushes back on the client through TCP) as soon as it fills.
@@ -26,7 +29,7 @@ import tornado.web
 
 from server.errors import MalformedInput, PartiallyAccepted
 from server.handlers.base import BodyHandler
-from server.ingest.bulk import CsvLines, LineSplitter, NdjsonLines, point_from_line
+from server.ingest.bulk import LineSplitter, parser_for, point_from_line, without_header
 from server.points import MAX_REPORTED, KeyedIds, now_us, with_ids
 
 SLICE_LINES = 250  # lines parsed and validated per slice of the event loop (~1 ms here)
@@ -35,7 +38,7 @@ SLICE_LINES = 250  # lines parsed and validated per slice of the event loop (~1 
 @tornado.web.stream_request_body
 class BulkHandler(BodyHandler):
     role = "ingest"
-    content_types = ("text/csv", "application/x-ndjson")
+    content_types = ("text/csv", "application/x-ndjson", "application/octet-stream")
 
     def max_body_bytes(self) -> int:
         return self.deps.settings.bulk_max_bytes
@@ -52,8 +55,8 @@ class BulkHandler(BodyHandler):
         self._received_us = now_us()
         self._keyed: KeyedIds | None = None
         await super().prepare()
-        csv = self.request.headers.get("Content-Type", "").lower().startswith("text/csv")
-        self._parser = CsvLines() if csv else NdjsonLines()
+        media_type = self.request.headers.get("Content-Type", "").split(";")[0]
+        self._parser = parser_for(media_type.strip().lower())
         self._keyed = self.idempotency_ids("l")
 
     def error_extra(self) -> dict[str, Any]:
@@ -116,7 +119,7 @@ class BulkHandler(BodyHandler):
         await self._consume(self._lines.close())
         await self._flush(self._lines.line_no)
         self._accepted_through = self._lines.line_no
-        if isinstance(self._parser, CsvLines) and self._parser.header is None:
+        if without_header(self._parser):
             raise MalformedInput("empty CSV upload: a header row is required",
                                  code="malformed_csv")
         self.write_json({"accepted": self._accepted, "rejected": self._rejected,

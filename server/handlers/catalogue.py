@@ -6,6 +6,11 @@ the success answers and any error status beyond those the builder derives
 (``handlers/openapi.py``).  Shapes are not written here: bodies and parameter
 bounds come from ``server/schemas.py``, which the validators read too, and the
 error codes from the handlers' error table (``handlers/errors.py``).
+
+Adding a route is one ``PATHS`` entry; adding an error code is one
+``ERROR_CODE_TEXT`` entry (what it means), beside its line in the error table.
+Every error answer, whatever its operation or status, is the one ``Error``
+schema: a generated client has one error type.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ class Operation:
     body: str | None = None  # a key of request_bodies(settings)
     params: tuple[str, ...] = ()  # query and header parameters: keys of PARAMETERS
     errors: tuple[int, ...] = ()  # statuses beyond the derived ones
-    error_schema: str = "Error"  # the shape of this operation's error object
     description: str = ""
 
 
@@ -47,28 +51,45 @@ class PathItem:
     operations: dict[str, Operation] = field(default_factory=dict)
 
 
-# Each status's description; it names every code ERROR_CODES has for it (tested).
+# Each error status's answer in a phrase; the response then lists the codes the
+# handlers' error table (ERROR_CODES) has for the status, each with its words from
+# ERROR_CODE_TEXT (the document's build fails on a code without them).
 ERROR_TEXT = {
-    400: "A body that does not parse, is not UTF-8 or is nested too deeply "
-         "(`malformed_json`, `malformed_csv`, `invalid_encoding`), or a path or query "
-         "that is not UTF-8 (`bad_request`).",
-    401: "Missing, malformed, unknown or revoked token (`unauthorized`).",
-    403: "The token's role is too low (`forbidden`).",
-    404: "No such resource, or no route (`not_found`).",
-    409: "A competition with this slug exists (`slug_taken`).",
-    413: "Body over the limit: refused from its Content-Length before it is read, or as "
-         "soon as a streamed body crosses it (`payload_too_large`).",
-    415: "Wrong Content-Type (`unsupported_media_type`).",
-    422: "Fields, query parameters or headers that fail validation, each named in "
-         "`details` (`invalid_fields`); nothing was accepted.  `data_rejected`: the "
-         "points passed validation but PostgreSQL refused them (a direct write while "
-         "Redis is down).",
-    429: "This token is over `RATE_LIMIT_PER_TOKEN` (`rate_limited`): retry after "
-         "`Retry-After` seconds.  Also `rate_limited`: this client address had more "
-         "401s than `RATE_LIMIT_401_PER_ADDRESS` allows.",
-    503: "A store cannot take the request now (`unavailable`), the queue is full "
-         "(`queue_full`), or Redis is down and a point names an unknown competition or "
-         "participant (`unknown_references`).  Retry after `Retry-After` seconds.",
+    400: "The request cannot be read.",
+    401: "No usable token.",
+    403: "The token's role is too low.",
+    404: "Not found.",
+    409: "The request conflicts with what is stored.",
+    413: "The body is over the limit.",
+    415: "Wrong Content-Type.",
+    422: "The request was read but cannot be taken as it is.",
+    429: "Over the rate limit: retry after `Retry-After` seconds.",
+    503: "Not now: retry after `Retry-After` seconds.",
+}
+
+ERROR_CODE_TEXT = {
+    "malformed_json": "a JSON body that does not parse or is nested too deeply",
+    "malformed_csv": "a CSV upload without a header row naming the point fields",
+    "invalid_encoding": "a body that is not UTF-8",
+    "bad_request": "a path or query that is not UTF-8",
+    "unauthorized": "missing, malformed, unknown or revoked token",
+    "forbidden": "the token's role is below the operation's",
+    "not_found": "no such resource, or no route",
+    "method_not_allowed": "the route has no such method",
+    "slug_taken": "a competition with this slug exists",
+    "payload_too_large": "refused from its Content-Length before it is read, or as soon "
+                         "as a streamed body crosses the limit",
+    "unsupported_media_type": "a Content-Type the operation does not take",
+    "invalid_fields": "fields, query parameters or headers that fail validation, each "
+                      "named in `details`; nothing was accepted",
+    "data_rejected": "the points passed validation but PostgreSQL refused them (a direct "
+                     "write while Redis is down)",
+    "rate_limited": "this token is over `RATE_LIMIT_PER_TOKEN`, or this client address "
+                    "had more 401s than `RATE_LIMIT_401_PER_ADDRESS` allows",
+    "unavailable": "a store cannot take the request now",
+    "queue_full": "the queue is full",
+    "unknown_references": "Redis is down and a point names an unknown competition or "
+                          "participant",
 }
 
 # name -> (schema, example)
@@ -120,18 +141,16 @@ def request_bodies(settings: Settings) -> dict[str, dict[str, Any]]:
             "(POINTS_MAX_BATCH).  All or nothing: any invalid point answers 422 and "
             "nothing is enqueued."),
         "bulk": {"required": True,
-                 "description": "Streamed, never held whole; at most "
-                                f"{settings.bulk_max_bytes} bytes (BULK_MAX_BYTES).  CSV: "
-                                "a header row naming the columns ("
-                                + ", ".join(schemas.POINT_FIELDS) + "), then one point a "
-                                "line.  NDJSON: one point object a line.  Invalid lines are "
-                                "rejected and reported; the others are accepted.",
+                 "description": _bulk_text(settings),
                  "content": {
                      "text/csv": {"schema": {"type": "string"},
                                   "example": "id,competition_id,participant_id,value\n"
                                              "lap-1,1,2,8.5\nlap-2,1,3,7\n"},
                      "application/x-ndjson": {"schema": {"type": "string"},
-                                              "example": _ndjson_example()}}},
+                                              "example": _ndjson_example()},
+                     # For clients that send no text bodies: either format, as bytes.
+                     "application/octet-stream": {
+                         "schema": {"type": "string", "format": "binary"}}}},
         "competition": json_body(ref("CompetitionCreate"), ""),
         "participants": json_body(ref("ParticipantsCreate"),
                                   "Idempotent on `external_ref`: a repeat returns the "
@@ -139,6 +158,16 @@ def request_bodies(settings: Settings) -> dict[str, dict[str, Any]]:
         "dlq_selection": json_body(ref("DeadLetterSelection"),
                                    "Given ids, or every entry."),
     }
+
+
+def _bulk_text(settings: Settings) -> str:
+    optional = [name for name in schemas.POINT_FIELDS if name not in schemas.POINT_REQUIRED]
+    return (f"Streamed, never held whole; at most {settings.bulk_max_bytes} bytes "
+            "(BULK_MAX_BYTES).  CSV: a header row naming its columns, each once, in any "
+            f"order ({', '.join(schemas.POINT_REQUIRED)}; optional: {', '.join(optional)}), "
+            "then one point a line.  NDJSON: one point object a line.  Invalid lines are "
+            "rejected and reported; the others are accepted.  `application/octet-stream`: "
+            "NDJSON when its first line starts with `{`, CSV otherwise.")
 
 
 def _ndjson_example() -> str:
@@ -197,7 +226,6 @@ PATHS: dict[str, PathItem] = {
                "PointsAccepted"),
          201: ("Committed in PostgreSQL (`?ack=committed`)", "PointsAccepted")},
         role=INGEST, body="points", params=("ack", "idempotency_key"),
-        error_schema="PointsError",
         description="Errors after validation carry `ids`, `accepted_ids` and `unknown_ids`: "
                     "resend the points not in `accepted_ids` with those ids, or the same "
                     "request with the same Idempotency-Key.")}),
@@ -205,7 +233,7 @@ PATHS: dict[str, PathItem] = {
         "postPointsBulk", "Stream an upload of points (CSV or NDJSON)", "points",
         {202: ("Accepted lines enqueued; invalid lines counted, the first "
                f"{schemas.MAX_REPORTED} described", "BulkAccepted")},
-        role=INGEST, body="bulk", params=("idempotency_key",), error_schema="BulkError",
+        role=INGEST, body="bulk", params=("idempotency_key",),
         description="Every error says how far the upload got (`accepted`, "
                     "`accepted_through_line`, `unknown_through_line`).")}),
     r"/v1/points/([^/]{1,64})": PathItem("/v1/points/{point_id}", {"get": Operation(

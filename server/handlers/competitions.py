@@ -14,8 +14,9 @@ from server.handlers.jsonbody import decode_json
 from server.points import RFC3339_HINT, parse_rfc3339
 from server.storage import catalog
 
-# Names, bounds and the slug pattern are those /openapi.json publishes.
+# Names, bounds and patterns are those /openapi.json publishes.
 _SLUG = re.compile(schemas.SLUG_PATTERN)
+_TEXT = re.compile(schemas.TEXT_PATTERN)
 MAX_PARTICIPANTS_PER_REQUEST = schemas.PARTICIPANTS_MAX_PER_REQUEST
 
 
@@ -46,11 +47,11 @@ class _Fields:
             if required:
                 self.add(name, "is required")
             return None
-        if type(value) is not str or not value.strip() or len(value) > max_chars:
+        if type(value) is not str or not value or len(value) > max_chars:
             self.add(name, f"must be a non-empty string of at most {max_chars} characters")
             return None
-        if "\x00" in value:
-            self.add(name, "must not contain NUL characters")
+        if not _TEXT.fullmatch(value):  # bounded above: fullmatch's cost is too
+            self.add(name, "must not be blank nor contain NUL characters")
             return None
         return value
 

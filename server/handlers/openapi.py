@@ -7,7 +7,9 @@ is not served is left out.  The statuses an operation can answer are derived
 from what it does — a token (401, 403 above ``read``, 429, 503 while the token
 store is down), a body (400, 413, 415, 422), query or header parameters (422),
 a path id (404) — plus those it lists itself; the codes each status can carry
-are the handlers' error table's (``ERROR_CODES``).  Limits that depend on the
+are the handlers' error table's (``ERROR_CODES``), listed by the status's one
+shared response (``components/responses/Error{status}``, ``x-error-codes``), whose
+body is the one ``Error`` schema.  Limits that depend on the
 settings (``POINTS_MAX_BATCH``, body sizes, the rate limit) come from the
 ``Settings`` the document is built with.
 """
@@ -24,6 +26,7 @@ import tornado.web
 from server import schemas
 from server.config import Settings
 from server.handlers.catalogue import (
+    ERROR_CODE_TEXT,
     ERROR_TEXT,
     JSON,
     PARAMETERS,
@@ -42,6 +45,11 @@ OPENAPI_VERSION = "3.1.0"
 class UndocumentedRoute(LookupError):
     """A route of the application has no entry in the catalogue's ``PATHS``."""
 
+
+class UndocumentedErrorCode(LookupError):
+    """An error code of the handlers' table has no words in ``ERROR_CODE_TEXT`` (or
+    its status none in ``ERROR_TEXT``)."""
+
 # --- building ---------------------------------------------------------------------
 
 
@@ -53,10 +61,12 @@ def routes_of(app: tornado.web.Application) -> list[tuple[str, type]]:
             for rule in app.wildcard_router.rules]
 
 
-def build(settings: Settings, routes: Iterable[tuple[str, Any]]) -> dict[str, Any]:
-    """The document for the application whose route table is ``routes``."""
+def build(settings: Settings, routes: Iterable[tuple[str, Any]],
+          error_codes: dict[int, tuple[str, ...]] = ERROR_CODES) -> dict[str, Any]:
+    """The document for the application whose route table is ``routes`` (and whose
+    error answers carry ``error_codes``, by status)."""
     paths: dict[str, Any] = {}
-    error_responses: dict[str, Any] = {}
+    error_responses: dict[str, int] = {}
     for pattern, handler in routes:
         entry = PATHS.get(pattern)
         if entry is None:
@@ -78,8 +88,8 @@ def build(settings: Settings, routes: Iterable[tuple[str, Any]]) -> dict[str, An
         "paths": paths,
         "components": {
             "schemas": components,
-            "responses": {name: _error_response(status, shape, settings)
-                          for name, (status, shape) in sorted(error_responses.items())},
+            "responses": {name: _error_response(status, error_codes[status], settings)
+                          for name, status in sorted(error_responses.items())},
             "headers": _rate_limit_headers(required=False),
             "requestBodies": request_bodies(settings),
             "securitySchemes": {"bearer": {
@@ -108,10 +118,10 @@ class CachedDocument:
         return self._bytes
 
 
-def _operation(template: str, op: Operation, error_responses: dict[str, Any]
+def _operation(template: str, op: Operation, error_responses: dict[str, int]
                ) -> dict[str, Any]:
     """The operation object; adds the error responses it refers to to
-    ``error_responses`` (name -> (status, error shape))."""
+    ``error_responses`` (name -> status)."""
     parameters = [{"name": name, "in": "path", "required": True,
                    "schema": PATH_PARAMETERS[name][0], "example": PATH_PARAMETERS[name][1]}
                   for name in re.findall(r"{(\w+)}", template)]
@@ -126,8 +136,8 @@ def _operation(template: str, op: Operation, error_responses: dict[str, Any]
                                    for name in _RATE_LIMIT_HEADERS}
         responses[str(status)] = response
     for status in statuses:
-        name = f"{op.error_schema}{status}"
-        error_responses[name] = (status, op.error_schema)
+        name = f"Error{status}"
+        error_responses[name] = status
         responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
     role_text = (f"Needs a token with role `{op.role}` or above." if op.role
                  else "Public: no token.")
@@ -163,15 +173,24 @@ def _error_statuses(op: Operation, path_parameters: list[dict[str, Any]]) -> lis
     return sorted(statuses - set(op.ok))
 
 
-def _error_response(status: int, shape: str, settings: Settings) -> dict[str, Any]:
+def _error_response(status: int, codes: tuple[str, ...], settings: Settings
+                    ) -> dict[str, Any]:
+    """A status's one response: the ``Error`` body, its codes listed with their words."""
+    missing = [code for code in codes if code not in ERROR_CODE_TEXT]
+    if missing or status not in ERROR_TEXT:
+        raise UndocumentedErrorCode(
+            f"status {status}, codes {', '.join(missing or codes)}: every status needs an "
+            "entry in server/handlers/catalogue.py ERROR_TEXT, every code one in "
+            "ERROR_CODE_TEXT")
     description = ERROR_TEXT[status]
     if status == 429:
         description += f"  Limit: {settings.rate_limit_per_token:g} requests/s per token"
         description += " (0: off)." if not settings.rate_limit_per_token else "."
+    description += "".join(f"  `{code}`: {ERROR_CODE_TEXT[code]}." for code in codes)
     response: dict[str, Any] = {
         "description": description,
-        "content": {JSON: {"schema": schemas.error_body(shape,
-                                                        ERROR_CODES[status])}}}
+        "x-error-codes": list(codes),
+        "content": {JSON: {"schema": ref("Error")}}}
     headers: dict[str, Any] = {}
     if status == 401:
         headers["WWW-Authenticate"] = {"required": True, "schema": {"const": "Bearer"}}

@@ -1,4 +1,5 @@
-"""Streaming parsers for bulk uploads: CSV (with a header row) and NDJSON.
+"""Streaming parsers for bulk uploads: CSV (with a header row) and NDJSON, or either
+one sent as bytes (``application/octet-stream``, for clients that send no text).
 
 Bytes arrive in arbitrary pieces; ``LineSplitter`` yields complete lines and
 keeps only the unfinished tail, so memory stays bounded by the longest line
@@ -168,8 +169,35 @@ class NdjsonLines:
             raise LineError(f"malformed JSON: {exc}") from None
 
 
-def point_from_line(parser: CsvLines | NdjsonLines, raw: bytes | None, line_no: int,
-                    received_us: int) -> tuple[tuple | None, str | None]:
+class SniffedLines:
+    """An upload of either format: NDJSON when its first line starts with ``{``
+    (blanks aside), CSV otherwise, decided once, on the first line."""
+
+    def __init__(self) -> None:
+        self.format: CsvLines | NdjsonLines | None = None
+
+    def parse(self, raw: bytes) -> dict[str, Any] | None:
+        if self.format is None:
+            self.format = NdjsonLines() if raw.lstrip().startswith(b"{") else CsvLines()
+        return self.format.parse(raw)
+
+
+def parser_for(media_type: str) -> CsvLines | NdjsonLines | SniffedLines:
+    """The parser of an upload sent as ``media_type`` (one the handler takes)."""
+    if media_type == "text/csv":
+        return CsvLines()
+    return NdjsonLines() if media_type == "application/x-ndjson" else SniffedLines()
+
+
+def without_header(parser: CsvLines | NdjsonLines | SniffedLines) -> bool:
+    """A CSV upload (as far as can be told) that ended before its header row."""
+    if isinstance(parser, SniffedLines):
+        return parser.format is None or without_header(parser.format)
+    return isinstance(parser, CsvLines) and parser.header is None
+
+
+def point_from_line(parser: CsvLines | NdjsonLines | SniffedLines, raw: bytes | None,
+                    line_no: int, received_us: int) -> tuple[tuple | None, str | None]:
     """(point without id or None, error message or None); (None, None) = nothing here."""
     if raw is None:
         return None, f"line longer than {MAX_LINE_BYTES} bytes"

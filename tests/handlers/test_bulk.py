@@ -58,6 +58,28 @@ async def test_ndjson_upload_reports_lines_by_number(api: Api, service: Service)
     assert await service.deps.workers.drain() == 1
 
 
+async def test_an_upload_sent_as_bytes_is_read_as_ndjson_or_csv_by_its_first_line(
+        api: Api, service: Service, clean: Stores) -> None:
+    """For generated clients that send no text bodies (``application/octet-stream``)."""
+    cid, (a, b, _) = await seed(api)
+    ndjson = (f'\xef\xbb\xbf{{"id": "n1", "competition_id": {cid}, "participant_id": {a}, '
+              f'"value": 1}}\nnot json\n').encode("latin-1")
+    csv = f"id,participant_id,value,competition_id\nc1,{b},2,{cid}\nc2,{b},x,{cid}\n".encode()
+    answers = [await api.post("/v1/points/bulk", body=body,
+                              content_type="application/octet-stream")
+               for body in (ndjson, csv)]
+    assert [(status, answer["accepted"], answer["rejected"],
+             [e["line"] for e in answer["errors"]])
+            for status, answer in answers] == [(202, 1, 1, [2]), (202, 1, 1, [3])]
+    await service.deps.workers.drain()
+    assert sql(clean, "SELECT id, participant_id, value FROM points ORDER BY id") == [
+        ("c1", b, 2.0), ("n1", a, 1.0)]
+    # No first line at all: an empty CSV upload, as with text/csv.
+    status, body = await api.post("/v1/points/bulk", body=b"",
+                                  content_type="application/octet-stream")
+    assert (status, body["error"]["code"]) == (400, "malformed_csv")
+
+
 async def test_csv_with_a_bad_header_is_400_and_enqueues_nothing(
         api: Api, service: Service) -> None:
     status, body = await api.post("/v1/points/bulk", body=b"competition,participant\n1,2\n",

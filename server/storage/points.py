@@ -1,5 +1,11 @@
 """SQL for points: the one-statement checked, idempotent write, and the reads.
 
+A point's key is (competition, id): ids are the client's, scoped per
+competition.  A point whose key is taken is either a repeat (same participant,
+value and time: a no-op, counted once) or an id conflict (other content): never
+stored, and reported as such (``Refusal`` reason ``id_conflict``), never taken
+for a repeat.
+
 The write takes a list of points, so the same SQL serves one point (naive path)
 or a thousand (pipelined path): the ingest path decides only how many rows go
 into one call.
@@ -18,7 +24,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from server.points import COMPETITION_ID, MAX_ABS_VALUE, PARTICIPANT_ID, VALUE
+from server.points import COMPETITION_ID, ID, MAX_ABS_VALUE, PARTICIPANT_ID, VALUE
 
 # One statement — so one implicit transaction, one round trip — per group:
 # check every point's competition and participant (joined in the same snapshot),
@@ -27,7 +33,8 @@ from server.points import COMPETITION_ID, MAX_ABS_VALUE, PARTICIPANT_ID, VALUE
 # wait on each other; ``standings.py`` folds the log).  Returns a first row
 # ``(0, inserted, deltas)`` and one ``(position, reason, 0)`` row per refused
 # point (1 = unknown competition, 2 = participant unknown in that competition).
-# With ``all_or_nothing`` a group with any refused point inserts nothing.
+# With ``all_or_nothing`` a group with any refused point inserts nothing.  Points
+# whose key was taken are told apart afterwards (``ID_CONFLICTS``).
 #
 # The points arrive as six PostgreSQL array literals, formatted client-side:
 # measured per point, ``unnest`` of arrays costs PostgreSQL less CPU than
@@ -56,9 +63,10 @@ WITH input AS (
     -- order, so two claims holding the same ids (a client's retry, a duplicate)
     -- wait for each other but never deadlock (in claim order they did, measured:
     -- ~1 deadlock a second in a 300k drain with 1 point in 50 repeated).  Of repeated ids
-    -- in one group, the first one wins.
-    ORDER BY id COLLATE "C", position
-    ON CONFLICT (id) DO NOTHING
+    -- in one group, the first one wins (a later one of other content is an id
+    -- conflict).
+    ORDER BY competition_id, id COLLATE "C", position
+    ON CONFLICT (competition_id, id) DO NOTHING
     RETURNING competition_id, participant_id, value, recorded_at
 ), logged AS (
     INSERT INTO standing_deltas (competition_id, participant_id, total, points, last_point_at)
@@ -72,12 +80,36 @@ UNION ALL
 SELECT position::int, refused, 0 FROM checked WHERE refused IS NOT NULL
 """
 
-GET_POINT = """
-SELECT id, competition_id, participant_id, value, recorded_at, received_at, committed_at
-FROM points WHERE id = %s
+# The input points of a batch (its six arrays), joined to the stored point of the
+# same key, with whether that point has the input's content: the same
+# participant and value, and the same time — or no time of either's own (a point
+# sent without ``recorded_at`` takes its receive time, which a resend cannot
+# repeat: such points are compared on participant and value).
+_STORED_OF_INPUT = """
+FROM unnest(%(ids)s::text[], %(competitions)s::bigint[], %(participants)s::bigint[],
+            %(values)s::float8[], %(recorded)s::bigint[], %(received)s::bigint[])
+     WITH ORDINALITY
+     AS i(id, competition_id, participant_id, value, recorded_us, received_us, position)
+JOIN points p ON p.competition_id = i.competition_id AND p.id = i.id
+"""
+_SAME_CONTENT = """
+(p.participant_id = i.participant_id AND p.value = i.value
+ AND (p.recorded_at = timestamptz 'epoch' + i.recorded_us * interval '1 microsecond'
+      OR (p.recorded_at = p.received_at AND i.recorded_us = i.received_us)))
 """
 
-COMMITTED_IDS = "SELECT id FROM points WHERE id = ANY(%s::text[])"
+# After a write that inserted fewer points than it could: the positions whose key
+# is taken by a point of other content.  A statement of its own, so in a snapshot
+# that sees what concurrent writers committed while the insert waited for them.
+ID_CONFLICTS = f"SELECT i.position::int {_STORED_OF_INPUT} WHERE NOT {_SAME_CONTENT}"
+
+# ``?ack=committed``: which of the points are stored, and with their content or not.
+STORED_STATES = f"SELECT i.position::int, {_SAME_CONTENT} {_STORED_OF_INPUT}"
+
+GET_POINT = """
+SELECT id, competition_id, participant_id, value, recorded_at, received_at, committed_at
+FROM points WHERE competition_id = %s AND id = %s
+"""
 
 
 def _quoted(text: str) -> str:
@@ -107,7 +139,7 @@ class Refusal(NamedTuple):
     """A point a write statement did not take, and why."""
 
     position: int  # in the batch (or list) written
-    reason: str  # unknown_competition, unknown_participant, invalid_value
+    reason: str  # unknown_competition, unknown_participant, invalid_value, id_conflict
     message: str
 
 
@@ -170,13 +202,18 @@ async def write_batch(cur: Any, batch: PointBatch, *, all_or_nothing: bool = Fal
 
     Returns (rows inserted, refused), refused in batch order: points whose
     competition or participant is unknown, or whose participant belongs to another
-    competition, or whose value is out of range.  ``all_or_nothing``: if any is
-    refused, nothing is inserted.
+    competition, or whose value is out of range, or whose key (competition, id) is
+    taken by a point of other content (``id_conflict``).  Points neither inserted
+    nor refused are repeats.  ``all_or_nothing``: if any is refused for its
+    references or value, nothing is inserted; an id conflict is found after the
+    insert, so a caller that wants it all-or-nothing too writes in a transaction
+    of its own and rolls back.
     """
     refused = list(batch.refused)
     if not batch.writable or (all_or_nothing and refused):
         return 0, refused
-    await cur.execute(WRITE_POINTS, {**batch.params(), "all_or_nothing": all_or_nothing})
+    params = batch.params()
+    await cur.execute(WRITE_POINTS, {**params, "all_or_nothing": all_or_nothing})
     inserted = 0
     for position, value, _ in await cur.fetchall():
         if position == 0:
@@ -188,8 +225,23 @@ async def write_batch(cur: Any, batch: PointBatch, *, all_or_nothing: bool = Fal
         message = (f"competition {competition} does not exist" if value == 1 else
                    f"participant {participant} is not in competition {competition}")
         refused.append(Refusal(index, _REASONS[value], message))
+    if inserted < batch.writable - (len(refused) - len(batch.refused)) and not (
+            all_or_nothing and len(refused) > len(batch.refused)):
+        # Some keys were taken: repeats, or conflicts (rare; one more round trip).
+        taken = {r.position for r in refused}
+        await cur.execute(ID_CONFLICTS, params)
+        for (position,) in await cur.fetchall():
+            index = batch.positions[position - 1]
+            if index not in taken:
+                refused.append(Refusal(index, "id_conflict",
+                                       conflict_message(batch.points[index])))
     refused.sort()
     return inserted, refused
+
+
+def conflict_message(point: Sequence[Any]) -> str:
+    return (f"id {point[ID]!r} is taken in competition {point[COMPETITION_ID]} by a point "
+            "of other content (participant, value or time)")
 
 
 async def write_points(cur: Any, points: Sequence[Sequence[Any]], *,
@@ -203,8 +255,8 @@ async def write_points(cur: Any, points: Sequence[Sequence[Any]], *,
 _REASONS = {1: "unknown_competition", 2: "unknown_participant"}
 
 
-async def get_point(cur: Any, point_id: str) -> dict[str, Any] | None:
-    await cur.execute(GET_POINT, (point_id,))
+async def get_point(cur: Any, competition_id: int, point_id: str) -> dict[str, Any] | None:
+    await cur.execute(GET_POINT, (competition_id, point_id))
     row = await cur.fetchone()
     if row is None:
         return None
@@ -213,7 +265,12 @@ async def get_point(cur: Any, point_id: str) -> dict[str, Any] | None:
     return dict(zip(keys, row))
 
 
-async def committed_ids(cur: Any, ids: Sequence[str]) -> list[str]:
-    """Those of ``ids`` that are rows in ``points``."""
-    await cur.execute(COMMITTED_IDS, (list(ids),))
-    return [point_id for (point_id,) in await cur.fetchall()]
+async def stored_states(cur: Any, points: Sequence[Sequence[Any]]) -> list[tuple[int, bool]]:
+    """(index in ``points``, stored with this content) of each point whose key is
+    stored; a point whose key is not is left out."""
+    batch = PointBatch()
+    batch.add(points)
+    if not batch.writable:
+        return []
+    await cur.execute(STORED_STATES, batch.params())
+    return [(batch.positions[position - 1], same) for position, same in await cur.fetchall()]

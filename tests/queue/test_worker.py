@@ -206,7 +206,7 @@ async def test_unknown_participant_is_retried_then_dead_lettered(
     entries = {k.decode(): orjson.loads(v)
                for k, v in (await service.deps.redis.hgetall(keys.DEAD)).items()}
     assert {k: (e["reason"], e["attempts"]) for k, e in entries.items()} == {
-        "ghost": ("unknown_participant", 3), "lost": ("unknown_competition", 3)}
+        f"{cid}:ghost": ("unknown_participant", 3), "777:lost": ("unknown_competition", 3)}
     assert sql(clean, "SELECT id FROM points") == [("good",)]
     stats = await service.deps.queue.stats()
     assert (stats["depth"], stats["inflight"], stats["retry_scheduled"]) == (0, 0, 0)
@@ -229,7 +229,7 @@ async def test_poison_point_is_isolated_while_batch_mates_commit(
     assert_exact(clean, committed)
     dead = {k.decode(): orjson.loads(v)["reason"]
             for k, v in (await service.deps.redis.hgetall(keys.DEAD)).items()}
-    assert dead == {"poison": "data_error", "huge": "invalid_value"}
+    assert dead == {f"{cid}:poison": "data_error", f"{cid}:huge": "invalid_value"}
 
 
 # A day's backoff: no retry comes due during the test (full jitter draws from [0, 1 day]).

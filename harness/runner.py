@@ -130,9 +130,10 @@ def _drain(url: str, token: str, timeout_s: float) -> float | None:
     return None
 
 
-def _dead_letters(url: str, token: str, run_id: str) -> dict[str, int]:
+def _dead_letters(url: str, token: str, run_id: str) -> dict[str, int] | None:
     """This run's dead letters by reason (``id_conflict``, ``unknown_participant``…),
-    from the server's DLQ view: entries whose point id carries ``run_id``.  The DLQ
+    from the server's DLQ view: entries whose point id carries ``run_id``; None when
+    the view cannot be read (a ``--target`` token without the admin role).  The DLQ
     is bounded (DLQ_MAX_ENTRIES): a run that overflows it is undercounted."""
     found: dict[str, int] = {}
     cursor: str | None = "0"
@@ -141,7 +142,7 @@ def _dead_letters(url: str, token: str, run_id: str) -> dict[str, int]:
             break
         status, page = api(url, "GET", f"/v1/admin/dlq?limit=1000&cursor={cursor}", token)
         if status != 200:
-            break
+            return None
         for item in page.get("items", []):
             point = item.get("point") or {}
             if str(point.get("id", "")).startswith(f"{run_id}-"):

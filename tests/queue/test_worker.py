@@ -158,6 +158,9 @@ async def test_claim_reclaims_expired_lease_after_worker_died_before_ack(
     stats = await queue.stats()
     assert (stats["depth"], stats["inflight"]) == (0, 0)
     assert stats["totals"]["reclaimed"] == 40
+    # The redelivered copies insert nothing and settle cleanly (without the
+    # idempotent insert they would be dead-lettered while the table looked right).
+    assert (stats["dead"], stats["totals"]["dead_lettered"]) == (0, 0)
     assert_exact(clean, {f"k{i}" for i in range(40)})
     for key in (keys.ITEMS, keys.LEASES, keys.HOLDERS, keys.HANDBACKS):
         assert await service.deps.redis.exists(key) == 0  # acknowledged: no trace left

@@ -33,8 +33,11 @@ from server.points import COMPETITION_ID, ID, MAX_ABS_VALUE, PARTICIPANT_ID, VAL
 # wait on each other; ``standings.py`` folds the log).  Returns a first row
 # ``(0, inserted, deltas)`` and one ``(position, reason, 0)`` row per refused
 # point (1 = unknown competition, 2 = participant unknown in that competition).
-# With ``all_or_nothing`` a group with any refused point inserts nothing.  Points
-# whose key was taken are told apart afterwards (``ID_CONFLICTS``).
+# With ``all_or_nothing`` a group with any refused point inserts nothing.  When it
+# inserted fewer points than passed, a ``(position, 3, 0)`` row names each point
+# whose key was taken before it (only then: the anti-join is skipped otherwise);
+# whether such a point is a repeat or an id conflict is asked afterwards
+# (``ID_CONFLICTS``), of those points alone.
 #
 # The points arrive as six PostgreSQL array literals, formatted client-side:
 # measured per point, ``unnest`` of arrays costs PostgreSQL less CPU than
@@ -67,7 +70,7 @@ WITH input AS (
     -- conflict).
     ORDER BY competition_id, id COLLATE "C", position
     ON CONFLICT (competition_id, id) DO NOTHING
-    RETURNING competition_id, participant_id, value, recorded_at
+    RETURNING competition_id, id, participant_id, value, recorded_at
 ), logged AS (
     INSERT INTO standing_deltas (competition_id, participant_id, total, points, last_point_at)
     SELECT competition_id, participant_id, sum(value), count(*), max(recorded_at)
@@ -78,19 +81,31 @@ WITH input AS (
 SELECT 0, (SELECT count(*) FROM inserted)::int, (SELECT count(*) FROM logged)::int
 UNION ALL
 SELECT position::int, refused, 0 FROM checked WHERE refused IS NOT NULL
+UNION ALL
+SELECT c.position::int, 3, 0 FROM checked c
+WHERE c.refused IS NULL
+  AND (SELECT count(*) FROM inserted) < (SELECT count(*) FROM checked WHERE refused IS NULL)
+  AND NOT (%(all_or_nothing)s AND EXISTS (SELECT 1 FROM checked WHERE refused IS NOT NULL))
+  AND NOT EXISTS (SELECT 1 FROM inserted x WHERE x.competition_id = c.competition_id
+                                             AND x.id = c.id)
 """
 
 # The input points of a batch (its six arrays), joined to the stored point of the
 # same key, with whether that point has the input's content: the same
 # participant and value, and the same time — or no time of either's own (a point
 # sent without ``recorded_at`` takes its receive time, which a resend cannot
-# repeat: such points are compared on participant and value).
+# repeat: such points are compared on participant and value).  One primary-key
+# probe per input point (``LATERAL … LIMIT 1`` keeps the planner from hashing
+# the whole table: as a plain join it chose a sequential scan of ``points``,
+# measured at 50,000 rows).
 _STORED_OF_INPUT = """
 FROM unnest(%(ids)s::text[], %(competitions)s::bigint[], %(participants)s::bigint[],
             %(values)s::float8[], %(recorded)s::bigint[], %(received)s::bigint[])
      WITH ORDINALITY
      AS i(id, competition_id, participant_id, value, recorded_us, received_us, position)
-JOIN points p ON p.competition_id = i.competition_id AND p.id = i.id
+CROSS JOIN LATERAL (
+    SELECT participant_id, value, recorded_at, received_at FROM points
+    WHERE points.competition_id = i.competition_id AND points.id = i.id LIMIT 1) p
 """
 _SAME_CONTENT = """
 (p.participant_id = i.participant_id AND p.value = i.value
@@ -212,31 +227,65 @@ async def write_batch(cur: Any, batch: PointBatch, *, all_or_nothing: bool = Fal
     refused = list(batch.refused)
     if not batch.writable or (all_or_nothing and refused):
         return 0, refused
-    params = batch.params()
-    await cur.execute(WRITE_POINTS, {**params, "all_or_nothing": all_or_nothing})
+    await cur.execute(WRITE_POINTS, {**batch.params(), "all_or_nothing": all_or_nothing})
     inserted = 0
+    taken: list[int] = []  # indexes of points whose key was stored before the statement
     for position, value, _ in await cur.fetchall():
         if position == 0:
             inserted = value
             continue
         index = batch.positions[position - 1]
+        if value == _TAKEN:
+            taken.append(index)
+            continue
         point = batch.points[index]
         competition, participant = point[COMPETITION_ID], point[PARTICIPANT_ID]
         message = (f"competition {competition} does not exist" if value == 1 else
                    f"participant {participant} is not in competition {competition}")
         refused.append(Refusal(index, _REASONS[value], message))
-    if inserted < batch.writable - (len(refused) - len(batch.refused)) and not (
-            all_or_nothing and len(refused) > len(batch.refused)):
-        # Some keys were taken: repeats, or conflicts (rare; one more round trip).
-        taken = {r.position for r in refused}
-        await cur.execute(ID_CONFLICTS, params)
-        for (position,) in await cur.fetchall():
-            index = batch.positions[position - 1]
-            if index not in taken:
-                refused.append(Refusal(index, "id_conflict",
-                                       conflict_message(batch.points[index])))
+    passed = batch.writable - (len(refused) - len(batch.refused))
+    if inserted < passed and not (all_or_nothing and len(refused) > len(batch.refused)):
+        # Some keys were taken — before the statement, or by an earlier point of the
+        # batch: repeats, or conflicts.  One more round trip, for those points only.
+        suspects = taken
+        if inserted + len(taken) < passed:
+            known = {r.position for r in refused}.union(taken)
+            suspects = taken + _later_occurrences(batch, known)
+        refused += await _id_conflicts(cur, batch.points, suspects)
     refused.sort()
     return inserted, refused
+
+
+_TAKEN = 3  # WRITE_POINTS' code for a point whose key was stored before it
+
+
+def _later_occurrences(batch: PointBatch, known: set[int]) -> list[int]:
+    """Indexes of the batch's points that repeat the key of an earlier one (those in
+    ``known`` — refused, or taken before the statement — left out)."""
+    seen: set[tuple[Any, Any]] = set()
+    later = []
+    for index in batch.positions:
+        if index in known:
+            continue
+        point = batch.points[index]
+        key = (point[COMPETITION_ID], point[ID])
+        if key in seen:
+            later.append(index)
+        seen.add(key)
+    return later
+
+
+async def _id_conflicts(cur: Any, points: Sequence[Sequence[Any]], indexes: list[int]
+                        ) -> list[Refusal]:
+    """``id_conflict`` refusals for those of ``points[indexes]`` whose key is stored with
+    other content.  A statement of its own: it sees what concurrent writers committed
+    while the insert waited for them, and what this statement's insert wrote."""
+    suspects = PointBatch()
+    suspects.add([points[index] for index in indexes])
+    await cur.execute(ID_CONFLICTS, suspects.params())
+    return [Refusal(index, "id_conflict", conflict_message(points[index]))
+            for index in (indexes[suspects.positions[position - 1]]
+                          for (position,) in await cur.fetchall())]
 
 
 def conflict_message(point: Sequence[Any]) -> str:

@@ -195,3 +195,34 @@ async def test_writers_sharing_ids_in_opposite_orders_wait_but_never_deadlock(
     finally:
         holder.close()
 
+
+
+async def test_a_key_a_concurrent_writer_commits_with_other_content_is_an_id_conflict(
+        db: Database, clean: Stores) -> None:
+    """The writer's insert waits for a concurrent one holding the same key, which then
+    commits other content: the key was not in the writer's snapshot, and still the
+    point is refused as a conflict (and a repeat of the same content is not)."""
+    cid, (a, b, _) = await register(db)
+    holder = psycopg2.connect(clean.database_url)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("INSERT INTO points (id, competition_id, participant_id, value, "
+                        "recorded_at, received_at) VALUES ('held', %s, %s, 1, now(), now())",
+                        (cid, a))
+
+        async def write() -> tuple[int, list]:
+            async with db.cursor() as cur:
+                return await sql.write_points(cur, [point("new", cid, a),
+                                                    point("held", cid, b),  # other content
+                                                    point("new", cid, a)])  # a repeat
+
+        writing = asyncio.ensure_future(write())
+        await until(lambda: lock_waiters(clean) == 1, "the writer waiting for the held key")
+        holder.commit()
+        inserted, refused = await writing
+    finally:
+        holder.close()
+    assert inserted == 1
+    assert [(index, reason) for index, reason, _ in refused] == [(1, "id_conflict")]
+    assert run_sql(clean, "SELECT id, participant_id FROM points ORDER BY 1") == [
+        ("held", a), ("new", a)]

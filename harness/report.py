@@ -61,6 +61,9 @@ def headline(run: dict[str, Any], baseline_rps: float | None = None) -> dict[str
         "server CPU µs/point": per_point.get("server"),
         "errors": sum(p["errors"] for p in phases),
         "dropped": sum(p["dropped"] for p in phases),
+        # Points the server gave up on (by reason under each path); None: not read.
+        "dead letters": (sum(server["dead_letters"].values())
+                         if server.get("dead_letters") is not None else None),
         "peak RSS (MB)": round(peak_rss, 1) if peak_rss is not None else None,
     }
 
@@ -216,6 +219,11 @@ def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
                   f"{_fmt(run['generator_ceiling_rps'])} req/s. Queue drained "
                   f"{_fmt(run['drain_s'])} s after the load.", ""]
         lines += _phase_table(run)
+        dead = run.get("server", {}).get("dead_letters")
+        if dead:
+            lines += ["", "**Dead letters of this run** (by reason; `id_conflict`: an id "
+                          "resent with other content): "
+                      + ", ".join(f"`{reason}` {count:,}" for reason, count in dead.items())]
         behind = [p["name"] for p in run["phases"] if p["generator"]["fell_behind"]]
         if behind:
             lines += ["", f"**Warning: requests were not sent on schedule in "

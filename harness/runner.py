@@ -130,6 +130,27 @@ def _drain(url: str, token: str, timeout_s: float) -> float | None:
     return None
 
 
+def _dead_letters(url: str, token: str, run_id: str) -> dict[str, int] | None:
+    """This run's dead letters by reason (``id_conflict``, ``unknown_participant``…),
+    from the server's DLQ view: entries whose point id carries ``run_id``; None when
+    the view cannot be read (a ``--target`` token without the admin role).  The DLQ
+    is bounded (DLQ_MAX_ENTRIES): a run that overflows it is undercounted."""
+    found: dict[str, int] = {}
+    cursor: str | None = "0"
+    for _ in range(1000):  # at most 1,000,000 entries are looked at
+        if cursor is None:
+            break
+        status, page = api(url, "GET", f"/v1/admin/dlq?limit=1000&cursor={cursor}", token)
+        if status != 200:
+            return None
+        for item in page.get("items", []):
+            point = item.get("point") or {}
+            if str(point.get("id", "")).startswith(f"{run_id}-"):
+                found[item["reason"]] = found.get(item["reason"], 0) + 1
+        cursor = page.get("next_cursor")
+    return dict(sorted(found.items()))
+
+
 def _server_figures(database_url: str, run_id: str) -> dict[str, Any]:
     """End-to-end lag and committed throughput of this run's rows, from their timestamps.
 
@@ -208,6 +229,7 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
         db_url = database_url or (server.database_url if server else None)
         if db_url:
             figures = _server_figures(db_url, run_id)
+        figures["dead_letters"] = _dead_letters(url, token, run_id)
         run_cost, figures["loop_lag_ms"] = cost.run_cost(
             groups, phases, drain, sampler.rows, measured=clocks is not None)
         peak_rss_mb = None  # not measured against a --target: not ours to read

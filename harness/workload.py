@@ -3,7 +3,10 @@
 Both paths replay exactly the same requests: every random choice comes from a
 ``random.Random`` seeded with the scenario seed and the phase name.  Point ids
 are client-chosen (``<run>-<phase>-<n>``) so that duplicates can be sent on
-purpose (``duplicate_fraction`` reuses an earlier id) and counted afterwards.
+purpose: ``duplicate_fraction`` resends one of the last ``RECENT_POINTS`` points
+exactly (same id, competition, participant and value), as a retrying client
+does — a repeat the server counts once.  (A reused id with other content would
+be an id conflict, dead-lettered: not what a duplicate means.)
 ``invalid_fraction`` is per request: such a request carries one invalid point
 and is expected to be refused with 422 (all-or-nothing).
 
@@ -26,6 +29,8 @@ from harness.scenario import Phase, Setup
 # Up to this many points (files × points) are built before the clock starts
 # (~25 bytes a CSV line: ~125 MB in the generator); beyond, they stream as built.
 PREBUILD_MAX_POINTS = 5_000_000
+# Duplicates resend one of the last this many points (a bounded memory of them).
+RECENT_POINTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Workload:
         self.prefix = f"{run_id}-{phase.name}"
         self.competitions = sorted(target.participants)
         self.issued = 0  # point ids handed out so far
+        self.recent: list[tuple[str, int, int, float]] = []  # ring of points sent
         self._files: list[list[bytes]] = []  # prebuilt upload files, in upload order
 
     def _value(self) -> float:
@@ -61,16 +67,24 @@ class Workload:
             return min(s.value_max, s.value_min + rng.expovariate(3 / max(1e-9, s.value_max)))
         return rng.uniform(s.value_min, s.value_max)
 
-    def _point_id(self) -> str:
-        if self.issued and self.rng.random() < self.setup.duplicate_fraction:
-            return f"{self.prefix}-{self.rng.randrange(self.issued)}"
-        self.issued += 1
-        return f"{self.prefix}-{self.issued - 1}"
-
-    def _point(self) -> str:
+    def _next_point(self) -> tuple[str, int, int, float]:
+        """(id, competition, participant, value): a new point, or an exact resend."""
+        if self.recent and self.rng.random() < self.setup.duplicate_fraction:
+            return self.recent[self.rng.randrange(len(self.recent))]
         competition = self.rng.choice(self.competitions)
         participant = self.rng.choice(self.target.participants[competition])
-        return _point_json(self._point_id(), competition, participant, self._value())
+        # Rounded as sent (3 decimals), so that a resend is the same value.
+        point = (f"{self.prefix}-{self.issued}", competition, participant,
+                 round(self._value(), 3))
+        if len(self.recent) < RECENT_POINTS:
+            self.recent.append(point)
+        else:
+            self.recent[self.issued % RECENT_POINTS] = point
+        self.issued += 1
+        return point
+
+    def _point(self) -> str:
+        return _point_json(*self._next_point())
 
     def next_request(self) -> tuple[bytes, tuple[int, ...]]:
         """The next request's bytes and the statuses that count as success."""
@@ -108,9 +122,7 @@ class Workload:
         lines: list[str] = ["id,competition_id,participant_id,value"] if csv else []
         size = sum(len(line) + 1 for line in lines)
         for _ in range(upload.points):
-            competition = self.rng.choice(self.competitions)
-            participant = self.rng.choice(self.target.participants[competition])
-            point_id, value = self._point_id(), self._value()
+            point_id, competition, participant, value = self._next_point()
             line = (f"{point_id},{competition},{participant},{value:.3f}" if csv else
                     _point_json(point_id, competition, participant, value))
             lines.append(line)

@@ -35,17 +35,17 @@ def make_app(deps: Deps) -> tornado.web.Application:
         (r"/v1/competitions/([0-9]+)/participants", competitions.ParticipantsHandler, d),
         (r"/v1/competitions/([0-9]+)/leaderboard", reads.LeaderboardHandler, d),
         (r"/v1/competitions/([0-9]+)/stats", reads.StatsHandler, d),
+        (r"/v1/competitions/([0-9]+)/points/([^/]{1,64})", points.PointHandler, d),
         (r"/v1/participants/([0-9]+)", reads.ParticipantHandler, d),
         (r"/v1/points", points.PointsHandler, d),
         (r"/v1/points/bulk", bulk.BulkHandler, d),
-        (r"/v1/points/([^/]{1,64})", points.PointHandler, d),
         (r"/v1/admin/queue", admin.QueueHandler, d),
         (r"/v1/admin/queue/pause", admin.PauseHandler, d),
         (r"/v1/admin/queue/resume", admin.ResumeHandler, d),
         (r"/v1/admin/dlq", admin.DeadLettersHandler, d),
         (r"/v1/admin/dlq/requeue", admin.RequeueHandler, d),
     ]
-    # Each route's handler knows its template ("/v1/points/{point_id}"), as
+    # Each route's handler knows its template ("/v1/competitions/{competition_id}"), as
     # /openapi.json names it: the label of its access-log lines and metrics.
     routes = [(pattern, handler, {**kwargs, "route": PATHS[pattern].template})
               for pattern, handler, kwargs in routes]

@@ -34,6 +34,8 @@ Hierarchy::
     │   └── SlugTaken(slug)                       a competition slug in use
     ├── UnknownReferences                         points name competitions or participants
     │                                             that do not exist (direct write only)
+    ├── IdConflict(conflicts, queued)             point ids taken in their competition by
+    │                                             points of other content
     ├── NotAuthenticated                          no, malformed, unknown or revoked token
     ├── NotPermitted(role, required)              the token's role is too low
     └── RateLimited(limit, remaining, reset_s, retry_after_s)
@@ -146,11 +148,12 @@ class PartiallyAccepted(ServiceError):
     ids — or the same ``Idempotency-Key`` — never doubles a point."""
 
     def __init__(self, cause: ServiceError, *, accepted_ids: list[str],
-                 unknown_ids: list[str]) -> None:
-        super().__init__(f"{cause.message}; {len(accepted_ids)} point(s) were accepted "
-                         f"before the failure"
-                         + (f" and {len(unknown_ids)} may have been" if unknown_ids else "")
-                         + ": re-send the rest with the same ids (or Idempotency-Key)")
+                 unknown_ids: list[str], message: str | None = None) -> None:
+        super().__init__(message or (
+            f"{cause.message}; {len(accepted_ids)} point(s) were accepted "
+            f"before the failure"
+            + (f" and {len(unknown_ids)} may have been" if unknown_ids else "")
+            + ": re-send the rest with the same ids (or Idempotency-Key)"))
         self.cause = cause
         self.accepted_ids = accepted_ids
         self.unknown_ids = unknown_ids
@@ -206,6 +209,35 @@ class UnknownReferences(ServiceError):
     def __init__(self, message: str, *, retry_after_s: int = 5) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class IdConflict(ServiceError):
+    """Points whose key — their id in their competition — is taken by a point of other
+    content (participant, value or time).  Such a point is never stored and never
+    taken for a repeat: a correction needs an id of its own.
+
+    ``conflicts``: (index in the request, id, competition id) of each.  ``queued``:
+    the points are in the queue (found while waiting for their commit), where the
+    workers dead-letter them as ``id_conflict``; otherwise nothing was written.
+    """
+
+    code = "id_conflict"
+
+    def __init__(self, conflicts: list[tuple[int, str, int]], *, queued: bool) -> None:
+        names = ", ".join(f"{point_id!r} (competition {competition})"
+                          for _, point_id, competition in conflicts[:10])
+        more = f" and {len(conflicts) - 10} more" if len(conflicts) > 10 else ""
+        fate = ("they stay queued and will be dead-lettered as id_conflict" if queued
+                else "nothing was written")
+        super().__init__(
+            f"point id(s) taken by a point of other content (participant, value or time): "
+            f"{names}{more}; {fate}.  Send a correction under a new id.",
+            details=[{"index": index, "field": "id",
+                      "message": f"{point_id!r} is taken in competition {competition} by a "
+                                 "point of other content"}
+                     for index, point_id, competition in conflicts[:100]])
+        self.conflicts = conflicts
+        self.queued = queued
 
 
 class NotAuthenticated(ServiceError):

@@ -65,7 +65,8 @@ POINTS_COMMITTED = Counter(
     "Redis was down.", ["via"])
 POINTS_DUPLICATES = Counter(
     "points_duplicates_total", "Points the workers wrote whose id was already committed "
-    "(a redelivery, or an id sent twice): skipped.")
+    "in their competition with the same content (a redelivery, or a point sent twice): "
+    "skipped.  Other content is an id conflict, dead-lettered, not counted here.")
 POINTS_RETRIED = Counter(
     "points_retried_total", "Points scheduled for a retry (an unknown competition or "
     "participant), counted once settled in Redis.")

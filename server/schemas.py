@@ -68,6 +68,7 @@ PARTICIPANTS_MAX_PER_REQUEST = 10_000
 # --- the dead-letter queue ----------------------------------------------------
 
 DLQ_IDS_MAX = 10_000
+DLQ_KEY_MAX_CHARS = 128  # "<competition>:<point id>[:<digest>]", or "chunk:<chunk id>"
 
 
 class IntQuery(NamedTuple):
@@ -183,9 +184,10 @@ PARTICIPANTS_CREATE["examples"] = [{"participants": [
 DLQ_SELECTION = {"oneOf": [
     _obj({"ids": {"type": "array", "minItems": 1, "maxItems": DLQ_IDS_MAX,
                   "items": {"type": "string", "minLength": 1,
-                            "maxLength": POINT_ID_MAX_CHARS}}}, ("ids",)),
+                            "maxLength": DLQ_KEY_MAX_CHARS},
+                  "description": "dead letters' `key`s"}}, ("ids",)),
     _obj({"all": {"const": True}}, ("all",)),
-], "examples": [{"ids": ["judge-7"]}]}
+], "examples": [{"ids": ["1:judge-7"]}]}
 
 # --- errors ---------------------------------------------------------------------
 
@@ -313,10 +315,13 @@ QUEUE_STATE = _obj({
     "throughput", "workers"), closed=False)
 DLQ_POINT = _obj(_STORED_POINT_MEMBERS, tuple(_STORED_POINT_MEMBERS))
 DEAD_LETTER = _obj({
+    "key": {"type": "string", "description": "what requeue and purge select it by: "
+                                            "`<competition_id>:<point id>` (an id_conflict "
+                                            "adds `:<content digest>`), or `chunk:<chunk id>`"},
     "point": {"oneOf": [ref("DeadPoint"), {"type": "null"}],
               "description": "null for a chunk that could not be split into points"},
     "reason": {"type": "string", "description": "unknown_participant, unknown_competition, "
-                                                "data_error, invalid_value, "
+                                                "data_error, invalid_value, id_conflict, "
                                                 "unexpected_error, undecodable"},
     "attempts": COUNT, "first_failed_at": TIMESTAMP, "last_failed_at": TIMESTAMP,
     "last_error": {"type": "string"},

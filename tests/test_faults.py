@@ -119,6 +119,27 @@ async def test_redis_killed_mid_ingest_every_2xx_committed_exactly_once(
     await assert_no_attempt_spent(service)
 
 
+async def test_redis_down_an_id_taken_by_other_content_answers_409_and_writes_nothing(
+        faulty: tuple[Service, Api], own: Stores) -> None:
+    _, api = faulty
+    cid, (a, b, _) = await seed(api)
+    first = {"id": "judge-7", "competition_id": cid, "participant_id": a, "value": 8}
+    assert (await api.post("/v1/points?ack=committed", first))[0] == 201
+    own.redis.kill()
+    # The direct write: an identical resend is a no-op 2xx; other content is a 409,
+    # whatever the ack mode, and its request-mates are not written either.
+    status, body = await api.post("/v1/points", first)
+    assert (status, body.get("committed")) == (202, True), body
+    for ack in ("queued", "committed"):
+        status, body = await api.post(f"/v1/points?ack={ack}", {"points": [
+            {"id": "fresh", "competition_id": cid, "participant_id": b, "value": 1},
+            {**first, "participant_id": b}]})
+        assert status == 409, body
+        assert body["error"]["code"] == "id_conflict" and "'judge-7'" in body["error"]["message"]
+        assert [(d["index"], d["field"]) for d in body["error"]["details"]] == [(1, "id")]
+    assert run_sql(own, "SELECT id, participant_id, value FROM points") == [("judge-7", a, 8.0)]
+
+
 async def test_terminated_backends_cause_no_client_error_and_no_double_count(
         faulty: tuple[Service, Api], own: Stores) -> None:
     service, api = faulty

@@ -8,7 +8,7 @@ from server.handlers.base import BaseHandler, BodyHandler
 from server.handlers.jsonbody import decode_json
 
 MAX_IDS = schemas.DLQ_IDS_MAX
-_ID_MAX_CHARS = schemas.POINT_ID_MAX_CHARS
+_ID_MAX_CHARS = schemas.DLQ_KEY_MAX_CHARS  # dead letters' keys
 
 
 class QueueHandler(BaseHandler):
@@ -61,7 +61,7 @@ def _selection(body: bytes) -> list[str] | None:
     if (type(ids) is not list or not 0 < len(ids) <= MAX_IDS
             or not all(type(i) is str and 0 < len(i) <= _ID_MAX_CHARS for i in ids)):
         raise InvalidInput(
-            f'body must be {{"ids": [1..{MAX_IDS} point ids]}} or {{"all": true}}',
+            f'body must be {{"ids": [1..{MAX_IDS} dead letter keys]}} or {{"all": true}}',
             details=[{"field": "ids", "message": f"list of 1..{MAX_IDS} strings of "
                                                  f"1..{_ID_MAX_CHARS} chars"}])
     return ids

@@ -77,6 +77,8 @@ ERROR_CODE_TEXT = {
     "not_found": "no such resource, or no route",
     "method_not_allowed": "the route has no such method",
     "slug_taken": "a competition with this slug exists",
+    "id_conflict": "a point's id is taken in its competition by a point of other content "
+                   "(participant, value or time); each such id is named",
     "payload_too_large": "refused from its Content-Length before it is read, or as soon "
                          "as a streamed body crosses the limit",
     "unsupported_media_type": "a Content-Type the operation does not take",
@@ -216,6 +218,11 @@ PATHS: dict[str, PathItem] = {
         "/v1/competitions/{competition_id}/stats", {"get": Operation(
             "getStats", "A competition's figures; cached 30 s", "reads",
             {200: ("The figures", "Stats")}, role=READ)}),
+    r"/v1/competitions/([0-9]+)/points/([^/]{1,64})": PathItem(
+        "/v1/competitions/{competition_id}/points/{point_id}", {"get": Operation(
+            "getPoint", "A committed point, by its id in its competition (point ids are "
+                        "scoped per competition)", "points",
+            {200: ("The point", "StoredPoint")}, role=READ)}),
     r"/v1/participants/([0-9]+)": PathItem("/v1/participants/{participant_id}", {"get": Operation(
         "getParticipant", "A participant with its total; cached 60 s", "reads",
         {200: ("The participant", "ParticipantStanding")}, role=READ)}),
@@ -225,7 +232,7 @@ PATHS: dict[str, PathItem] = {
                "committed within ACK_TIMEOUT_S (`committed: false`; queued, not lost)",
                "PointsAccepted"),
          201: ("Committed in PostgreSQL (`?ack=committed`)", "PointsAccepted")},
-        role=INGEST, body="points", params=("ack", "idempotency_key"),
+        role=INGEST, body="points", params=("ack", "idempotency_key"), errors=(409,),
         description="Errors after validation carry `ids`, `accepted_ids` and `unknown_ids`: "
                     "resend the points not in `accepted_ids` with those ids, or the same "
                     "request with the same Idempotency-Key.")}),
@@ -233,12 +240,9 @@ PATHS: dict[str, PathItem] = {
         "postPointsBulk", "Stream an upload of points (CSV or NDJSON)", "points",
         {202: ("Accepted lines enqueued; invalid lines counted, the first "
                f"{schemas.MAX_REPORTED} described", "BulkAccepted")},
-        role=INGEST, body="bulk", params=("idempotency_key",),
+        role=INGEST, body="bulk", params=("idempotency_key",), errors=(409,),
         description="Every error says how far the upload got (`accepted`, "
                     "`accepted_through_line`, `unknown_through_line`).")}),
-    r"/v1/points/([^/]{1,64})": PathItem("/v1/points/{point_id}", {"get": Operation(
-        "getPoint", "A committed point", "points", {200: ("The point", "StoredPoint")},
-        role=READ)}),
     r"/v1/admin/queue": PathItem("/v1/admin/queue", {"get": Operation(
         "getQueue", "The queue's state, throughput and workers", "admin",
         {200: ("The state", "QueueState")}, role=ADMIN)}),

@@ -1,4 +1,4 @@
-"""POST /v1/points (single or batch) and GET /v1/points/{id}.
+"""POST /v1/points (single or batch) and GET /v1/competitions/{id}/points/{point_id}.
 
 Every error after validation carries the request's ``ids`` (server-assigned ones
 included) with ``accepted_ids`` and ``unknown_ids``: a client re-sends the points
@@ -45,7 +45,7 @@ class PointsHandler(BodyHandler):
             body["committed"] = True
             self.write_json(body, 201 if ack == "committed" else 202)
         elif ack == "committed":
-            committed = await ingest.wait_committed(ids, self.deps.settings.ack_timeout_s)
+            committed = await ingest.wait_committed(points, self.deps.settings.ack_timeout_s)
             body["committed"] = committed
             self.write_json(body, 201 if committed else 202)
         else:
@@ -76,13 +76,17 @@ class PointsHandler(BodyHandler):
 
 
 class PointHandler(BaseHandler):
+    """A committed point by its key: point ids are scoped per competition."""
+
     role = "read"
 
-    async def get(self, point_id: str) -> None:
+    async def get(self, competition: str, point_id: str) -> None:
+        competition_id = self.path_id(competition)
+        missing = f"no committed point with id {point_id!r} in competition {competition_id}"
         if check_point_id(point_id):
-            raise NotFound(f"no committed point with id {point_id!r}")
+            raise NotFound(missing)
         async with self.deps.db.cursor(read=True) as cur:
-            row = await sql.get_point(cur, point_id)
+            row = await sql.get_point(cur, competition_id, point_id)
         if row is None:
-            raise NotFound(f"no committed point with id {point_id!r}")
+            raise NotFound(missing)
         self.write_json(row)

@@ -11,7 +11,8 @@ The handler validates; this module decides where validated points go:
   same idempotent insert the workers use (degraded mode).  That write is
   all-or-nothing: if any point's competition or participant is unknown — which
   the queue would have retried — it raises ``UnknownReferences`` and nothing is
-  written;
+  written; if any point's id is taken in its competition by a point of other
+  content, it raises ``IdConflict`` and nothing is written;
 * when both stores fail, ``StoreUnavailable`` says that nothing was accepted.
 
 A failure after part of a request went in (the naive path makes one call per
@@ -19,8 +20,9 @@ point; a call's reply can be lost after it ran) is never reported as "nothing
 accepted": ``PartiallyAccepted`` carries the ids that were, and those that may
 have been, so a client re-sending with the same ids doubles nothing.
 
-``wait_committed`` serves ``?ack=committed`` through ``commit_watch.py``: the ids
-of every waiting request polled in one query per tick, which works whichever
+``wait_committed`` serves ``?ack=committed`` through ``commit_watch.py``: the points
+of every waiting request polled in one query per tick (by key and content: a
+point whose id is taken by other content answers ``IdConflict`` at once), which works whichever
 process's worker commits them; a store error while waiting only means "not
 committed yet".
 """
@@ -35,6 +37,7 @@ from server.errors import (
     CommandRefused,
     CommitUnknown,
     EnqueueInterrupted,
+    IdConflict,
     PartiallyAccepted,
     PoolTimeout,
     QueueFull,
@@ -44,7 +47,7 @@ from server.errors import (
     WriteConflict,
 )
 from server.ingest.commit_watch import CommitWatch
-from server.points import ID, Point
+from server.points import COMPETITION_ID, ID, Point
 from server.queue.breaker import CircuitBreaker
 from server.queue.redis_queue import PointQueue
 from server.storage import points as sql
@@ -133,7 +136,7 @@ class Ingest:
         gate = breaker.try_pass()
         if gate is False:
             raise StoreUnavailable("redis", "Redis is unavailable (its circuit breaker is "
-                                   f"open: {breaker.last_error})")
+                                   "open)", reason=breaker.last_error)
         try:
             await self.queue.enqueue(points)
         except (StoreUnavailable, EnqueueInterrupted) as exc:
@@ -159,6 +162,11 @@ class Ingest:
         try:
             async with self.db.transaction() as cur:
                 inserted, refused = await sql.write_points(cur, points, all_or_nothing=True)
+                conflicts = [(r.position, points[r.position][ID],
+                              points[r.position][COMPETITION_ID])
+                             for r in refused if r.reason == "id_conflict"]
+                if conflicts:  # raised in the transaction: it rolls back, nothing written
+                    raise IdConflict(conflicts, queued=False)
                 if refused:
                     raise UnknownReferences(
                         f"the queue is unavailable and {refused[0].message}, so these points "
@@ -171,6 +179,14 @@ class Ingest:
             raise StoreUnavailable("postgres", "both Redis and PostgreSQL are unavailable",
                                    retry_after_s=2, reason=str(exc)) from exc
 
-    async def wait_committed(self, ids: Sequence[str], timeout_s: float) -> bool:
-        """True once every id is committed in PostgreSQL; False if ``timeout_s`` passes."""
-        return await self.commits.wait(ids, timeout_s)
+    async def wait_committed(self, points: Sequence[Point], timeout_s: float) -> bool:
+        """True once every point is committed in PostgreSQL (its key, with its content);
+        False if ``timeout_s`` passes.  A point whose id is taken by other content
+        raises ``PartiallyAccepted`` of an ``IdConflict``: the others were accepted."""
+        try:
+            return await self.commits.wait(points, timeout_s)
+        except IdConflict as exc:
+            taken = {index for index, _, _ in exc.conflicts}
+            accepted = [p[ID] for index, p in enumerate(points) if index not in taken]
+            raise PartiallyAccepted(exc, accepted_ids=accepted, unknown_ids=[],
+                                    message=exc.message) from exc

@@ -9,6 +9,7 @@ points from the suffix without decoding payloads.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,15 @@ from typing import Any
 
 import orjson
 
-from server.points import COMPETITION_ID, ID, PARTICIPANT_ID, VALUE, Point, new_ids
+from server.points import (
+    COMPETITION_ID,
+    ID,
+    PARTICIPANT_ID,
+    RECORDED_US,
+    VALUE,
+    Point,
+    new_ids,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -75,9 +84,21 @@ def point_json(point: Point) -> dict[str, Any]:
             "recorded_at": utc(recorded_us), "received_at": utc(received_us)}
 
 
+def dead_letter_key(point: Point, reason: str) -> str:
+    """A point's DLQ key: ``<competition>:<id>`` (ids are scoped per competition).  An
+    ``id_conflict`` adds a digest of its content, so that each version refused for
+    one key is kept, while a resend of the same version stays one entry."""
+    key = f"{point[COMPETITION_ID]}:{point[ID]}"
+    if reason != "id_conflict":
+        return key
+    content = orjson.dumps([point[PARTICIPANT_ID], point[VALUE], point[RECORDED_US]])
+    return f"{key}:{hashlib.blake2s(content, digest_size=4).hexdigest()}"
+
+
 @dataclass(frozen=True)
 class DeadLetter:
-    """A point given up on, with why and its history; stored in the DLQ by point id."""
+    """A point given up on, with why and its history; stored in the DLQ under
+    ``dead_letter_key``."""
 
     point: Point
     reason: str
@@ -88,12 +109,13 @@ class DeadLetter:
 
     @property
     def key(self) -> str:
-        return self.point[ID]
+        return dead_letter_key(self.point, self.reason)
 
     def entry(self) -> bytes:
         """The stored form: the API view plus the raw tuple a requeue rebuilds from."""
         return orjson.dumps({
-            "point": point_json(self.point), "raw": self.point, "reason": self.reason,
+            "key": self.key, "point": point_json(self.point), "raw": self.point,
+            "reason": self.reason,
             "attempts": self.attempts, "first_failed_at": utc(self.first_failed_ms * 1000),
             "last_failed_at": utc(self.last_failed_ms * 1000), "last_error": self.last_error,
         })
@@ -118,7 +140,7 @@ class DeadChunk:
 
     def entry(self) -> bytes:
         return orjson.dumps({
-            "point": None, "chunk_id": self.chunk_id, "reason": self.reason,
+            "key": self.key, "point": None, "chunk_id": self.chunk_id, "reason": self.reason,
             "attempts": self.handbacks, "first_failed_at": utc(self.failed_ms * 1000),
             "last_failed_at": utc(self.failed_ms * 1000), "last_error": self.last_error,
             "payload_base64": base64.b64encode(self.payload).decode(),

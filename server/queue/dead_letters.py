@@ -1,6 +1,7 @@
 """The dead-letter queue: points (and undecodable chunks) given up on, kept for people.
 
-Entries live in ``pq:dead`` by point id (or ``chunk:<id>``), ordered by last
+Entries live in ``pq:dead`` by key — ``<competition>:<point id>`` (with a
+content digest for an ``id_conflict``), or ``chunk:<id>`` — ordered by last
 failure in ``pq:dead:index``; the SETTLE script adds them and trims the queue to
 its bounds (``DLQ_MAX_ENTRIES``, ``DLQ_MAX_AGE_S``).  From here an operator lists
 them, sends points back to the queue with their attempts reset, or purges them.
@@ -52,6 +53,7 @@ class DeadLetterQueue:
                         "reason": "unreadable_entry", "raw_base64":
                         base64.b64encode(entry).decode()}
             data.pop("raw", None)
+            data.setdefault("key", point_id.decode(errors="replace"))  # what selects it
             entries.append(data)
         return entries, (offset + limit if len(ids) == limit else None)
 

@@ -11,6 +11,8 @@ rows' standings deltas.  A group's outcome:
   ``QUEUE_MAX_ATTEMPTS``;
 * PostgreSQL refuses the data itself (``DataRejected``) — the group is bisected
   until the poison point is alone; it is dead-lettered and its group-mates commit;
+* its key (competition, id) is taken by a point of other content — dead-lettered
+  at once as ``id_conflict`` (a retry cannot help), never counted as a duplicate;
 * the store fails (``StoreUnavailable``) — nothing is decided: the exception
   propagates and the worker hands the whole claim back unspent.
 
@@ -34,7 +36,8 @@ from server.queue.strategy import IngestStrategy
 from server.storage import points as sql
 from server.storage.database import Database
 
-PERMANENT_REASONS = ("data_error", "invalid_value")  # retrying cannot help: dead-letter now
+# Retrying cannot help: dead-letter now.
+PERMANENT_REASONS = ("data_error", "invalid_value", "id_conflict")
 
 # (point, its chunk, reason, error message) of a point that did not commit.
 Failure = tuple[Point, Chunk, str, str]

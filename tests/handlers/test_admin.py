@@ -38,12 +38,13 @@ async def test_dead_letter_can_be_inspected_requeued_and_purged(
     assert status == 200 and page["next_cursor"] is None
     (item,) = page["items"]
     assert item["point"]["id"] == "ghost" and item["point"]["participant_id"] == 999
+    assert item["key"] == f"{cid}:ghost"  # ids are scoped per competition: so is the key
     assert (item["reason"], item["attempts"]) == ("unknown_participant", 2)
     assert item["first_failed_at"] <= item["last_failed_at"]
     assert "999" in item["last_error"]
 
     # Requeued, it fails its attempts again and comes back to the DLQ.
-    assert await api.post("/v1/admin/dlq/requeue", {"ids": ["ghost", "nope"]}) == (
+    assert await api.post("/v1/admin/dlq/requeue", {"ids": [item["key"], "nope"]}) == (
         200, {"requeued": 1})
     assert (await service.deps.queue.stats())["dead"] == 0
     await drain_until(service, dead=1)

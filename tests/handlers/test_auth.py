@@ -12,7 +12,7 @@ ENDPOINTS = [
     ("GET", "/ready", None, None),
     ("GET", "/v1/competitions", None, "read"),
     ("GET", "/v1/competitions/1/leaderboard", None, "read"),
-    ("GET", "/v1/points/x", None, "read"),
+    ("GET", "/v1/competitions/1/points/x", None, "read"),
     ("POST", "/v1/competitions", {"slug": "s", "name": "n"}, "ingest"),
     ("POST", "/v1/points", {"competition_id": 1, "participant_id": 1, "value": 1}, "ingest"),
     ("GET", "/v1/admin/queue", None, "admin"),

@@ -25,6 +25,8 @@ def _instance(kind: type) -> errors.ServiceError:
                errors.SlugTaken: ("cup",), errors.NotPermitted: ("read", "admin")}
     if kind is errors.MalformedInput:
         return kind("not JSON", code="malformed_json")
+    if kind is errors.IdConflict:
+        return kind([(0, "judge-7", 1)], queued=False)
     return kind(*samples.get(kind, ("something",)))
 
 

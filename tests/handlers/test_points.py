@@ -1,4 +1,5 @@
-"""POST /v1/points and GET /v1/points/{id}: acceptance, commit, bad input."""
+"""POST /v1/points and GET /v1/competitions/{id}/points/{point_id}: acceptance, commit,
+id conflicts, bad input."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import Stores
@@ -16,6 +18,7 @@ from tests.support import (
     Api,
     assert_exact,
     assert_settled_cleanly,
+    drained,
     locked,
     make_settings,
     running,
@@ -24,8 +27,8 @@ from tests.support import (
     until,
 )
 
-# The commit watch's poll as PostgreSQL shows it (the ids follow, inline).
-POLL = points_sql.COMMITTED_IDS.partition("%s")[0]
+# The commit watch's poll as PostgreSQL shows it (the points follow, inline).
+POLL = points_sql.STORED_STATES.partition("%(")[0]
 
 
 @pytest.fixture
@@ -46,7 +49,7 @@ async def test_single_point_is_accepted_then_committed(api: Api, service: Servic
     assert status == 202
     assert body == {"accepted": 1, "ids": ["judge-1"]}
     assert await service.deps.workers.drain() == 1
-    status, point = await api.get("/v1/points/judge-1", token="read")
+    status, point = await api.get(f"/v1/competitions/{cid}/points/judge-1", token="read")
     assert status == 200
     assert point["value"] == 2.5 and point["participant_id"] == p0
     assert point["committed_at"] >= point["received_at"]
@@ -59,7 +62,9 @@ async def test_batch_gets_sortable_server_ids_when_absent(api: Api, service: Ser
     status, body = await api.post("/v1/points", {"points": points})
     assert status == 202 and body["accepted"] == 50
     assert len(set(body["ids"])) == 50
-    assert body["ids"] == sorted(body["ids"])
+    # Sortable by time (to the millisecond: the first 12 hex digits), random after.
+    times = [point_id[:12] for point_id in body["ids"]]
+    assert times == sorted(times) and all(len(i) == 32 for i in body["ids"])
     assert await service.deps.workers.drain() == 50
 
 
@@ -108,7 +113,7 @@ async def test_concurrent_committed_acks_share_one_query_per_tick(
         hold.enter_context(locked(clean, "points"))
         polls = await until(lambda: running(clean, POLL), "a poll held by the lock")
         assert len(polls) == 1, polls  # never two polls at once
-        return all(f"'{point_id}'" in polls[0] for point_id in ids)
+        return all(f'"{point_id}"' in polls[0] for point_id in ids)
 
     try:
         with hold:
@@ -154,9 +159,121 @@ async def test_resending_a_batch_leaves_standings_unchanged(api: Api, service: S
     assert [e["points"] for e in board["entries"]] == [4, 4, 4]
 
 
+async def other_competition(api: Api) -> tuple[int, int]:
+    """A second competition with one participant: (its id, the participant's)."""
+    status, comp = await api.post("/v1/competitions", {"slug": "plate", "name": "The Plate"})
+    assert status == 201, comp
+    status, body = await api.post(f"/v1/competitions/{comp['id']}/participants", {
+        "participants": [{"external_ref": "q", "display_name": "Q"}]})
+    assert status == 201, body
+    return comp["id"], body["participants"][0]["id"]
+
+
+async def dead_lettered(api: Api, service: Service, reason: str) -> float:
+    """``points_dead_lettered_total{reason}`` as /metrics shows it now."""
+    service.deps.exporter.cache_s = 0.0  # read, act, read again: no render cache
+    response = await api.http.fetch(api.base_url + "/metrics")
+    return sum(sample.value
+               for family in text_string_to_metric_families(response.body.decode())
+               for sample in family.samples
+               if sample.name == "points_dead_lettered_total"
+               and sample.labels.get("reason") == reason)
+
+
+def stored(clean: Stores) -> list[tuple]:
+    return sql(clean, "SELECT competition_id, id, participant_id, value FROM points "
+                      "ORDER BY 1, 2")
+
+
+def standings(clean: Stores) -> list[tuple]:
+    return sql(clean, "SELECT competition_id, participant_id, total, points FROM standings "
+                      "ORDER BY 1, 2")
+
+
+@BOTH_PATHS  # the key of the workers' idempotent insert
+async def test_two_competitions_may_use_the_same_client_id(api: Api, service: Service,
+                                                           clean: Stores) -> None:
+    cup, (a, *_) = await seed(api)
+    plate, q = await other_competition(api)
+    service.deps.workers.start(1)
+    in_cup = {"id": "judge-7", "competition_id": cup, "participant_id": a, "value": 8}
+    in_plate = {"id": "judge-7", "competition_id": plate, "participant_id": q, "value": 5}
+    for point in (in_cup, in_plate, in_cup):  # the last: an identical resend, a no-op
+        status, body = await api.post("/v1/points?ack=committed", point)
+        assert (status, body) == (201, {"accepted": 1, "ids": ["judge-7"], "committed": True})
+    for cid, value in ((cup, 8.0), (plate, 5.0)):
+        status, point = await api.get(f"/v1/competitions/{cid}/points/judge-7", token="read")
+        assert (status, point["competition_id"], point["value"]) == (200, cid, value)
+    await drained(service, 2, clean)
+    assert stored(clean) == [(cup, "judge-7", a, 8.0), (plate, "judge-7", q, 5.0)]
+    assert standings(clean) == [(cup, a, 8.0, 1), (plate, q, 5.0, 1)]  # the resend: once
+    await assert_settled_cleanly(service)
+    assert service.deps.workers.stats.points_duplicate == 1
+
+
+@BOTH_PATHS  # the conflict found by the commit watch, then by the worker's write
+async def test_an_id_taken_by_other_content_answers_409_id_conflict_and_is_dead_lettered(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, (a, *_) = await seed(api)
+    service.deps.workers.start(1)
+    first = {"id": "judge-7", "competition_id": cid, "participant_id": a, "value": 8}
+    assert (await api.post("/v1/points?ack=committed", first))[0] == 201
+    before = await dead_lettered(api, service, "id_conflict")
+    corrected = {"points": [{**first, "value": 9},
+                            {"id": "judge-8", "competition_id": cid, "participant_id": a,
+                             "value": 1}]}
+    status, body = await api.post("/v1/points?ack=committed", corrected)
+    assert status == 409, body
+    error = body["error"]
+    assert error["code"] == "id_conflict" and "'judge-7'" in error["message"]
+    assert [(d["index"], d["field"]) for d in error["details"]] == [(0, "id")]
+    assert "'judge-7'" in error["details"][0]["message"]
+    # The other point was queued (it commits); the conflicting one never will.
+    assert (error["accepted_ids"], error["unknown_ids"]) == (["judge-8"], [])
+
+    async def dead_letters() -> list:
+        return (await api.get("/v1/admin/dlq"))[1]["items"]
+
+    (letter,) = await until(dead_letters, "the conflicting point dead-lettered")
+    assert letter["reason"] == "id_conflict" and letter["point"]["value"] == 9
+    assert letter["key"].startswith(f"{cid}:judge-7:") and "'judge-7'" in letter["last_error"]
+    assert await dead_lettered(api, service, "id_conflict") - before == 1
+    await drained(service, 2, clean)
+    assert stored(clean) == [(cid, "judge-7", a, 8.0), (cid, "judge-8", a, 1.0)]
+    assert standings(clean) == [(cid, a, 9.0, 2)]
+    assert service.deps.workers.stats.points_duplicate == 0  # never taken for a repeat
+
+
+@BOTH_PATHS  # one statement per point, or the whole claim in one
+async def test_a_queued_point_whose_id_is_taken_is_dead_lettered_not_counted_as_a_duplicate(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, (a, b, _) = await seed(api)
+    lap = {"id": "lap-1", "competition_id": cid, "participant_id": a, "value": 2}
+    # In one request, then in another: other participant, other value, other time,
+    # and one identical resend (the only repeat).
+    sent = [{"points": [lap, {**lap, "participant_id": b}]},
+            {"points": [{**lap, "value": 3}, lap,
+                        {**lap, "recorded_at": "2026-01-31T12:00:00Z"}]}]
+    for body in sent:
+        assert (await api.post("/v1/points", body))[0] == 202
+    before = await dead_lettered(api, service, "id_conflict")
+    assert await service.deps.workers.drain() == 1
+    _, page = await api.get("/v1/admin/dlq")
+    assert sorted((item["reason"], item["point"]["participant_id"], item["point"]["value"])
+                  for item in page["items"]) == [
+        ("id_conflict", a, 2.0), ("id_conflict", a, 3.0), ("id_conflict", b, 2.0)]
+    assert len({item["key"] for item in page["items"]}) == 3
+    assert await dead_lettered(api, service, "id_conflict") - before == 3
+    stats = service.deps.workers.stats
+    assert (stats.points_committed, stats.points_duplicate, stats.points_dead) == (1, 1, 3)
+    assert stored(clean) == [(cid, "lap-1", a, 2.0)]
+    assert standings(clean) == [(cid, a, 2.0, 1)]
+
+
 async def test_get_unknown_point_is_404(api: Api) -> None:
-    status, body = await api.get("/v1/points/nope", token="read")
-    assert status == 404 and body["error"]["code"] == "not_found"
+    for path in ("/v1/competitions/1/points/nope", "/v1/points/nope"):  # the old route is gone
+        status, body = await api.get(path, token="read")
+        assert status == 404 and body["error"]["code"] == "not_found", path
 
 
 GOOD = {"competition_id": 1, "participant_id": 1, "value": 1}
@@ -286,8 +403,9 @@ async def test_timestamps_outside_the_supported_years_are_422(api: Api, service:
 
 
 async def test_odd_ids_and_query_values_are_404_or_422_never_500(api: Api) -> None:
-    assert (await api.get("/v1/points/%00", token="read"))[0] == 404
-    assert (await api.get("/v1/points/a%01b", token="read"))[0] == 404
+    assert (await api.get("/v1/competitions/1/points/%00", token="read"))[0] == 404
+    assert (await api.get("/v1/competitions/1/points/a%01b", token="read"))[0] == 404
+    assert (await api.get("/v1/competitions/0/points/a", token="read"))[0] == 404
     for query in ("limit=%C2%B2", "limit=" + "9" * 5000, "limit=-1", "cursor=1e3"):
         status, _ = await api.get(f"/v1/competitions?{query}", token="read")
         assert status == 422, query

@@ -138,12 +138,15 @@ def test_bench_writes_every_artifact_for_both_paths_and_the_ratio(
         assert upload["points_ok"] == 1500  # every line accepted
         assert run_["server"]["committed"] >= upload["points_ok"]
         assert run_["server"]["e2e_lag_s"]["p99"] >= 0
+        # Its duplicates are exact resends: repeats, never id conflicts.
+        assert run_["server"]["dead_letters"] == {}
         # A last sample after the drain: the charts end at the depth the report states.
         assert run_["drain_s"] is not None
         assert run_["samples"][-1]["phase"] == "drain"
         assert run_["samples"][-1]["queue_depth"] == 0
     text = (latest / "report.md").read_text()
     assert "pipelined ÷ naive" in text and "![spectrum.png](spectrum.png)" in text
+    assert "| dead letters | 0 | 0 |" in text
     assert "Value" in (latest / "latency_pipelined.hgrm").read_text()
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
+import orjson
 import pytest
 import uvloop
 
@@ -130,6 +131,25 @@ def test_prebuilt_upload_files_are_the_bytes_streaming_would_send() -> None:
     made = [b"".join(pieces) for pieces in prebuilt.files(upload)]
     assert made == [b"".join(pieces) for pieces in streamed.files(upload)]
     assert len(made) == 2 and made[0].count(b"\n") == 3001  # header + 3000 lines
+
+
+def test_a_duplicate_resends_an_earlier_point_exactly() -> None:
+    """A duplicate is what a retrying client sends: the same id with the same content (a
+    reused id with other content would be an id conflict, dead-lettered)."""
+    from harness.workload import Workload
+
+    phase = Phase(name="d", kind="batch", batch_size=100,
+                  executor=ConstantRate(rate=1, duration_s=1))
+    target = Target(url="http://x", token="t", participants={1: [1, 2], 2: [3]})
+    workload = Workload(Setup(duplicate_fraction=0.2), phase, target, 7, "r")
+    sent: dict[str, set[bytes]] = {}
+    for _ in range(20):
+        request, _ = workload.next_request()
+        body = orjson.loads(request.split(b"\r\n\r\n", 1)[1])
+        for point in body["points"]:
+            sent.setdefault(point["id"], set()).add(orjson.dumps(point))
+    assert 1500 < len(sent) < 1700  # ~20% of 2,000 points were resends
+    assert all(len(versions) == 1 for versions in sent.values())
 
 
 def test_a_rate_never_resolved_from_a_baseline_is_refused_not_guessed() -> None:

@@ -121,7 +121,7 @@ async def test_settle_acknowledges_schedules_retries_and_dead_letters_in_one_ste
     seconds, _ = await client.time()
     assert abs(await client.zscore(keys.RETRY, retry.id) - (seconds * 1000 + 60_000)) < 2000
     assert Chunk.from_payload(retry.id, await client.hget(keys.ITEMS, retry.id)) == retry
-    entry = orjson.loads(await client.hget(keys.DEAD, "p2"))
+    entry = orjson.loads(await client.hget(keys.DEAD, "1:p2"))  # <competition>:<id>
     assert (entry["reason"], entry["attempts"], entry["raw"][0]) == (
         "unknown_participant", 3, "p2")
     c = await counters(client)
@@ -179,7 +179,7 @@ async def test_dead_letter_queue_is_trimmed_by_count_and_by_age(
     await queue.settle(Claim("t", []), Settlement(dead=[
         DeadLetter(p, "data_error", 1, 1, 1, "x") for p in points(4, "many")]))
     remaining = {k.decode() for k in await client.hkeys(keys.DEAD)}
-    assert remaining == {"many1", "many2", "many3"}  # one settle past the bound: trimmed too
+    assert remaining == {"1:many1", "1:many2", "1:many3"}  # one settle past the bound: trimmed too
     c = await counters(client)
     assert (c["dead"], c["dlq_dropped"], c["dead_lettered"]) == (3, 7, 9)
 
@@ -221,8 +221,8 @@ async def test_dead_letters_can_be_requeued_once_and_purged(client: aioredis.Red
     queue = make_queue(client)
     letters = [DeadLetter(p, "unknown_participant", 8, 1, 2, "x") for p in points(3)]
     await queue.settle(Claim("t", []), Settlement(dead=letters))
-    assert await queue.dead.requeue(["p0", "nope"]) == 1
-    assert await queue.dead.requeue(["p0"]) == 0  # already moved: never twice
+    assert await queue.dead.requeue(["1:p0", "nope"]) == 1
+    assert await queue.dead.requeue(["1:p0"]) == 0  # already moved: never twice
     (chunk,) = decode(await queue.claim(10, lease_s=30))
     assert (chunk.points, chunk.attempts) == ([list(letters[0].point)], 0)
     assert await queue.dead.purge(None) == 2

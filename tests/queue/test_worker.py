@@ -158,6 +158,9 @@ async def test_claim_reclaims_expired_lease_after_worker_died_before_ack(
     stats = await queue.stats()
     assert (stats["depth"], stats["inflight"]) == (0, 0)
     assert stats["totals"]["reclaimed"] == 40
+    # The redelivered copies insert nothing and settle cleanly (without the
+    # idempotent insert they would be dead-lettered while the table looked right).
+    assert (stats["dead"], stats["totals"]["dead_lettered"]) == (0, 0)
     assert_exact(clean, {f"k{i}" for i in range(40)})
     for key in (keys.ITEMS, keys.LEASES, keys.HOLDERS, keys.HANDBACKS):
         assert await service.deps.redis.exists(key) == 0  # acknowledged: no trace left
@@ -206,7 +209,7 @@ async def test_unknown_participant_is_retried_then_dead_lettered(
     entries = {k.decode(): orjson.loads(v)
                for k, v in (await service.deps.redis.hgetall(keys.DEAD)).items()}
     assert {k: (e["reason"], e["attempts"]) for k, e in entries.items()} == {
-        "ghost": ("unknown_participant", 3), "lost": ("unknown_competition", 3)}
+        f"{cid}:ghost": ("unknown_participant", 3), "777:lost": ("unknown_competition", 3)}
     assert sql(clean, "SELECT id FROM points") == [("good",)]
     stats = await service.deps.queue.stats()
     assert (stats["depth"], stats["inflight"], stats["retry_scheduled"]) == (0, 0, 0)
@@ -229,7 +232,7 @@ async def test_poison_point_is_isolated_while_batch_mates_commit(
     assert_exact(clean, committed)
     dead = {k.decode(): orjson.loads(v)["reason"]
             for k, v in (await service.deps.redis.hgetall(keys.DEAD)).items()}
-    assert dead == {"poison": "data_error", "huge": "invalid_value"}
+    assert dead == {f"{cid}:poison": "data_error", f"{cid}:huge": "invalid_value"}
 
 
 # A day's backoff: no retry comes due during the test (full jitter draws from [0, 1 day]).

@@ -67,15 +67,19 @@ async def test_rows_postgresql_refuses_raise_data_rejected_and_write_nothing(
     assert run_sql(clean, "SELECT count(*) FROM points") == [(0,)]
 
 
-async def test_committed_ids_and_get_point(db: Database) -> None:
+async def test_stored_states_and_get_point_go_by_competition_and_id(db: Database) -> None:
     cid, (a, *_) = await register(db)
+    other, _ = await register(db, slug="other")
     async with db.transaction() as cur:
         await sql.write_points(cur, [point("g1", cid, a, 1.5)])
     async with db.cursor() as cur:
-        assert await sql.committed_ids(cur, ["g1", "missing"]) == ["g1"]
-        row = await sql.get_point(cur, "g1")
+        asked = [point("missing", cid, a), point("g1", cid, a, 1.5), point("g1", cid, a, 2.5),
+                 point("g1", other, a, 1.5)]
+        assert sorted(await sql.stored_states(cur, asked)) == [(1, True), (2, False)]
+        row = await sql.get_point(cur, cid, "g1")
         assert (row["id"], row["value"], row["participant_id"]) == ("g1", 1.5, a)
-        assert await sql.get_point(cur, "missing") is None
+        assert await sql.get_point(cur, cid, "missing") is None
+        assert await sql.get_point(cur, other, "g1") is None
 
 
 async def test_ids_with_quotes_backslashes_braces_and_commas_are_written_exactly(
@@ -89,14 +93,70 @@ async def test_ids_with_quotes_backslashes_braces_and_commas_are_written_exactly
     assert run_sql(clean, "SELECT DISTINCT value FROM points") == [(0.1,)]  # exact floats
 
 
-async def test_of_ids_repeated_in_one_write_the_first_wins(db: Database,
-                                                          clean: Stores) -> None:
+async def test_of_ids_repeated_in_one_write_the_first_wins_and_other_content_conflicts(
+        db: Database, clean: Stores) -> None:
     cid, (a, b, _) = await register(db)
     async with db.cursor() as cur:
-        inserted, _ = await sql.write_points(cur, [point("twice", cid, a, 1),
-                                                   point("twice", cid, b, 2)])
+        inserted, refused = await sql.write_points(
+            cur, [point("twice", cid, a, 1), point("twice", cid, b, 2),
+                  point("twice", cid, a, 1)])
     assert inserted == 1
+    assert [(index, reason) for index, reason, _ in refused] == [(1, "id_conflict")]
     assert run_sql(clean, "SELECT participant_id, value FROM points") == [(a, 1.0)]
+
+
+def timed(point_id: str, competition: int, participant: int, value: float, at_us: int
+          ) -> tuple:
+    """A point with a time of its own (``recorded_at`` sent), received now."""
+    return (point_id, competition, participant, value, at_us, now_us())
+
+
+async def test_a_taken_id_is_a_repeat_only_with_the_same_content(db: Database,
+                                                                 clean: Stores) -> None:
+    cid, (a, b, _) = await register(db)
+    other, (z, *_) = await register(db, slug="other")
+    at = now_us() - 60_000_000
+    async with db.cursor() as cur:
+        assert await sql.write_points(cur, [point("plain", cid, a, 1),
+                                            timed("timed", cid, a, 1, at)]) == (2, [])
+    resent = [point("plain", cid, a, 1),  # no time of its own, received later: a repeat
+              timed("timed", cid, a, 1, at),  # the same time: a repeat
+              point("plain", cid, b, 1),  # another participant
+              point("plain", cid, a, 1.5),  # another value
+              timed("timed", cid, a, 1, at + 1),  # another time
+              point("timed", cid, a, 1),  # a time of its own, then none
+              timed("plain", cid, a, 1, at),  # none, then a time of its own
+              point("plain", other, z, 9)]  # the same id in another competition: new
+    async with db.cursor() as cur:
+        inserted, refused = await sql.write_points(cur, resent)
+    assert inserted == 1
+    assert [(index, reason) for index, reason, _ in refused] == [
+        (i, "id_conflict") for i in range(2, 7)]
+    assert "'plain' is taken in competition" in refused[0].message
+    assert run_sql(clean, "SELECT competition_id, id, participant_id, value FROM points "
+                          "ORDER BY 1, 2") == [(cid, "plain", a, 1.0), (cid, "timed", a, 1.0),
+                                               (other, "plain", z, 9.0)]
+    # Standings: the three inserted points only, each once.
+    assert run_sql(clean, "SELECT competition_id, sum(points), sum(total) FROM standing_deltas "
+                          "GROUP BY 1 ORDER BY 1") == [(cid, 2, 2.0), (other, 1, 9.0)]
+
+
+async def test_a_direct_write_with_an_id_conflict_writes_nothing_in_its_transaction(
+        db: Database, clean: Stores) -> None:
+    cid, (a, *_) = await register(db)
+    async with db.cursor() as cur:
+        await sql.write_points(cur, [point("k", cid, a, 1)])
+
+    class Refused(Exception):
+        pass
+
+    with pytest.raises(Refused):
+        async with db.transaction() as cur:
+            _, refused = await sql.write_points(cur, [point("new", cid, a), point("k", cid, a, 2)],
+                                                all_or_nothing=True)
+            assert [r.reason for r in refused] == ["id_conflict"]
+            raise Refused  # as ingest does: the transaction rolls back
+    assert run_sql(clean, "SELECT id FROM points") == [("k",)]
 
 
 async def test_writers_sharing_ids_in_opposite_orders_wait_but_never_deadlock(
@@ -135,3 +195,34 @@ async def test_writers_sharing_ids_in_opposite_orders_wait_but_never_deadlock(
     finally:
         holder.close()
 
+
+
+async def test_a_key_a_concurrent_writer_commits_with_other_content_is_an_id_conflict(
+        db: Database, clean: Stores) -> None:
+    """The writer's insert waits for a concurrent one holding the same key, which then
+    commits other content: the key was not in the writer's snapshot, and still the
+    point is refused as a conflict (and a repeat of the same content is not)."""
+    cid, (a, b, _) = await register(db)
+    holder = psycopg2.connect(clean.database_url)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("INSERT INTO points (id, competition_id, participant_id, value, "
+                        "recorded_at, received_at) VALUES ('held', %s, %s, 1, now(), now())",
+                        (cid, a))
+
+        async def write() -> tuple[int, list]:
+            async with db.cursor() as cur:
+                return await sql.write_points(cur, [point("new", cid, a),
+                                                    point("held", cid, b),  # other content
+                                                    point("new", cid, a)])  # a repeat
+
+        writing = asyncio.ensure_future(write())
+        await until(lambda: lock_waiters(clean) == 1, "the writer waiting for the held key")
+        holder.commit()
+        inserted, refused = await writing
+    finally:
+        holder.close()
+    assert inserted == 1
+    assert [(index, reason) for index, reason, _ in refused] == [(1, "id_conflict")]
+    assert run_sql(clean, "SELECT id, participant_id FROM points ORDER BY 1") == [
+        ("held", a), ("new", a)]

@@ -55,14 +55,17 @@ ERROR_TEXT = {
     401: "Missing, malformed, unknown or revoked token (`unauthorized`).",
     403: "The token's role is too low (`forbidden`).",
     404: "No such resource, or no route (`not_found`).",
-    409: "A competition with this slug exists (`slug_taken`).",
+    409: "A competition with this slug exists (`slug_taken`), or the first request "
+         "with this `Idempotency-Key` is still being processed "
+         "(`idempotency_key_in_flight`: retry after `Retry-After` seconds).",
     413: "Body over the limit: refused from its Content-Length before it is read, or as "
          "soon as a streamed body crosses it (`payload_too_large`).",
     415: "Wrong Content-Type (`unsupported_media_type`).",
     422: "Fields, query parameters or headers that fail validation, each named in "
          "`details` (`invalid_fields`); nothing was accepted.  `data_rejected`: the "
          "points passed validation but PostgreSQL refused them (a direct write while "
-         "Redis is down).",
+         "Redis is down).  `idempotency_key_reused`: the `Idempotency-Key` was used for "
+         "a request with another method, path, query, content type or body.",
     429: "This token is over `RATE_LIMIT_PER_TOKEN` (`rate_limited`): retry after "
          "`Retry-After` seconds.",
     503: "A store cannot take the request now (`unavailable`), the queue is full "
@@ -99,8 +102,13 @@ PARAMETERS: dict[str, dict[str, Any]] = {
             "schema": {"enum": list(schemas.ACK_MODES), "default": schemas.ACK_MODES[0]}},
     "idempotency_key": {
         "name": "Idempotency-Key", "in": "header", "required": False,
-        "description": "Makes server-assigned ids deterministic (scoped to the token): "
-                       "resending the same request with the same key never doubles a point.",
+        "description": "Binds the request to the key (scoped to the token, kept "
+                       "IDEMPOTENCY_TTL_S): server-assigned ids are derived from it, so "
+                       "resending the same request never doubles a point; a resend after "
+                       "a success answers what the first did (`Idempotent-Replayed: "
+                       "true`); another request under the key is 422 "
+                       "`idempotency_key_reused`, one while the first runs 409 "
+                       "`idempotency_key_in_flight`.",
         "schema": {"type": "string", "pattern": f"^{schemas.IDEMPOTENCY_KEY_PATTERN}$"}},
 }
 
@@ -195,7 +203,7 @@ PATHS: dict[str, PathItem] = {
                "committed within ACK_TIMEOUT_S (`committed: false`; queued, not lost)",
                "PointsAccepted"),
          201: ("Committed in PostgreSQL (`?ack=committed`)", "PointsAccepted")},
-        role=INGEST, body="points", params=("ack", "idempotency_key"),
+        role=INGEST, body="points", params=("ack", "idempotency_key"), errors=(409,),
         error_schema="PointsError",
         description="Errors after validation carry `ids`, `accepted_ids` and `unknown_ids`: "
                     "resend the points not in `accepted_ids` with those ids, or the same "
@@ -204,7 +212,8 @@ PATHS: dict[str, PathItem] = {
         "postPointsBulk", "Stream an upload of points (CSV or NDJSON)", "points",
         {202: ("Accepted lines enqueued; invalid lines counted, the first "
                f"{schemas.MAX_REPORTED} described", "BulkAccepted")},
-        role=INGEST, body="bulk", params=("idempotency_key",), error_schema="BulkError",
+        role=INGEST, body="bulk", params=("idempotency_key",), errors=(409,),
+        error_schema="BulkError",
         description="Every error says how far the upload got (`accepted`, "
                     "`accepted_through_line`, `unknown_through_line`).")}),
     r"/v1/points/([^/]{1,64})": PathItem("/v1/points/{point_id}", {"get": Operation(

@@ -15,7 +15,9 @@ The handler validates; this module decides where validated points go:
 A failure after part of a request went in (the naive path makes one call per
 point; a call's reply can be lost after it ran) is never reported as "nothing
 accepted": ``PartiallyAccepted`` carries the ids that were, and those that may
-have been, so a client re-sending with the same ids doubles nothing.
+have been, so a client re-sending with the same ids doubles nothing.  The same
+holds for a bug: once the enqueue has started, an unexpected error leaves every
+id unknown (``PartiallyAccepted`` with the bug as its cause).
 
 ``wait_committed`` serves ``?ack=committed`` through ``commit_watch.py``: the ids
 of every waiting request polled in one query per tick, which works whichever
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 from server import metrics
 from server.errors import (
     CommitUnknown,
+    DataRejected,
     EnqueueInterrupted,
     PartiallyAccepted,
     PoolTimeout,
@@ -50,6 +53,11 @@ log = logging.getLogger(__name__)
 
 QUEUED, COMMITTED, MIXED = "queued", "committed", "mixed"  # where accepted points are
 
+# What ``Ingest.accept`` raises when it certainly accepted nothing (a ``CommitUnknown``,
+# though a ``StoreUnavailable``, is never one of them: it may have applied).
+NOTHING_ACCEPTED: tuple[type[ServiceError], ...] = (QueueFull, StoreUnavailable,
+                                                    UnknownReferences, DataRejected)
+
 
 class Ingest:
     """Where validated points go; ``commits`` (the lifecycle owner's) serves waits."""
@@ -65,10 +73,26 @@ class Ingest:
 
         Returns where they went: ``QUEUED`` (durable in Redis), ``COMMITTED``
         (written to PostgreSQL directly: Redis was down), or ``MIXED`` (Redis failed
-        part-way; the rest was written directly).  Raises ``QueueFull`` or
-        ``StoreUnavailable`` when nothing was accepted, and ``PartiallyAccepted``
-        (with the ids accepted, and those that may have been) otherwise.
+        part-way; the rest was written directly).  Raises one of ``NOTHING_ACCEPTED``
+        when nothing was accepted, and ``PartiallyAccepted`` (with the ids accepted,
+        and those that may have been) otherwise — for a bug too: an unexpected error
+        once the enqueue has started is ``PartiallyAccepted`` with every id unknown
+        and the bug as its ``cause``, never "nothing was accepted".
         """
+        try:
+            return await self._accept(points)
+        except PartiallyAccepted:
+            raise
+        except CommitUnknown as exc:  # a StoreUnavailable that may have applied
+            raise PartiallyAccepted(exc, accepted_ids=[],
+                                    unknown_ids=[p[ID] for p in points]) from exc
+        except NOTHING_ACCEPTED:
+            raise
+        except Exception as exc:  # a bug: whatever had been sent may be in Redis
+            raise PartiallyAccepted(exc, accepted_ids=[],
+                                    unknown_ids=[p[ID] for p in points]) from exc
+
+    async def _accept(self, points: Sequence[Point]) -> str:
         ids = [p[ID] for p in points]
         try:
             await self.queue.enqueue(points)

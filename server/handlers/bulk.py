@@ -34,7 +34,6 @@ import tornado.web
 
 from server.errors import MalformedInput, PartiallyAccepted
 from server.handlers.base import BodyHandler
-from server.ingest.accept import NOTHING_ACCEPTED
 from server.ingest.bulk import CsvLines, LineSplitter, NdjsonLines, point_from_line
 from server.ingest.idempotency import DONE, Begun, KeyHold, StreamDigest
 from server.points import MAX_REPORTED, KeyedIds, now_us, with_ids
@@ -159,11 +158,6 @@ class BulkHandler(BodyHandler):
                 self._unknown_through = lines[done + unknown - 1]
             # The reply says how far the upload got by line, not by id.
             raise exc.cause from exc
-        except NOTHING_ACCEPTED:
-            raise
-        except BaseException:  # anything else once the enqueue started: fate unknown
-            self._unknown_through = lines[-1]
-            raise
         self._accepted += len(points)
         self._accepted_through = through_line
 

@@ -21,7 +21,7 @@ from server.errors import InvalidInput, PartiallyAccepted
 from server.handlers.base import BaseHandler, BodyHandler
 from server.handlers.errors import BadParameter, NotFound
 from server.handlers.jsonbody import decode_json
-from server.ingest.accept import COMMITTED, NOTHING_ACCEPTED
+from server.ingest.accept import COMMITTED
 from server.ingest.idempotency import DONE, body_digest
 from server.points import ID, Point, check_point_id, now_us, validate_points
 from server.storage import points as sql
@@ -30,8 +30,9 @@ from server.storage import points as sql
 class PointsHandler(BodyHandler):
     role = "ingest"
     _ids: list[str] | None = None
-    # (accepted_ids, unknown_ids) once the enqueue has started: every id unknown
-    # until ingest says otherwise.
+    # (accepted_ids, unknown_ids): what ingest said; any failure of its other than
+    # ``PartiallyAccepted`` accepted nothing (``Ingest.accept``'s contract, bugs
+    # included).
     _outcome: tuple[list[str], list[str]] = ([], [])
 
     def error_extra(self) -> dict[str, Any]:
@@ -80,15 +81,11 @@ class PointsHandler(BodyHandler):
                       ) -> tuple[int, dict[str, Any]]:
         """Accept (and with ``ack=committed`` wait for) the points; (status, body)."""
         self._ids = ids
-        self._outcome = ([], ids)  # under way: unknown until known
         ingest = self.deps.ingest
         try:
             where = await ingest.accept(points)
         except PartiallyAccepted as exc:
             self._outcome = (exc.accepted_ids, exc.unknown_ids)
-            raise
-        except NOTHING_ACCEPTED:
-            self._outcome = ([], [])
             raise
         self._outcome = (ids, [])
         body: dict[str, Any] = {"accepted": len(points), "ids": ids}

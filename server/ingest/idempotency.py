@@ -58,6 +58,7 @@ from server.redis_client import translated_errors
 log = logging.getLogger(__name__)
 
 NEW, RESUME, DONE = "new", "resume", "done"  # how a request with a key begins
+RECORD_RETRY_S = 0.25  # an outcome Redis did not take is tried again this often
 
 # KEYS: record, checkpoints.  ARGV: head, body digest ('' = not known yet), owner,
 # lease ms, ttl s.  The record: head, digest, state (in_flight | open | done), owner,
@@ -189,6 +190,7 @@ class IdempotencyKeys:
                 "a request with this Idempotency-Key is still being processed; retry "
                 "when it has finished", retry_after_s=1)
         if outcome == DONE:
+            hold.finished = True  # nothing to record: the answer is the stored one
             return Begun(DONE, status=int(reply[1]), answer=bytes(reply[2]),
                          digest=reply[3].decode()), hold
         hold.start_heartbeat()
@@ -274,12 +276,26 @@ class KeyHold:
                 await self._heartbeat
         if self.unchecked:
             return
+        args: list[str | int | bytes] = [self.owner, 0, outcome, digest, status, answer]
         try:
-            with translated_errors():
-                await self.store._finish(keys=self.keys, args=[
-                    self.owner, 0, outcome, digest, status, answer])
-        except StoreUnavailable as exc:  # the lease runs out; a resend takes it over
-            log.warning("Idempotency-Key outcome not recorded: %s", exc)
+            await self._record(args)
+        except StoreUnavailable as exc:
+            # Tried again in the background while the lease lasts (once Redis is back,
+            # a resend need not wait for the lease); after it, a resend takes over.
+            log.warning("Idempotency-Key outcome not recorded yet: %s", exc)
+            self._closing = asyncio.get_running_loop().create_task(self._record_later(args))
+
+    async def _record(self, args: list[str | int | bytes]) -> None:
+        with translated_errors():
+            await self.store._finish(keys=self.keys, args=args)
+
+    async def _record_later(self, args: list[str | int | bytes]) -> None:
+        deadline = asyncio.get_running_loop().time() + self.store.lease_ms / 1000
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(RECORD_RETRY_S)
+            with contextlib.suppress(StoreUnavailable):
+                await self._record(args)
+                return
 
 
 class StreamDigest:

@@ -347,6 +347,20 @@ async def test_the_same_idempotency_key_with_another_request_is_422_and_accepts_
     assert 86400 - 10 < await service.deps.redis.ttl(record) <= 86400
 
 
+@pytest.mark.parametrize("settings", [{"idempotency_ttl_s": 1}], indirect=True)
+async def test_a_key_is_forgotten_after_idempotency_ttl_s(api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    status, _ = await api.post("/v1/points", _points(cid, parts, 1), headers=KEY)
+    assert status == 202
+
+    async def forgotten() -> bool:
+        return await key_state(service, KEY["Idempotency-Key"], token="admin") is None
+
+    await until(forgotten, "Redis to expire the key's record")
+    status, _ = await api.post("/v1/points", _points(cid, parts, 2), headers=KEY)
+    assert status == 202
+
+
 async def test_a_resend_after_success_answers_what_the_first_did_and_enqueues_nothing(
         api: Api, service: Service) -> None:
     cid, parts = await seed(api)

@@ -198,11 +198,14 @@ class BulkHandler(BodyHandler):
     def on_connection_close(self) -> None:
         # The client went away mid-upload: the key is let go (its record still knows
         # what may have been accepted), so that a resend need not wait for the lease.
-        if self._hold is not None:
-            self._hold.finish_soon("abandon")
+        self._let_go_soon()
         super().on_connection_close()
 
     def on_finish(self) -> None:
-        if self._hold is not None:  # however the request ended, its hold ends with it
-            self._hold.finish_soon("abandon")
+        self._let_go_soon()  # however the request ended, its hold ends with it
         super().on_finish()
+
+    def _let_go_soon(self) -> None:
+        hold = getattr(self, "_hold", None)  # None too when refused before ``prepare``
+        if hold is not None:
+            hold.finish_soon("abandon")

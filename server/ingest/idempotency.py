@@ -51,7 +51,12 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from server.errors import IdempotencyKeyInFlight, IdempotencyKeyReused, StoreUnavailable
+from server.errors import (
+    CommitUnknown,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    StoreUnavailable,
+)
 from server.queue import keys
 from server.redis_client import translated_errors
 
@@ -179,6 +184,9 @@ class IdempotencyKeys:
         except StoreUnavailable as exc:  # no record: the key's ids still protect a resend
             log.warning("Idempotency-Key not checked: %s", exc)
             hold.unchecked = True
+            # A lost reply: the record may exist, held by this request; its outcome is
+            # still recorded, so that it is not left in flight until its lease runs out.
+            hold.maybe_recorded = isinstance(exc, CommitUnknown)
             return Begun(NEW), hold
         outcome = reply[0].decode()
         if outcome == "reused":
@@ -212,6 +220,7 @@ class KeyHold:
         self.keys = [record, record + ":cp"]
         self.owner = uuid.uuid4().hex
         self.unchecked = False  # Redis did not answer the begin
+        self.maybe_recorded = False  # ... though it may have run it
         self.finished = False
         self._heartbeat: asyncio.Task | None = None
         self._closing: asyncio.Task | None = None
@@ -274,7 +283,7 @@ class KeyHold:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
-        if self.unchecked:
+        if self.unchecked and not self.maybe_recorded:
             return
         args: list[str | int | bytes] = [self.owner, 0, outcome, digest, status, answer]
         try:

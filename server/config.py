@@ -71,6 +71,8 @@ class Settings:
     bulk_max_bytes: int = 1 << 30
     bulk_chunk_points: int = 5000
     ack_timeout_s: float = 5.0
+    idempotency_ttl_s: float = 86400.0
+    idempotency_lease_s: float = 10.0
     rate_limit_per_token: float = 0.0
     rate_limit_401_per_address: float = 5.0
     auth_cache_ttl_s: float = 5.0
@@ -230,6 +232,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BULK_MAX_BYTES": ("bulk_max_bytes", _int(1)),
     "BULK_CHUNK_POINTS": ("bulk_chunk_points", _int(1, 1_000_000)),
     "ACK_TIMEOUT_S": ("ack_timeout_s", _float(0, strict=True)),
+    "IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", _float(1)),
+    "IDEMPOTENCY_LEASE_S": ("idempotency_lease_s", _float(0, strict=True)),
     "RATE_LIMIT_PER_TOKEN": ("rate_limit_per_token", _float(0)),
     "RATE_LIMIT_401_PER_ADDRESS": ("rate_limit_401_per_address", _float(0)),
     "AUTH_CACHE_TTL_S": ("auth_cache_ttl_s", _float(0)),

@@ -16,6 +16,7 @@ from server.access.ratelimit import RateLimiter
 from server.cache import ReadCache
 from server.config import Settings
 from server.ingest.accept import Ingest
+from server.ingest.idempotency import IdempotencyKeys
 from server.ops.exporter import Exporter
 from server.ops.loop_monitor import LoopMonitor
 from server.ops.readiness import ReadinessProbe, ServingState
@@ -41,3 +42,4 @@ class Deps:
     exporter: Exporter
     loop_monitor: LoopMonitor
     limiter: RateLimiter | None  # None: RATE_LIMIT_PER_TOKEN=0, nothing is limited
+    idempotency: IdempotencyKeys  # Idempotency-Key records (the request handlers' client)

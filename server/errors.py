@@ -25,13 +25,16 @@ Hierarchy::
     ├── EnqueueInterrupted(cause, accepted, unknown)
     │                                             an enqueue stopped part-way (queue → ingest)
     ├── PartiallyAccepted(cause, accepted_ids, unknown_ids)
-    │                                             a write failed after part of the request
-    │                                             was (or may have been) accepted
+    │                                             a write failed (or a bug struck) after
+    │                                             part of the request was (or may have
+    │                                             been) accepted
     ├── DataRejected                              PostgreSQL refused the data itself
     ├── InputError(message, details)              the client's request cannot be used
     │   ├── MalformedInput                        bytes that do not parse (JSON, CSV, UTF-8)
     │   ├── InvalidInput                          parsed, but fields are invalid
-    │   └── SlugTaken(slug)                       a competition slug in use
+    │   ├── SlugTaken(slug)                       a competition slug in use
+    │   └── IdempotencyKeyReused                  an Idempotency-Key sent with another request
+    ├── IdempotencyKeyInFlight(retry_after_s)     the key's first request is still running
     ├── UnknownReferences                         points name competitions or participants
     │                                             that do not exist (direct write only)
     ├── IdConflict(conflicts, queued)             point ids taken in their competition by
@@ -147,17 +150,19 @@ class PartiallyAccepted(ServiceError):
     (``accepted_ids``) or may have been (``unknown_ids``).  Re-sending with the same
     ids — or the same ``Idempotency-Key`` — never doubles a point."""
 
-    def __init__(self, cause: ServiceError, *, accepted_ids: list[str],
+    def __init__(self, cause: BaseException, *, accepted_ids: list[str],
                  unknown_ids: list[str], message: str | None = None) -> None:
+        # ``cause`` is a domain error, or a bug (rendered as a 500 that keeps the ids).
+        reason = cause.message if isinstance(cause, ServiceError) else "an unexpected error"
         super().__init__(message or (
-            f"{cause.message}; {len(accepted_ids)} point(s) were accepted "
+            f"{reason}; {len(accepted_ids)} point(s) were accepted "
             f"before the failure"
             + (f" and {len(unknown_ids)} may have been" if unknown_ids else "")
             + ": re-send the rest with the same ids (or Idempotency-Key)"))
         self.cause = cause
         self.accepted_ids = accepted_ids
         self.unknown_ids = unknown_ids
-        self.code = cause.code
+        self.code = cause.code if isinstance(cause, ServiceError) else "internal_error"
 
 
 class DataRejected(ServiceError):
@@ -198,6 +203,23 @@ class SlugTaken(InputError):
         super().__init__(f"a competition with slug {slug!r} already exists",
                          details=[{"field": "slug", "message": "already taken"}])
         self.slug = slug
+
+
+class IdempotencyKeyReused(InputError):
+    """An ``Idempotency-Key`` already bound to a request with another fingerprint
+    (method, path, query, media type, body); nothing was accepted under it here."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInFlight(ServiceError):
+    """The first request with this ``Idempotency-Key`` is still being processed."""
+
+    code = "idempotency_key_in_flight"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class UnknownReferences(ServiceError):

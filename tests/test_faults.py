@@ -13,12 +13,14 @@ from collections.abc import Iterator
 import orjson
 import psycopg2
 import pytest
+import redis
 import tornado.httpclient
 import tornado.ioloop
 
 from server.access.auth import hash_token
 from server.points import KeyedIds
 from server.queue import keys
+from server.queue.chunks import Chunk
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
 from tests.support import (
@@ -434,13 +436,105 @@ async def test_an_upload_refused_when_redis_and_postgres_fail_says_where_it_stop
         assert error["accepted"] <= in_redis <= error["accepted"] + unknown
         # Re-sent whole with its key, whatever was unknown: every line once.
         data = b"competition_id,participant_id,value\n" + "".join(lines).encode()
-        for _ in range(3):  # the first calls may meet connections to the old Redis
-            status, body = await api.request("POST", "/v1/points/bulk", body=data,
-                                             content_type="text/csv", headers=key)
+        for _ in range(5):  # the first calls may meet connections to the old Redis, or
+            # the key still held by the cut upload until its outcome reaches Redis (409)
+            response = await api.response("POST", "/v1/points/bulk", body=data,
+                                          content_type="text/csv", headers=key)
+            status, body = response.code, orjson.loads(response.body)
             if status == 202:
                 break
+            if status == 409:  # as a client does: ask again after Retry-After
+                await asyncio.sleep(int(response.headers["Retry-After"]))
         assert (status, body["accepted"]) == (202, 1000), body
         service.deps.workers.start(1)
         await drained(service, 1000, own)
         ids = KeyedIds(key["Idempotency-Key"], hash_token(TOKENS["admin"]), "l")
         assert_exact(own, {ids(line) for line in range(2, 1002)})
+
+
+# A bug staged in PostgreSQL: every insert into ``points`` raises an error the code
+# does not know (SQLSTATE P0001 is no outage and no data error: it passes untranslated).
+STAGED_BUG = """
+CREATE FUNCTION staged_bug() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN RAISE EXCEPTION 'a staged bug'; END $$;
+CREATE TRIGGER staged_bug BEFORE INSERT ON points FOR EACH ROW EXECUTE FUNCTION staged_bug();
+"""
+
+
+def queued_ids(stores: Stores) -> set[str]:
+    """Every point id in the queue's chunk payloads, read from Redis itself."""
+    assert stores.redis_url is not None
+    client = redis.Redis.from_url(stores.redis_url)
+    try:
+        return {point[0] for chunk_id, payload in client.hgetall(keys.ITEMS).items()
+                for point in Chunk.from_payload(chunk_id.decode(), payload).points}
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("route", ["points", "bulk"])
+async def test_a_bug_after_an_enqueue_whose_reply_was_lost_reports_every_id_unknown(
+        own: Stores, route: str) -> None:
+    """The ENQUEUE runs in Redis but its reply never comes; the fallback to PostgreSQL
+    then meets a bug.  The points are in Redis: the 500 must say so (unknown), never
+    "nothing was accepted"."""
+    assert own.redis is not None
+    proxy = await BlackHoleProxy("127.0.0.1", own.redis.port).start()  # type: ignore[arg-type]
+    settings = make_settings(redis_timeout_s=1.0)
+    try:
+        url = proxy.url(f"redis://:{own.redis.password}@127.0.0.1:{{port}}/0")
+        async with serving(settings, own.database_url, url) as (_, api):
+            cid, parts = await seed(api)
+            # The pooled Redis connection, just used (no health-check ping before reuse).
+            status, _ = await api.post("/v1/points", batch(cid, parts, "warm", 1))
+            assert status == 202
+            run_sql(own, STAGED_BUG)
+            proxy.blackhole(replies_only=True)
+            lines = batch(cid, parts, "lost", 5)["points"]
+            if route == "points":
+                status, body = await api.post("/v1/points", {"points": lines})
+            else:
+                status, body = await api.post(
+                    "/v1/points/bulk", content_type="application/x-ndjson",
+                    body=b"\n".join(orjson.dumps(line) for line in lines))
+            assert status == 500, body
+            error = body["error"]
+            assert error["code"] == "internal_error"
+            if route == "points":
+                assert error["ids"] == [line["id"] for line in lines]
+                assert (error["accepted_ids"], error["unknown_ids"]) == ([], error["ids"])
+            else:
+                assert (error["accepted"], error["accepted_through_line"],
+                        error["unknown_through_line"]) == (0, 0, 5)
+            # They are in Redis indeed: the call ran, only its reply was lost.
+            assert {line["id"] for line in lines} <= queued_ids(own)
+    finally:
+        await proxy.close()
+
+
+async def test_an_enqueue_script_that_fails_after_writing_reports_its_ids_unknown(
+        own: Stores) -> None:
+    """A script stops where it fails and keeps what it wrote: an ENQUEUE that Redis
+    answers with an error may have queued its points.  With PostgreSQL down there is
+    no fallback, and the 503 must not say "nothing was accepted"."""
+    async with serving(make_settings(), own.database_url, own.redis_url) as (service, api):
+        cid, parts = await seed(api)  # the token is now verified (and cached)
+        await asyncio.to_thread(own.postgres.stop, even_if_reused=True)
+        # A counter ENQUEUE raises last, after writing the chunks, no longer a number.
+        await service.deps.redis.hset(keys.STATS, "enqueued", "not-a-number")
+        sent = batch(cid, parts, "s", 20)
+        status, body = await api.post("/v1/points", sent)
+        assert status == 503, body
+        error = body["error"]
+        ids = [point["id"] for point in sent["points"]]
+        assert (error["accepted_ids"], error["unknown_ids"]) == ([], ids), error
+        assert set(ids) <= queued_ids(own)  # queued indeed: workers will commit them
+        # The client resends the unknown ones with their ids once the stores are back:
+        # every point is committed once.
+        await service.deps.redis.hset(keys.STATS, "enqueued", 0)
+        await asyncio.to_thread(own.postgres.start)
+        status, body = await api.post("/v1/points", sent)
+        assert status == 202, body
+        service.deps.workers.start(1)
+        await drained(service, len(ids), own)
+        assert_exact(own, set(ids))

@@ -22,7 +22,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.httputil import responses
 
 from server import schemas
-from server.errors import ServiceError, StoreUnavailable
+from server.errors import PartiallyAccepted, ServiceError, StoreUnavailable
 from server.handlers.errors import (
     BadParameter,
     HttpError,
@@ -40,6 +40,7 @@ from server.points import IDEMPOTENCY_KEY, KeyedIds
 if TYPE_CHECKING:
     from server.access.auth import Identity
     from server.deps import Deps
+    from server.ingest.idempotency import Begun, KeyHold
 
 log = logging.getLogger(__name__)
 _INT64_MAX = schemas.INT64_MAX
@@ -130,6 +131,8 @@ class BaseHandler(tornado.web.RequestHandler):
         outside the request's task, where the context variable is not set.
         """
         extra = {"request_id": self.request_id, "route": self.route}
+        if isinstance(value, PartiallyAccepted):  # logged as what caused it (a bug too)
+            typ, value, tb = type(value.cause), value.cause, value.cause.__traceback__
         if isinstance(value, StoreUnavailable):
             log.warning("%s %s: %s", self.request.method, self.request.path, value,
                         extra=extra)
@@ -153,17 +156,37 @@ class BaseHandler(tornado.web.RequestHandler):
             raise NotFound("no such resource")
         return value
 
-    def idempotency_ids(self, kind: str) -> KeyedIds | None:
-        """Deterministic ids from the ``Idempotency-Key`` header (scoped to the token)."""
+    def idempotency_key(self) -> str | None:
+        """The ``Idempotency-Key`` header, checked; None when absent."""
         key = self.request.headers.get("Idempotency-Key")
-        if key is None:
-            return None
-        if not IDEMPOTENCY_KEY.fullmatch(key):
+        if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
             raise BadParameter("header 'Idempotency-Key' must be 1 to 200 printable ASCII "
                                "characters", details=[{"field": "Idempotency-Key",
                                                        "message": "1..200 of [!-~]"}])
+        return key
+
+    def idempotency_ids(self, kind: str) -> KeyedIds | None:
+        """Deterministic ids from the ``Idempotency-Key`` header (scoped to the token)."""
+        key = self.idempotency_key()
+        if key is None:
+            return None
         assert self.identity is not None
         return KeyedIds(key, self.identity.token_hash, kind)
+
+    async def hold_key(self, head: str, digest: str = "") -> tuple[Begun, KeyHold] | None:
+        """Bind the ``Idempotency-Key`` (if any) to this request's fingerprint: ``head``
+        (method, path and what else changes its meaning) and the body's ``digest``
+        ('' while a streamed body is still unread).  See ``ingest/idempotency.py``."""
+        key = self.idempotency_key()
+        if key is None:
+            return None
+        assert self.identity is not None
+        return await self.deps.idempotency.begin(self.identity.token_hash, key, head, digest)
+
+    def write_replay(self, status: int, answer: Any) -> None:
+        """Answer what the key's first request answered."""
+        self.set_header("Idempotent-Replayed", "true")
+        self.write_json(answer, status)
 
     def query_int(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.get_query_argument(name, None)

@@ -18,6 +18,13 @@ fate of some lines unknown, ``unknown_through_line`` says up to where.  With an
 re-sending the whole file with the same key after any failure — a reply, a
 dropped connection, a timeout — never doubles a point.  Without one, re-send
 the lines after ``accepted_through_line`` (and only when nothing is unknown).
+
+With a key the upload is bound to it (``ingest/idempotency.py``): its body's
+digest accumulates as it streams and is recorded at each chunk before the chunk
+is enqueued; a resend is checked against those records before any line it
+could share an id with is enqueued (a different body: 422, stopped where the
+bodies part), and a resend after a success is read to its end and answered as
+the first was (or 422 if its digest differs).
 """
 
 from __future__ import annotations
@@ -25,14 +32,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import tornado.web
 
 from server.errors import MalformedInput, PartiallyAccepted
 from server.handlers.base import BodyHandler
 from server.ingest.bulk import LineSplitter, parser_for, point_from_line, without_header
+from server.ingest.idempotency import DONE, Begun, KeyHold, StreamDigest
 from server.points import MAX_REPORTED, KeyedIds, now_us, with_ids
 
 SLICE_LINES = 250  # lines parsed and validated per slice of the event loop (~1 ms here)
+# With a key whose earlier attempt failed, lines wait for the checkpoint that covers
+# them; more than this many chunks' worth between two checkpoints is another body.
+GATED_MAX_FACTOR = 2
 
 
 @tornado.web.stream_request_body
@@ -54,10 +66,22 @@ class BulkHandler(BodyHandler):
         self._lines = LineSplitter()
         self._received_us = now_us()
         self._keyed: KeyedIds | None = None
+        self._hold: KeyHold | None = None  # the Idempotency-Key's record, while held
+        self._digest: StreamDigest | None = None  # with a key: the body's, as it streams
+        self._replay: Begun | None = None  # the key's upload succeeded: answer as it did
         await super().prepare()
-        media_type = self.request.headers.get("Content-Type", "").split(";")[0]
-        self._parser = parser_for(media_type.strip().lower())
+        media_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        self._parser = parser_for(media_type)
         self._keyed = self.idempotency_ids("l")
+        self._before_body = True  # refused here, the body will not be read
+        held = await self.hold_key(f"POST /v1/points/bulk {media_type}")
+        self._before_body = False
+        if held is not None:
+            begun, self._hold = held
+            if begun.outcome == DONE:
+                self._replay, self._digest = begun, StreamDigest()
+            else:
+                self._digest = StreamDigest(begun.checkpoints)
 
     def error_extra(self) -> dict[str, Any]:
         """Every error reply says how much of the upload was accepted before it."""
@@ -73,8 +97,16 @@ class BulkHandler(BodyHandler):
             return
         try:
             self.count_body(chunk)
+            if self._digest is not None:
+                self._digest.receive(chunk)  # a checkpoint it completes must match
+            if self._replay is not None:  # read to the end and compared, nothing enqueued
+                self._digest.advance(self._digest.received)  # type: ignore[union-attr]
+                return
             await self._consume(self._lines.feed(chunk))
+            if self._digest is not None:  # hash what is parsed: only the tail stays held
+                self._digest.advance(self._lines.line_end)
         except Exception as exc:  # the request's boundary: answer, never drop the link
+            await self._let_go()
             self.refuse(exc)
 
     async def _consume(self, lines: Any) -> None:
@@ -95,9 +127,25 @@ class BulkHandler(BodyHandler):
                 self._accepted_through = line_no
 
     async def _flush(self, through_line: int) -> None:
-        """Enqueue the buffer; on success every line through ``through_line`` is handled."""
+        """Enqueue the buffer; on success every line through ``through_line`` is handled.
+
+        With a key, the body up to the end of ``through_line`` is first recorded (or
+        checked against an earlier attempt's record: a flush waits for the checkpoint
+        it needs, see ``ingest/idempotency.py``).
+        """
         if not self._buffer:
             return
+        if self._digest is not None and self._hold is not None:
+            end = self._lines.line_end
+            if not self._digest.may_enqueue(end):
+                # Until the earlier attempt's next checkpoint: the same bytes never
+                # hold more than a chunk of points between two.
+                if len(self._buffer) < GATED_MAX_FACTOR * self.deps.settings.bulk_chunk_points:
+                    return
+                raise self._digest.differs()
+            if end > self._digest.limit:
+                await self._hold.checkpoint(end, self._digest.at(end),
+                                            end=self._lines.unterminated)
         lines = self._buffer_lines
         points = with_ids(self._buffer, lines, self._keyed)
         self._buffer, self._buffer_lines = [], []
@@ -116,11 +164,50 @@ class BulkHandler(BodyHandler):
         self._accepted_through = through_line
 
     async def post_body(self) -> None:
+        try:
+            await self._finish_upload()
+        except BaseException:
+            await self._let_go()
+            raise
+
+    async def _finish_upload(self) -> None:
+        if self._replay is not None:
+            assert self._digest is not None
+            if self._digest.close() != self._replay.digest:
+                raise self._digest.differs()
+            self.write_replay(self._replay.status, orjson.loads(self._replay.answer))
+            return
         await self._consume(self._lines.close())
+        whole = self._digest.close() if self._digest is not None else ""
         await self._flush(self._lines.line_no)
         self._accepted_through = self._lines.line_no
         if without_header(self._parser):
             raise MalformedInput("empty CSV upload: a header row is required",
                                  code="malformed_csv")
-        self.write_json({"accepted": self._accepted, "rejected": self._rejected,
-                         "errors": self._errors}, 202)
+        answer = {"accepted": self._accepted, "rejected": self._rejected,
+                  "errors": self._errors}
+        if self._hold is not None:
+            await self._hold.finish("done", digest=whole, status=202,
+                                    answer=orjson.dumps(answer))
+        self.write_json(answer, 202)
+
+    async def _let_go(self) -> None:
+        """The upload failed: free its key, or leave it bound to this body when some of
+        it may have been accepted (the record knows: checkpoints were written)."""
+        if self._hold is not None:
+            await self._hold.finish("abandon")
+
+    def on_connection_close(self) -> None:
+        # The client went away mid-upload: the key is let go (its record still knows
+        # what may have been accepted), so that a resend need not wait for the lease.
+        self._let_go_soon()
+        super().on_connection_close()
+
+    def on_finish(self) -> None:
+        self._let_go_soon()  # however the request ended, its hold ends with it
+        super().on_finish()
+
+    def _let_go_soon(self) -> None:
+        hold = getattr(self, "_hold", None)  # None too when refused before ``prepare``
+        if hold is not None:
+            hold.finish_soon("abandon")

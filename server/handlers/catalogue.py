@@ -79,6 +79,10 @@ ERROR_CODE_TEXT = {
     "slug_taken": "a competition with this slug exists",
     "id_conflict": "a point's id is taken in its competition by a point of other content "
                    "(participant, value or time); each such id is named",
+    "idempotency_key_in_flight": "the first request with this `Idempotency-Key` is still "
+                                 "being processed: retry after `Retry-After` seconds",
+    "idempotency_key_reused": "the `Idempotency-Key` was used for a request with another "
+                              "method, path, query, content type or body",
     "payload_too_large": "refused from its Content-Length before it is read, or as soon "
                          "as a streamed body crosses the limit",
     "unsupported_media_type": "a Content-Type the operation does not take",
@@ -123,8 +127,13 @@ PARAMETERS: dict[str, dict[str, Any]] = {
             "schema": {"enum": list(schemas.ACK_MODES), "default": schemas.ACK_MODES[0]}},
     "idempotency_key": {
         "name": "Idempotency-Key", "in": "header", "required": False,
-        "description": "Makes server-assigned ids deterministic (scoped to the token): "
-                       "resending the same request with the same key never doubles a point.",
+        "description": "Binds the request to the key (scoped to the token, kept "
+                       "IDEMPOTENCY_TTL_S): server-assigned ids are derived from it, so "
+                       "resending the same request never doubles a point; a resend after "
+                       "a success answers what the first did (`Idempotent-Replayed: "
+                       "true`); another request under the key is 422 "
+                       "`idempotency_key_reused`, one while the first runs 409 "
+                       "`idempotency_key_in_flight`.",
         "schema": {"type": "string", "pattern": f"^{schemas.IDEMPOTENCY_KEY_PATTERN}$"}},
 }
 

@@ -104,6 +104,8 @@ _TABLE: list[tuple[type[errors.ServiceError], int, str | None, Any]] = [
     (errors.RateLimited, 429, None, _rate_limited),
     (errors.SlugTaken, 409, None, None),
     (errors.IdConflict, 409, None, None),
+    (errors.IdempotencyKeyInFlight, 409, None, _retry_after),
+    (errors.IdempotencyKeyReused, 422, None, None),
     (errors.MalformedInput, 400, None, None),
     (errors.InvalidInput, 422, None, None),
     # Input that passed validation but PostgreSQL still refused (a direct write

@@ -197,6 +197,9 @@ def _error_response(status: int, codes: tuple[str, ...], settings: Settings
     if status in (429, 503):
         headers["Retry-After"] = {"required": True, "description": "seconds",
                                   "schema": {"type": "integer", "minimum": 1}}
+    if status == 409:  # with `idempotency_key_in_flight`
+        headers["Retry-After"] = {"required": False, "description": "seconds",
+                                  "schema": {"type": "integer", "minimum": 1}}
     if status == 429:
         headers.update(_rate_limit_headers(required=True))
     if headers:

@@ -18,7 +18,9 @@ The handler validates; this module decides where validated points go:
 A failure after part of a request went in (the naive path makes one call per
 point; a call's reply can be lost after it ran) is never reported as "nothing
 accepted": ``PartiallyAccepted`` carries the ids that were, and those that may
-have been, so a client re-sending with the same ids doubles nothing.
+have been, so a client re-sending with the same ids doubles nothing.  The same
+holds for a bug: once the enqueue has started, an unexpected error leaves every
+id unknown (``PartiallyAccepted`` with the bug as its cause).
 
 ``wait_committed`` serves ``?ack=committed`` through ``commit_watch.py``: the points
 of every waiting request polled in one query per tick (by key and content: a
@@ -36,6 +38,7 @@ from server import metrics
 from server.errors import (
     CommandRefused,
     CommitUnknown,
+    DataRejected,
     EnqueueInterrupted,
     IdConflict,
     PartiallyAccepted,
@@ -58,6 +61,13 @@ log = logging.getLogger(__name__)
 
 QUEUED, COMMITTED, MIXED = "queued", "committed", "mixed"  # where accepted points are
 
+# What ``Ingest.accept`` raises when it certainly accepted nothing (a ``CommitUnknown``,
+# though a ``StoreUnavailable``, is never one of them: it may have applied).
+# An ``IdConflict`` is one: a direct write that finds one rolls the whole request back.
+NOTHING_ACCEPTED: tuple[type[ServiceError], ...] = (QueueFull, StoreUnavailable,
+                                                    UnknownReferences, DataRejected,
+                                                    IdConflict)
+
 
 class Ingest:
     """Where validated points go; ``commits`` (the lifecycle owner's) serves waits."""
@@ -75,10 +85,26 @@ class Ingest:
 
         Returns where they went: ``QUEUED`` (durable in Redis), ``COMMITTED``
         (written to PostgreSQL directly: Redis was down), or ``MIXED`` (Redis failed
-        part-way; the rest was written directly).  Raises ``QueueFull`` or
-        ``StoreUnavailable`` when nothing was accepted, and ``PartiallyAccepted``
-        (with the ids accepted, and those that may have been) otherwise.
+        part-way; the rest was written directly).  Raises one of ``NOTHING_ACCEPTED``
+        when nothing was accepted, and ``PartiallyAccepted`` (with the ids accepted,
+        and those that may have been) otherwise — for a bug too: an unexpected error
+        once the enqueue has started is ``PartiallyAccepted`` with every id unknown
+        and the bug as its ``cause``, never "nothing was accepted".
         """
+        try:
+            return await self._accept(points)
+        except PartiallyAccepted:
+            raise
+        except CommitUnknown as exc:  # a StoreUnavailable that may have applied
+            raise PartiallyAccepted(exc, accepted_ids=[],
+                                    unknown_ids=[p[ID] for p in points]) from exc
+        except NOTHING_ACCEPTED:
+            raise
+        except Exception as exc:  # a bug: whatever had been sent may be in Redis
+            raise PartiallyAccepted(exc, accepted_ids=[],
+                                    unknown_ids=[p[ID] for p in points]) from exc
+
+    async def _accept(self, points: Sequence[Point]) -> str:
         ids = [p[ID] for p in points]
         try:
             await self._enqueue(points)
@@ -90,6 +116,12 @@ class Ingest:
                 await self._write_directly(points)
             except CommitUnknown as direct:
                 raise PartiallyAccepted(direct, accepted_ids=[], unknown_ids=ids) from direct
+            except IdConflict as direct:
+                if isinstance(exc, CommitUnknown):  # the enqueue may have landed: then
+                    # the request's other points are queued, and commit
+                    raise PartiallyAccepted(direct, accepted_ids=[], unknown_ids=ids,
+                                            message=direct.message) from direct
+                raise
             except StoreUnavailable as direct:
                 raise StoreUnavailable("postgres", f"{direct.message}; nothing was accepted",
                                        retry_after_s=direct.retry_after_s,

@@ -40,9 +40,14 @@ class LineSplitter:
         self._tail = b""
         self.line_no = 0
         self._skipping = False  # inside an over-long line
+        self.fed = 0  # bytes fed
+        self.line_end = 0  # byte offset just past the last line yielded (its newline)
+        self.unterminated = False  # the last line yielded had no newline: the body's end
 
     def feed(self, data: bytes) -> Iterator[tuple[int, bytes | None]]:
         """Yield complete lines; ``None`` stands for a line that was too long."""
+        base = self.fed - len(self._tail)  # the offset of ``buffer`` in the body
+        self.fed += len(data)
         buffer = self._tail + data if self._tail else data
         start = 0
         while True:
@@ -50,6 +55,7 @@ class LineSplitter:
             if end < 0:
                 break
             self.line_no += 1
+            self.line_end = base + end + 1
             if self._skipping:
                 self._skipping = False
                 yield self.line_no, None
@@ -62,12 +68,12 @@ class LineSplitter:
             self._skipping = True
 
     def close(self) -> Iterator[tuple[int, bytes | None]]:
-        if self._skipping:
+        if self._skipping or self._tail:
             self.line_no += 1
-            yield self.line_no, None
-        elif self._tail:
-            self.line_no += 1
-            yield self.line_no, _without_bom(self.line_no, self._tail)
+            self.line_end = self.fed
+            self.unterminated = True
+            yield self.line_no, (None if self._skipping
+                                 else _without_bom(self.line_no, self._tail))
         self._tail = b""
 
 

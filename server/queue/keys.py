@@ -14,3 +14,4 @@ COMMITTED_BY_S = PREFIX + "committed:by_s"  # HASH Redis-clock second -> points 
 PAUSED = PREFIX + "paused"  # STRING present while claiming is paused
 CACHE_PREFIX = "cache:"  # read caches (leaderboard, stats, participant)
 RATE_LIMIT_PREFIX = "rl:"  # STRING per token (hex of its hash) -> GCRA TAT (µs, Redis TIME)
+IDEMPOTENCY_PREFIX = "idem:"  # HASH per Idempotency-Key (and ":cp" LIST), TTL IDEMPOTENCY_TTL_S

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 
 from server import metrics
 from server.errors import (
+    CommandRefused,
     CommitUnknown,
     EnqueueInterrupted,
     QueueFull,
@@ -42,6 +43,10 @@ from server.queue.wakeup import WakeUp
 from server.redis_client import translated, translated_errors
 
 RECLAIM_LIMIT = 1000  # chunks moved per reclaim call; the reclaimer loops while busy
+# An ENQUEUE that failed this way may have written (part of) its chunks: a lost
+# reply, or an error Redis raised inside the script (a script stops where it
+# fails; what it wrote before stays).  Its points are unknown, never "not accepted".
+MAYBE_RAN = (CommitUnknown, CommandRefused)
 
 
 def _now_ms() -> int:
@@ -147,7 +152,7 @@ class PointQueue:
             try:
                 admitted, queued, bound = await self._call_enqueue([group])
             except ServiceError as exc:
-                unknown = count if isinstance(exc, CommitUnknown) else 0
+                unknown = count if isinstance(exc, MAYBE_RAN) else 0
                 if accepted == 0 and unknown == 0:
                     raise
                 raise EnqueueInterrupted(exc, accepted=accepted, unknown=unknown) from exc
@@ -199,13 +204,14 @@ class PointQueue:
                 for _, count, done in batch:
                     if done.done():
                         continue
-                    if isinstance(exc, CommitUnknown):  # the call may have run
+                    if isinstance(exc, MAYBE_RAN):  # the call may have run
                         done.set_exception(EnqueueInterrupted(exc, accepted=0, unknown=count))
                     elif isinstance(exc, ServiceError):
                         done.set_exception(copy.copy(exc))
-                    else:  # cancelled, or a bug: nothing is known to be in
-                        done.set_exception(StoreUnavailable("redis", "enqueue failed",
-                                                            reason=repr(exc)))
+                    else:  # cancelled, or a bug, once the call was under way: it may have run
+                        done.set_exception(EnqueueInterrupted(
+                            StoreUnavailable("redis", "enqueue failed", reason=repr(exc)),
+                            accepted=0, unknown=count))
                 if not isinstance(exc, Exception):
                     raise
                 continue

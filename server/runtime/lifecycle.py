@@ -45,6 +45,7 @@ from server.deps import Deps
 from server.errors import StoreUnavailable
 from server.ingest.accept import Ingest
 from server.ingest.commit_watch import CommitWatch
+from server.ingest.idempotency import IdempotencyKeys
 from server.ops.exporter import Exporter, Sampler
 from server.ops.loop_monitor import LoopMonitor
 from server.ops.readiness import ReadinessProbe, ServingState
@@ -151,7 +152,9 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
             exporter=Exporter(queue, sampler, ingest_path=strategy.name,
                               max_points=settings.queue_max_points),
             loop_monitor=loop_monitor,
-            limiter=make_limiter(client, settings.rate_limit_per_token))
+            limiter=make_limiter(client, settings.rate_limit_per_token),
+            idempotency=IdempotencyKeys(client, ttl_s=settings.idempotency_ttl_s,
+                                        lease_s=settings.idempotency_lease_s))
 
         # 5. The listener.
         if sockets is None:

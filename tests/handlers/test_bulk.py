@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 import psutil
 import pytest
 
@@ -18,6 +20,7 @@ from tests.support import (
     Api,
     assert_exact,
     assert_settled_cleanly,
+    key_state,
     seed,
     sql,
     until,
@@ -248,6 +251,12 @@ async def test_an_upload_cut_off_mid_stream_and_resent_with_its_key_doubles_noth
     await until(four_chunks_taken, "the server to enqueue the upload's first four chunks")
     writer.transport.abort()  # the client vanishes: no reply is ever read
     assert (await service.deps.queue.stats())["totals"]["enqueued"] == 4 * CHUNK
+    # The server lets the key go when it sees the connection close (until then a
+    # resend would be told 409, retry shortly).
+    async def let_go() -> bool:
+        return await key_state(service, key) == "open"
+
+    await until(let_go, "the cut upload's key let go")
     status, body = await api.request("POST", "/v1/points/bulk", body=data, token="ingest",
                                      content_type="text/csv",
                                      headers={"Idempotency-Key": key})
@@ -258,3 +267,186 @@ async def test_an_upload_cut_off_mid_stream_and_resent_with_its_key_doubles_noth
     assert_exact(clean, {ids(line) for line in range(2, lines + 2)})
     assert sql(clean, "SELECT competition_id, participant_id, total, points FROM standings "
                       "ORDER BY 2") == _expected_totals(cid, parts, lines)
+
+
+@pytest.mark.parametrize("media", ["text/csv", "application/x-ndjson"])
+async def test_an_upload_resent_after_success_is_answered_as_the_first_and_enqueues_nothing(
+        api: Api, service: Service, media: str) -> None:
+    cid, parts = await seed(api)
+    if media == "text/csv":
+        data = HEADER + _csv(cid, parts, range(30)) + b"x,y,z\n"
+    else:
+        data = b"".join(b'{"competition_id": %d, "participant_id": %d, "value": %d}\n'
+                        % (cid, parts[i % 3], i) for i in range(30)) + b"{broken\n"
+    key = {"Idempotency-Key": "day-4-results"}
+    status, first = await api.post("/v1/points/bulk", body=data, content_type=media,
+                                   headers=key)
+    assert status == 202 and (first["accepted"], first["rejected"]) == (30, 1), first
+    response = await api.response("POST", "/v1/points/bulk", body=data, content_type=media,
+                                  headers=key)
+    assert (response.code, orjson.loads(response.body)) == (202, first)
+    assert response.headers["Idempotent-Replayed"] == "true"
+    assert (await service.deps.queue.stats())["totals"]["enqueued"] == 30
+
+
+async def test_an_upload_under_a_used_key_with_another_body_is_422_and_enqueues_nothing(
+        api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    key = {"Idempotency-Key": "day-5-results"}
+    status, _ = await api.post("/v1/points/bulk", body=HEADER + _csv(cid, parts, range(30)),
+                               content_type="text/csv", headers=key)
+    assert status == 202
+    changed = HEADER + _csv(cid, parts, range(29)) + _csv(cid, parts, range(99, 100))
+    for body, media in ((changed, "text/csv"), (HEADER + _csv(cid, parts, range(30)),
+                                                "application/x-ndjson")):
+        status, answer = await api.post("/v1/points/bulk", body=body, content_type=media,
+                                        headers=key)
+        assert (status, answer["error"]["code"]) == (422, "idempotency_key_reused"), answer
+        assert answer["error"]["accepted"] == 0
+    assert (await service.deps.queue.stats())["totals"]["enqueued"] == 30
+
+
+async def _open_upload(service: Service, key: str) -> tuple[asyncio.StreamReader,
+                                                           asyncio.StreamWriter]:
+    """A raw chunked upload with ``key``, its head sent; pieces follow with ``_send``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    writer.write(b"POST /v1/points/bulk HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                 b"Authorization: Bearer " + TOKENS["ingest"].encode() + b"\r\n"
+                 b"Idempotency-Key: " + key.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    return reader, writer
+
+
+async def _send(writer: asyncio.StreamWriter, piece: bytes, *, last: bool = False) -> None:
+    writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) + (b"0\r\n\r\n" if last else b""))
+    await writer.drain()
+
+
+async def _reply(reader: asyncio.StreamReader) -> tuple[int, Any]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    return int(head.split(b" ")[1]), orjson.loads(await reader.readexactly(length))
+
+
+async def _enqueued(service: Service, points: int) -> None:
+    async def taken() -> bool:
+        return (await service.deps.queue.stats())["totals"]["enqueued"] >= points
+
+    await until(taken, f"{points} points enqueued")
+
+
+async def _cut_upload(service: Service, data: bytes, key: str, chunks: int,
+                      cut: int | None = None) -> None:
+    """Send ``data`` (up to ``cut``) with ``key`` until the server has enqueued ``chunks``
+    chunks, then vanish; return once the server has let the key go."""
+    _, writer = await _open_upload(service, key)
+    cut = cut or data.index(b"\n", len(data) * 9 // 10) + 1
+    await _send(writer, data[:cut])
+    await _enqueued(service, chunks * CHUNK)
+    writer.transport.abort()
+
+    async def let_go() -> bool:
+        return await key_state(service, key) == "open"
+
+    await until(let_go, "the cut upload's key let go")
+
+
+def _line_end(data: bytes, line: int) -> int:
+    """The offset just past line ``line`` (1-based) of ``data``."""
+    end = 0
+    for _ in range(line):
+        end = data.index(b"\n", end) + 1
+    return end
+
+
+@BOTH_PATHS
+@SMALL
+async def test_a_cut_upload_resent_with_another_body_is_refused_where_the_bodies_part(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    lines = 5 * CHUNK - 2
+    data = HEADER + _csv(cid, parts, range(lines))
+    key = "day-6-results.csv"
+    await _cut_upload(service, data, key, chunks=4)  # checkpoints after lines 11, 21, 31, 41
+    # A line of the third chunk corrected: the first attempt may have enqueued it
+    # under the id of its line number.
+    old = b"%d,%d,%d\n" % (cid, parts[(2 * CHUNK + 2) % 3], 2 * CHUNK + 2)
+    fixed = data.replace(old, b"%d,%d,%d\n" % (cid, parts[(2 * CHUNK + 2) % 3], 1000), 1)
+    assert fixed != data
+    reader, writer = await _open_upload(service, key)
+    await _send(writer, fixed[:_line_end(fixed, 2 * CHUNK + 1)])  # as first sent, so far
+    await _enqueued(service, 6 * CHUNK)  # taken again: the same points, the same ids
+    await _send(writer, fixed[_line_end(fixed, 2 * CHUNK + 1):], last=True)
+    status, answer = await _reply(reader)
+    writer.close()
+    error = answer["error"]
+    assert (status, error["code"]) == (422, "idempotency_key_reused"), answer
+    assert (error["accepted"], error["accepted_through_line"]) == (2 * CHUNK, 2 * CHUNK + 1)
+    assert (await service.deps.queue.stats())["totals"]["enqueued"] == 6 * CHUNK
+    # The file as first sent completes the upload: every line once, as first sent.
+    status, answer = await api.request("POST", "/v1/points/bulk", body=data, token="ingest",
+                                       content_type="text/csv",
+                                       headers={"Idempotency-Key": key})
+    assert status == 202 and answer["accepted"] == lines, answer
+    await service.deps.workers.drain()
+    await assert_settled_cleanly(service)
+    ids = KeyedIds(key, hash_token(TOKENS["ingest"]), "l")
+    assert_exact(clean, {ids(line) for line in range(2, lines + 2)})
+    assert sql(clean, "SELECT competition_id, participant_id, total, points FROM standings "
+                      "ORDER BY 2") == _expected_totals(cid, parts, lines)
+
+
+@SMALL
+async def test_lines_of_a_resent_upload_wait_for_the_checkpoint_that_covers_them(
+        api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    # 30 bad lines first: the first chunk of valid lines ends at line 41.
+    bad = b"".join(b"%d,%d,oops\n" % (cid, parts[0]) for _ in range(30))
+    data = HEADER + bad + _csv(cid, parts, range(5 * CHUNK))
+    key = "day-8-results.csv"
+    await _cut_upload(service, data, key, chunks=4, cut=_line_end(data, 31 + 4 * CHUNK + 3))
+    # The resend fixed the bad lines: its first chunks fill before the first
+    # checkpoint's offset, and their lines would take ids the first attempt gave
+    # to other points.  They wait for the checkpoint; past two chunks' worth of
+    # waiting lines, the bodies cannot be the same.
+    fixed = HEADER + bad.replace(b"oops", b"7") + _csv(cid, parts, range(5 * CHUNK))
+    first_checkpoint = _line_end(data, 31 + CHUNK)
+    reader, writer = await _open_upload(service, key)
+    await _send(writer, fixed[:first_checkpoint - 1])  # not a byte more: refused on its own
+    status, answer = await _reply(reader)
+    writer.close()
+    error = answer["error"]
+    assert (status, error["code"], error["accepted"]) == (422, "idempotency_key_reused", 0)
+    assert (await service.deps.queue.stats())["totals"]["enqueued"] == 4 * CHUNK
+
+
+async def test_an_upload_while_the_first_with_its_key_streams_is_409(
+        api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    key = "day-7-results.csv"
+    _, writer = await asyncio.open_connection("127.0.0.1", service.port)
+    writer.write(b"POST /v1/points/bulk HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                 b"Authorization: Bearer " + TOKENS["ingest"].encode() + b"\r\n"
+                 b"Idempotency-Key: " + key.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"%x\r\n%s\r\n" % (len(HEADER), HEADER))
+    await writer.drain()
+
+    async def streaming() -> bool:
+        return await key_state(service, key) == "in_flight"
+
+    await until(streaming, "the first upload under way")
+    data = HEADER + _csv(cid, parts, range(3))
+    response = await api.response("POST", "/v1/points/bulk", body=data, token="ingest",
+                                  content_type="text/csv", headers={"Idempotency-Key": key})
+    error = orjson.loads(response.body)["error"]
+    assert (response.code, error["code"]) == (409, "idempotency_key_in_flight"), error
+    assert int(response.headers["Retry-After"]) >= 1
+    writer.transport.abort()  # the first goes away having sent nothing but its header
+
+    async def freed() -> bool:
+        return await key_state(service, key) is None
+
+    await until(freed, "the key freed (nothing was accepted under it)")
+    status, answer = await api.request("POST", "/v1/points/bulk", body=data, token="ingest",
+                                       content_type="text/csv",
+                                       headers={"Idempotency-Key": key})
+    assert status == 202 and answer["accepted"] == 3

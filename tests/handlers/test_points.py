@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.access.auth import hash_token
+from server.ingest.idempotency import IdempotencyKeys, body_digest
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import Stores
 from server.storage import points as points_sql
 from tests.support import (
     BOTH_PATHS,
+    TOKENS,
     Api,
     assert_exact,
     assert_settled_cleanly,
     drained,
+    key_state,
     locked,
     make_settings,
     running,
@@ -33,8 +38,9 @@ POLL = points_sql.STORED_STATES.partition("%(")[0]
 
 @pytest.fixture
 def settings(request: pytest.FixtureRequest, ingest_path: str):
+    # A short Idempotency-Key lease: a dead holder's key is taken over in a second.
     return make_settings(ingest_path=ingest_path, points_max_batch=100,
-                         **getattr(request, "param", {}))
+                         idempotency_lease_s=0.5, **getattr(request, "param", {}))
 
 
 async def queued(service: Service) -> int:
@@ -421,12 +427,149 @@ async def test_idempotency_key_makes_a_resent_batch_a_no_op(api: Api, service: S
     status, first = await api.post("/v1/points", body, headers=key)
     assert status == 202
     status, second = await api.post("/v1/points", body, headers=key)
-    assert status == 202 and second["ids"] == first["ids"]  # the same ids, again
+    assert status == 202 and second == first  # answered from the key's record
     status, other = await api.post("/v1/points", body, headers=key, token="ingest")
     assert not set(other["ids"]) & set(first["ids"])  # a key is scoped to its token
-    assert await service.deps.workers.drain() == 40  # the resent copy inserts nothing…
-    await assert_settled_cleanly(service)  # …and settles like the others
+    assert await queued(service) == 40  # the resend enqueued nothing
+    assert await service.deps.workers.drain() == 40
+    await assert_settled_cleanly(service)
     assert_exact(clean, set(first["ids"]) | set(other["ids"]))
+
+
+KEY = {"Idempotency-Key": "judge-4-round-2"}
+
+
+def _points(cid: int, parts: list[int], value: float, n: int = 3) -> dict:
+    return {"points": [{"competition_id": cid, "participant_id": parts[i % len(parts)],
+                        "value": value} for i in range(n)]}
+
+
+async def test_the_same_idempotency_key_with_another_request_is_422_and_accepts_nothing(
+        api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    status, _ = await api.post("/v1/points", _points(cid, parts, 1), headers=KEY)
+    assert status == 202
+    # Another body, another query, another path: each is another request.
+    for path, body in (("/v1/points", _points(cid, parts, 2)),
+                       ("/v1/points?ack=committed", _points(cid, parts, 1))):
+        status, answer = await api.post(path, body, headers=KEY)
+        assert (status, answer["error"]["code"]) == (422, "idempotency_key_reused"), answer
+        assert "ids" not in answer["error"]  # refused before anything was attempted
+    status, answer = await api.post("/v1/points/bulk", headers=KEY, content_type="text/csv",
+                                    body=f"competition_id,participant_id,value\n"
+                                         f"{cid},{parts[0]},1\n".encode())
+    assert (status, answer["error"]["code"]) == (422, "idempotency_key_reused"), answer
+    assert await queued(service) == 3
+    # Kept for IDEMPOTENCY_TTL_S (24 h), by Redis.
+    record = IdempotencyKeys.record_key(hash_token(TOKENS["admin"]), KEY["Idempotency-Key"])
+    assert 86400 - 10 < await service.deps.redis.ttl(record) <= 86400
+
+
+@pytest.mark.parametrize("settings", [{"idempotency_ttl_s": 1}], indirect=True)
+async def test_a_key_is_forgotten_after_idempotency_ttl_s(api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    status, _ = await api.post("/v1/points", _points(cid, parts, 1), headers=KEY)
+    assert status == 202
+
+    async def forgotten() -> bool:
+        return await key_state(service, KEY["Idempotency-Key"], token="admin") is None
+
+    await until(forgotten, "Redis to expire the key's record")
+    status, _ = await api.post("/v1/points", _points(cid, parts, 2), headers=KEY)
+    assert status == 202
+
+
+async def test_a_resend_after_success_answers_what_the_first_did_and_enqueues_nothing(
+        api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    body = _points(cid, parts, 1)
+    first = asyncio.ensure_future(api.post("/v1/points?ack=committed", body, headers=KEY))
+    await until(lambda: queued(service), "the points enqueued")
+    await service.deps.workers.drain()
+    status, answer = await first
+    assert (status, answer["committed"]) == (201, True)
+    response = await api.response("POST", "/v1/points?ack=committed", json=body, headers=KEY)
+    assert (response.code, orjson.loads(response.body)) == (201, answer)
+    assert response.headers["Idempotent-Replayed"] == "true"
+    assert await queued(service) == 3
+
+
+async def test_a_request_while_the_first_with_its_key_runs_is_409_with_retry_after(
+        api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    body = _points(cid, parts, 1)
+    # No workers: the first waits for a commit until ACK_TIMEOUT_S.
+    first = asyncio.ensure_future(api.post("/v1/points?ack=committed", body, headers=KEY))
+
+    async def in_flight() -> bool:
+        return await key_state(service, KEY["Idempotency-Key"], token="admin") == "in_flight"
+
+    await until(in_flight, "the first request under way")
+    response = await api.response("POST", "/v1/points?ack=committed", json=body, headers=KEY)
+    error = orjson.loads(response.body)["error"]
+    assert (response.code, error["code"]) == (409, "idempotency_key_in_flight"), error
+    assert int(response.headers["Retry-After"]) >= 1
+    assert not first.done()
+    status, answer = await first
+    assert (status, answer["committed"]) == (202, False)
+    assert await api.post("/v1/points?ack=committed", body, headers=KEY) == (202, answer)
+    assert await queued(service) == 3
+
+
+async def test_a_request_that_accepted_nothing_leaves_its_key_free(
+        api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    service.deps.queue.max_points = 2  # three points cannot fit: refused whole
+    status, answer = await api.post("/v1/points", _points(cid, parts, 1), headers=KEY)
+    assert (status, answer["error"]["code"]) == (503, "queue_full"), answer
+    assert await key_state(service, KEY["Idempotency-Key"], token="admin") is None
+    service.deps.queue.max_points = 0
+    status, _ = await api.post("/v1/points", _points(cid, parts, 2), headers=KEY)
+    assert status == 202
+
+
+@pytest.mark.parametrize("ingest_path", ["naive"])  # one call per point: a request splits
+async def test_after_a_partial_failure_the_key_stays_bound_and_its_request_runs_again(
+        api: Api, service: Service, clean: Stores) -> None:
+    cid, parts = await seed(api)
+    service.deps.queue.max_points = 5
+    body = _points(cid, parts, 1, n=8)
+    status, answer = await api.post("/v1/points", body, headers=KEY)
+    error = answer["error"]
+    assert (status, error["code"], len(error["accepted_ids"])) == (503, "queue_full", 5), error
+    # Another body under the key could reuse the ids of points already accepted.
+    status, other = await api.post("/v1/points", _points(cid, parts, 2, n=8), headers=KEY)
+    assert (status, other["error"]["code"]) == (422, "idempotency_key_reused")
+    service.deps.queue.max_points = 0
+    status, again = await api.post("/v1/points", body, headers=KEY)
+    assert (status, again["ids"]) == (202, error["ids"])  # run again, the same ids
+    assert await service.deps.workers.drain() == 8
+    await assert_settled_cleanly(service)
+    assert_exact(clean, set(error["ids"]))
+
+
+async def test_a_key_whose_holder_died_is_taken_over_once_its_lease_runs_out(
+        api: Api, service: Service) -> None:
+    cid, parts = await seed(api)
+    body = _points(cid, parts, 1)
+    raw = orjson.dumps(body)
+    # A process began this very request and died: its record is left in flight,
+    # its lease no longer renewed.
+    _, hold = await service.deps.idempotency.begin(
+        hash_token(TOKENS["admin"]), KEY["Idempotency-Key"], "POST /v1/points?ack=queued",
+        body_digest(raw))
+    hold.stop_heartbeat()
+    status, answer = await api.post("/v1/points", body=raw, content_type="application/json",
+                                    headers=KEY)
+    assert (status, answer["error"]["code"]) == (409, "idempotency_key_in_flight")
+
+    async def taken_over() -> tuple[int, Any] | None:
+        reply = await api.post("/v1/points", body=raw, content_type="application/json",
+                               headers=KEY)
+        return reply if reply[0] != 409 else None
+
+    status, answer = await until(taken_over, "the dead holder's lease to run out")
+    assert status == 202 and answer["accepted"] == 3
 
 
 @pytest.mark.parametrize("key", ["", "x" * 201, "has space", "naïve"])

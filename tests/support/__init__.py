@@ -18,7 +18,8 @@ fixtures from ``tests/conftest.py``; no test module imports another.
   ``seed``, ``batch``, ``drained``, ``assert_settled_cleanly`` (nothing retried
   or dead-lettered), ``plant_chunk`` (a chunk no producer of ours writes),
   ``BOTH_PATHS`` (for the tests whose behaviour depends on the ingest path),
-  ``TOKENS``, ``conformance_checks`` (schemathesis's).
+  ``TOKENS``, ``conformance_checks`` (schemathesis's), ``key_state`` (an
+  Idempotency-Key's record).
 * ``serve.py`` — ``serve`` starts ``run.py serve`` with the harness's launcher
   (``harness.server.ServeProcess``) on a data directory holding a template copy,
   with short leases; ``served`` is ``serve`` for a block (killed, and its stores
@@ -39,6 +40,7 @@ from tests.support.service import (
     batch,
     conformance_checks,
     drained,
+    key_state,
     make_settings,
     plant_chunk,
     seed,
@@ -58,6 +60,7 @@ from tests.support.waits import until, until_sync
 __all__ = [
     "BOTH_PATHS", "ROOT", "SERVE_ENV", "TOKENS", "Api", "BlackHoleProxy", "assert_exact",
     "assert_settled_cleanly", "batch", "call", "conformance_checks", "copy_cluster", "drained",
-    "lock_waiters", "locked", "make_settings", "plant_chunk", "register", "running", "seed",
-    "send", "serve", "served", "serving", "setup_competition", "sql", "until", "until_sync",
+    "key_state", "lock_waiters", "locked", "make_settings", "plant_chunk", "register",
+    "running", "seed", "send", "serve", "served", "serving", "setup_competition", "sql", "until",
+    "until_sync",
 ]

@@ -2,7 +2,8 @@
 
 ``blackhole()`` makes every connection open at that moment go silent in both
 directions — bytes are read and dropped, nothing is closed, no FIN and no RST —
-as when a NAT entry or a firewall state is lost mid-flow.  Connections opened
+as when a NAT entry or a firewall state is lost mid-flow; ``blackhole(replies_only=True)``
+silences only the server's replies (a call runs, its caller never hears of it).  Connections opened
 afterwards are carried normally.  Only 127.0.0.1; closed by its owner.
 """
 
@@ -30,11 +31,15 @@ class BlackHoleProxy:
         """``template`` with ``{port}`` replaced by this proxy's port."""
         return template.format(port=self.port)
 
-    def blackhole(self) -> None:
-        """Silence every connection carried now; later ones pass."""
+    def blackhole(self, *, replies_only: bool = False) -> None:
+        """Silence every connection carried now; later ones pass.
+
+        ``replies_only``: requests still reach the server, its replies are dropped —
+        a call that ran, whose caller cannot know it did.
+        """
         for flow in self._flows:
             if not flow["silent"]:
-                flow["silent"] = True
+                flow["silent"] = "replies" if replies_only else True
                 self.blackholed += 1
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -46,17 +51,20 @@ class BlackHoleProxy:
             return
         flow: dict[str, object] = {"silent": False, "writers": (writer, up_writer)}
         self._flows.append(flow)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.ensure_future(self._pump(source, sink, flow))
+        for source, sink, replies in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.ensure_future(self._pump(source, sink, flow, replies))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     @staticmethod
     async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter,
-                    flow: dict[str, object]) -> None:
+                    flow: dict[str, object], replies: bool) -> None:
+        def silent() -> bool:
+            return flow["silent"] is True or (replies and flow["silent"] == "replies")
+
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await source.read(65536):
-                if not flow["silent"]:
+                if not silent():
                     sink.write(data)
                     await sink.drain()
         if not flow["silent"]:  # a real close is passed on; a silenced flow stays open

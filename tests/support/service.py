@@ -10,7 +10,9 @@ import orjson
 import pytest
 import tornado.httpclient
 
+from server.access.auth import hash_token
 from server.config import INGEST_PATHS, Settings
+from server.ingest.idempotency import IdempotencyKeys
 from server.queue import keys
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
@@ -157,6 +159,14 @@ async def plant_chunk(service: Service, payload: bytes,
     await redis.rpush(keys.READY, chunk_id)
     await redis.hincrby(keys.STATS, "ready", 1)
 
+
+
+async def key_state(service: Service, key: str, token: str = "ingest") -> str | None:
+    """The state of an Idempotency-Key's record (``in_flight``, ``open``, ``done``), or
+    None when the key has none."""
+    record = IdempotencyKeys.record_key(hash_token(TOKENS[token]), key)
+    state = await service.deps.redis.hget(record, "state")
+    return None if state is None else state.decode()
 
 
 def conformance_checks() -> list[Any]:

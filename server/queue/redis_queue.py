@@ -20,7 +20,7 @@ import copy
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -54,11 +54,13 @@ class Claim:
 
     ``raw`` holds (chunk id, payload, handback record) per chunk; decoding is the
     worker's business, inside its guarded block, so a payload that cannot be
-    decoded is handed back (and counted) like any other failure.
+    decoded is handed back (and counted) like any other failure.  ``lost`` counts,
+    per chunk, the earlier holders whose lease expired with it (died or stalled).
     """
 
     token: str
     raw: list[tuple[str, bytes, str]]
+    lost: dict[str, int] = field(default_factory=dict)
 
     @property
     def ids(self) -> list[str]:
@@ -67,7 +69,8 @@ class Claim:
     def subset(self, ids: Sequence[str]) -> Claim:
         """The same claim (same token), limited to ``ids``."""
         wanted = set(ids)
-        return Claim(self.token, [entry for entry in self.raw if entry[0] in wanted])
+        return Claim(self.token, [entry for entry in self.raw if entry[0] in wanted],
+                     {k: v for k, v in self.lost.items() if k in wanted})
 
     def __bool__(self) -> bool:
         return bool(self.raw)
@@ -98,7 +101,7 @@ class PointQueue:
         self.enqueue_calls = 0  # ENQUEUE round trips made (coalescing makes fewer)
         self._gathering: list[tuple[list[Any], int, asyncio.Future]] = []
         self._flusher: asyncio.Future | None = None
-        self.dead = DeadLetterQueue(client, self.wakeup)
+        self.dead = DeadLetterQueue(client, self.wakeup, max_points=max_points)
         self._enqueue = client.register_script(scripts.ENQUEUE)
         self._claim = client.register_script(scripts.CLAIM)
         self._renew = client.register_script(scripts.RENEW)
@@ -216,8 +219,11 @@ class PointQueue:
                   keys.HANDBACKS],
             args=[int(lease_s * 1000), max_points, token],
         )
-        return Claim(token, [(flat[i].decode(), flat[i + 1], flat[i + 2].decode())
-                             for i in range(0, len(flat), 3)])
+        raw = [(flat[i].decode(), flat[i + 1], flat[i + 2].decode())
+               for i in range(0, len(flat), 4)]
+        lost = {flat[i].decode(): int(flat[i + 3]) for i in range(0, len(flat), 4)
+                if flat[i + 3] != b"0"}
+        return Claim(token, raw, lost)
 
     @translated
     async def renew(self, claim: Claim, lease_s: float) -> int:
@@ -263,7 +269,8 @@ class PointQueue:
     async def reclaim(self) -> tuple[int, int]:
         """Return expired leases to the queue and due retries; (expired, due) chunk counts."""
         expired, due = await self._reclaim(
-            keys=[keys.LEASES, keys.RETRY, keys.READY, keys.STATS, keys.HOLDERS],
+            keys=[keys.LEASES, keys.RETRY, keys.READY, keys.STATS, keys.HOLDERS,
+                  keys.HANDBACKS],
             args=[RECLAIM_LIMIT],
         )
         if expired or due:

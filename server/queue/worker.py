@@ -286,14 +286,20 @@ class Workers:
                                           now_ms, error))
                 self.stats.given_up += 1
                 continue
-            if handbacks >= limit:  # it keeps failing (or killing its holders): stop
-                error = f"handed back {handbacks} times; last: {last_error}"
+            lost = claim.lost.get(chunk_id, 0)
+            if handbacks >= limit or lost >= limit:  # it keeps failing or killing: stop
+                if handbacks >= limit:
+                    reason, count = "unexpected_error", handbacks
+                    error = f"handed back {handbacks} times; last: {last_error}"
+                else:  # its holders died (or stalled) with it in hand, one after another
+                    reason, count = "crashed_holder", lost
+                    error = (f"{lost} holders lost their lease on this chunk (died or "
+                             f"stalled with it in hand)")
                 if all(map(well_formed, chunk.points)):
-                    given_up += [DeadLetter(point, "unexpected_error", handbacks, now_ms,
-                                            now_ms, error) for point in chunk.points]
+                    given_up += [DeadLetter(point, reason, count, now_ms, now_ms, error)
+                                 for point in chunk.points]
                 else:  # no point to list or requeue: keep the chunk as it came
-                    given_up.append(DeadChunk(chunk_id, payload, "unexpected_error",
-                                              handbacks, now_ms, error))
+                    given_up.append(DeadChunk(chunk_id, payload, reason, count, now_ms, error))
                 self.stats.given_up += 1
                 continue
             chunks.append(chunk)

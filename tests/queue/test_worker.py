@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import orjson
 import pytest
@@ -299,7 +300,8 @@ async def test_an_undecodable_chunk_is_set_aside_while_its_claim_mates_commit(
     (entry,) = page["items"]
     assert (entry["point"], entry["reason"], entry["attempts"]) == (None, "undecodable", 5)
     assert entry["chunk_id"] == "00000000000000000000000000000000-1"
-    assert await api.post("/v1/admin/dlq/requeue", {"all": True}) == (200, {"requeued": 0})
+    assert await api.post("/v1/admin/dlq/requeue", {"all": True}) == (
+        200, {"requeued": 0, "refused_queue_full": 0, "not_requeueable": 1})
     status, purged = await api.request("DELETE", "/v1/admin/dlq", json={"all": True})
     assert (status, purged) == (200, {"purged": 1})
 
@@ -418,3 +420,50 @@ async def test_workers_stop_at_once_while_their_stores_breakers_are_open(
     # Neither the hour nor the held probe may keep the stop waiting for its deadline.
     await asyncio.wait_for(supervisor.stop(30.0), 2.0)
     assert not workers.postgres_breaker._probing  # the probe was released on the way out
+
+
+@BOTH_PATHS
+@pytest.mark.parametrize("settings", [{"queue_max_handbacks": 3}], indirect=True)
+async def test_a_chunk_whose_holders_keep_dying_is_dead_lettered_as_crashed_holder(
+        api: Api, service: Service, clean: Stores) -> None:
+    """Three holders in a row die with the chunks in hand (their leases expire, on
+    Redis's clock): the next claim dead-letters them instead of writing them, and
+    /metrics counts them by reason."""
+    cid, parts = await seed(api)
+    _, body = await api.post("/v1/points", {"points": [
+        {"competition_id": cid, "participant_id": parts[0], "value": 1}] * 3})
+    queue, redis = service.deps.queue, service.deps.redis
+    for death in range(3):
+        claim = await queue.claim(1000, lease_s=0.05)  # a holder that dies with it
+        assert claim and all(claim.lost.get(i, 0) == death for i in claim.ids)
+        deadline = max(score for _, score in await redis.zrange(keys.LEASES, 0, -1,
+                                                                withscores=True))
+
+        async def expired(deadline: float = deadline) -> bool:
+            return await redis_ms(redis) > deadline
+
+        await until(expired, "the dead holder's lease to expire", interval_s=0.01)
+        await service.deps.workers.reclaim_due()
+    service.deps.exporter.cache_s = 0.0  # every scrape renders anew
+    before = dead_lettered_metric(await api.http.fetch(api.base_url + "/metrics"))
+    assert await service.deps.workers.drain() == 0
+    assert sql(clean, "SELECT count(*) FROM points") == [(0,)]
+    _, page = await api.get("/v1/admin/dlq")
+    assert sorted((item["point"]["id"], item["reason"], item["attempts"])
+                  for item in page["items"]) == [(i, "crashed_holder", 3) for i in
+                                                 sorted(body["ids"])]
+    after = dead_lettered_metric(await api.http.fetch(api.base_url + "/metrics"))
+    assert after - before == 3
+    assert await redis.exists(keys.HANDBACKS) == 0  # settled: no trace left
+    # Requeued by an operator, they start afresh and commit.
+    assert (await api.post("/v1/admin/dlq/requeue", {"all": True}))[1]["requeued"] == 3
+    assert await service.deps.workers.drain() == 3
+    assert_exact(clean, set(body["ids"]))
+
+
+def dead_lettered_metric(response: Any) -> float:
+    """points_dead_lettered_total{reason="crashed_holder"} in a /metrics answer (0 if absent)."""
+    for line in response.body.decode().splitlines():
+        if line.startswith('points_dead_lettered_total{reason="crashed_holder"}'):
+            return float(line.split()[-1])
+    return 0.0

@@ -117,7 +117,7 @@ class DeadLetterQueue:
         """Requeue the points of these entries (one script call); add to ``done``; return
         how many moved."""
         entries = cast(list[bytes | None], await self.redis.hmget(keys.DEAD, ids))
-        points: list[tuple[str, list[Any]]] = []
+        points: list[tuple[str, Any]] = []
         for point_id, entry in zip(ids, entries):
             if entry is None:
                 continue  # gone meanwhile (requeued, purged, trimmed)

@@ -14,7 +14,8 @@ from server.errors import PoolTimeout, StoreUnavailable, WriteConflict
 from server.points import now_us
 from server.queue import keys
 from server.queue.breaker import CLOSED, HALF_OPEN, OPEN
-from server.queue.chunks import Chunk
+from server.queue.chunks import Chunk, chunk_size
+from server.queue.redis_queue import Claim
 from server.queue.worker import Workers
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import Stores
@@ -467,3 +468,32 @@ def dead_lettered_metric(response: Any) -> float:
         if line.startswith('points_dead_lettered_total{reason="crashed_holder"}'):
             return float(line.split()[-1])
     return 0.0
+
+
+@BOTH_PATHS
+async def test_a_worker_that_lost_its_lease_while_its_write_waited_writes_nothing(
+        api: Api, service: Service, clean: Stores) -> None:
+    """The write waits on a locked table; meanwhile the lease passes to another worker
+    (planted: the holder Redis knows is another claim's token, as after a reclaim and a
+    new claim).  Once the table is free the first worker's transaction rolls back: the
+    rows are the new holder's to write, and it writes them once."""
+    cid, parts = await seed(api)
+    _, body = await api.post("/v1/points", {"points": [
+        {"competition_id": cid, "participant_id": parts[i % 3], "value": 1}
+        for i in range(3)]})
+    workers, redis = service.deps.workers, service.deps.redis
+    with locked(clean, "points"):
+        stale = asyncio.ensure_future(workers.work_once(0))
+        await until(lambda: lock_waiters(clean) >= 1, "the write waiting on the lock")
+        held = {k.decode(): v.decode() for k, v in (await redis.hgetall(keys.HOLDERS)).items()}
+        await redis.hset(keys.HOLDERS, mapping=dict.fromkeys(held, "thief"))
+        await until(lambda: workers.leases[0].lost, "the stale worker to learn it lost")
+    assert await asyncio.wait_for(stale, 10) == sum(map(chunk_size, held))  # claimed
+    assert sql(clean, "SELECT count(*) FROM points") == [(0,)]  # nothing of it committed
+    assert workers.stats.leases_lost == 1
+    assert await redis.hgetall(keys.HOLDERS) == {k.encode(): b"thief" for k in held}
+    # The new holder hands the chunks back (say); the next claim writes them, once.
+    thief = Claim("thief", [(chunk_id, b"", "") for chunk_id in held])
+    assert await service.deps.queue.release(thief) == len(held)
+    assert await workers.drain() == 3
+    assert_exact(clean, set(body["ids"]))

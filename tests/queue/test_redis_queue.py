@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 import tornado.ioloop
 
-from server.errors import QueueFull
+from server.errors import EnqueueInterrupted, QueueFull
 from server.points import now_us
 from server.queue import keys
 from server.queue.chunks import Chunk, DeadLetter, Settlement, chunk_size
@@ -103,6 +103,40 @@ async def test_enqueue_is_refused_whole_past_the_bound(client: aioredis.Redis) -
     c = await counters(client)
     assert (c["ready"], c["enqueued"]) == (20, 20)
     await queue.enqueue(points(5, "y"))  # exactly to the bound
+
+
+async def test_coalesced_requests_share_calls_within_the_calls_bounds(
+        client: aioredis.Redis) -> None:
+    """Forty requests arrive together: they coalesce, but no call carries more than
+    its bound of chunks, or of bytes; every point goes in, in order."""
+    queue = make_queue(client, batch=10)
+    queue.call_max_chunks = 5
+    await asyncio.gather(*(queue.enqueue(points(1, f"a{i}-")) for i in range(20)))
+    assert queue.largest_call[0] == 5 and queue.enqueue_calls >= 4
+    one = len(Chunk("x-1", points(1, "b0-")).payload())
+    queue.call_max_chunks, queue.call_max_bytes = 1000, 3 * one
+    queue.largest_call = (0, 0)
+    await asyncio.gather(*(queue.enqueue(points(1, f"b{i}-")) for i in range(20)))
+    assert queue.largest_call[1] <= 3 * one and queue.largest_call[0] == 3
+    ready = [i.decode() for i in await client.lrange(keys.READY, 0, -1)]
+    ids = [Chunk.from_payload(i, await client.hget(keys.ITEMS, i)).points[0][0] for i in ready]
+    assert ids == [f"a{i}-0" for i in range(20)] + [f"b{i}-0" for i in range(20)]
+    assert (await counters(client))["ready"] == 40
+
+
+@BOTH_PATHS
+async def test_a_request_larger_than_a_call_is_cut_and_a_cut_past_the_bound_is_partial(
+        client: aioredis.Redis, ingest_path: str) -> None:
+    queue = make_queue(client, ingest_path, batch=10, max_points=45)
+    queue.call_max_chunks = 2  # 20 points a call on the pipelined path, 2 on the naive
+    await queue.enqueue(points(25))
+    assert queue.largest_call[0] <= 2
+    assert queue.enqueue_calls == (25 if ingest_path == "naive" else 2)
+    assert (await counters(client))["ready"] == 25
+    with pytest.raises(EnqueueInterrupted) as caught:
+        await queue.enqueue(points(25, "x"))  # room for 20 more: the first call's
+    assert (caught.value.accepted, caught.value.unknown) == (20, 0)
+    assert (await counters(client))["ready"] == 45
 
 
 async def test_settle_acknowledges_schedules_retries_and_dead_letters_in_one_step(

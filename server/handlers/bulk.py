@@ -20,6 +20,7 @@ the lines after ``accepted_through_line`` (and only when nothing is unknown).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import tornado.web
@@ -36,6 +37,7 @@ SLICE_LINES = 250  # lines parsed and validated per slice of the event loop (~1 
 class BulkHandler(BodyHandler):
     role = "ingest"
     content_types = ("text/csv", "application/x-ndjson")
+    buffers_body = False  # a piece at a time: held while it is handled, not the whole upload
 
     def max_body_bytes(self) -> int:
         return self.deps.settings.bulk_max_bytes
@@ -70,7 +72,14 @@ class BulkHandler(BodyHandler):
             return
         try:
             self.count_body(chunk)
-            await self._consume(self._lines.feed(chunk))
+            self.hold_body(len(chunk))  # while this piece is parsed and enqueued
+            self._busy_body = True  # a slow enqueue is not the client idling
+            try:
+                await self._consume(self._lines.feed(chunk))
+            finally:
+                self._busy_body = False
+                self._last_byte = time.monotonic()
+                self.release_body(len(chunk))
         except Exception as exc:  # the request's boundary: answer, never drop the link
             self.refuse(exc)
 

@@ -55,6 +55,8 @@ ERROR_TEXT = {
     401: "Missing, malformed, unknown or revoked token (`unauthorized`).",
     403: "The token's role is too low (`forbidden`).",
     404: "No such resource, or no route (`not_found`).",
+    408: "The body stopped arriving: no byte for `HTTP_BODY_IDLE_S` seconds "
+         "(`body_idle`); the connection is closed.",
     409: "A competition with this slug exists (`slug_taken`).",
     413: "Body over the limit: refused from its Content-Length before it is read, or as "
          "soon as a streamed body crosses it (`payload_too_large`).",
@@ -67,7 +69,9 @@ ERROR_TEXT = {
          "`Retry-After` seconds.",
     503: "A store cannot take the request now (`unavailable`), the queue is full "
          "(`queue_full`), or Redis is down and a point names an unknown competition or "
-         "participant (`unknown_references`).  Retry after `Retry-After` seconds.",
+         "participant (`unknown_references`); or this server process holds as many "
+         "request bodies as `HTTP_BODIES_MAX_BYTES` allows (`overloaded`).  Retry after "
+         "`Retry-After` seconds.",
 }
 
 # name -> (schema, example)

@@ -149,9 +149,11 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         if sockets is None:
             sockets = bind(settings.address, settings.port)
             stack.callback(_close_sockets, sockets)
+        # A body read whole (a route that streams none) must arrive within
+        # HTTP_BODY_IDLE_S; streamed bodies are cut when idle that long instead.
         server = tornado.httpserver.HTTPServer(
             make_app(deps), max_body_size=settings.http_body_max_bytes,
-            idle_connection_timeout=60)
+            idle_connection_timeout=60, body_timeout=settings.http_body_idle_s)
         server.add_sockets(sockets)
         stack.push_async_callback(_stop_http, server, serving, deadline)
         port = sockets[0].getsockname()[1]

@@ -9,8 +9,8 @@ store is down), a body (400, 413, 415, 422), query or header parameters (422),
 a path id (404); a body may also be cut when idle (408) or refused while the
 process holds as many bodies as it may (503) — plus those it lists itself; the
 codes each status can carry are the handlers' error table's (``ERROR_CODES``).
-Limits that depend on the settings (``POINTS_MAX_BATCH``, body sizes, the rate limit) come from the
-``Settings`` the document is built with.
+Limits that depend on the settings (``POINTS_MAX_BATCH``, body sizes, the rate
+limit) come from the ``Settings`` the document is built with.
 """
 
 from __future__ import annotations

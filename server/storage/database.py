@@ -176,11 +176,12 @@ class Database:
                        self._waiting.get(id(pool), 0)) for role, pool in pools.items()}
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """Close the pools; connections still out after ``timeout_s`` are cut."""
+        """Close the pools; connections still out after ``timeout_s`` (in all) are cut."""
+        end = time.monotonic() + timeout_s
         for pool in {id(self.pool): self.pool, id(self.read_pool): self.read_pool}.values():
             pool.close()
             try:
-                await asyncio.wait_for(pool.wait_closed(), timeout_s)
+                await asyncio.wait_for(pool.wait_closed(), max(0.0, end - time.monotonic()))
             except TimeoutError:
                 await pool.clear()
                 pool.terminate()

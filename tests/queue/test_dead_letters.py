@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from server.points import now_us
@@ -65,6 +66,10 @@ async def test_requeue_all_ends_while_the_requeued_points_fail_again(
 
     await until(all_dead_again, "every requeued point dead-lettered again")
     assert (await service.deps.queue.stats())["totals"]["dead_lettered"] == 6000
+    # Each planted entry (failed in 1970) was requeued, so each failed anew: once each.
+    entries = [orjson.loads(e) for e in (await service.deps.redis.hgetall(keys.DEAD)).values()]
+    assert len(entries) == 3000
+    assert not [e for e in entries if e["last_failed_at"].startswith("1970")]
 
 
 UNREADABLE = {"junk": b"\xff\x00 not json", "number": b"42", "no-reason": b'{"raw": 1}',

@@ -17,6 +17,9 @@ rows' standings deltas.  A group's outcome:
 Fenced: given a ``fence`` (the worker's lease), each group's statement runs in a
 transaction that commits only if the fence says the claim is still held; else
 it is rolled back and ``LeaseLost`` propagates (the chunks' new holder writes them).
+``BEGIN`` rides with the statement, so the fence costs one round trip (the
+``COMMIT``); an autocommitted statement could not be fenced: one held up (a lock,
+a slow disk) commits whenever it ends, and aiopg's cancel only closes the socket.
 
 The decisions are collected in a ``Settlement`` that the worker applies to Redis
 in one step, after the transactions committed.
@@ -98,8 +101,8 @@ class ClaimWriter:
                 async with self.db.cursor() as cur:  # one statement: its own transaction
                     inserted, refused = await sql.write_batch(cur, batch)
             else:
-                async with self.db.transaction() as cur:
-                    inserted, refused = await sql.write_batch(cur, batch)
+                async with self.db.transaction(begin=False) as cur:
+                    inserted, refused = await sql.write_batch(cur, batch, begin=True)
                     if not await fence():
                         raise LeaseLost("the lease was lost before the write committed")
         except DataRejected as exc:

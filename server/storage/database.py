@@ -143,10 +143,13 @@ class Database:
                 await pool.release(conn)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        """A cursor inside BEGIN … COMMIT, rolled back on any exception."""
+    async def transaction(self, *, begin: bool = True) -> AsyncIterator[Any]:
+        """A cursor inside BEGIN … COMMIT, rolled back on any exception.  ``begin=False``:
+        the caller's first statement opens the transaction itself (``BEGIN;`` ahead of
+        it: one round trip less)."""
         async with self.cursor() as cur:
-            await cur.execute("BEGIN")
+            if begin:
+                await cur.execute("BEGIN")
             try:
                 yield cur
             except BaseException:

@@ -163,20 +163,22 @@ class PointBatch:
         return {name: "{" + ",".join(parts) + "}" for name, parts in zip(names, self._columns)}
 
 
-async def write_batch(cur: Any, batch: PointBatch, *, all_or_nothing: bool = False
-                      ) -> tuple[int, list[Refusal]]:
+async def write_batch(cur: Any, batch: PointBatch, *, all_or_nothing: bool = False,
+                      begin: bool = False) -> tuple[int, list[Refusal]]:
     """Write a ``PointBatch`` in one statement (one transaction): the points whose
     references hold are inserted (idempotent on id), with their standings deltas.
 
     Returns (rows inserted, refused), refused in batch order: points whose
     competition or participant is unknown, or whose participant belongs to another
     competition, or whose value is out of range.  ``all_or_nothing``: if any is
-    refused, nothing is inserted.
+    refused, nothing is inserted.  ``begin``: open a transaction in the same round
+    trip (``BEGIN;`` ahead of the statement), for the caller to commit.
     """
     refused = list(batch.refused)
     if not batch.writable or (all_or_nothing and refused):
         return 0, refused
-    await cur.execute(WRITE_POINTS, {**batch.params(), "all_or_nothing": all_or_nothing})
+    await cur.execute(("BEGIN;\n" if begin else "") + WRITE_POINTS,
+                      {**batch.params(), "all_or_nothing": all_or_nothing})
     inserted = 0
     for position, value, _ in await cur.fetchall():
         if position == 0:

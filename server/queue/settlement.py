@@ -97,7 +97,7 @@ class ClaimWriter:
                 await asyncio.sleep(0)
             batch.add(points)
         try:
-            if fence is None:
+            if fence is None or not batch.writable:  # unfenced, or no statement to fence
                 async with self.db.cursor() as cur:  # one statement: its own transaction
                     inserted, refused = await sql.write_batch(cur, batch)
             else:

@@ -70,6 +70,8 @@ class Settings:
     points_max_batch: int = 10000
     bulk_max_bytes: int = 1 << 30
     bulk_chunk_points: int = 5000
+    http_bodies_max_bytes: int = 256 << 20  # request bodies held at once, per process
+    http_body_idle_s: float = 30.0  # a body that sends no byte for this long is cut
     ack_timeout_s: float = 5.0
     idempotency_ttl_s: float = 86400.0
     idempotency_lease_s: float = 10.0
@@ -231,6 +233,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POINTS_MAX_BATCH": ("points_max_batch", _int(1, 1000000)),
     "BULK_MAX_BYTES": ("bulk_max_bytes", _int(1)),
     "BULK_CHUNK_POINTS": ("bulk_chunk_points", _int(1, 1_000_000)),
+    "HTTP_BODIES_MAX_BYTES": ("http_bodies_max_bytes", _int(1)),
+    "HTTP_BODY_IDLE_S": ("http_body_idle_s", _float(0, strict=True)),
     "ACK_TIMEOUT_S": ("ack_timeout_s", _float(0, strict=True)),
     "IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", _float(1)),
     "IDEMPOTENCY_LEASE_S": ("idempotency_lease_s", _float(0, strict=True)),
@@ -343,6 +347,12 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
         if {field, "queue_max_points"} & given and value > s.queue_max_points:
             problems.append(f"QUEUE_MAX_POINTS={s.queue_max_points}: must be at least "
                             f"{name}={value}")
+    # One JSON body of the largest size must fit in what bodies may hold at once.
+    if {"http_bodies_max_bytes", "points_max_batch"} & given and (
+            s.http_bodies_max_bytes < s.json_body_max_bytes):
+        problems.append(f"HTTP_BODIES_MAX_BYTES={s.http_bodies_max_bytes}: must be at least "
+                        f"the largest JSON body, {s.json_body_max_bytes} bytes (set by "
+                        f"POINTS_MAX_BATCH={s.points_max_batch})")
     # Asked for error reports, but the SDK that sends them is not installed.
     if s.sentry_dsn is not None and not sentry_installed():
         problems.append(SENTRY_MISSING)

@@ -322,7 +322,8 @@ DEAD_LETTER = _obj({
               "description": "null for a chunk that could not be split into points"},
     "reason": {"type": "string", "description": "unknown_participant, unknown_competition, "
                                                 "data_error, invalid_value, id_conflict, "
-                                                "unexpected_error, undecodable"},
+                                                "unexpected_error, undecodable, "
+                                                "crashed_holder"},
     "attempts": COUNT, "first_failed_at": TIMESTAMP, "last_failed_at": TIMESTAMP,
     "last_error": {"type": "string"},
     "chunk_id": {"type": "string"}, "payload_base64": {"type": "string"},
@@ -330,7 +331,8 @@ DEAD_LETTER = _obj({
 DLQ_PAGE = _obj({"items": {"type": "array", "items": ref("DeadLetter")},
                  "next_cursor": {"type": ["string", "null"]}}, ("items", "next_cursor"))
 PAUSED = _obj({"paused": {"type": "boolean"}}, ("paused",))
-REQUEUED = _obj({"requeued": COUNT}, ("requeued",))
+REQUEUED = _obj({"requeued": COUNT, "refused_queue_full": COUNT, "not_requeueable": COUNT},
+               ("requeued",))
 PURGED = _obj({"purged": COUNT}, ("purged",))
 HEALTH = _obj({"status": {"enum": ["ok", "draining"]}}, ("status",))
 _CHECK = _obj({"ok": {"type": "boolean"}, "latency_ms": {"type": "number"},

@@ -423,6 +423,71 @@ MUTATIONS = (
        "server/queue/durability.py", "            if self.vouched:", "            if False:",
        D + "test_a_redis_refusing_config_get_is_accepted_in_prod_only_when_its_durability_"
        "is_vouched"),
+    # --- bounded work per call, bookkeeping that cannot leak ---------------------------
+    _m("commit-counts-kept", "the admin view's commit counts never outlive a quiet gap",
+       "per-second commit counts are not trimmed by time",
+       "server/queue/scripts.py",
+       "    if at == nil or at < second - 60 then stale[#stale + 1] = field end",
+       "    if false then stale[#stale + 1] = field end",
+       Q + "test_per_second_commit_counts_keep_only_the_last_minute_after_a_quiet_gap"),
+    _m("requeue-past-bound", "a DLQ requeue keeps the queue's bound",
+       "the requeue admits points past QUEUE_MAX_POINTS",
+       "server/queue/dead_letters.py", "        args: list[Any] = [self.max_points]",
+       "        args: list[Any] = [0]",
+       "tests/queue/test_dead_letters.py::test_requeue_stops_at_the_queue_bound_and_says_"
+       "how_many_stayed"),
+    _m("requeue-all-rereads", "a DLQ requeue always ends",
+       "requeue-all reads the DLQ until it is empty, requeued entries included",
+       "server/queue/dead_letters.py",
+       "        budget = int(await self.redis.zcard(keys.DEAD_INDEX))\n"
+       "        offset = 0  # entries left in place so far, at the front of the range\n"
+       "        while budget > 0:\n"
+       "            ids = [i.decode() for i in cast(list[bytes], await self.redis.zrangebyscore(\n"
+       "                keys.DEAD_INDEX, \"-inf\", began_ms, start=offset,",
+       "        budget = 10 ** 9\n"
+       "        offset = 0  # entries left in place so far, at the front of the range\n"
+       "        while budget > 0:\n"
+       "            ids = [i.decode() for i in cast(list[bytes], await self.redis.zrangebyscore(\n"
+       "                keys.DEAD_INDEX, \"-inf\", \"+inf\", start=offset,",
+       "tests/queue/test_dead_letters.py::test_requeue_all_ends_while_the_requeued_points_"
+       "fail_again"),
+    _m("crashed-holder-uncounted", "nothing loops forever: a chunk that kills its holders",
+       "an expired lease is not counted against its chunk",
+       "server/queue/scripts.py", "  redis.call('HINCRBY', KEYS[6], 'lost:' .. id, 1)\n",
+       "",
+       W + "test_a_chunk_whose_holders_keep_dying_is_dead_lettered_as_crashed_holder"),
+    _m("write-unfenced", "a worker that lost its lease writes nothing more",
+       "the write commits without confirming the lease",
+       "server/queue/worker.py",
+       "            outcome = await self.writer.write(chunks, lease.confirm)",
+       "            outcome = await self.writer.write(chunks)",
+       W + "test_a_worker_that_lost_its_lease_while_its_write_waited_writes_nothing"),
+    _m("enqueue-call-unbounded", "bounded work per call: ENQUEUE",
+       "coalesced groups go in one call whatever their number",
+       "server/queue/redis_queue.py",
+       "            if batch and (chunks + len(group) // 2 > self.call_max_chunks",
+       "            if False and (chunks + len(group) // 2 > self.call_max_chunks",
+       Q + "test_coalesced_requests_share_calls_within_the_calls_bounds"),
+    _m("bodies-unbounded", "bounded work per call: request bodies",
+       "a JSON body is not counted against the process's body budget",
+       "server/handlers/base.py",
+       "        if self.buffers_body and length is not None and length.isascii() "
+       "and length.isdigit():",
+       "        if False:",
+       "tests/handlers/test_base.py::test_a_body_past_what_the_process_may_hold_is_503_"
+       "overloaded_until_room_frees"),
+    _m("idle-body-kept", "bounded work per call: idle bodies",
+       "a streamed body that stops arriving is waited for",
+       "server/handlers/base.py", "        self._arm_idle(self.deps.settings.http_body_idle_s)\n",
+       "",
+       "tests/handlers/test_base.py::test_a_body_that_stops_arriving_is_cut_with_408"),
+    _m("stop-closes-unbounded", "the whole stop keeps to SHUTDOWN_TIMEOUT",
+       "a pool's close waits its own 10 s for connections still out",
+       "server/runtime/lifecycle.py",
+       "        await asyncio.wait_for(close(max(0.0, left - 0.1)), left)",
+       "        await close(10.0)",
+       "tests/test_lifecycle.py::test_the_whole_stop_keeps_to_shutdown_timeout_though_a_"
+       "connection_is_kept"),
 )
 
 

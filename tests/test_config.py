@@ -80,6 +80,14 @@ def test_a_queue_bound_below_one_request_or_chunk_is_refused() -> None:
     assert "QUEUE_MAX_POINTS=500: must be at least BULK_CHUNK_POINTS=5000" in found
 
 
+def test_a_body_budget_below_the_largest_json_body_is_refused() -> None:
+    found = problems({"HTTP_BODIES_MAX_BYTES": "1000000", "POINTS_MAX_BATCH": "4000"})
+    assert ("HTTP_BODIES_MAX_BYTES=1000000: must be at least the largest JSON body, "
+            "2048000 bytes (set by POINTS_MAX_BATCH=4000)") in found
+    assert load_settings({"HTTP_BODIES_MAX_BYTES": "2048000", "POINTS_MAX_BATCH": "4000",
+                          "HTTP_BODY_IDLE_S": "2.5"}).http_body_idle_s == 2.5
+
+
 def test_prod_also_requires_a_log_dir() -> None:
     found = problems({"PROD": "true"})
     assert "LOG_DIR: required when PROD=true (app.log and error.log are kept there)" in found

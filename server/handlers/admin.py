@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from server import schemas
 from server.errors import InvalidInput
 from server.handlers.base import BaseHandler, BodyHandler
@@ -85,8 +87,11 @@ class DeadLettersHandler(BodyHandler):
 
 
 class RequeueHandler(BodyHandler):
+    """POST /v1/admin/dlq/requeue: within the queue's bound, so the answer may be partial
+    (``refused_queue_full`` points stay dead-lettered; send it again later)."""
+
     role = "admin"
 
     async def post_body(self) -> None:
-        requeued = await self.deps.queue.dead.requeue(_selection(self.body))
-        self.write_json({"requeued": requeued})
+        done = await self.deps.queue.dead.requeue(_selection(self.body))
+        self.write_json(dataclasses.asdict(done))

@@ -8,12 +8,18 @@ without details, logged with its traceback.
 
 Bodies: handlers that take JSON stream their body (``stream_request_body``) so
 that an oversized body is refused with 413 from its Content-Length, or as soon
-as it crosses the limit, without being buffered first.
+as it crosses the limit, without being buffered first.  What bodies hold in
+memory at once is bounded per process (``HTTP_BODIES_MAX_BYTES``: a body that
+would pass it is answered 503 ``overloaded`` with ``Retry-After``), and a body
+that stops arriving for ``HTTP_BODY_IDLE_S`` is cut (408 ``body_idle``, and the
+connection closed): a slow or stalled client cannot hold the process's memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,8 +31,10 @@ from server import schemas
 from server.errors import PartiallyAccepted, ServiceError, StoreUnavailable
 from server.handlers.errors import (
     BadParameter,
+    BodyIdle,
     HttpError,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     UnsupportedMediaType,
     http_error_for,
@@ -207,6 +215,7 @@ class BodyHandler(BaseHandler):
     """
 
     content_types: tuple[str, ...] = ("application/json",)
+    buffers_body = True  # holds the whole body until the verb method (bulk: a piece at a time)
 
     def max_body_bytes(self) -> int:
         return self.deps.settings.json_body_max_bytes
@@ -218,8 +227,15 @@ class BodyHandler(BaseHandler):
         connection = self.request.connection
         assert isinstance(connection, HTTP1Connection)  # tornado's server speaks HTTP/1.x
         connection.set_max_body_size(max(limit, 1) + 1)
+        # The server's whole-body timeout is for bodies read whole; a streamed one may
+        # take long (a large upload) and is cut only when idle (``_idle_due``).
+        connection.set_body_timeout(None)  # type: ignore[arg-type]  # tornado reads None as "none"
         self._chunks: list[bytes] = []
         self._size = 0
+        self._held = 0  # bytes of the process's body budget this request holds
+        self._declared = False  # the whole Content-Length is held already
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._busy_body = False  # a piece is being handled (not the client's idle time)
         await super().prepare()
         if self.request.method not in ("POST", "PUT", "PATCH", "DELETE"):
             self._before_body = False
@@ -233,7 +249,55 @@ class BodyHandler(BaseHandler):
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(f"body of {length} bytes exceeds the limit of {limit}")
+        if self.buffers_body and length is not None and length.isascii() and length.isdigit():
+            self.hold_body(int(length))
+            self._declared = True
         self._before_body = False
+        self._last_byte = time.monotonic()
+        self._arm_idle(self.deps.settings.http_body_idle_s)
+
+    # --- the process's body budget and the idle cut -------------------------------
+
+    def hold_body(self, size: int) -> None:
+        """Count ``size`` bytes against the process's body budget; Overloaded past it."""
+        serving, limit = self.deps.serving, self.deps.settings.http_bodies_max_bytes
+        if serving.body_bytes + size > limit:
+            raise Overloaded("the server holds as many request bodies as it may; retry "
+                             "shortly", headers={"Retry-After": "1"})
+        serving.body_bytes += size
+        self._held += size
+
+    def release_body(self, size: int | None = None) -> None:
+        """Give back ``size`` held bytes (all of them when None)."""
+        size = self._held if size is None else min(size, self._held)
+        self.deps.serving.body_bytes -= size
+        self._held -= size
+
+    def _arm_idle(self, delay_s: float) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_later(delay_s, self._idle_due)
+
+    def _idle_due(self) -> None:
+        self._idle_timer = None
+        if self._finished or self.request.connection is None:
+            return
+        idle_s = self.deps.settings.http_body_idle_s
+        quiet_s = time.monotonic() - self._last_byte
+        if self._busy_body or quiet_s < idle_s:
+            self._arm_idle(idle_s if self._busy_body else idle_s - quiet_s)
+            return
+        self.refuse(BodyIdle(f"no byte of the body arrived for {idle_s:g} s; the "
+                             f"connection is closed"))
+
+    def _body_done(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def on_finish(self) -> None:
+        if hasattr(self, "_held"):
+            self._body_done()
+            self.release_body()
+        super().on_finish()
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # Answered before the body was read (refused in prepare or mid-stream),
@@ -245,6 +309,7 @@ class BodyHandler(BaseHandler):
 
     def count_body(self, chunk: bytes) -> None:
         """Add ``chunk`` to the body size; PayloadTooLarge once past the limit."""
+        self._last_byte = time.monotonic()
         self._size += len(chunk)
         if self._size > self.max_body_bytes():
             raise PayloadTooLarge(f"body exceeds the limit of {self.max_body_bytes()} bytes")
@@ -254,7 +319,9 @@ class BodyHandler(BaseHandler):
             return None
         try:
             self.count_body(chunk)
-        except PayloadTooLarge as exc:
+            if not self._declared:  # no Content-Length (chunked): held as it arrives
+                self.hold_body(len(chunk))
+        except (PayloadTooLarge, Overloaded) as exc:
             self.refuse(exc)
             return None
         self._chunks.append(chunk)
@@ -271,10 +338,12 @@ class BodyHandler(BaseHandler):
         self.send_error(500, exc_info=(type(exc), exc, exc.__traceback__))
 
     async def post(self, *args: str) -> None:
+        self._body_done()
         if not self._finished:
             await self.post_body(*args)
 
     async def delete(self, *args: str) -> None:
+        self._body_done()
         if not self._finished:
             await self.delete_body(*args)
 

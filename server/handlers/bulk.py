@@ -30,6 +30,7 @@ the first was (or 422 if its digest differs).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -51,6 +52,7 @@ GATED_MAX_FACTOR = 2
 class BulkHandler(BodyHandler):
     role = "ingest"
     content_types = ("text/csv", "application/x-ndjson", "application/octet-stream")
+    buffers_body = False  # a piece at a time: held while it is handled, not the whole upload
 
     def max_body_bytes(self) -> int:
         return self.deps.settings.bulk_max_bytes
@@ -101,8 +103,16 @@ class BulkHandler(BodyHandler):
                 self._digest.receive(chunk)  # a checkpoint it completes must match
             if self._replay is not None:  # read to the end and compared, nothing enqueued
                 self._digest.advance(self._digest.received)  # type: ignore[union-attr]
+                self._last_byte = time.monotonic()
                 return
-            await self._consume(self._lines.feed(chunk))
+            self.hold_body(len(chunk))  # while this piece is parsed and enqueued
+            self._busy_body = True  # a slow enqueue is not the client idling
+            try:
+                await self._consume(self._lines.feed(chunk))
+            finally:
+                self._busy_body = False
+                self._last_byte = time.monotonic()
+                self.release_body(len(chunk))
             if self._digest is not None:  # hash what is parsed: only the tail stays held
                 self._digest.advance(self._lines.line_end)
         except Exception as exc:  # the request's boundary: answer, never drop the link

@@ -59,6 +59,7 @@ ERROR_TEXT = {
     401: "No usable token.",
     403: "The token's role is too low.",
     404: "Not found.",
+    408: "The body stopped arriving; the connection is closed.",
     409: "The request conflicts with what is stored.",
     413: "The body is over the limit.",
     415: "Wrong Content-Type.",
@@ -96,6 +97,9 @@ ERROR_CODE_TEXT = {
     "queue_full": "the queue is full",
     "unknown_references": "Redis is down and a point names an unknown competition or "
                           "participant",
+    "body_idle": "no byte of the body for `HTTP_BODY_IDLE_S` seconds",
+    "overloaded": "this server process holds as many request bodies as "
+                  "`HTTP_BODIES_MAX_BYTES` allows",
 }
 
 # name -> (schema, example)

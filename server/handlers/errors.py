@@ -61,6 +61,20 @@ class UnsupportedMediaType(HttpError):
     code = "unsupported_media_type"
 
 
+class Overloaded(HttpError):
+    """The process holds as many request-body bytes as it may (HTTP_BODIES_MAX_BYTES)."""
+
+    status = 503
+    code = "overloaded"
+
+
+class BodyIdle(HttpError):
+    """The client stopped sending its body (no byte for HTTP_BODY_IDLE_S)."""
+
+    status = 408
+    code = "body_idle"
+
+
 class BadParameter(HttpError):
     """A query parameter or path value that cannot be used."""
 
@@ -113,7 +127,7 @@ _TABLE: list[tuple[type[errors.ServiceError], int, str | None, Any]] = [
     (errors.DataRejected, 422, None, None),
 ]
 _HTTP_ONLY: tuple[type[HttpError], ...] = (NotFound, PayloadTooLarge, UnsupportedMediaType,
-                                           BadParameter)
+                                           BadParameter, Overloaded, BodyIdle)
 # Tornado answers these itself, through ``write_error``: a path or query that is
 # not UTF-8 (400), a method the route's handler does not define (405).
 _TORNADO = {400: "bad_request", 405: "method_not_allowed"}

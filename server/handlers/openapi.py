@@ -6,11 +6,12 @@ an error (``UndocumentedRoute``), never a silent gap, and an entry whose route
 is not served is left out.  The statuses an operation can answer are derived
 from what it does — a token (401, 403 above ``read``, 429, 503 while the token
 store is down), a body (400, 413, 415, 422), query or header parameters (422),
-a path id (404) — plus those it lists itself; the codes each status can carry
-are the handlers' error table's (``ERROR_CODES``), listed by the status's one
-shared response (``components/responses/Error{status}``, ``x-error-codes``), whose
-body is the one ``Error`` schema.  Limits that depend on the
-settings (``POINTS_MAX_BATCH``, body sizes, the rate limit) come from the
+a path id (404); a body may also be cut when idle (408) or refused while the
+process holds as many bodies as it may (503) — plus those it lists itself; the
+codes each status can carry are the handlers' error table's (``ERROR_CODES``),
+listed by the status's one shared response (``components/responses/Error{status}``,
+``x-error-codes``), whose body is the one ``Error`` schema.  Limits that depend
+on the settings (``POINTS_MAX_BATCH``, body sizes, the rate limit) come from the
 ``Settings`` the document is built with.
 """
 
@@ -161,7 +162,7 @@ def _error_statuses(op: Operation, path_parameters: list[dict[str, Any]]) -> lis
         if op.role != READ:  # every token has at least `read`
             statuses.add(403)
     if op.body is not None:
-        statuses |= {400, 413, 415, 422}
+        statuses |= {400, 408, 413, 415, 422, 503}
     if op.params:
         statuses.add(422)  # a value out of bounds
     if any(PARAMETERS[key]["in"] == "query" for key in op.params):

@@ -46,6 +46,7 @@ class ServingState:
 
     draining: bool = False
     inflight: int = 0  # requests between prepare() and on_finish()
+    body_bytes: int = 0  # bytes request bodies hold now (HTTP_BODIES_MAX_BYTES bounds it)
 
 
 async def _timed(probe: Awaitable[dict[str, Any]]) -> dict[str, Any]:

@@ -5,27 +5,56 @@ content digest for an ``id_conflict``), or ``chunk:<id>`` — ordered by last
 failure in ``pq:dead:index``; the SETTLE script adds them and trims the queue to
 its bounds (``DLQ_MAX_ENTRIES``, ``DLQ_MAX_AGE_S``).  From here an operator lists
 them, sends points back to the queue with their attempts reset, or purges them.
+
+Entries are read as data that may be anything (another producer, an older
+version, a hand edit): one that is not an entry of ours is shown as
+``unreadable_entry`` and is never requeued, never a failure of the request.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
 
 from server.queue import keys, scripts
-from server.queue.chunks import Chunk, new_chunk_ids
+from server.queue.chunks import Chunk, new_chunk_ids, well_formed
 from server.queue.wakeup import WakeUp
 from server.redis_client import translated
 
+REQUEUE_PAGE = 1000  # entries read and moved per call of a requeue
+
+
+@dataclass
+class Requeued:
+    """What a requeue did: points moved back to the queue, points left in the DLQ because
+    the queue was at ``QUEUE_MAX_POINTS``, and entries that hold no point to requeue
+    (a chunk kept whole, an unreadable entry)."""
+
+    requeued: int = 0
+    refused_queue_full: int = 0
+    not_requeueable: int = 0
+
+
+def _decoded(entry: bytes) -> dict[str, Any] | None:
+    """A stored entry as ours are written (a JSON object with a reason), or None."""
+    try:
+        data = orjson.loads(entry)
+    except orjson.JSONDecodeError:
+        return None
+    return data if type(data) is dict and type(data.get("reason")) is str else None
+
 
 class DeadLetterQueue:
-    def __init__(self, client: aioredis.Redis, wakeup: WakeUp) -> None:
+    def __init__(self, client: aioredis.Redis, wakeup: WakeUp, *, max_points: int = 0
+                 ) -> None:
         self.redis = client
         self.wakeup = wakeup  # a requeue wakes the idle workers
+        self.max_points = max_points  # the queue's admission bound (0 = none)
         self._requeue_dead = client.register_script(scripts.REQUEUE_DEAD)
         self._purge_dead = client.register_script(scripts.PURGE_DEAD)
 
@@ -46,9 +75,8 @@ class DeadLetterQueue:
         for point_id, entry in zip(ids, raw):
             if entry is None:
                 continue
-            try:
-                data = orjson.loads(entry)
-            except orjson.JSONDecodeError:  # written by something else: show, don't fail
+            data = _decoded(entry)
+            if data is None:  # written by something else: show, don't fail
                 data = {"point": None, "key": point_id.decode(errors="replace"),
                         "reason": "unreadable_entry", "raw_base64":
                         base64.b64encode(entry).decode()}
@@ -58,33 +86,61 @@ class DeadLetterQueue:
         return entries, (offset + limit if len(ids) == limit else None)
 
     @translated
-    async def requeue(self, point_ids: Sequence[str] | None) -> int:
+    async def requeue(self, point_ids: Sequence[str] | None) -> Requeued:
         """Move dead-lettered points (given ids, or all when None) back to the queue.
 
-        A dead-lettered chunk that could not be decoded has no point to requeue: it
-        stays for inspection until purged.
+        Within the queue's bound: once ``QUEUE_MAX_POINTS`` are queued, the rest stay
+        dead-lettered and are counted as refused.  "All" means the entries that
+        failed before this call (Redis's clock) and at most as many as there were:
+        a requeued point that fails again is dead-lettered anew, after the call
+        began, and is not picked up again, so the call always ends.  A chunk kept
+        whole, or an entry that is not ours, has no point to requeue: it stays
+        for inspection until purged.
         """
-        moved, skipped = 0, 0  # skipped: entries with no point to requeue (undecodable)
-        while True:
-            batch = list(point_ids) if point_ids is not None else [
-                i.decode() for i in cast(list[bytes], await self.redis.zrange(
-                    keys.DEAD_INDEX, skipped, skipped + 999))]
-            if not batch:
-                return moved
-            entries = await self.redis.hmget(keys.DEAD, batch)
-            found = [(pid, orjson.loads(e)) for pid, e in zip(batch, entries) if e is not None]
-            points = [(pid, entry["raw"]) for pid, entry in found if entry.get("raw")]
-            skipped += len(found) - len(points)
-            args: list[Any] = []
-            for (point_id, raw), chunk_id in zip(points, new_chunk_ids([1] * len(points))):
-                args += (point_id, chunk_id, Chunk(chunk_id, [tuple(raw)]).payload())
-            if args:
-                moved += await self._requeue_dead(
-                    keys=[keys.DEAD, keys.DEAD_INDEX, keys.ITEMS, keys.READY, keys.STATS],
-                    args=args)
-                self.wakeup.set()
-            if point_ids is not None or not found:
-                return moved
+        done = Requeued()
+        if point_ids is not None:
+            await self._requeue_page(list(point_ids), done)
+            return done
+        seconds, micros = await self.redis.time()
+        began_ms = seconds * 1000 + micros // 1000
+        budget = int(await self.redis.zcard(keys.DEAD_INDEX))
+        offset = 0  # entries left in place so far, at the front of the range
+        while budget > 0:
+            ids = [i.decode() for i in cast(list[bytes], await self.redis.zrangebyscore(
+                keys.DEAD_INDEX, "-inf", began_ms, start=offset,
+                num=min(REQUEUE_PAGE, budget)))]
+            if not ids:
+                break
+            budget -= len(ids)
+            offset += len(ids) - await self._requeue_page(ids, done)
+        return done
+
+    async def _requeue_page(self, ids: list[str], done: Requeued) -> int:
+        """Requeue the points of these entries (one script call); add to ``done``; return
+        how many moved."""
+        entries = cast(list[bytes | None], await self.redis.hmget(keys.DEAD, ids))
+        points: list[tuple[str, Any]] = []
+        for point_id, entry in zip(ids, entries):
+            if entry is None:
+                continue  # gone meanwhile (requeued, purged, trimmed)
+            data = _decoded(entry)
+            raw = data.get("raw") if data is not None else None
+            if well_formed(raw):
+                points.append((point_id, raw))
+            else:
+                done.not_requeueable += 1
+        if not points:
+            return 0
+        args: list[Any] = [self.max_points]
+        for (point_id, raw), chunk_id in zip(points, new_chunk_ids([1] * len(points))):
+            args += (point_id, chunk_id, Chunk(chunk_id, [tuple(raw)]).payload())
+        moved, refused = await self._requeue_dead(
+            keys=[keys.DEAD, keys.DEAD_INDEX, keys.ITEMS, keys.READY, keys.STATS], args=args)
+        done.requeued += int(moved)
+        done.refused_queue_full += int(refused)
+        if moved:
+            self.wakeup.set()
+        return int(moved)
 
     @translated
     async def purge(self, point_ids: Sequence[str] | None) -> int:

@@ -24,8 +24,10 @@ Rules every script follows:
 * **Counted handbacks.** A chunk handed back by an unexpected error (or whose
   payload does not decode) has its count raised in ``pq:handbacks``
   (``"n:last error"``); workers dead-letter a chunk handed back too often
-  instead of looping on it.  Store outages, shutdowns and expired leases are
-  nobody's fault and are not counted.
+  instead of looping on it.  Store outages and shutdowns are nobody's fault and
+  are not counted.  An expired lease is counted apart, under ``lost:<chunk id>``
+  in the same hash: a chunk whose holders keep dying with it (a point that
+  crashes the process) is dead-lettered too, as ``crashed_holder``.
 
 Chunk ids end in ``-<points in chunk>`` so scripts count points without
 decoding payloads.
@@ -86,7 +88,7 @@ return {admitted, queued, bound}
 
 # KEYS: items ready leases stats paused holders handbacks
 # ARGV: lease_ms max_points token
-# Returns {id, payload, handbacks, id, payload, handbacks, ...}.
+# Returns {id, payload, handbacks, leases lost, id, payload, handbacks, leases lost, ...}.
 CLAIM = """
 if redis.call('EXISTS', KEYS[5]) == 1 then return {} end
 local t = redis.call('TIME')
@@ -107,6 +109,7 @@ while taken < max_points do
     out[#out + 1] = id
     out[#out + 1] = payload
     out[#out + 1] = handed or ''
+    out[#out + 1] = redis.call('HGET', KEYS[7], 'lost:' .. id) or '0'
     taken = taken + n
   end
 end
@@ -151,7 +154,7 @@ for _ = 1, n_ack do
   redis.call('ZREM', KEYS[2], id)
   redis.call('HDEL', KEYS[7], id)
   redis.call('HDEL', KEYS[1], id)
-  redis.call('HDEL', KEYS[8], id)
+  redis.call('HDEL', KEYS[8], id, 'lost:' .. id)
   redis.call('HINCRBY', KEYS[4], 'inflight', -tonumber(string.match(id, '(%d+)$')))
 end
 -- Bounded dead-letter queue: entries past the age limit go first (freeing before
@@ -163,10 +166,20 @@ local dead_max, max_age = tonumber(ARGV[limits]), tonumber(ARGV[limits + 1])
 drop(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now - max_age, 'LIMIT', 0, 1000))
 local committed = tonumber(ARGV[2])
 if committed > 0 then
-  -- Per second, for the admin view's recent commit rate (a minute is kept).
+  -- Per second, for the admin view's recent commit rate.  Every write drops each
+  -- field older than a minute (however long the system was quiet before it), so
+  -- the hash holds at most 61 fields; and the key expires two minutes after the
+  -- last commit, so a quiet system keeps none.
   local second = math.floor(now / 1000)
-  redis.call('HDEL', KEYS[9], second - 60)
+  local stale = {}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[9])) do
+    local at = tonumber(field)
+    if at == nil or at < second - 60 then stale[#stale + 1] = field end
+    if #stale == 1000 then redis.call('HDEL', KEYS[9], unpack(stale)); stale = {} end
+  end
+  if #stale > 0 then redis.call('HDEL', KEYS[9], unpack(stale)) end
   redis.call('HINCRBY', KEYS[9], second, committed)
+  redis.call('PEXPIRE', KEYS[9], 120000)
 end
 redis.call('HINCRBY', KEYS[4], 'committed', committed)
 i = i + 1
@@ -218,8 +231,9 @@ return moved
 """
 
 # Expired leases go back to the front, oldest deadline first (their holder is
-# gone or cut off: the lease no longer belongs to it); due retries go to the back.
-# KEYS: leases retry ready stats holders   ARGV: limit
+# gone or cut off: the lease no longer belongs to it), each counted against its
+# chunk as a lost holder; due retries go to the back.
+# KEYS: leases retry ready stats holders handbacks   ARGV: limit
 RECLAIM = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -234,6 +248,7 @@ for k = #expired, 1, -1 do
   redis.call('HINCRBY', KEYS[4], 'inflight', -n)
   redis.call('HINCRBY', KEYS[4], 'ready', n)
   redis.call('HINCRBY', KEYS[4], 'reclaimed', n)
+  redis.call('HINCRBY', KEYS[6], 'lost:' .. id, 1)
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(due) do
@@ -256,11 +271,22 @@ return 1
 
 # Requeue dead-lettered points, each as a fresh chunk with its attempts reset.
 # Only entries still in the DLQ move, so concurrent requeues cannot duplicate.
-# KEYS: dead dead_index items ready stats   ARGV: (point_id chunk_id payload)...
+# The queue's admission bound holds as for ENQUEUE: points move while the queue
+# stays within max_points (0 = no bound); the rest stay dead-lettered.
+# Returns {moved, refused for the bound}.
+# KEYS: dead dead_index items ready stats   ARGV: max_points (point_id chunk_id payload)...
 REQUEUE_DEAD = """
-local moved = 0
-for i = 1, #ARGV, 3 do
-  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
+local bound = tonumber(ARGV[1])
+local room = -1
+if bound > 0 then
+  local c = redis.call('HMGET', KEYS[5], 'ready', 'inflight', 'retry')
+  room = bound - (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0)
+end
+local moved, refused = 0, 0
+for i = 2, #ARGV, 3 do
+  if room >= 0 and moved >= room then
+    if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then refused = refused + 1 end
+  elseif redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
     redis.call('ZREM', KEYS[2], ARGV[i])
     redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])
     redis.call('RPUSH', KEYS[4], ARGV[i + 1])
@@ -269,7 +295,7 @@ for i = 1, #ARGV, 3 do
     moved = moved + 1
   end
 end
-return moved
+return {moved, refused}
 """
 
 # KEYS: dead dead_index stats   ARGV: point ids... (none = everything)

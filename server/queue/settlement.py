@@ -16,6 +16,13 @@ rows' standings deltas.  A group's outcome:
 * the store fails (``StoreUnavailable``) — nothing is decided: the exception
   propagates and the worker hands the whole claim back unspent.
 
+Fenced: given a ``fence`` (the worker's lease), each group's statement runs in a
+transaction that commits only if the fence says the claim is still held; else
+it is rolled back and ``LeaseLost`` propagates (the chunks' new holder writes them).
+``BEGIN`` rides with the statement, so the fence costs one round trip (the
+``COMMIT``); an autocommitted statement could not be fenced: one held up (a lock,
+a slow disk) commits whenever it ends, and aiopg's cancel only closes the socket.
+
 The decisions are collected in a ``Settlement`` that the worker applies to Redis
 in one step, after the transactions committed.
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 
 from server import metrics
 from server.config import Settings
@@ -32,6 +40,7 @@ from server.errors import DataRejected
 from server.points import Point
 from server.queue.chunks import Chunk, DeadLetter, Settlement, new_chunk_ids
 from server.queue.counters import WorkerStats
+from server.queue.lease import LeaseLost
 from server.queue.strategy import IngestStrategy
 from server.storage import points as sql
 from server.storage.database import Database
@@ -43,6 +52,8 @@ PERMANENT_REASONS = ("data_error", "invalid_value", "id_conflict")
 Failure = tuple[Point, Chunk, str, str]
 # Points of one chunk that go into one statement together.
 Part = tuple[Chunk, list[Point]]
+# Whether the claim is still held (the lease), asked before each commit; None: unfenced.
+Fence = Callable[[], Awaitable[bool]] | None
 
 
 def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
@@ -60,12 +71,13 @@ class ClaimWriter:
         self.settings = settings
         self.stats = stats
 
-    async def write(self, chunks: list[Chunk]) -> Settlement:
-        """Write every point of the claim; decide retries and dead letters."""
+    async def write(self, chunks: list[Chunk], fence: Fence = None) -> Settlement:
+        """Write every point of the claim; decide retries and dead letters.  With a
+        ``fence``, each transaction commits only while it answers True."""
         outcome = Settlement(acked=[c.id for c in chunks])
         failed: list[Failure] = []
         for group in self._groups(chunks):
-            await self._write_group(group, outcome, failed)
+            await self._write_group(group, outcome, failed, fence)
         self._plan_failures(failed, outcome)
         return outcome
 
@@ -81,17 +93,23 @@ class ClaimWriter:
         return groups
 
     async def _write_group(self, parts: list[Part], outcome: Settlement,
-                           failed: list[Failure]) -> None:
+                           failed: list[Failure], fence: Fence = None) -> None:
         batch = sql.PointBatch()
         for index, (_, points) in enumerate(parts):
             if index:  # checking and formatting 1,000 points is ~1 ms: let go between
                 await asyncio.sleep(0)
             batch.add(points)
         try:
-            async with self.db.cursor() as cur:  # one statement: its own transaction
-                inserted, refused = await sql.write_batch(cur, batch)
+            if fence is None or not batch.writable:  # unfenced, or no statement to fence
+                async with self.db.cursor() as cur:  # one statement: its own transaction
+                    inserted, refused = await sql.write_batch(cur, batch)
+            else:
+                async with self.db.transaction(begin=False) as cur:
+                    inserted, refused = await sql.write_batch(cur, batch, begin=True)
+                    if not await fence():
+                        raise LeaseLost("the lease was lost before the write committed")
         except DataRejected as exc:
-            await self._bisect(parts, outcome, failed, exc)
+            await self._bisect(parts, outcome, failed, exc, fence)
             return
         if refused:
             owned = [(point, chunk) for chunk, points in parts for point in points]
@@ -106,7 +124,7 @@ class ClaimWriter:
         metrics.points_written(inserted, good - inserted, batch.size)
 
     async def _bisect(self, parts: list[Part], outcome: Settlement, failed: list[Failure],
-                      exc: DataRejected) -> None:
+                      exc: DataRejected, fence: Fence = None) -> None:
         """Split a group that failed for a data reason until the poison is alone."""
         single = [(chunk, [point]) for chunk, points in parts for point in points]
         if len(single) == 1:
@@ -115,7 +133,7 @@ class ClaimWriter:
             return
         middle = len(single) // 2
         for half in (single[:middle], single[middle:]):
-            await self._write_group(half, outcome, failed)
+            await self._write_group(half, outcome, failed, fence)
 
     def _plan_failures(self, failed: list[Failure], outcome: Settlement) -> None:
         """Retry reference failures with backoff; dead-letter spent and poison points."""

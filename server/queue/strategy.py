@@ -9,7 +9,9 @@ worker — and differ only in how much work goes into one round trip:
 points per queue chunk         1      QUEUE_BATCH_SIZE
 chunks per enqueue call        1      all of a request's chunks, and those of
                                       every request that arrived while the
-                                      previous call was in flight (coalesced)
+                                      previous call was in flight (coalesced),
+                                      up to 2,000 chunks and 8 MiB a call
+                                      (``redis_queue.ENQUEUE_MAX_*``)
 points claimed per round trip  1      QUEUE_BATCH_SIZE, growing (×2 a claim, up to
                                       ×8) while claims come back full: a backlog
 points per write statement     1      the whole claim

@@ -13,7 +13,11 @@ claims:
   opens that store's circuit breaker (``breaker.py``): workers stop claiming
   until a probe succeeds, at most ~1 s after the store is back;
 * anything unexpected hands the claim back and ends the loop, for the
-  supervisor to log and restart.
+  supervisor to log and restart;
+* a worker that lost its lease (it stalled, or lost Redis, past ``QUEUE_LEASE_S``,
+  and another worker holds the chunks now) rolls its open transaction back and
+  drops the claim: it writes nothing more of it, settles nothing, hands nothing
+  back (``lease.py``).
 
 Shutdown follows arq: stop claiming (``stop_claiming``), the supervisor waits
 (bounded) for claims in hand and cancels the rest (a cancelled claim is handed
@@ -44,7 +48,7 @@ from server.queue.chunks import (
     well_formed,
 )
 from server.queue.counters import WorkerStats
-from server.queue.lease import LeaseKeeper
+from server.queue.lease import LeaseKeeper, LeaseLost
 from server.queue.redis_queue import RECLAIM_LIMIT, Claim, PointQueue, handbacks_of
 from server.queue.settlement import ClaimWriter
 from server.queue.strategy import IngestStrategy
@@ -78,6 +82,7 @@ class Workers:
         self.folder = folder
         self.supervisor = supervisor
         self.busy: dict[int, float] = {}  # worker index -> claim start (monotonic)
+        self.leases: dict[int, LeaseKeeper] = {}  # worker index -> its claim's lease
         self._claim_size: dict[int, int] = {}  # worker index -> points to ask next
         self.stopping = False
         self._pending: set[asyncio.Future] = set()  # detached settles and releases
@@ -201,6 +206,7 @@ class Workers:
         one statement — and the backlog's lag is the backlog's anyway.
         """
         asked = self._claim_size.get(index, self.strategy.claim_points)
+        claimed_at = time.monotonic()
         claim = await self.queue.claim(asked, self.settings.queue_lease_s)
         self.redis_breaker.record_success()
         if not claim:
@@ -213,10 +219,17 @@ class Workers:
         self.stats.claims += 1
         metrics.CLAIM_SIZE.observe(claimed)
         self.busy[index] = time.monotonic()
-        lease = LeaseKeeper(self.queue, claim, self.settings.queue_lease_s)
+        lease = LeaseKeeper(self.queue, claim, self.settings.queue_lease_s,
+                            claimed_at=claimed_at)
+        self.leases[index] = lease
         try:
             try:
-                outcome = await self._see_through(claim)
+                outcome = await self._see_through(claim, lease)
+            except LeaseLost:  # another worker holds the chunks: it writes and settles them
+                self.stats.leases_lost += 1
+                log.warning("lease of %d chunk(s) lost while writing; rolled back, left to "
+                            "their new holder", len(claim.raw))
+                return claimed
             except StoreUnavailable as exc:
                 self.stats.handbacks += 1
                 self._store_failed(exc)
@@ -235,6 +248,8 @@ class Workers:
             await self._detached(self._settle(claim, outcome))
         finally:
             lease.stop()
+            if self.leases.get(index) is lease:
+                del self.leases[index]
         return claimed
 
     async def _settle(self, claim: Claim, outcome: Settlement) -> None:
@@ -264,7 +279,7 @@ class Workers:
         task.add_done_callback(self._pending.discard)
         return await asyncio.shield(task)
 
-    async def _see_through(self, claim: Claim) -> Settlement:
+    async def _see_through(self, claim: Claim, lease: LeaseKeeper) -> Settlement:
         """Decode the claim, give up on chunks handed back too often, write the rest."""
         chunks: list[Chunk] = []
         given_up: list[DeadLetter | DeadChunk] = []
@@ -286,14 +301,20 @@ class Workers:
                                           now_ms, error))
                 self.stats.given_up += 1
                 continue
-            if handbacks >= limit:  # it keeps failing (or killing its holders): stop
-                error = f"handed back {handbacks} times; last: {last_error}"
+            lost = claim.lost.get(chunk_id, 0)
+            if handbacks >= limit or lost >= limit:  # it keeps failing or killing: stop
+                if handbacks >= limit:
+                    reason, count = "unexpected_error", handbacks
+                    error = f"handed back {handbacks} times; last: {last_error}"
+                else:  # its holders died (or stalled) with it in hand, one after another
+                    reason, count = "crashed_holder", lost
+                    error = (f"{lost} holders lost their lease on this chunk (died or "
+                             f"stalled with it in hand)")
                 if all(map(well_formed, chunk.points)):
-                    given_up += [DeadLetter(point, "unexpected_error", handbacks, now_ms,
-                                            now_ms, error) for point in chunk.points]
+                    given_up += [DeadLetter(point, reason, count, now_ms, now_ms, error)
+                                 for point in chunk.points]
                 else:  # no point to list or requeue: keep the chunk as it came
-                    given_up.append(DeadChunk(chunk_id, payload, "unexpected_error",
-                                              handbacks, now_ms, error))
+                    given_up.append(DeadChunk(chunk_id, payload, reason, count, now_ms, error))
                 self.stats.given_up += 1
                 continue
             chunks.append(chunk)
@@ -304,7 +325,7 @@ class Workers:
         claim.raw[:] = [entry for entry in claim.raw if entry[0] not in released]
         outcome = Settlement()
         if chunks:
-            outcome = await self.writer.write(chunks)
+            outcome = await self.writer.write(chunks, lease.confirm)
             self.postgres_breaker.record_success()
         outcome.acked = claim.ids  # the written and the given-up ones
         outcome.dead += given_up

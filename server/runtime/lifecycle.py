@@ -19,8 +19,11 @@ Stop, in reverse, within ``SHUTDOWN_TIMEOUT``: ``/health`` turns 503
 workers stop claiming, the supervisor waits for every task (claims in hand
 finish, the rest is cancelled and handed back), detached settles finish, the
 last standings deltas are folded; the commit watch stops; connections close,
-Redis then PostgreSQL.  ``serving.serve(settings)`` runs both stages (forking
-for ``--processes``); tests and the harness start the same way.
+Redis then PostgreSQL.  The whole stop, the closes included, takes at most
+SHUTDOWN_TIMEOUT (and a few tenths): each step gets what is left of it, and a
+close that would wait longer (a connection someone still holds) is cut.
+``serving.serve(settings)`` runs both stages (forking for ``--processes``); tests
+and the harness start the same way.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import functools
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import tornado.httpserver
@@ -100,14 +103,16 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         # handlers: a burst of requests cannot starve the drain, nor a long drain
         # the requests.
         db = await open_database(settings, database_url, settings.database_read_url)
-        stack.push_async_callback(db.close)
+        stack.push_async_callback(_within, deadline, "the request pools", db.close)
         worker_db = await open_database(
             settings.replace(pg_pool_min=1, pg_pool_max=max(count, 1) + 1), database_url)
-        stack.push_async_callback(worker_db.close)
+        stack.push_async_callback(_within, deadline, "the workers' pool", worker_db.close)
         client = redis_client(redis_url, settings)
-        stack.push_async_callback(client.aclose)
+        stack.push_async_callback(_within, deadline, "the Redis client",
+                                  lambda _: client.aclose())
         worker_client = redis_client(redis_url, settings, max_connections=2 * count + 2)
-        stack.push_async_callback(worker_client.aclose)
+        stack.push_async_callback(_within, deadline, "the workers' Redis client",
+                                  lambda _: worker_client.aclose())
 
         # 2. The request side.
         strategy = make_strategy(settings.ingest_path, settings.queue_batch_size)
@@ -116,7 +121,9 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
                            max_points=settings.queue_max_points,
                            call_wait_s=settings.request_store_wait_s)
         commits = CommitWatch(db)
-        stack.push_async_callback(commits.close)  # after the handlers have stopped
+        # After the handlers have stopped.
+        stack.push_async_callback(_within, deadline, "the commit watch",
+                                  lambda _: commits.close())
 
         # 3. The background tasks, all under one supervisor.
         supervisor = Supervisor()
@@ -160,9 +167,11 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         if sockets is None:
             sockets = bind(settings.address, settings.port)
             stack.callback(_close_sockets, sockets)
+        # A body read whole (a route that streams none) must arrive within
+        # HTTP_BODY_IDLE_S; streamed bodies are cut when idle that long instead.
         server = tornado.httpserver.HTTPServer(
             make_app(deps), max_body_size=settings.http_body_max_bytes,
-            idle_connection_timeout=60)
+            idle_connection_timeout=60, body_timeout=settings.http_body_idle_s)
         server.add_sockets(sockets)
         stack.push_async_callback(_stop_http, server, serving, deadline)
         port = sockets[0].getsockname()[1]
@@ -170,6 +179,18 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
                  strategy.name, count)
         yield Service(deps, server, port)
     log.info("stopped")
+
+
+async def _within(deadline: _Deadline, what: str,
+                  close: Callable[[float], Awaitable[None]]) -> None:
+    """Close something in what is left of SHUTDOWN_TIMEOUT, which ``close`` is told (a
+    pool cuts the connections still out when it runs out); past it, give up on it
+    (what it still holds goes with the process)."""
+    left = deadline.remaining()
+    try:
+        await asyncio.wait_for(close(max(0.0, left - 0.1)), left)
+    except TimeoutError:
+        log.warning("%s not closed within the shutdown deadline", what)
 
 
 def _close_sockets(sockets: list[socket.socket]) -> None:

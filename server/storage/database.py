@@ -143,10 +143,13 @@ class Database:
                 await pool.release(conn)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        """A cursor inside BEGIN … COMMIT, rolled back on any exception."""
+    async def transaction(self, *, begin: bool = True) -> AsyncIterator[Any]:
+        """A cursor inside BEGIN … COMMIT, rolled back on any exception.  ``begin=False``:
+        the caller's first statement opens the transaction itself (``BEGIN;`` ahead of
+        it: one round trip less)."""
         async with self.cursor() as cur:
-            await cur.execute("BEGIN")
+            if begin:
+                await cur.execute("BEGIN")
             try:
                 yield cur
             except BaseException:
@@ -177,11 +180,12 @@ class Database:
                        self._waiting.get(id(pool), 0)) for role, pool in pools.items()}
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """Close the pools; connections still out after ``timeout_s`` are cut."""
+        """Close the pools; connections still out after ``timeout_s`` (in all) are cut."""
+        end = time.monotonic() + timeout_s
         for pool in {id(self.pool): self.pool, id(self.read_pool): self.read_pool}.values():
             pool.close()
             try:
-                await asyncio.wait_for(pool.wait_closed(), timeout_s)
+                await asyncio.wait_for(pool.wait_closed(), max(0.0, end - time.monotonic()))
             except TimeoutError:
                 await pool.clear()
                 pool.terminate()

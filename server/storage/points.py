@@ -210,8 +210,8 @@ class PointBatch:
         return {name: "{" + ",".join(parts) + "}" for name, parts in zip(names, self._columns)}
 
 
-async def write_batch(cur: Any, batch: PointBatch, *, all_or_nothing: bool = False
-                      ) -> tuple[int, list[Refusal]]:
+async def write_batch(cur: Any, batch: PointBatch, *, all_or_nothing: bool = False,
+                      begin: bool = False) -> tuple[int, list[Refusal]]:
     """Write a ``PointBatch`` in one statement (one transaction): the points whose
     references hold are inserted (idempotent on id), with their standings deltas.
 
@@ -222,12 +222,14 @@ async def write_batch(cur: Any, batch: PointBatch, *, all_or_nothing: bool = Fal
     nor refused are repeats.  ``all_or_nothing``: if any is refused for its
     references or value, nothing is inserted; an id conflict is found after the
     insert, so a caller that wants it all-or-nothing too writes in a transaction
-    of its own and rolls back.
+    of its own and rolls back.  ``begin``: open a transaction in the same round
+    trip (``BEGIN;`` ahead of the statement), for the caller to commit.
     """
     refused = list(batch.refused)
     if not batch.writable or (all_or_nothing and refused):
         return 0, refused
-    await cur.execute(WRITE_POINTS, {**batch.params(), "all_or_nothing": all_or_nothing})
+    await cur.execute(("BEGIN;\n" if begin else "") + WRITE_POINTS,
+                      {**batch.params(), "all_or_nothing": all_or_nothing})
     inserted = 0
     taken: list[int] = []  # indexes of points whose key was stored before the statement
     for position, value, _ in await cur.fetchall():

@@ -45,7 +45,7 @@ async def test_dead_letter_can_be_inspected_requeued_and_purged(
 
     # Requeued, it fails its attempts again and comes back to the DLQ.
     assert await api.post("/v1/admin/dlq/requeue", {"ids": [item["key"], "nope"]}) == (
-        200, {"requeued": 1})
+        200, {"requeued": 1, "refused_queue_full": 0, "not_requeueable": 0})
     assert (await service.deps.queue.stats())["dead"] == 0
     await drain_until(service, dead=1)
     assert (await api.get("/v1/admin/dlq"))[1]["items"][0]["attempts"] == 2
@@ -64,7 +64,7 @@ async def test_requeued_point_commits_once_its_participant_exists(
     await drain_until(service, dead=1)
     await api.post(f"/v1/competitions/{cid}/participants",
                    {"participants": [{"external_ref": "late", "display_name": "Late"}]})
-    assert (await api.post("/v1/admin/dlq/requeue", {"all": True}))[1] == {"requeued": 1}
+    assert (await api.post("/v1/admin/dlq/requeue", {"all": True}))[1]["requeued"] == 1
     await service.deps.workers.drain()
     assert sql(clean, "SELECT id, value FROM points") == [("late", 3.0)]
 

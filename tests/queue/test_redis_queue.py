@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 import tornado.ioloop
 
-from server.errors import QueueFull
+from server.errors import EnqueueInterrupted, QueueFull
 from server.points import now_us
 from server.queue import keys
 from server.queue.chunks import Chunk, DeadLetter, Settlement, chunk_size
@@ -103,6 +103,40 @@ async def test_enqueue_is_refused_whole_past_the_bound(client: aioredis.Redis) -
     c = await counters(client)
     assert (c["ready"], c["enqueued"]) == (20, 20)
     await queue.enqueue(points(5, "y"))  # exactly to the bound
+
+
+async def test_coalesced_requests_share_calls_within_the_calls_bounds(
+        client: aioredis.Redis) -> None:
+    """Forty requests arrive together: they coalesce, but no call carries more than
+    its bound of chunks, or of bytes; every point goes in, in order."""
+    queue = make_queue(client, batch=10)
+    queue.call_max_chunks = 5
+    await asyncio.gather(*(queue.enqueue(points(1, f"a{i}-")) for i in range(20)))
+    assert queue.largest_call[0] == 5 and queue.enqueue_calls >= 4
+    one = len(Chunk("x-1", points(1, "b0-")).payload())
+    queue.call_max_chunks, queue.call_max_bytes = 1000, 3 * one
+    queue.largest_call = (0, 0)
+    await asyncio.gather(*(queue.enqueue(points(1, f"b{i}-")) for i in range(20)))
+    assert queue.largest_call[1] <= 3 * one and queue.largest_call[0] == 3
+    ready = [i.decode() for i in await client.lrange(keys.READY, 0, -1)]
+    ids = [Chunk.from_payload(i, await client.hget(keys.ITEMS, i)).points[0][0] for i in ready]
+    assert ids == [f"a{i}-0" for i in range(20)] + [f"b{i}-0" for i in range(20)]
+    assert (await counters(client))["ready"] == 40
+
+
+@BOTH_PATHS
+async def test_a_request_larger_than_a_call_is_cut_and_a_cut_past_the_bound_is_partial(
+        client: aioredis.Redis, ingest_path: str) -> None:
+    queue = make_queue(client, ingest_path, batch=10, max_points=45)
+    queue.call_max_chunks = 2  # 20 points a call on the pipelined path, 2 on the naive
+    await queue.enqueue(points(25))
+    assert queue.largest_call[0] <= 2
+    assert queue.enqueue_calls == (25 if ingest_path == "naive" else 2)
+    assert (await counters(client))["ready"] == 25
+    with pytest.raises(EnqueueInterrupted) as caught:
+        await queue.enqueue(points(25, "x"))  # room for 20 more: the first call's
+    assert (caught.value.accepted, caught.value.unknown) == (20, 0)
+    assert (await counters(client))["ready"] == 45
 
 
 async def test_settle_acknowledges_schedules_retries_and_dead_letters_in_one_step(
@@ -212,17 +246,23 @@ async def test_reclaim_returns_expired_leases_first_in_order_and_due_retries_las
     assert await queue.reclaim() == (2, 1)
     order = [i.decode() for i in await client.lrange(keys.READY, 0, -1)]
     assert order[:2] == first.ids + second.ids and order[-1] == retry.id
-    assert await client.exists(keys.HANDBACKS) == 0  # an expired lease costs the chunk nothing
+    # An expired lease is no handback (no error is counted against the chunk); it is
+    # counted apart, as a holder lost with the chunk in hand.
+    lost = {k.decode(): v.decode() for k, v in (await client.hgetall(keys.HANDBACKS)).items()}
+    assert lost == {f"lost:{chunk_id}": "1" for chunk_id in first.ids + second.ids}
     c = await counters(client)
     assert (c["ready"], c["inflight"], c["retry"], c["reclaimed"]) == (4, 0, 0, 2)
+    again = await queue.claim(10, lease_s=30)
+    assert [handbacks_of(record) for _, _, record in again.raw] == [(0, "")] * 4
+    assert again.lost == dict.fromkeys(first.ids + second.ids, 1)
 
 
 async def test_dead_letters_can_be_requeued_once_and_purged(client: aioredis.Redis) -> None:
     queue = make_queue(client)
     letters = [DeadLetter(p, "unknown_participant", 8, 1, 2, "x") for p in points(3)]
     await queue.settle(Claim("t", []), Settlement(dead=letters))
-    assert await queue.dead.requeue(["1:p0", "nope"]) == 1
-    assert await queue.dead.requeue(["1:p0"]) == 0  # already moved: never twice
+    assert (await queue.dead.requeue(["1:p0", "nope"])).requeued == 1
+    assert (await queue.dead.requeue(["1:p0"])).requeued == 0  # already moved: never twice
     (chunk,) = decode(await queue.claim(10, lease_s=30))
     assert (chunk.points, chunk.attempts) == ([list(letters[0].point)], 0)
     assert await queue.dead.purge(None) == 2
@@ -245,3 +285,22 @@ async def test_the_recent_commit_rate_comes_from_per_second_counts(
     since = {int(second): int(n) for second, n in
              (await client.hgetall(keys.COMMITTED_BY_S)).items() if int(second) >= seconds}
     assert sum(since.values()) == 3 and len(since) == 1
+
+
+async def test_per_second_commit_counts_keep_only_the_last_minute_after_a_quiet_gap(
+        client: aioredis.Redis) -> None:
+    """The counts of a busy minute, then an hour of quiet (planted on Redis's clock):
+    the next commit leaves nothing older than a minute, and the key expires."""
+    queue = make_queue(client)
+    seconds, _ = await client.time()
+    busy = {seconds - 3600 - k: 10 for k in range(60)}  # the busy minute, an hour ago
+    await client.hset(keys.COMMITTED_BY_S, mapping={**busy, seconds - 30: 7, "junk": 1})
+    await queue.enqueue(points(3))
+    claim = await queue.claim(10, lease_s=30)
+    await queue.settle(claim, Settlement(acked=claim.ids, committed=3))
+    left = {int(second): int(n) for second, n in
+            (await client.hgetall(keys.COMMITTED_BY_S)).items()}
+    now, _ = await client.time()
+    assert all(now - 61 <= second <= now for second in left), left
+    assert left.pop(seconds - 30) == 7 and sum(left.values()) == 3
+    assert 0 < await client.pttl(keys.COMMITTED_BY_S) <= 120_000  # a quiet system keeps none

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import orjson
 import pytest
@@ -13,7 +14,8 @@ from server.errors import PoolTimeout, StoreUnavailable, WriteConflict
 from server.points import now_us
 from server.queue import keys
 from server.queue.breaker import CLOSED, HALF_OPEN, OPEN
-from server.queue.chunks import Chunk
+from server.queue.chunks import Chunk, chunk_size
+from server.queue.redis_queue import Claim
 from server.queue.worker import Workers
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import Stores
@@ -302,7 +304,8 @@ async def test_an_undecodable_chunk_is_set_aside_while_its_claim_mates_commit(
     (entry,) = page["items"]
     assert (entry["point"], entry["reason"], entry["attempts"]) == (None, "undecodable", 5)
     assert entry["chunk_id"] == "00000000000000000000000000000000-1"
-    assert await api.post("/v1/admin/dlq/requeue", {"all": True}) == (200, {"requeued": 0})
+    assert await api.post("/v1/admin/dlq/requeue", {"all": True}) == (
+        200, {"requeued": 0, "refused_queue_full": 0, "not_requeueable": 1})
     status, purged = await api.request("DELETE", "/v1/admin/dlq", json={"all": True})
     assert (status, purged) == (200, {"purged": 1})
 
@@ -421,3 +424,79 @@ async def test_workers_stop_at_once_while_their_stores_breakers_are_open(
     # Neither the hour nor the held probe may keep the stop waiting for its deadline.
     await asyncio.wait_for(supervisor.stop(30.0), 2.0)
     assert not workers.postgres_breaker._probing  # the probe was released on the way out
+
+
+@BOTH_PATHS
+@pytest.mark.parametrize("settings", [{"queue_max_handbacks": 3}], indirect=True)
+async def test_a_chunk_whose_holders_keep_dying_is_dead_lettered_as_crashed_holder(
+        api: Api, service: Service, clean: Stores) -> None:
+    """Three holders in a row die with the chunks in hand (their leases expire, on
+    Redis's clock): the next claim dead-letters them instead of writing them, and
+    /metrics counts them by reason."""
+    cid, parts = await seed(api)
+    _, body = await api.post("/v1/points", {"points": [
+        {"competition_id": cid, "participant_id": parts[0], "value": 1}] * 3})
+    queue, redis = service.deps.queue, service.deps.redis
+    for death in range(3):
+        claim = await queue.claim(1000, lease_s=0.05)  # a holder that dies with it
+        assert claim and all(claim.lost.get(i, 0) == death for i in claim.ids)
+        deadline = max(score for _, score in await redis.zrange(keys.LEASES, 0, -1,
+                                                                withscores=True))
+
+        async def expired(deadline: float = deadline) -> bool:
+            return await redis_ms(redis) > deadline
+
+        await until(expired, "the dead holder's lease to expire", interval_s=0.01)
+        await service.deps.workers.reclaim_due()
+    service.deps.exporter.cache_s = 0.0  # every scrape renders anew
+    before = dead_lettered_metric(await api.http.fetch(api.base_url + "/metrics"))
+    assert await service.deps.workers.drain() == 0
+    assert sql(clean, "SELECT count(*) FROM points") == [(0,)]
+    _, page = await api.get("/v1/admin/dlq")
+    assert sorted((item["point"]["id"], item["reason"], item["attempts"])
+                  for item in page["items"]) == [(i, "crashed_holder", 3) for i in
+                                                 sorted(body["ids"])]
+    after = dead_lettered_metric(await api.http.fetch(api.base_url + "/metrics"))
+    assert after - before == 3
+    assert await redis.exists(keys.HANDBACKS) == 0  # settled: no trace left
+    # Requeued by an operator, they start afresh and commit.
+    assert (await api.post("/v1/admin/dlq/requeue", {"all": True}))[1]["requeued"] == 3
+    assert await service.deps.workers.drain() == 3
+    assert_exact(clean, set(body["ids"]))
+
+
+def dead_lettered_metric(response: Any) -> float:
+    """points_dead_lettered_total{reason="crashed_holder"} in a /metrics answer (0 if absent)."""
+    for line in response.body.decode().splitlines():
+        if line.startswith('points_dead_lettered_total{reason="crashed_holder"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@BOTH_PATHS
+async def test_a_worker_that_lost_its_lease_while_its_write_waited_writes_nothing(
+        api: Api, service: Service, clean: Stores) -> None:
+    """The write waits on a locked table; meanwhile the lease passes to another worker
+    (planted: the holder Redis knows is another claim's token, as after a reclaim and a
+    new claim).  Once the table is free the first worker's transaction rolls back: the
+    rows are the new holder's to write, and it writes them once."""
+    cid, parts = await seed(api)
+    _, body = await api.post("/v1/points", {"points": [
+        {"competition_id": cid, "participant_id": parts[i % 3], "value": 1}
+        for i in range(3)]})
+    workers, redis = service.deps.workers, service.deps.redis
+    with locked(clean, "points"):
+        stale = asyncio.ensure_future(workers.work_once(0))
+        await until(lambda: lock_waiters(clean) >= 1, "the write waiting on the lock")
+        held = {k.decode(): v.decode() for k, v in (await redis.hgetall(keys.HOLDERS)).items()}
+        await redis.hset(keys.HOLDERS, mapping=dict.fromkeys(held, "thief"))
+        await until(lambda: workers.leases[0].lost, "the stale worker to learn it lost")
+    assert await asyncio.wait_for(stale, 10) == sum(map(chunk_size, held))  # claimed
+    assert sql(clean, "SELECT count(*) FROM points") == [(0,)]  # nothing of it committed
+    assert workers.stats.leases_lost == 1
+    assert await redis.hgetall(keys.HOLDERS) == {k.encode(): b"thief" for k in held}
+    # The new holder hands the chunks back (say); the next claim writes them, once.
+    thief = Claim("thief", [(chunk_id, b"", "") for chunk_id in held])
+    assert await service.deps.queue.release(thief) == len(held)
+    assert await workers.drain() == 3
+    assert_exact(clean, set(body["ids"]))

@@ -139,6 +139,13 @@ async def test_redis_down_an_id_taken_by_other_content_answers_409_and_writes_no
         assert status == 409, body
         assert body["error"]["code"] == "id_conflict" and "'judge-7'" in body["error"]["message"]
         assert [(d["index"], d["field"]) for d in body["error"]["details"]] == [(1, "id")]
+    # An upload's conflict is named by its line (the 3rd), not by an index in a chunk.
+    lines = [{"id": f"u{i}", "competition_id": cid, "participant_id": b, "value": 1}
+             for i in range(2)] + [{**first, "value": 9}]
+    status, body = await api.post("/v1/points/bulk", content_type="application/x-ndjson",
+                                  body=b"\n".join(orjson.dumps(line) for line in lines))
+    assert status == 409, body
+    assert [(d.get("line"), d.get("index")) for d in body["error"]["details"]] == [(3, None)]
     assert run_sql(own, "SELECT id, participant_id, value FROM points") == [("judge-7", a, 8.0)]
 
 
@@ -538,3 +545,34 @@ async def test_an_enqueue_script_that_fails_after_writing_reports_its_ids_unknow
         service.deps.workers.start(1)
         await drained(service, len(ids), own)
         assert_exact(own, set(ids))
+
+
+async def test_a_keyed_upload_whose_redis_fails_mid_stream_stops_where_its_record_ends(
+        own: Stores) -> None:
+    """Once an upload's Idempotency-Key is recorded, its progress must be too: a
+    checkpoint Redis cannot take stops the upload there (503), never a direct write
+    of lines the record does not cover (a later body under the key could take
+    their ids)."""
+    async with serving(make_settings(bulk_chunk_points=10), own.database_url,
+                       own.redis_url) as (service, api):
+        cid, parts = await seed(api)
+        lines = [orjson.dumps({"id": f"u{i}", "competition_id": cid,
+                               "participant_id": parts[i % 3], "value": 1})
+                 for i in range(40)]
+
+        async def produce(write) -> None:  # type: ignore[no-untyped-def]
+            await write(b"\n".join(lines[:10]) + b"\n")  # one chunk: checkpointed, queued
+
+            async def queued() -> bool:
+                return (await service.deps.queue.stats())["totals"]["enqueued"] >= 10
+
+            await until(queued, "the first chunk enqueued")
+            own.redis.kill()  # type: ignore[union-attr]
+            await write(b"\n".join(lines[10:]) + b"\n")
+
+        status, body = await api.post("/v1/points/bulk", content_type="application/x-ndjson",
+                                      headers={"Idempotency-Key": "day-7"},
+                                      body_producer=produce)
+        assert status == 503, body
+        assert (body["error"]["accepted"], body["error"]["accepted_through_line"]) == (10, 10)
+        assert run_sql(own, "SELECT count(*) FROM points") == [(0,)]  # nothing written past

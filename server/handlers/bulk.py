@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 import tornado.web
 
-from server.errors import MalformedInput, PartiallyAccepted
+from server.errors import IdConflict, MalformedInput, PartiallyAccepted
 from server.handlers.base import BodyHandler
 from server.ingest.bulk import LineSplitter, parser_for, point_from_line, without_header
 from server.ingest.idempotency import DONE, Begun, KeyHold, StreamDigest
@@ -161,6 +161,9 @@ class BulkHandler(BodyHandler):
         self._buffer, self._buffer_lines = [], []
         try:
             await self.deps.ingest.accept(points)
+        except IdConflict as exc:
+            _by_line(exc, lines)
+            raise
         except PartiallyAccepted as exc:
             done, unknown = len(exc.accepted_ids), len(exc.unknown_ids)
             self._accepted += done
@@ -169,7 +172,7 @@ class BulkHandler(BodyHandler):
             if unknown:
                 self._unknown_through = lines[done + unknown - 1]
             # The reply says how far the upload got by line, not by id.
-            raise exc.cause from exc
+            raise _by_line(exc.cause, lines) from exc
         self._accepted += len(points)
         self._accepted_through = through_line
 
@@ -221,3 +224,12 @@ class BulkHandler(BodyHandler):
         hold = getattr(self, "_hold", None)  # None too when refused before ``prepare``
         if hold is not None:
             hold.finish_soon("abandon")
+
+
+def _by_line(exc: BaseException, lines: list[int]) -> BaseException:
+    """An id conflict's details name the upload's lines, not indexes of one chunk."""
+    if isinstance(exc, IdConflict):
+        for detail in exc.details:
+            if "index" in detail:
+                detail["line"] = lines[detail.pop("index")]
+    return exc

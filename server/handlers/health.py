@@ -8,7 +8,7 @@ readiness probe must not turn into a 401 or a 503 of its own.
 
 from __future__ import annotations
 
-from server.errors import NotAuthenticated, NotPermitted, StoreUnavailable
+from server.errors import NotAuthenticated, NotPermitted, RateLimited, StoreUnavailable
 from server.handlers.base import BaseHandler
 from server.ops.readiness import public
 
@@ -30,8 +30,8 @@ class ReadyHandler(BaseHandler):
         header = self.request.headers.get("Authorization")
         if header is None:
             return False
-        try:
-            await self.deps.auth.require(header, "admin")
-        except (NotAuthenticated, NotPermitted, StoreUnavailable):
+        try:  # counted per address like any 401: /ready is no way around that limit
+            await self.deps.auth.require(header, "admin", address=self.request.remote_ip)
+        except (NotAuthenticated, NotPermitted, StoreUnavailable, RateLimited):
             return False
         return True

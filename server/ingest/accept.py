@@ -138,7 +138,7 @@ class Ingest:
             log.warning("%s after %d point(s); writing the other %d to PostgreSQL directly",
                         exc.cause, exc.accepted, len(points) - exc.accepted)
             try:
-                await self._write_directly(points[exc.accepted:])
+                await self._write_directly(points[exc.accepted:], first=exc.accepted)
             except CommitUnknown as direct:  # the rest may be in PostgreSQL too
                 raise PartiallyAccepted(direct, accepted_ids=accepted,
                                         unknown_ids=ids[exc.accepted:]) from direct
@@ -190,11 +190,13 @@ class Ingest:
         self.written_directly += direct
         metrics.points_accepted(accepted)
 
-    async def _write_directly(self, points: Sequence[Point]) -> None:
+    async def _write_directly(self, points: Sequence[Point], *, first: int = 0) -> None:
+        """Write ``points`` — the request's from index ``first`` on — in one
+        transaction, all or nothing."""
         try:
             async with self.db.transaction() as cur:
                 inserted, refused = await sql.write_points(cur, points, all_or_nothing=True)
-                conflicts = [(r.position, points[r.position][ID],
+                conflicts = [(first + r.position, points[r.position][ID],
                               points[r.position][COMPETITION_ID])
                              for r in refused if r.reason == "id_conflict"]
                 if conflicts:  # raised in the transaction: it rolls back, nothing written

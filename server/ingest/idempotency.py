@@ -34,9 +34,13 @@ enqueued.  Past the last checkpoint nothing was enqueued, so nothing needs
 checking.  After a success the whole body's digest is kept, and a resend is
 read to its end (enqueuing nothing) to be answered from the record, or refused.
 
-Redis unavailable: the key is not checked (logged); the request runs as one
-without a record would, and the ids derived from the key still make a resend
-harmless.
+Redis unavailable — down, full (``maxmemory``), silent for ``wait_s``
+(``REQUEST_STORE_WAIT_S``, as the enqueue), or its circuit breaker open: the key
+is not checked (logged); the request runs as one without a record would, and the
+ids derived from the key still make a resend harmless.  But once an upload's key
+is recorded, a checkpoint that cannot be recorded stops the upload there (503,
+``accepted_through_line``): enqueuing (or writing directly) lines the record does
+not cover would let a later, different body under the key take their ids.
 """
 
 from __future__ import annotations
@@ -48,16 +52,22 @@ import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from server.errors import (
+    CommandRefused,
     CommitUnknown,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
+    PoolTimeout,
+    QueueFull,
     StoreUnavailable,
+    WriteConflict,
 )
 from server.queue import keys
+from server.queue.breaker import CircuitBreaker
 from server.redis_client import translated_errors
 
 log = logging.getLogger(__name__)
@@ -159,13 +169,49 @@ class Begun:
 class IdempotencyKeys:
     """The records of every key, in Redis."""
 
-    def __init__(self, client: aioredis.Redis, *, ttl_s: float, lease_s: float) -> None:
+    def __init__(self, client: aioredis.Redis, *, ttl_s: float, lease_s: float,
+                 wait_s: float | None = None, breaker: CircuitBreaker | None = None) -> None:
         self.ttl_s = max(1, int(ttl_s))
         self.lease_ms = max(1, int(lease_s * 1000))
+        self.wait_s = wait_s  # longest wait for one call (None: the client's timeout)
+        self.breaker = breaker  # Redis's: while it is open, no call is tried
         self._begin = client.register_script(BEGIN)
         self._renew = client.register_script(RENEW)
         self._checkpoint = client.register_script(CHECKPOINT)
         self._finish = client.register_script(FINISH)
+
+    async def call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One script call as the request path makes them: refused at once while
+        Redis's breaker is open (half-open, this call may be its probe), given up
+        (as maybe applied) after ``wait_s``; a failure of Redis opens the breaker,
+        as a failed enqueue does, so the request's next call does not wait again."""
+        breaker = self.breaker
+        gate = breaker.try_pass() if breaker is not None else None
+        if gate is False:
+            raise StoreUnavailable("redis", "Redis is unavailable (its circuit breaker is "
+                                   "open)", reason=breaker.last_error if breaker else None)
+        try:
+            try:
+                async with asyncio.timeout(self.wait_s):
+                    with translated_errors():
+                        reply = await script(keys=keys, args=args)
+            except TimeoutError:  # cancelled in flight: it may have run
+                raise CommitUnknown("redis", "Redis did not answer an Idempotency-Key "
+                                    f"call within {self.wait_s:g}s") from None
+        except StoreUnavailable as exc:
+            if breaker is not None and not isinstance(
+                    exc, PoolTimeout | WriteConflict | CommandRefused):
+                breaker.record_failure(exc.message)
+            elif gate and breaker is not None:
+                breaker.release_probe()
+            raise
+        except BaseException:
+            if gate and breaker is not None:
+                breaker.release_probe()
+            raise
+        if gate and breaker is not None:
+            breaker.record_success()
+        return reply
 
     @staticmethod
     def record_key(scope: bytes, key: str) -> str:
@@ -178,10 +224,10 @@ class IdempotencyKeys:
         ``IdempotencyKeyInFlight``).  The hold must be finished (``KeyHold.finish``)."""
         hold = KeyHold(self, self.record_key(scope, key))
         try:
-            with translated_errors():
-                reply = await self._begin(keys=hold.keys, args=[
-                    head, digest, hold.owner, self.lease_ms, self.ttl_s])
-        except StoreUnavailable as exc:  # no record: the key's ids still protect a resend
+            reply = await self.call(self._begin, hold.keys, [
+                head, digest, hold.owner, self.lease_ms, self.ttl_s])
+        except (StoreUnavailable, QueueFull) as exc:  # no record: the key's ids still
+            # protect a resend
             log.warning("Idempotency-Key not checked: %s", exc)
             hold.unchecked = True
             # A lost reply: the record may exist, held by this request; its outcome is
@@ -255,12 +301,13 @@ class KeyHold:
             return
         entry = f"{offset}:{digest}" + (":end" if end else "")
         try:
-            with translated_errors():
-                held = await self.store._checkpoint(keys=self.keys, args=[
-                    self.owner, self.store.lease_ms, entry])
-        except StoreUnavailable as exc:
-            log.warning("Idempotency-Key checkpoint not recorded: %s", exc)
-            return
+            held = await self.store.call(self.store._checkpoint, self.keys, [
+                self.owner, self.store.lease_ms, entry])
+        except (StoreUnavailable, QueueFull) as exc:
+            # Not a reason to go on without the record: stop where it ends.
+            raise StoreUnavailable("redis", "Redis could not record the upload's progress "
+                                   "under its Idempotency-Key; resend with the key",
+                                   reason=str(exc)) from exc
         if not held:
             raise IdempotencyKeyInFlight(
                 "another request with this Idempotency-Key took it over; this one stopped",
@@ -288,21 +335,20 @@ class KeyHold:
         args: list[str | int | bytes] = [self.owner, 0, outcome, digest, status, answer]
         try:
             await self._record(args)
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, QueueFull) as exc:
             # Tried again in the background while the lease lasts (once Redis is back,
             # a resend need not wait for the lease); after it, a resend takes over.
             log.warning("Idempotency-Key outcome not recorded yet: %s", exc)
             self._closing = asyncio.get_running_loop().create_task(self._record_later(args))
 
     async def _record(self, args: list[str | int | bytes]) -> None:
-        with translated_errors():
-            await self.store._finish(keys=self.keys, args=args)
+        await self.store.call(self.store._finish, self.keys, args)
 
     async def _record_later(self, args: list[str | int | bytes]) -> None:
         deadline = asyncio.get_running_loop().time() + self.store.lease_ms / 1000
         while asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(RECORD_RETRY_S)
-            with contextlib.suppress(StoreUnavailable):
+            with contextlib.suppress(StoreUnavailable, QueueFull):
                 await self._record(args)
                 return
 

@@ -106,9 +106,11 @@ class DeadLetterQueue:
         budget = int(await self.redis.zcard(keys.DEAD_INDEX))
         offset = 0  # entries left in place so far, at the front of the range
         while budget > 0:
-            ids = [i.decode() for i in cast(list[bytes], await self.redis.zrangebyscore(
+            page = cast(list[bytes], await self.redis.zrangebyscore(
                 keys.DEAD_INDEX, "-inf", began_ms, start=offset,
-                num=min(REQUEUE_PAGE, budget)))]
+                num=min(REQUEUE_PAGE, budget)))
+            # A key that is not UTF-8 is none of ours: it matches nothing, and stays.
+            ids = [i.decode(errors="replace") for i in page]
             if not ids:
                 break
             budget -= len(ids)

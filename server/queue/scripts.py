@@ -277,14 +277,14 @@ return 1
 # KEYS: dead dead_index items ready stats   ARGV: max_points (point_id chunk_id payload)...
 REQUEUE_DEAD = """
 local bound = tonumber(ARGV[1])
-local room = -1
+local room = 0  -- negative when the queue is over the bound (a bound lowered since)
 if bound > 0 then
   local c = redis.call('HMGET', KEYS[5], 'ready', 'inflight', 'retry')
   room = bound - (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0)
 end
 local moved, refused = 0, 0
 for i = 2, #ARGV, 3 do
-  if room >= 0 and moved >= room then
+  if bound > 0 and moved >= room then
     if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then refused = refused + 1 end
   elseif redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
     redis.call('ZREM', KEYS[2], ARGV[i])

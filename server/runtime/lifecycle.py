@@ -161,7 +161,9 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
             loop_monitor=loop_monitor,
             limiter=make_limiter(client, settings.rate_limit_per_token),
             idempotency=IdempotencyKeys(client, ttl_s=settings.idempotency_ttl_s,
-                                        lease_s=settings.idempotency_lease_s))
+                                        lease_s=settings.idempotency_lease_s,
+                                        wait_s=settings.request_store_wait_s,
+                                        breaker=pool.redis_breaker))
 
         # 5. The listener.
         if sockets is None:

@@ -200,3 +200,18 @@ async def test_401s_beyond_the_per_address_limit_answer_429(
                                          token=generate_token())
         assert (status, took < 1.0) == (429, True), body
         assert lock_waiters(clean) == 0
+
+
+@pytest.mark.parametrize("settings", [{"rate_limit_401_per_address": 0.5}], indirect=True)
+async def test_ready_counts_unknown_tokens_against_the_per_address_limit(
+        service: Service, api: Api, clean: Stores) -> None:
+    """/ready answers any token with its public view, but an unknown one still counts
+    as a 401 of its address: /ready is no way around the limit's lookups."""
+    status, body = await api.get("/ready", token=generate_token())
+    assert status == 200 and "checks" not in body, body  # the public answer
+    status, body = await api.get("/v1/competitions", token=generate_token())
+    assert status == 429, body  # the /ready lookup spent the address's burst
+    with locked(clean, "api_tokens"):  # limited: no lookup, still the public answer
+        status, body, took = await timed(api, "GET", "/ready", token=generate_token())
+        assert (status, "checks" in body, took < 1.0) == (200, False, True), body
+        assert lock_waiters(clean) == 0

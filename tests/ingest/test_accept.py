@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import Stores
 from tests.support import (
@@ -23,11 +25,14 @@ from tests.support import (
 FAST_S = 3.0  # REQUEST_STORE_WAIT_S is 1 s; REDIS_TIMEOUT_S here is 6 s
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["ids", "idempotency-key"])
 async def test_a_black_holed_redis_costs_an_ingest_request_about_a_second(
-        own: Stores) -> None:
+        own: Stores, keyed: bool) -> None:
     """The request client's pooled connections go silent: each request that meets one
     gives its ENQUEUE up after REQUEST_STORE_WAIT_S and writes its points to
-    PostgreSQL directly (201/202 with ``committed``); nothing is lost or doubled."""
+    PostgreSQL directly (201/202 with ``committed``); nothing is lost or doubled.
+    With an Idempotency-Key, the key's record calls are bounded the same way and
+    skipped while the breaker is open: still about a second, not three."""
     assert own.redis is not None and own.redis_url is not None
     rd = await BlackHoleProxy("127.0.0.1", own.redis.port).start()  # type: ignore[arg-type]
     url = own.redis_url.replace(f"127.0.0.1:{own.redis.port}", f"127.0.0.1:{rd.port}")
@@ -47,9 +52,11 @@ async def test_a_black_holed_redis_costs_an_ingest_request_about_a_second(
             direct = 0
             for round_ in range(6):
                 started = time.monotonic()
+                headers = {"Idempotency-Key": f"after-{round_}"} if keyed else None
                 async with asyncio.timeout(30):
                     status, body = await api.post("/v1/points",
-                                                  batch(cid, parts, f"after{round_}", 50))
+                                                  batch(cid, parts, f"after{round_}", 50),
+                                                  headers=headers)
                 took = time.monotonic() - started
                 assert status in (201, 202), body
                 assert took < FAST_S, f"request {round_} took {took:.1f} s"

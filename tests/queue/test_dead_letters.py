@@ -47,6 +47,11 @@ async def test_requeue_stops_at_the_queue_bound_and_says_how_many_stayed(
     keys = [f"{cid}:d{i}" for i in range(4)]  # dead letters are keyed in their competition
     assert await api.post("/v1/admin/dlq/requeue", {"ids": keys}) == (
         200, {"requeued": 0, "refused_queue_full": 2, "not_requeueable": 0})
+    # A queue over its bound (a bound lowered since, as a restart with a smaller
+    # QUEUE_MAX_POINTS does) has no room at all, not an unbounded one.
+    service.deps.queue.dead.max_points = 3
+    assert await api.post("/v1/admin/dlq/requeue", {"ids": keys}) == (
+        200, {"requeued": 0, "refused_queue_full": 2, "not_requeueable": 0})
 
 
 @pytest.mark.parametrize("settings", [{"queue_workers": 2, "queue_batch_size": 100}],
@@ -85,7 +90,8 @@ async def test_an_unreadable_entry_is_shown_kept_and_purged_never_a_500(
     await redis.hset(keys.DEAD, mapping=UNREADABLE)
     seconds, _ = await redis.time()
     await redis.zadd(keys.DEAD_INDEX, dict.fromkeys(UNREADABLE, seconds * 1000))
-    await redis.zadd(keys.DEAD_INDEX, {"ghost": seconds * 1000})  # indexed, no entry
+    # Indexed with no entry: one named in UTF-8, one not (none of ours either way).
+    await redis.zadd(keys.DEAD_INDEX, {"ghost": seconds * 1000, b"\xff\xfe": seconds * 1000})
     status, page = await api.get("/v1/admin/dlq")
     assert status == 200, page
     assert sorted(item["reason"] for item in page["items"]) == [

@@ -462,12 +462,12 @@ MUTATIONS = (
        "        budget = int(await self.redis.zcard(keys.DEAD_INDEX))\n"
        "        offset = 0  # entries left in place so far, at the front of the range\n"
        "        while budget > 0:\n"
-       "            ids = [i.decode() for i in cast(list[bytes], await self.redis.zrangebyscore(\n"
+       "            page = cast(list[bytes], await self.redis.zrangebyscore(\n"
        "                keys.DEAD_INDEX, \"-inf\", began_ms, start=offset,",
        "        budget = 10 ** 9\n"
        "        offset = 0  # entries left in place so far, at the front of the range\n"
        "        while budget > 0:\n"
-       "            ids = [i.decode() for i in cast(list[bytes], await self.redis.zrangebyscore(\n"
+       "            page = cast(list[bytes], await self.redis.zrangebyscore(\n"
        "                keys.DEAD_INDEX, \"-inf\", \"+inf\", start=offset,",
        "tests/queue/test_dead_letters.py::test_requeue_all_ends_while_the_requeued_points_"
        "fail_again"),

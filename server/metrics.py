@@ -110,7 +110,8 @@ LOOP_LAG = Histogram(
     buckets=LOOP_LAG_BUCKETS_S)
 TASK_RESTARTS = Counter(
     "points_task_restarts_total", "Background tasks (queue workers, reclaimer, standings "
-    "folder, loop monitor, metrics sampler) that died and were restarted, by task.",
+    "folder, loop monitor, metrics sampler, replica lag checks) that died and were "
+    "restarted, by task.",
     ["task"])
 
 # --- this process's state, sampled ------------------------------------------------

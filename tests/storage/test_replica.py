@@ -14,10 +14,13 @@ import re
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import jsonschema_rs
 import psycopg2
 import pytest
 
+from server import schemas
 from server.access.auth import hash_token
+from server.embedded.processes import free_port
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import Stores
 from server.storage.database import open_database
@@ -173,6 +176,7 @@ async def test_a_replica_further_behind_than_the_bound_leaves_reads_to_the_prima
         assert status == 200 and ready["status"] == "degraded", ready
         assert replica_check["lag_s"] > 1.0 and not replica_check["serving_reads"], ready
         assert "DATABASE_READ_MAX_LAG_S" in replica_check["error"]
+        jsonschema_rs.validate(schemas.READY, ready)  # as /openapi.json describes it
         assert (await api.get("/ready", token=None))[1] == {"status": "degraded",
                                                             "failed": ["replica"]}
 
@@ -189,13 +193,28 @@ def _lagging(api: Api) -> Callable[[], Awaitable[str | None]]:
     return check
 
 
+async def test_a_replica_down_at_start_stops_nothing_and_reads_use_the_primary(
+        clean: Stores) -> None:
+    settings = make_settings(database_read_url=f"postgresql://postgres:x@127.0.0.1:"
+                                               f"{free_port()}/postgres")
+    async with serving(settings, clean.database_url, clean.redis_url) as (service, api):
+        service.deps.readiness.cache_s = 0.0
+        cid, _ = await seed(api, participants=1)
+        assert (await api.get(f"/v1/competitions/{cid}/stats"))[0] == 200
+        await until(lambda: service.deps.reads.checked_at, "a lag check")
+        status, ready = await api.get("/ready")
+        check = ready["checks"]["replica"]
+        assert status == 200 and ready["status"] == "degraded", ready
+        assert not check["up"] and check["lag_s"] is None and check["error"], check
+
+
 async def test_the_replica_s_connections_refuse_writes_whatever_the_url_points_at(
-        own: Stores, io_loop: object) -> None:
-    db = await open_database(make_settings(), own.database_url, read_only=True)
+        clean: Stores, io_loop: object) -> None:
+    db = await open_database(make_settings(), clean.database_url, read_only=True)
     try:
         async with db.cursor() as cur:
             with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
                 await cur.execute("INSERT INTO competitions (slug, name) VALUES ('x', 'X')")
     finally:
         await db.close()
-    assert sql(own, "SELECT count(*) FROM competitions") == [(0,)]
+    assert sql(clean, "SELECT count(*) FROM competitions") == [(0,)]

@@ -83,8 +83,7 @@ class Replica:
         self._run(["pg_basebackup", "-D", str(self.pgdata), "-d", conninfo, "-R",
                    "-X", "stream", "-c", "fast"])
         with open(self.pgdata / "postgresql.auto.conf", "a") as conf:
-            # Report to the primary often, and never cancel a read for replay's sake
-            # longer than a test waits.
+            # A hot standby (reads while it replays), reporting to the primary often.
             conf.write("wal_receiver_status_interval = 1s\nhot_standby = on\n")
 
     def _run(self, argv: list[str]) -> None:

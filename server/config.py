@@ -46,6 +46,8 @@ class Settings:
     data_dir: Path = Path("./.data")
     database_url: str | None = field(default=None, repr=False)  # credentials
     database_read_url: str | None = field(default=None, repr=False)  # credentials
+    # Reads go to the primary while the replica is further behind than this.
+    database_read_max_lag_s: float = 5.0
     redis_url: str | None = field(default=None, repr=False)  # credentials
     redis_max_connections: int = 10
     redis_timeout_s: float = 5.0
@@ -210,6 +212,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATA_DIR": ("data_dir", _path),
     "DATABASE_URL": ("database_url", _url(_PG_SCHEMES)),
     "DATABASE_READ_URL": ("database_read_url", _url(_PG_SCHEMES)),
+    "DATABASE_READ_MAX_LAG_S": ("database_read_max_lag_s", _float(0)),
     "REDIS_URL": ("redis_url", _url(_REDIS_SCHEMES)),
     "REDIS_MAX_CONNECTIONS": ("redis_max_connections", _int(1, 10000)),
     "REDIS_TIMEOUT_S": ("redis_timeout_s", _float(0, strict=True)),

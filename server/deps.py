@@ -24,12 +24,14 @@ from server.queue.redis_queue import PointQueue
 from server.queue.strategy import IngestStrategy
 from server.queue.worker import Workers
 from server.storage.database import Database
+from server.storage.replica import ReadReplica
 
 
 @dataclass(frozen=True)
 class Deps:
     settings: Settings
-    db: Database  # the request handlers' pools (the workers have their own)
+    db: Database  # the request handlers' primary pool (the workers have their own)
+    reads: ReadReplica  # the read endpoints' queries: the replica, or the primary
     redis: aioredis.Redis  # the request handlers' client
     strategy: IngestStrategy
     queue: PointQueue

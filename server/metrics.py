@@ -79,6 +79,14 @@ DLQ_DROPPED = Counter(
 _COMMITTED_BY_WORKERS = POINTS_COMMITTED.labels("queue")
 _COMMITTED_DIRECTLY = POINTS_COMMITTED.labels("direct")
 
+# --- reads (server/storage/replica.py) ---------------------------------------------
+
+READS = Counter(
+    "points_reads_total", "Queries of the read endpoints (leaderboards, stats, points, "
+    "participants, competitions), by the PostgreSQL that answered: the replica "
+    "(DATABASE_READ_URL) or the primary.", ["target"])
+_READS_BY_TARGET = {target: READS.labels(target) for target in ("replica", "primary")}
+
 # --- rate limiting (server/access/ratelimit.py) ---------------------------------------------
 
 RATE_LIMITED = Counter(
@@ -102,7 +110,8 @@ LOOP_LAG = Histogram(
     buckets=LOOP_LAG_BUCKETS_S)
 TASK_RESTARTS = Counter(
     "points_task_restarts_total", "Background tasks (queue workers, reclaimer, standings "
-    "folder, loop monitor, metrics sampler) that died and were restarted, by task.",
+    "folder, loop monitor, metrics sampler, replica lag checks) that died and were "
+    "restarted, by task.",
     ["task"])
 
 # --- this process's state, sampled ------------------------------------------------
@@ -140,6 +149,11 @@ def observe_request(handler: Any) -> None:
                                          HTTP_DURATION.labels(route, method))
     series[0].inc()
     series[1].observe(request.request_time())
+
+
+def read_served(target: str) -> None:
+    """One read endpoint's query answered by ``target`` ("replica" or "primary")."""
+    _READS_BY_TARGET[target].inc()
 
 
 def points_accepted(count: int) -> None:

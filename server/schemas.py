@@ -339,10 +339,18 @@ _CHECK = _obj({"ok": {"type": "boolean"}, "latency_ms": {"type": "number"},
                "error": {"type": "string"}}, ("ok", "latency_ms"), closed=False)
 READY = _obj({
     "status": {"enum": ["ready", "degraded", "saturated", "unavailable"]},
-    "failed": {"type": "array", "items": {"enum": ["postgres", "redis", "queue", "workers"]},
+    "failed": {"type": "array", "items": {"enum": ["postgres", "redis", "queue", "workers",
+                                                   "replica"]},
                "description": "the checks that failed, by name"},
     "checks": _obj({"postgres": _CHECK, "redis": _CHECK, "queue": _CHECK,
-                    "workers": _obj({"ok": {"type": "boolean"}}, ("ok",), closed=False)},
+                    "workers": _obj({"ok": {"type": "boolean"}}, ("ok",), closed=False),
+                    "replica": _obj({
+                        "ok": {"type": "boolean"}, "up": {"type": "boolean"},
+                        "serving_reads": {"type": "boolean"},
+                        "lag_s": {"type": ["number", "null"]}, "max_lag_s": {"type": "number"},
+                        "error": {"type": "string"}},
+                        ("ok", "up", "serving_reads", "lag_s", "max_lag_s"), closed=False,
+                        description="with DATABASE_READ_URL only: the read replica")},
                    ("postgres", "redis", "queue", "workers"), closed=False,
                    description="each check's details: with an admin token only"),
 }, ("status", "failed"))

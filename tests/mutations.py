@@ -48,6 +48,7 @@ W, Q, F, S = ("tests/queue/test_worker.py::", "tests/queue/test_redis_queue.py::
 D, P, B = "tests/test_durability.py::", "tests/handlers/test_points.py::", \
     "tests/handlers/test_bulk.py::"
 A = "tests/access/test_auth.py::"
+R = "tests/storage/test_replica.py::"
 
 MUTATIONS = (
     # --- kill -9 at any moment loses and duplicates nothing -------------------------
@@ -508,6 +509,48 @@ MUTATIONS = (
        "        await close(10.0)",
        "tests/test_lifecycle.py::test_the_whole_stop_keeps_to_shutdown_timeout_though_a_"
        "connection_is_kept"),
+    # --- the read replica (DATABASE_READ_URL) ----------------------------------------
+    _m("replica-unused", "reads are served by the read replica",
+       "every read goes to the primary",
+       "server/storage/replica.py",
+       "        if self.replica is not None and self.serving():",
+       "        if False:",
+       R + "test_reads_come_from_the_replica_and_writes_and_tokens_from_the_primary"),
+    _m("tokens-on-replica", "token lookups never use the read replica",
+       "the request handlers' token lookups go to the replica's pool",
+       "server/runtime/lifecycle.py",
+       "        auth = Authenticator(db, breaker=pool.postgres_breaker,",
+       "        auth = Authenticator(replica_db or db, breaker=pool.postgres_breaker,",
+       R + "test_reads_come_from_the_replica_and_writes_and_tokens_from_the_primary"),
+    _m("replica-writable", "the replica's pool can never write",
+       "the replica's connections are not read-only",
+       "server/storage/database.py",
+       '        options += " -c default_transaction_read_only=on"', "        pass",
+       R + "test_the_replica_s_connections_refuse_writes_whatever_the_url_points_at"),
+    _m("replica-needed-at-start", "a replica down at start stops nothing",
+       "the replica's pool opens its connections at start",
+       "server/runtime/lifecycle.py",
+       "            replica_db = await open_database(settings.replace(pg_pool_min=0),",
+       "            replica_db = await open_database(settings,",
+       R + "test_a_replica_down_at_start_stops_nothing_and_reads_use_the_primary"),
+    _m("no-replica-fallback", "replica down: reads answer from the primary",
+       "a read the replica fails is not run again on the primary",
+       "server/storage/replica.py",
+       "            except PoolTimeout:\n                raise",
+       "            except StoreUnavailable:\n                raise",
+       R + "test_with_the_replica_stopped_reads_answer_from_the_primary"),
+    _m("lag-bound-ignored", "replica lagging: reads answer from the primary",
+       "the replica serves reads however far behind it is",
+       "server/storage/replica.py",
+       "                and self.lag_s <= self.max_lag_s and self.checked_at is not None",
+       "                and self.checked_at is not None",
+       R + "test_a_replica_further_behind_than_the_bound_leaves_reads_to_the_primary"),
+    _m("idle-primary-is-lag", "the replica's lag is measured honestly",
+       "the lag is the last replayed commit's age alone (an idle primary looks like lag)",
+       "server/storage/replica.py",
+       "        bounds = [now - self._caught_up_at] if self._caught_up_at is not None else []",
+       "        bounds = []",
+       R + "test_a_replica_further_behind_than_the_bound_leaves_reads_to_the_primary"),
 )
 
 

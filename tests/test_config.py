@@ -64,6 +64,17 @@ def test_passwords_never_appear_in_messages_or_listings() -> None:
     listed = dict(describe_settings(load_settings(
         {"DATABASE_URL": "postgresql://u:hunter2@h/db"})))
     assert listed["DATABASE_URL"] == "postgresql://u:***@h/db"
+    replica = dict(describe_settings(load_settings(
+        {"DATABASE_READ_URL": "postgresql://r:hunter2@replica/db"})))
+    assert replica["DATABASE_READ_URL"] == "postgresql://r:***@replica/db"
+    assert "hunter2" not in problems({"DATABASE_READ_URL": "mysql://r:hunter2@h/db"})[0]
+
+
+def test_the_replica_s_lag_bound_is_a_non_negative_number_of_seconds() -> None:
+    assert load_settings({}).database_read_max_lag_s == 5.0
+    assert load_settings({"DATABASE_READ_MAX_LAG_S": "0.5"}).database_read_max_lag_s == 0.5
+    assert problems({"DATABASE_READ_MAX_LAG_S": "-1"}) == [
+        "DATABASE_READ_MAX_LAG_S='-1': must be >= 0"]
 
 
 def test_settings_are_listed_by_the_variables_users_set() -> None:

@@ -79,8 +79,8 @@ class CompetitionsHandler(BodyHandler):
     async def get(self) -> None:
         limit = self.query_int(*schemas.COMPETITIONS_LIMIT)
         after = self.query_int(*schemas.COMPETITIONS_CURSOR)
-        async with self.deps.db.cursor(read=True) as cur:
-            items = await catalog.list_competitions(cur, limit, after)
+        items = await self.deps.reads.run(
+            lambda cur: catalog.list_competitions(cur, limit, after))
         next_cursor = str(items[-1]["id"]) if len(items) == limit else None
         self.write_json({"items": items, "next_cursor": next_cursor})
 
@@ -105,8 +105,8 @@ class CompetitionHandler(BaseHandler):
     role = "read"
 
     async def get(self, competition_id: str) -> None:
-        async with self.deps.db.cursor(read=True) as cur:
-            row = await catalog.get_competition(cur, self.path_id(competition_id))
+        cid = self.path_id(competition_id)
+        row = await self.deps.reads.run(lambda cur: catalog.get_competition(cur, cid))
         if row is None:
             raise NotFound(f"no competition {competition_id}")
         self.write_json(row)

@@ -132,8 +132,8 @@ class PointHandler(BaseHandler):
         missing = f"no committed point with id {point_id!r} in competition {competition_id}"
         if check_point_id(point_id):
             raise NotFound(missing)
-        async with self.deps.db.cursor(read=True) as cur:
-            row = await sql.get_point(cur, competition_id, point_id)
+        row = await self.deps.reads.run(
+            lambda cur: sql.get_point(cur, competition_id, point_id))
         if row is None:
             raise NotFound(missing)
         self.write_json(row)

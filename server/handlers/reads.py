@@ -1,7 +1,8 @@
 """Cached reads: leaderboard (≤ 1 s), competition stats (30 s), participant (60 s).
 
-Each answer is computed from PostgreSQL (the read replica when configured) and
-cached as its finished JSON body, so a burst of identical reads costs one query
+Each answer is computed from PostgreSQL — the read replica while it serves
+(``storage/replica.py``: up and within ``DATABASE_READ_MAX_LAG_S``), else the
+primary — and cached as its finished JSON body, so a burst of identical reads costs one query
 per TTL, not one per request.
 
 **Leaderboards are cached by page, not by query string.**  Keyed by
@@ -70,21 +71,25 @@ class LeaderboardHandler(_CachedRead):
                          "entries": entries[start:start + limit]})
 
     async def _page(self, cid: int, number: int) -> bytes:
+        async def query(cur: Any) -> list[dict]:
+            await self._competition_exists(cur, cid)
+            return await reads.leaderboard(cur, cid, LEADERBOARD_PAGE_ROWS,
+                                           number * LEADERBOARD_PAGE_ROWS)
+
         async def compute() -> dict:
-            async with self.deps.db.cursor(read=True) as cur:
-                await self._competition_exists(cur, cid)
-                entries = await reads.leaderboard(cur, cid, LEADERBOARD_PAGE_ROWS,
-                                                  number * LEADERBOARD_PAGE_ROWS)
+            entries = await self.deps.reads.run(query)
             return {"competition_id": cid, "as_of": datetime.now(UTC), "entries": entries}
 
         return await self.deps.cache.get_or_compute(f"lb:{cid}:p{number}", LEADERBOARD_TTL_S,
                                                     compute)
 
     async def _rows(self, cid: int) -> bytes:
+        async def query(cur: Any) -> int:
+            await self._competition_exists(cur, cid)
+            return await reads.leaderboard_rows(cur, cid)
+
         async def compute() -> dict:
-            async with self.deps.db.cursor(read=True) as cur:
-                await self._competition_exists(cur, cid)
-                rows = await reads.leaderboard_rows(cur, cid)
+            rows = await self.deps.reads.run(query)
             return {"rows": rows, "as_of": datetime.now(UTC)}
 
         return await self.deps.cache.get_or_compute(f"lb:{cid}:rows", LEADERBOARD_TTL_S,
@@ -95,10 +100,12 @@ class StatsHandler(_CachedRead):
     async def get(self, competition_id: str) -> None:
         cid = self.path_id(competition_id)
 
+        async def query(cur: Any) -> dict:
+            await self._competition_exists(cur, cid)
+            return await reads.competition_stats(cur, cid)
+
         async def compute() -> dict:
-            async with self.deps.db.cursor(read=True) as cur:
-                await self._competition_exists(cur, cid)
-                stats = await reads.competition_stats(cur, cid)
+            stats = await self.deps.reads.run(query)
             return {**stats, "as_of": datetime.now(UTC)}
 
         self.write_json(await self.deps.cache.get_or_compute(f"stats:{cid}", STATS_TTL_S,
@@ -110,8 +117,7 @@ class ParticipantHandler(_CachedRead):
         pid = self.path_id(participant_id)
 
         async def compute() -> dict:
-            async with self.deps.db.cursor(read=True) as cur:
-                row = await catalog.get_participant(cur, pid)
+            row = await self.deps.reads.run(lambda cur: catalog.get_participant(cur, pid))
             if row is None:
                 raise NotFound(f"no participant {pid}")
             return row

@@ -5,6 +5,9 @@ scrape, every process's values merged.
   breaker gauges every ``SAMPLE_INTERVAL_S``, and the process that answers a
   scrape samples itself once more: in multi-process mode it cannot sample the
   others, whose files hold their last samples.
+* **The read replica's lag** (with ``DATABASE_READ_URL``) is global too: the
+  answering process's last lag check (``storage/replica.py``, every 0.5 s) is
+  emitted at scrape time, once — no query of its own.
 * **The queue's state** is global (one Redis for every process): it is read at
   scrape time, from one ``queue.stats()`` shared by the scrapes of
   ``queue_stats_cache_s``, by a collector on the scrape's own registry — so it
@@ -45,6 +48,7 @@ from server.queue.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from server.queue.redis_queue import PointQueue
 from server.redis_client import pool_usage as redis_pool_usage
 from server.storage.database import Database
+from server.storage.replica import ReadReplica
 from server.supervisor import StopSignal
 
 SAMPLE_INTERVAL_S = 0.25  # pools and breakers; also bounds how long it delays a stop
@@ -110,8 +114,9 @@ class _GlobalCollector:
     """The queue's gauges and the build info, emitted once per scrape."""
 
     def __init__(self, queue_stats: _QueueStats, build: dict[str, str],
-                 max_points: int) -> None:
+                 max_points: int, reads: ReadReplica | None) -> None:
         self.queue_stats = queue_stats
+        self.reads = reads
         self.build = build
         self.max_points = max_points
 
@@ -120,6 +125,15 @@ class _GlobalCollector:
                                  "version, Python, ingest path.", labels=list(self.build))
         info.add_metric(list(self.build.values()), 1)
         yield info
+        if self.reads is not None and self.reads.configured:
+            yield GaugeMetricFamily(
+                "points_replica_lag_seconds", "How far the read replica (DATABASE_READ_URL) "
+                "is behind the primary, at most (NaN: unknown, e.g. the replica is down).",
+                value=self.reads.lag_for_metrics())
+            yield GaugeMetricFamily(
+                "points_replica_serving_reads", "1 while reads go to the replica (it "
+                "answers, within DATABASE_READ_MAX_LAG_S), 0 while they go to the primary.",
+                value=int(self.reads.serving()))
         stats = self.queue_stats.value
         if stats is None:
             return
@@ -155,7 +169,8 @@ class Exporter:
     cannot take the loop.
     """
 
-    def __init__(self, queue: PointQueue, sampler: Sampler, *, ingest_path: str,
+    def __init__(self, queue: PointQueue, sampler: Sampler, reads: ReadReplica | None = None,
+                 *, ingest_path: str,
                  max_points: int, cache_s: float = RENDER_CACHE_S,
                  queue_stats_cache_s: float = QUEUE_STATS_CACHE_S) -> None:
         self.sampler = sampler
@@ -171,7 +186,7 @@ class Exporter:
         else:
             self.registry.register(_Forward())
         self.registry.register(_GlobalCollector(self.queue_stats, build_info(ingest_path),
-                                                max_points))
+                                                max_points, reads))
 
     async def render(self) -> bytes:
         """The Prometheus text: at most one queue read and one rendering per

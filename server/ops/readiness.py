@@ -6,7 +6,11 @@
 answers (ingest still works: Redis down means direct writes, PostgreSQL down
 means queueing) or a background task is being restarted; and ``unavailable``
 (503) when neither store answers or the process is draining.
-``checks.redis.durability`` says what a 202 is worth on this Redis.
+``checks.redis.durability`` says what a 202 is worth on this Redis.  With
+``DATABASE_READ_URL``, ``checks.replica`` shows the read replica's lag from its
+last check (``storage/replica.py``, no probe of its own) and whether it serves
+reads; a replica down or too far behind makes an otherwise ready process
+``degraded`` (reads still answer, from the primary).
 
 What anyone may see is the status and the names of the checks that failed
 (``public``): enough for a load balancer or an orchestrator.  The checks
@@ -34,6 +38,7 @@ from server.queue.durability import read_durability
 from server.queue.redis_queue import PointQueue
 from server.queue.worker import Workers
 from server.storage.database import Database
+from server.storage.replica import ReadReplica
 from server.supervisor import Supervisor
 
 PROBE_TIMEOUT_S = 1.0
@@ -73,8 +78,10 @@ class ReadinessProbe:
 
     def __init__(self, *, db: Database, redis: aioredis.Redis, queue: PointQueue,
                  workers: Workers, supervisor: Supervisor, state: ServingState,
-                 max_points: int, durability_vouched: bool = False) -> None:
+                 max_points: int, durability_vouched: bool = False,
+                 reads: ReadReplica | None = None) -> None:
         self.db = db
+        self.reads = reads
         self.redis = redis
         self.queue = queue
         self.workers = workers
@@ -120,9 +127,13 @@ class ReadinessProbe:
                               **workers.stats.as_dict(),
                               "breakers": {"postgres": workers.postgres_breaker.as_dict(),
                                            "redis": workers.redis_breaker.as_dict()}}}
+        replica_ok = True
+        if self.reads is not None and self.reads.configured:
+            checks["replica"] = self.reads.as_dict()
+            replica_ok = checks["replica"]["ok"]
         if self.state.draining:
             status = "unavailable"
-        elif pg["ok"] and rd["ok"] and supervisor.ok:
+        elif pg["ok"] and rd["ok"] and supervisor.ok and replica_ok:
             status = "saturated" if qu.get("saturated") else "ready"
         elif pg["ok"] or rd["ok"]:
             status = "degraded"

@@ -6,11 +6,13 @@ event loop after stage 1 (``runtime/prepare.py``: stores, migrations, admin
 token, sockets — before any fork).  In one ``AsyncExitStack`` it opens, in
 order:
 
-1. the PostgreSQL pools (the request handlers' and the workers' own) and the
-   Redis clients (likewise);
+1. the PostgreSQL pools (the request handlers' and the workers' own, and with
+   ``DATABASE_READ_URL`` the read replica's, which only ``ReadReplica`` holds)
+   and the Redis clients (likewise);
 2. the queue, the commit watch, ingest, caches, auth and the rate limiter;
 3. the supervisor and what runs under it — the claim loops and reclaimer
-   (``Workers``), the standings folder, the loop monitor, the metrics sampler;
+   (``Workers``), the standings folder, the loop monitor, the metrics sampler,
+   the replica's lag checks;
 4. the readiness probe and the metrics exporter; then ``Deps``, built whole;
 5. the HTTP server on the sockets.
 
@@ -58,6 +60,7 @@ from server.queue.worker import Workers
 from server.redis_client import redis_client
 from server.runtime.prepare import bind
 from server.storage.database import open_database
+from server.storage.replica import ReadReplica
 from server.storage.standings import StandingsFolder
 from server.supervisor import Supervisor
 
@@ -102,8 +105,17 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         # 1. Connections.  The workers have their own, never shared with request
         # handlers: a burst of requests cannot starve the drain, nor a long drain
         # the requests.
-        db = await open_database(settings, database_url, settings.database_read_url)
+        db = await open_database(settings, database_url)
         stack.push_async_callback(_within, deadline, "the request pools", db.close)
+        replica_db = None
+        if settings.database_read_url is not None:
+            # No connection opened now (PG_POOL_MIN 0 here): a replica that is down
+            # stops no start; its reads go to the primary until it answers.
+            replica_db = await open_database(settings.replace(pg_pool_min=0),
+                                             settings.database_read_url, read_only=True)
+            stack.push_async_callback(_within, deadline, "the replica's pool",
+                                      replica_db.close)
+        reads = ReadReplica(db, replica_db, max_lag_s=settings.database_read_max_lag_s)
         worker_db = await open_database(
             settings.replace(pg_pool_min=1, pg_pool_max=max(count, 1) + 1), database_url)
         stack.push_async_callback(_within, deadline, "the workers' pool", worker_db.close)
@@ -131,13 +143,19 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         pool = Workers(queue.with_client(worker_client), worker_db, strategy, settings,
                        supervisor, folder)
         loop_monitor = LoopMonitor()
-        sampler = Sampler({"requests": db, "workers": worker_db},
+        databases = {"requests": db, "workers": worker_db}
+        if replica_db is not None:
+            databases["requests-replica"] = replica_db
+        sampler = Sampler(databases,
                           {"requests": client, "workers": worker_client},
                           (pool.postgres_breaker, pool.redis_breaker))
         pool.start(count)
         for name, task in (("folder", folder.run), ("loop-monitor", loop_monitor.run),
                            ("metrics", sampler.run)):
             supervisor.start(name, functools.partial(task, supervisor.stop_signal))
+        if reads.configured:
+            supervisor.start("replica-lag", functools.partial(reads.monitor,
+                                                              supervisor.stop_signal))
         stack.push_async_callback(_stop_background, pool, supervisor, folder, deadline)
 
         # 4. What the handlers read, built whole.
@@ -148,15 +166,15 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
                              wait_s=settings.request_store_wait_s)
         stack.push_async_callback(auth.close)  # lookups still running, before the pools
         deps = Deps(
-            settings=settings, db=db, redis=client, strategy=strategy, queue=queue,
+            settings=settings, db=db, reads=reads, redis=client, strategy=strategy, queue=queue,
             workers=pool, ingest=Ingest(queue, db, commits, breaker=pool.redis_breaker),
             cache=ReadCache(client),
             auth=auth, serving=serving,
             readiness=ReadinessProbe(db=db, redis=client, queue=queue, workers=pool,
-                                     supervisor=supervisor, state=serving,
+                                     supervisor=supervisor, state=serving, reads=reads,
                                      max_points=settings.queue_max_points,
                                      durability_vouched=settings.redis_durability_vouched),
-            exporter=Exporter(queue, sampler, ingest_path=strategy.name,
+            exporter=Exporter(queue, sampler, reads, ingest_path=strategy.name,
                               max_points=settings.queue_max_points),
             loop_monitor=loop_monitor,
             limiter=make_limiter(client, settings.rate_limit_per_token),

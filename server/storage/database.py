@@ -1,4 +1,5 @@
-"""The aiopg pools (primary and optional read replica) and how code borrows them.
+"""An aiopg pool (a primary's, or a read replica's: ``storage/replica.py``) and how
+code borrows it.
 
 Connections are recycled after ``DB_CONN_MAX_AGE`` (aiopg's ``pool_recycle``),
 carry ``statement_timeout`` and ``connect_timeout``, and are pinged before use
@@ -89,9 +90,8 @@ def translated_errors() -> Iterator[None]:
 class Database:
     """Owns the pools; hands out cursors and transactions."""
 
-    def __init__(self, pool: aiopg.Pool, read_pool: aiopg.Pool | None, acquire_timeout_s: float):
+    def __init__(self, pool: aiopg.Pool, acquire_timeout_s: float):
         self.pool = pool
-        self.read_pool = read_pool or pool
         self.acquire_timeout_s = acquire_timeout_s
         self._last_used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self.pings_failed = 0
@@ -130,9 +130,9 @@ class Database:
         raise AssertionError("unreachable")
 
     @asynccontextmanager
-    async def cursor(self, *, read: bool = False) -> AsyncIterator[Any]:
-        """A cursor in autocommit mode; ``read=True`` may use the replica."""
-        pool = self.read_pool if read else self.pool
+    async def cursor(self) -> AsyncIterator[Any]:
+        """A cursor in autocommit mode."""
+        pool = self.pool
         with translated_errors():
             conn = await self._acquire(pool)
             try:
@@ -171,27 +171,27 @@ class Database:
                 "min": self.pool.minsize, "max": self.pool.maxsize}
 
     def pool_usage(self) -> dict[str, tuple[int, int, int]]:
-        """(in use, idle, waiting) of the ``primary`` pool and, when it has its own,
-        the ``replica``'s; in use counts connections being opened."""
-        pools = {"primary": self.pool}
-        if self.read_pool is not self.pool:
-            pools["replica"] = self.read_pool
-        return {role: (pool.size - pool.freesize, pool.freesize,
-                       self._waiting.get(id(pool), 0)) for role, pool in pools.items()}
+        """(in use, idle, waiting) of the pool, as ``{"primary": …}``; in use counts
+        connections being opened."""
+        pool = self.pool
+        return {"primary": (pool.size - pool.freesize, pool.freesize,
+                            self._waiting.get(id(pool), 0))}
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """Close the pools; connections still out after ``timeout_s`` (in all) are cut."""
-        end = time.monotonic() + timeout_s
-        for pool in {id(self.pool): self.pool, id(self.read_pool): self.read_pool}.values():
-            pool.close()
-            try:
-                await asyncio.wait_for(pool.wait_closed(), max(0.0, end - time.monotonic()))
-            except TimeoutError:
-                await pool.clear()
-                pool.terminate()
+        """Close the pool; connections still out after ``timeout_s`` are cut."""
+        pool = self.pool
+        pool.close()
+        try:
+            await asyncio.wait_for(pool.wait_closed(), timeout_s)
+        except TimeoutError:
+            await pool.clear()
+            pool.terminate()
 
 
-async def _create_pool(dsn: str, settings: Settings) -> aiopg.Pool:
+async def _create_pool(dsn: str, settings: Settings, *, read_only: bool) -> aiopg.Pool:
+    options = f"-c statement_timeout={settings.pg_statement_timeout_ms}"
+    if read_only:  # a read replica's: no write can pass, whatever the URL points at
+        options += " -c default_transaction_read_only=on"
     return await aiopg.create_pool(
         dsn,
         minsize=settings.pg_pool_min,
@@ -204,21 +204,17 @@ async def _create_pool(dsn: str, settings: Settings) -> aiopg.Pool:
         enable_hstore=False,
         enable_uuid=False,
         connect_timeout=max(1, round(settings.pg_connect_timeout_s)),
-        options=f"-c statement_timeout={settings.pg_statement_timeout_ms}",
+        options=options,
         application_name="points-server",
         # A peer that vanished (host down) is found by TCP keepalive within ~1 min.
         keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
     )
 
 
-async def open_database(settings: Settings, url: str, read_url: str | None = None) -> Database:
-    """Open the pools (StoreUnavailable when PostgreSQL cannot be reached)."""
+async def open_database(settings: Settings, url: str, *, read_only: bool = False) -> Database:
+    """Open a pool (StoreUnavailable when PostgreSQL cannot be reached and
+    ``PG_POOL_MIN`` connections are to be opened now).  ``read_only``: every
+    transaction of its connections is read-only (a read replica's pool)."""
     with translated_errors():
-        pool = await _create_pool(url, settings)
-        try:
-            read_pool = await _create_pool(read_url, settings) if read_url else None
-        except BaseException:
-            pool.close()
-            await pool.wait_closed()
-            raise
-    return Database(pool, read_pool, acquire_timeout_s=settings.pg_connect_timeout_s)
+        pool = await _create_pool(url, settings, read_only=read_only)
+    return Database(pool, acquire_timeout_s=settings.pg_connect_timeout_s)

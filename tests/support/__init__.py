@@ -27,6 +27,8 @@ fixtures from ``tests/conftest.py``; no test module imports another.
   ``send`` give it a competition and points.
 * ``proxy.py`` — ``BlackHoleProxy``, a loopback proxy that can silence its
   connections (no FIN, no RST).
+* ``replica.py`` — ``replica_of``: a streaming hot standby of a test's own
+  PostgreSQL (``pg_basebackup -R``) on a free port, for a block, stopped by pid.
 """
 
 from harness.server import ROOT

@@ -104,6 +104,9 @@ TASK_RESTARTS = Counter(
     "points_task_restarts_total", "Background tasks (queue workers, reclaimer, standings "
     "folder, loop monitor, metrics sampler) that died and were restarted, by task.",
     ["task"])
+PROCESS_RESTARTS = Counter(
+    "points_process_restarts_total", "Server processes of serve --processes N that died "
+    "and were replaced by the parent (counted by the parent).")
 
 # --- this process's state, sampled ------------------------------------------------
 
@@ -167,6 +170,10 @@ def settled(retried: int, dead_by_reason: Mapping[str, int], dropped: int) -> No
         POINTS_DEAD_LETTERED.labels(reason).inc(count)
     if dropped:
         DLQ_DROPPED.inc(dropped)
+
+
+def process_restarted() -> None:
+    PROCESS_RESTARTS.inc()
 
 
 def task_kind(name: str) -> str:

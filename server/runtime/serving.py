@@ -26,7 +26,7 @@ from server.ops import error_reports
 from server.ops.logs import configure_logging
 from server.runtime.lifecycle import running_service
 from server.runtime.prepare import Prepared, StartupError, prepared
-from server.runtime.supervise import STOP_SIGNALS, Supervisor
+from server.runtime.supervise import Supervisor
 
 
 def serve(settings: Settings) -> int:
@@ -95,8 +95,6 @@ def _fork_and_wait(settings: Settings, ready: Prepared) -> int:
 
     def run_child(number: int) -> int:
         try:
-            for sig in STOP_SIGNALS:  # a child's own loop handles them
-                signal.signal(sig, signal.SIG_DFL)
             configure_logging(settings, process=number)  # its own log files
             return serve_process(settings, ready)
         except StartupError as exc:

@@ -110,6 +110,8 @@ class Supervisor:
         if pid == 0:
             code = 1
             try:
+                for sig in STOP_SIGNALS:  # the child's own event loop will handle them
+                    signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
                 code = self.run_child(slot.number)
             finally:
@@ -120,16 +122,18 @@ class Supervisor:
             log.warning("process %d replaced: new pid %d", slot.number, pid)
 
     def _reap(self) -> None:
-        """Collect every child that exited; schedule a replacement unless stopping."""
-        while True:
+        """Collect every child that exited; schedule a replacement unless stopping.
+
+        Only the serving children are waited for, by pid: an embedded store may be
+        a child of this process too, and is its launcher's to reap."""
+        for slot in self.slots:
+            if slot.pid is None:
+                continue
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
+                pid, status = os.waitpid(slot.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: gone all the same
+                pid, status = slot.pid, 0
             if pid == 0:
-                return
-            slot = next((s for s in self.slots if s.pid == pid), None)
-            if slot is None:  # not a serving child (none other is forked here)
                 continue
             slot.pid = None
             if self.stopping:

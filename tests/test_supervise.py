@@ -62,13 +62,15 @@ class Sender(threading.Thread):
                 points = [{"id": f"s-{number}-{i}", "competition_id": self.cid,
                            "participant_id": self.parts[i % 5], "value": 1 + i % 3}
                           for i in range(100)]
-                while True:
+                for _attempt in range(20):
                     try:
                         status, body = call(self.url, "POST", "/v1/points", self.token,
                                             {"points": points})
                         break
                     except (urllib.error.URLError, http.client.HTTPException, OSError):
                         self.lost_answers += 1
+                else:
+                    raise AssertionError(f"batch {number}: no answer in 20 attempts")
                 assert status == 202, body
                 self.accepted.update(body["ids"])
                 number += 1

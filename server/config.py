@@ -94,6 +94,9 @@ class Settings:
     port: int = 8000
     address: str = "127.0.0.1"
     processes: int = 1
+    # --processes N: a crash loop is this many children's deaths within the window.
+    process_deaths_max: int = 5
+    process_deaths_window_s: float = 60.0
     ingest_path: str = PIPELINED
 
     @property
@@ -257,6 +260,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PORT": ("port", _int(0, 65535)),
     "ADDRESS": ("address", str.strip),
     "PROCESSES": ("processes", _int(1, 256)),
+    "PROCESS_DEATHS_MAX": ("process_deaths_max", _int(1, 10_000)),
+    "PROCESS_DEATHS_WINDOW_S": ("process_deaths_window_s", _float(0, strict=True)),
     "INGEST_PATH": ("ingest_path", _choice(INGEST_PATHS)),
 }
 

@@ -113,6 +113,9 @@ TASK_RESTARTS = Counter(
     "folder, loop monitor, metrics sampler, replica lag checks) that died and were "
     "restarted, by task.",
     ["task"])
+PROCESS_RESTARTS = Counter(
+    "points_process_restarts_total", "Server processes of serve --processes N that died "
+    "and were replaced by the parent (counted by the parent).")
 
 # --- this process's state, sampled ------------------------------------------------
 
@@ -181,6 +184,10 @@ def settled(retried: int, dead_by_reason: Mapping[str, int], dropped: int) -> No
         POINTS_DEAD_LETTERED.labels(reason).inc(count)
     if dropped:
         DLQ_DROPPED.inc(dropped)
+
+
+def process_restarted() -> None:
+    PROCESS_RESTARTS.inc()
 
 
 def task_kind(name: str) -> str:

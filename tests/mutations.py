@@ -49,6 +49,7 @@ D, P, B = "tests/test_durability.py::", "tests/handlers/test_points.py::", \
     "tests/handlers/test_bulk.py::"
 A = "tests/access/test_auth.py::"
 R = "tests/storage/test_replica.py::"
+SV = "tests/test_supervise.py::"
 
 MUTATIONS = (
     # --- kill -9 at any moment loses and duplicates nothing -------------------------
@@ -551,6 +552,30 @@ MUTATIONS = (
        "        bounds = [now - self._caught_up_at] if self._caught_up_at is not None else []",
        "        bounds = []",
        R + "test_a_replica_further_behind_than_the_bound_leaves_reads_to_the_primary"),
+    # --- serve --processes N: supervised children ----------------------------------------
+    _m("dead-child-not-replaced", "a child of serve --processes N that dies is replaced",
+       "the parent reaps a dead child and forks no other",
+       "server/runtime/supervise.py", "            slot.restart_at = now + backoff_s\n",
+       "            slot.restart_at = None\n",
+       SV + "test_a_child_killed_with_sigkill_mid_ingest_is_replaced_and_every_point_commits_"
+       "once"),
+    _m("restart-not-counted", "a child's replacement is counted in /metrics",
+       "the parent replaces a child without counting it",
+       "server/runtime/supervise.py", "            process_restarted()\n", "            pass\n",
+       SV + "test_a_child_killed_with_sigkill_mid_ingest_is_replaced_and_every_point_commits_"
+       "once"),
+    _m("crash-loop-forever", "a crash loop stops serve loudly (exit 1)",
+       "children that die at start are replaced forever",
+       "server/runtime/supervise.py",
+       "        if len(self.deaths) < self.deaths_max:", "        if True:",
+       SV + "test_children_that_die_at_start_every_time_stop_serve_with_one_line_and_exit_1"),
+    _m("sigterm-not-forwarded", "SIGTERM stops every child of serve --processes N, exit 0",
+       "the parent takes SIGTERM but does not pass it on",
+       "server/runtime/supervise.py",
+       "            if received is not None and received.si_signo in STOP_SIGNALS:",
+       "            if False:",
+       SV + "test_a_child_killed_with_sigkill_mid_ingest_is_replaced_and_every_point_commits_"
+       "once"),
 )
 
 

@@ -3,14 +3,14 @@
 With ``--processes N`` the parent prepares everything before the fork (stores,
 migrations, admin token, the listening sockets: ``lifecycle.prepared``), forks N
 children that each run ``lifecycle.running_service`` on their own event loop and
-pools, forwards SIGTERM/SIGINT to them and reaps them; the stores are stopped by
-the parent, after the last child.
+pools, and supervises them (``supervise.py``): a child that dies is replaced,
+SIGTERM/SIGINT are forwarded to all; the stores are stopped by the parent,
+after the last child.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import signal
@@ -26,6 +26,7 @@ from server.ops import error_reports
 from server.ops.logs import configure_logging
 from server.runtime.lifecycle import running_service
 from server.runtime.prepare import Prepared, StartupError, prepared
+from server.runtime.supervise import Supervisor
 
 
 def serve(settings: Settings) -> int:
@@ -85,45 +86,23 @@ def quiet_garbage_collector() -> None:
 
 
 def _fork_and_wait(settings: Settings, ready: Prepared) -> int:
-    """Fork ``processes`` children on the bound sockets; forward signals; reap them.
+    """Fork ``processes`` children on the bound sockets and supervise them
+    (``runtime/supervise.py``: replaced when they die, all stopped on SIGTERM).
 
-    A child never unwinds stage 1 (``os._exit``): the stores and sockets are the
-    parent's to close.
+    A child never unwinds stage 1 (``os._exit`` in the supervisor): the stores
+    and sockets are the parent's to close.
     """
-    children: list[int] = []
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signum)
+    def run_child(number: int) -> int:
+        try:
+            configure_logging(settings, process=number)  # its own log files
+            return serve_process(settings, ready)
+        except StartupError as exc:
+            print(f"error: {exc}", flush=True)
+        except BaseException:  # a child's last word before os._exit
+            traceback.print_exc()
+        return 1
 
-    stop_signals = {signal.SIGTERM, signal.SIGINT}
-    # Held until every child exists: a SIGTERM during the forks reaches them all.
-    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    try:
-        for number in range(1, settings.processes + 1):
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    for sig in stop_signals:  # a child's own loop handles them
-                        signal.signal(sig, signal.SIG_DFL)
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-                    configure_logging(settings, process=number)  # its own log files
-                    code = serve_process(settings, ready)
-                except StartupError as exc:
-                    print(f"error: {exc}", flush=True)
-                except BaseException:  # a child's last word before os._exit
-                    traceback.print_exc()
-                finally:
-                    os._exit(code)
-            children.append(pid)
-        for sig in stop_signals:
-            signal.signal(sig, forward)
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
-    worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status) & 0xFF)
-    return worst
+    return Supervisor(settings.processes, run_child,
+                      deaths_max=settings.process_deaths_max,
+                      deaths_window_s=settings.process_deaths_window_s).run()

@@ -115,6 +115,14 @@ class CommitUnknown(StoreUnavailable):
     code = "commit_unknown"
 
 
+class ReplicasShort(CommitUnknown):
+    """An enqueue Redis ran, but fewer replicas than QUEUE_WAIT_REPLICAS confirmed it in
+    time: its points are on the master alone, which a failover may lose.  Ingest writes
+    them to PostgreSQL directly, as for any enqueue whose fate is unknown.  Redis itself
+    answers, so it is no reason to open Redis's circuit breaker (the workers would
+    stop draining for a missing replica)."""
+
+
 class CommandRefused(StoreUnavailable):
     """The store answered a command with an error: one it refuses (``CONFIG`` renamed on
     a managed Redis), or a script's own error.  Nothing was applied."""

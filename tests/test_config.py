@@ -37,7 +37,7 @@ def test_every_bad_value_is_named_with_its_value_and_problem() -> None:
         "PG_POOL_MIN='-1': must be between 0 and 1000",
         "QUEUE_WORKERS='many': must be an integer",
         "RETRY_BASE_S='nan': must be finite",
-        "REDIS_URL='http://x': must be a URL with scheme redis or rediss",
+        "REDIS_URL='http://x': must be a URL with scheme redis, rediss or redis+sentinel",
         "LOG_LEVEL='LOUD': must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
     ])
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from server.sentinel_url import SENTINEL_SCHEME, parse_sentinel_url
+from server.sentinel_url import SENTINEL_SCHEME, is_sentinel_url, parse_sentinel_url
 
 NAIVE = "naive"
 PIPELINED = "pipelined"
@@ -67,7 +67,8 @@ class Settings:
     queue_fsync: str = "always"
     # An enqueue waits (WAIT) until this many replicas have its write, at most
     # QUEUE_WAIT_REPLICAS_MS; short of them, its points go to PostgreSQL directly.
-    queue_wait_replicas: int = 0
+    # None: 1 under redis+sentinel (a 202 must survive a failover), else 0.
+    queue_wait_replicas: int | None = None
     queue_wait_replicas_ms: int = 100
     retry_base_s: float = 0.5
     retry_max_s: float = 60.0
@@ -107,6 +108,13 @@ class Settings:
     @property
     def uses_embedded_redis(self) -> bool:
         return self.redis_url is None
+
+    @property
+    def enqueue_wait_replicas(self) -> int:
+        """QUEUE_WAIT_REPLICAS, its default resolved: 1 behind Sentinel, else 0."""
+        if self.queue_wait_replicas is not None:
+            return self.queue_wait_replicas
+        return 1 if self.redis_url and is_sentinel_url(self.redis_url) else 0
 
     @property
     def redis_maxmemory_bytes(self) -> int:
@@ -374,8 +382,8 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
                         f"the largest JSON body, {s.json_body_max_bytes} bytes (set by "
                         f"POINTS_MAX_BATCH={s.points_max_batch})")
     # WAIT must answer before the enqueue call's own bound, or every call would time out.
-    if {"queue_wait_replicas", "queue_wait_replicas_ms", "request_store_wait_s"} & given and (
-            s.queue_wait_replicas and
+    if {"queue_wait_replicas", "queue_wait_replicas_ms", "request_store_wait_s",
+            "redis_url"} & given and (s.enqueue_wait_replicas and
             s.queue_wait_replicas_ms >= s.request_store_wait_s * 1000):
         problems.append(f"QUEUE_WAIT_REPLICAS_MS={s.queue_wait_replicas_ms}: must be less than "
                         f"REQUEST_STORE_WAIT_S={s.request_store_wait_s:g} (in ms)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import pytest
+
 from server.queue.durability import read_durability
 from server.redis_client import redis_client
 from server.runtime.prepare import Stores, check_durability
@@ -24,11 +26,16 @@ from tests.support import (
 from tests.support.sentinel import SentinelGroup
 
 
+@pytest.mark.parametrize("wait_replicas", [None, 0], ids=["wait-1-by-default", "no-wait"])
 async def test_a_primary_killed_mid_ingest_fails_over_and_every_2xx_is_committed_once(
-        clean: Stores, sentinels: SentinelGroup) -> None:
+        clean: Stores, sentinels: SentinelGroup, wait_replicas: int | None) -> None:
+    """With WAIT (the default behind Sentinel) the new master has no replica until the
+    old one is back: meanwhile every 202 is written to PostgreSQL directly."""
     settings = make_settings(redis_url=sentinels.url, queue_workers=2, queue_lease_s=3.0,
                              redis_timeout_s=1.0, request_store_wait_s=0.5,
+                             queue_wait_replicas=wait_replicas,
                              rate_limit_per_token=100_000.0)  # the limiter's calls go too
+    assert settings.enqueue_wait_replicas == (1 if wait_replicas is None else 0)
     # Start-up's durability check reads the master's settings, and is satisfied (PROD).
     await asyncio.to_thread(check_durability, sentinels.url, settings.replace(prod=True))
     async with serving(settings, clean.database_url, sentinels.url) as (service, api):
@@ -65,6 +72,18 @@ async def test_a_primary_killed_mid_ingest_fails_over_and_every_2xx_is_committed
         # The sentinels promote the replica; ingest goes through it again.
         await until(lambda: sentinels.master_port() == sentinels.replica.port,
                     "the replica promoted", 15)
+        if settings.enqueue_wait_replicas:
+            # Redis answers again (its breaker closed), but no replica confirms a write:
+            # each request's points are written to PostgreSQL directly.
+            breaker = service.deps.workers.redis_breaker
+            await until(lambda: breaker.state == "closed", "Redis's breaker closed", 10)
+            mark = len(outcomes)
+            await until(lambda: len(outcomes) - mark >= 10, "requests on the new master")
+            assert not any(where == "queued" for _, _, where in outcomes[mark:]), outcomes
+            # The old primary comes back; the sentinels make it the new one's replica.
+            await asyncio.to_thread(sentinels.primary.start)
+            await until(lambda: sentinels.replicas_of_master() == 1,
+                        "the old primary replicating the new one", 15)
         mark = len(outcomes)
         await until(lambda: sum(1 for after, status, where in outcomes[mark:]
                                 if status == 202 and where == "queued") >= 10,

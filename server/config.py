@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.sentinel_url import SENTINEL_SCHEME, is_sentinel_url, parse_sentinel_url
+
 NAIVE = "naive"
 PIPELINED = "pipelined"
 INGEST_PATHS = (NAIVE, PIPELINED)  # every spelling of an ingest path's name comes from here
@@ -65,6 +67,11 @@ class Settings:
     queue_max_handbacks: int = 5
     queue_max_points: int = 2_000_000
     queue_fsync: str = "always"
+    # An enqueue waits (WAIT) until this many replicas have its write, at most
+    # QUEUE_WAIT_REPLICAS_MS; short of them, its points go to PostgreSQL directly.
+    # None: 1 under redis+sentinel (a 202 must survive a failover), else 0.
+    queue_wait_replicas: int | None = None
+    queue_wait_replicas_ms: int = 100
     retry_base_s: float = 0.5
     retry_max_s: float = 60.0
     dlq_max_entries: int = 100_000
@@ -106,6 +113,13 @@ class Settings:
     @property
     def uses_embedded_redis(self) -> bool:
         return self.redis_url is None
+
+    @property
+    def enqueue_wait_replicas(self) -> int:
+        """QUEUE_WAIT_REPLICAS, its default resolved: 1 behind Sentinel, else 0."""
+        if self.queue_wait_replicas is not None:
+            return self.queue_wait_replicas
+        return 1 if self.redis_url and is_sentinel_url(self.redis_url) else 0
 
     @property
     def redis_maxmemory_bytes(self) -> int:
@@ -210,13 +224,25 @@ def _path(raw: str) -> Path:
 _PG_SCHEMES = ("postgres", "postgresql")
 _REDIS_SCHEMES = ("redis", "rediss")
 
+
+def _redis_url(raw: str) -> str:
+    """A Redis URL, or a ``redis+sentinel://`` one whose parts are checked now."""
+    if urlsplit(raw.strip()).scheme == SENTINEL_SCHEME:
+        parse_sentinel_url(raw)
+        return raw.strip()
+    try:
+        return _url(_REDIS_SCHEMES)(raw)
+    except ValueError:
+        raise ValueError(f"must be a URL with scheme {', '.join(_REDIS_SCHEMES)} or "
+                         f"{SENTINEL_SCHEME}") from None
+
 # variable name -> (settings field, parser)
 _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATA_DIR": ("data_dir", _path),
     "DATABASE_URL": ("database_url", _url(_PG_SCHEMES)),
     "DATABASE_READ_URL": ("database_read_url", _url(_PG_SCHEMES)),
     "DATABASE_READ_MAX_LAG_S": ("database_read_max_lag_s", _float(0)),
-    "REDIS_URL": ("redis_url", _url(_REDIS_SCHEMES)),
+    "REDIS_URL": ("redis_url", _redis_url),
     "REDIS_MAX_CONNECTIONS": ("redis_max_connections", _int(1, 10000)),
     "REDIS_TIMEOUT_S": ("redis_timeout_s", _float(0, strict=True)),
     "REDIS_DURABILITY_VOUCHED": ("redis_durability_vouched", _bool),
@@ -232,6 +258,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "QUEUE_MAX_HANDBACKS": ("queue_max_handbacks", _int(1, 1000)),
     "QUEUE_MAX_POINTS": ("queue_max_points", _int(1)),
     "QUEUE_FSYNC": ("queue_fsync", _choice(QUEUE_FSYNC_MODES)),
+    "QUEUE_WAIT_REPLICAS": ("queue_wait_replicas", _int(0, 100)),
+    "QUEUE_WAIT_REPLICAS_MS": ("queue_wait_replicas_ms", _int(1, 60_000)),
     "RETRY_BASE_S": ("retry_base_s", _float(0, strict=True)),
     "RETRY_MAX_S": ("retry_max_s", _float(0, strict=True)),
     "DLQ_MAX_ENTRIES": ("dlq_max_entries", _int(1)),
@@ -361,6 +389,12 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
         problems.append(f"HTTP_BODIES_MAX_BYTES={s.http_bodies_max_bytes}: must be at least "
                         f"the largest JSON body, {s.json_body_max_bytes} bytes (set by "
                         f"POINTS_MAX_BATCH={s.points_max_batch})")
+    # WAIT must answer before the enqueue call's own bound, or every call would time out.
+    if {"queue_wait_replicas", "queue_wait_replicas_ms", "request_store_wait_s",
+            "redis_url"} & given and (s.enqueue_wait_replicas and
+            s.queue_wait_replicas_ms >= s.request_store_wait_s * 1000):
+        problems.append(f"QUEUE_WAIT_REPLICAS_MS={s.queue_wait_replicas_ms}: must be less than "
+                        f"REQUEST_STORE_WAIT_S={s.request_store_wait_s:g} (in ms)")
     # Asked for error reports, but the SDK that sends them is not installed.
     if s.sentry_dsn is not None and not sentry_installed():
         problems.append(SENTRY_MISSING)

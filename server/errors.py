@@ -18,6 +18,8 @@ Hierarchy::
     │   ├── CommitUnknown                         the link failed during COMMIT (or a
     │   │                                         Redis call's reply was lost): it may or
     │   │                                         may not have applied
+    │   │   └── ReplicasShort                     an enqueue ran, but fewer replicas than
+    │   │                                         QUEUE_WAIT_REPLICAS confirmed it in time
     │   └── CommandRefused                        the store answered with an error (a
     │                                             command it refuses, a script's error)
     ├── QueueFull(retry_after_s)                  the queue holds QUEUE_MAX_POINTS, or
@@ -113,6 +115,14 @@ class CommitUnknown(StoreUnavailable):
     """The link failed while COMMIT (or a Redis call) was in flight: it may have applied."""
 
     code = "commit_unknown"
+
+
+class ReplicasShort(CommitUnknown):
+    """An enqueue Redis ran, but fewer replicas than QUEUE_WAIT_REPLICAS confirmed it in
+    time: its points are on the master alone, which a failover may lose.  Ingest writes
+    them to PostgreSQL directly, as for any enqueue whose fate is unknown.  Redis itself
+    answers, so it is no reason to open Redis's circuit breaker (the workers would
+    stop draining for a missing replica)."""
 
 
 class CommandRefused(StoreUnavailable):

@@ -76,6 +76,10 @@ POINTS_DEAD_LETTERED = Counter(
 DLQ_DROPPED = Counter(
     "points_dlq_dropped_total", "Dead-letter entries removed by the DLQ's bounds "
     "(DLQ_MAX_ENTRIES, DLQ_MAX_AGE_S): lost to inspection and requeue.")
+ENQUEUE_REPLICA_SHORT = Counter(
+    "points_enqueue_replica_short_total", "ENQUEUE calls whose write fewer than "
+    "QUEUE_WAIT_REPLICAS replicas confirmed within QUEUE_WAIT_REPLICAS_MS (their points "
+    "then went to PostgreSQL directly).")
 _COMMITTED_BY_WORKERS = POINTS_COMMITTED.labels("queue")
 _COMMITTED_DIRECTLY = POINTS_COMMITTED.labels("direct")
 

@@ -31,6 +31,12 @@ still read as text: a write inside a Lua script refused at ``maxmemory``
 reaches the client as the script's error (Redis 6.2), not as redis-py's
 ``OutOfMemoryError``.
 
+**Sentinel.**  ``REDIS_URL=redis+sentinel://…`` (``server/sentinel_url.py``)
+gives the same bounded, typed pool over redis-py's ``SentinelConnectionPool``:
+every client of the process — the request pool, the workers', the rate
+limiter's (it shares the request pool), start-up's durability check — talks to
+the master the sentinels name, and follows it across a failover.
+
 (The embedded store manager, ``server/embedded/redis.py``, waits for its own
 Redis process with redis-py's synchronous client before any of this runs; it
 reads that client's errors itself.)
@@ -46,6 +52,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from server.config import Settings
@@ -57,6 +64,7 @@ from server.errors import (
     ServiceError,
     StoreUnavailable,
 )
+from server.sentinel_url import is_sentinel_url, parse_sentinel_url
 
 T = TypeVar("T")
 
@@ -84,16 +92,56 @@ class _Pool(aioredis.BlockingConnectionPool):
             raise NotSent(str(exc)) from exc
 
 
+class _SentinelPool(SentinelConnectionPool, _Pool):
+    """The sentinels' pool of master connections, bounded and typed as ``_Pool`` is.
+
+    Each new connection asks the sentinels for the master's address; when it
+    changed (a failover), idle connections to the old one are dropped, and a
+    connection that meets a demoted master (READONLY) drops itself.  The pool
+    owns its ``Sentinel`` (the sentinels' own connections) and closes it with
+    itself.  A master the sentinels do not name (none yet, mid-failover) is
+    ``MasterNotFoundError``, raised while connecting: ``NotSent``.
+    """
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self.sentinel_manager.aclose()
+
+
 def redis_client(url: str, settings: Settings, *,
                  max_connections: int | None = None) -> aioredis.Redis:
-    """A client over a bounded pool of ``max_connections`` (REDIS_MAX_CONNECTIONS)."""
-    pool = _Pool.from_url(
-        url, max_connections=max_connections or settings.redis_max_connections,
+    """A client over a bounded pool of ``max_connections`` (REDIS_MAX_CONNECTIONS);
+    for a ``redis+sentinel://`` URL, a pool of connections to the master the
+    sentinels name, followed across failovers."""
+    options: dict[str, Any] = dict(
+        max_connections=max_connections or settings.redis_max_connections,
         timeout=settings.redis_timeout_s, socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s, socket_keepalive=True,
         health_check_interval=5, retry=Retry(NoBackoff(), 0),
     )
+    if is_sentinel_url(url):
+        return _sentinel_client(url, settings, options)
+    pool = _Pool.from_url(url, **options)
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+
+
+def _sentinel_client(url: str, settings: Settings, options: dict[str, Any]) -> aioredis.Redis:
+    target = parse_sentinel_url(url)
+    sentinels = Sentinel(
+        target.sentinels,
+        # Asked without a password; each query bounded like any Redis call.  One
+        # that fails is skipped: the next sentinel is asked.
+        sentinel_kwargs=dict(socket_timeout=settings.redis_timeout_s,
+                             socket_connect_timeout=settings.redis_timeout_s,
+                             socket_keepalive=True),
+    )
+    # master_for hands the pool class these options; the client owns (and closes)
+    # the pool, and the pool its sentinels.
+    return sentinels.master_for(
+        target.service_name, connection_pool_class=_SentinelPool, db=target.db,
+        username=target.username, password=target.password, **options)
 
 
 def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:

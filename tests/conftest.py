@@ -27,6 +27,7 @@ from server.config import PIPELINED, Settings
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores, stores_ready
 from tests.support import TOKENS, Api, copy_cluster, make_settings, sql
+from tests.support.sentinel import SentinelGroup
 
 TABLES = "points, standing_deltas, standings, participants, competitions, api_tokens"
 
@@ -145,3 +146,19 @@ def serve_dir(tmp_path: Path, pg_template: Path) -> Path:
     data_dir = tmp_path / "data"
     copy_cluster(pg_template, data_dir)
     return data_dir
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A Redis primary and its replica under three sentinels, this test's own."""
+    group = SentinelGroup(tmp_path / "sentinel-group")
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def replicated(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A Redis primary and its replica, no sentinels (``WAIT`` has a replica to count)."""
+    group = SentinelGroup(tmp_path / "replicated", sentinels=0)
+    yield group
+    group.stop()

@@ -576,6 +576,35 @@ MUTATIONS = (
        "            if False:",
        SV + "test_a_child_killed_with_sigkill_mid_ingest_is_replaced_and_every_point_commits_"
        "once"),
+    # --- Redis Sentinel, WAIT (issue 18) --------------------------------------------
+    _m("sentinel-master-pinned", "Redis failover: ingest resumes on the new master",
+       "a client keeps the first master the sentinels named",
+       "server/redis_client.py",
+       "    async def aclose(self) -> None:\n        try:\n            await super().aclose()\n"
+       "        finally:\n            await self.sentinel_manager.aclose()",
+       "    async def get_master_address(self) -> Any:\n"
+       "        if self.master_address is None:\n"
+       "            self.master_address = await super().get_master_address()\n"
+       "        return self.master_address\n\n"
+       "    async def aclose(self) -> None:\n        try:\n            await super().aclose()\n"
+       "        finally:\n            await self.sentinel_manager.aclose()",
+       "tests/test_redis_client.py::test_a_primary_killed_mid_ingest_fails_over_and_every_"
+       "2xx_is_committed_once"),
+    _m("no-wait-replicas", "a 202 survives a Redis failover (QUEUE_WAIT_REPLICAS)",
+       "an enqueue does not wait for a replica",
+       "server/queue/redis_queue.py", "                    if self.wait_replicas:",
+       "                    if False:",
+       Q + "test_with_wait_replicas_an_enqueue_no_replica_confirms_is_reported_unknown",
+       "tests/ingest/test_accept.py::test_with_wait_replicas_and_no_replica_a_202_is_"
+       "committed_in_postgres",
+       "tests/test_redis_client.py::test_a_primary_killed_mid_ingest_fails_over_and_every_"
+       "2xx_is_committed_once"),
+    _m("replicas-short-opens-breaker", "a missing replica does not stop the queue",
+       "an enqueue too few replicas confirmed opens Redis's circuit breaker",
+       "server/ingest/accept.py", " | CommandRefused | ReplicasShort):", " | CommandRefused):",
+       "tests/ingest/test_accept.py::test_with_wait_replicas_and_no_replica_a_202_is_"
+       "committed_in_postgres"),
+
 )
 
 

@@ -30,6 +30,23 @@ def test_defaults_need_no_environment() -> None:
     assert settings.uses_embedded_postgres and settings.uses_embedded_redis
 
 
+def test_a_sentinel_url_is_taken_and_a_malformed_one_refused_without_its_password() -> None:
+    url = "redis+sentinel://:pw@127.0.0.1:26379,127.0.0.1:26380/mymaster/1"
+    settings = load_settings({"REDIS_URL": url})
+    assert settings.redis_url == url and not settings.uses_embedded_redis
+    assert dict(describe_settings(settings))["REDIS_URL"] == url.replace(":pw@", ":***@")
+    assert problems({"REDIS_URL": "redis+sentinel://:pw@127.0.0.1:26379"}) == [
+        "REDIS_URL='redis+sentinel://:***@127.0.0.1:26379': its path must be /service_name "
+        "or /service_name/db (the name the sentinels monitor)"]
+
+
+def test_queue_wait_replicas_must_answer_within_the_enqueue_calls_bound() -> None:
+    assert load_settings({"QUEUE_WAIT_REPLICAS": "1"}).queue_wait_replicas_ms == 100
+    assert problems({"QUEUE_WAIT_REPLICAS": "1", "QUEUE_WAIT_REPLICAS_MS": "1000"}) == [
+        "QUEUE_WAIT_REPLICAS_MS=1000: must be less than REQUEST_STORE_WAIT_S=1 (in ms)"]
+    assert load_settings({"QUEUE_WAIT_REPLICAS_MS": "1000"})  # unused while WAIT is off
+
+
 def test_every_bad_value_is_named_with_its_value_and_problem() -> None:
     found = problems({"QUEUE_WORKERS": "many", "PG_POOL_MIN": "-1", "REDIS_URL": "http://x",
                       "LOG_LEVEL": "LOUD", "RETRY_BASE_S": "nan"})
@@ -37,7 +54,7 @@ def test_every_bad_value_is_named_with_its_value_and_problem() -> None:
         "PG_POOL_MIN='-1': must be between 0 and 1000",
         "QUEUE_WORKERS='many': must be an integer",
         "RETRY_BASE_S='nan': must be finite",
-        "REDIS_URL='http://x': must be a URL with scheme redis or rediss",
+        "REDIS_URL='http://x': must be a URL with scheme redis, rediss or redis+sentinel",
         "LOG_LEVEL='LOUD': must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
     ])
 

@@ -44,6 +44,7 @@ from server.errors import (
     PartiallyAccepted,
     PoolTimeout,
     QueueFull,
+    ReplicasShort,
     ServiceError,
     StoreUnavailable,
     UnknownReferences,
@@ -158,8 +159,8 @@ class Ingest:
         While the breaker is open the points are refused at once with
         ``StoreUnavailable`` — so they go to PostgreSQL directly without waiting
         for a Redis that is failing; when it is half-open this request is its
-        probe.  A Redis failure opens it (a busy pool, back-pressure or a command
-        Redis refused do not: Redis answers).
+        probe.  A Redis failure opens it (a busy pool, back-pressure, a command
+        Redis refused or an enqueue too few replicas confirmed do not: Redis answers).
         """
         breaker = self.breaker
         if breaker is None:
@@ -174,7 +175,7 @@ class Ingest:
         except (StoreUnavailable, EnqueueInterrupted) as exc:
             cause = exc.cause if isinstance(exc, EnqueueInterrupted) else exc
             if isinstance(cause, StoreUnavailable) and not isinstance(
-                    cause, PoolTimeout | WriteConflict | CommandRefused):
+                    cause, PoolTimeout | WriteConflict | CommandRefused | ReplicasShort):
                 breaker.record_failure(cause.message)
             elif gate:
                 breaker.release_probe()

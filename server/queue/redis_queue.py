@@ -31,6 +31,7 @@ from server.errors import (
     CommitUnknown,
     EnqueueInterrupted,
     QueueFull,
+    ReplicasShort,
     ServiceError,
     StoreUnavailable,
 )
@@ -105,13 +106,18 @@ class PointQueue:
 
     def __init__(self, client: aioredis.Redis, strategy: IngestStrategy, *,
                  dead_max: int = 100_000, dead_max_age_s: float = 7 * 86400,
-                 max_points: int = 0, call_wait_s: float | None = None) -> None:
+                 max_points: int = 0, call_wait_s: float | None = None,
+                 wait_replicas: int = 0, wait_replicas_ms: int = 100) -> None:
         self.redis = client
         self.strategy = strategy
         # An ENQUEUE call's reply is awaited this long (REQUEST_STORE_WAIT_S), not for
         # REDIS_TIMEOUT_S: past it the call's outcome is unknown (``CommitUnknown``)
         # and ingest writes those points to PostgreSQL directly.  None: no bound.
         self.call_wait_s = call_wait_s
+        # QUEUE_WAIT_REPLICAS(_MS): an ENQUEUE call is answered only once this many
+        # replicas have its write (WAIT on its connection); 0 = Redis's reply is enough.
+        self.wait_replicas = wait_replicas
+        self.wait_replicas_ms = wait_replicas_ms
         self.dead_max = dead_max
         self.dead_max_age_ms = int(dead_max_age_s * 1000)
         self.max_points = max_points  # admission bound in points; 0 = none
@@ -137,7 +143,9 @@ class PointQueue:
         """The same queue through another client (the workers' reserved connections)."""
         twin = PointQueue(client, self.strategy, dead_max=self.dead_max,
                           dead_max_age_s=self.dead_max_age_ms / 1000,
-                          max_points=self.max_points, call_wait_s=self.call_wait_s)
+                          max_points=self.max_points, call_wait_s=self.call_wait_s,
+                          wait_replicas=self.wait_replicas,
+                          wait_replicas_ms=self.wait_replicas_ms)
         twin.call_max_chunks, twin.call_max_bytes = self.call_max_chunks, self.call_max_bytes
         twin.wakeup = twin.dead.wakeup = self.wakeup  # a local enqueue wakes idle workers
         return twin
@@ -219,12 +227,41 @@ class PointQueue:
         try:
             async with asyncio.timeout(self.call_wait_s):
                 with translated_errors():
-                    admitted, queued, bound = await self._enqueue(
-                        keys=[keys.ITEMS, keys.READY, keys.STATS], args=args)
+                    if self.wait_replicas:
+                        admitted, queued, bound = await self._enqueue_replicated(args)
+                    else:
+                        admitted, queued, bound = await self._enqueue(
+                            keys=[keys.ITEMS, keys.READY, keys.STATS], args=args)
         except TimeoutError:  # the call was cancelled in flight: it may have run
             raise CommitUnknown("redis", f"Redis did not answer an enqueue within "
                                 f"{self.call_wait_s:g}s; it may or may not have run") from None
         return int(admitted), int(queued), int(bound)
+
+    async def _enqueue_replicated(self, args: list[Any]) -> tuple[int, int, int]:
+        """ENQUEUE, then ``WAIT wait_replicas wait_replicas_ms`` on the same connection
+        (WAIT counts the replicas that have this connection's writes).
+
+        A 202 acknowledged by the master alone is lost if the master dies before
+        replicating it and a replica is promoted.  So a call that fewer replicas
+        confirm in time is ``ReplicasShort`` (a ``CommitUnknown``): its points are
+        in Redis (and will be committed from there) and also go to PostgreSQL
+        directly — the idempotent insert makes the second copy a no-op — so every
+        202 is on a replica or in PostgreSQL.  One WAIT serves every request of a
+        coalesced call.
+        """
+        async with self.redis.client() as conn:  # one connection for both commands
+            admitted, queued, bound = await self._enqueue(
+                keys=[keys.ITEMS, keys.READY, keys.STATS], args=args, client=conn)
+            if not int(admitted):
+                return admitted, queued, bound  # refused whole: nothing was written
+            replicas = int(await conn.wait(self.wait_replicas, self.wait_replicas_ms))
+        if replicas < self.wait_replicas:
+            metrics.ENQUEUE_REPLICA_SHORT.inc()
+            raise ReplicasShort(
+                "redis", f"{replicas} of {self.wait_replicas} replica(s) confirmed an enqueue "
+                f"within {self.wait_replicas_ms} ms (QUEUE_WAIT_REPLICAS); its points may be "
+                "on the master alone")
+        return admitted, queued, bound
 
     async def _coalesced(self, group: list[Any], count: int, size: int) -> None:
         """Join the next shared ENQUEUE call; return once this group is in Redis.

@@ -131,7 +131,9 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         queue = PointQueue(client, strategy, dead_max=settings.dlq_max_entries,
                            dead_max_age_s=settings.dlq_max_age_s,
                            max_points=settings.queue_max_points,
-                           call_wait_s=settings.request_store_wait_s)
+                           call_wait_s=settings.request_store_wait_s,
+                           wait_replicas=settings.enqueue_wait_replicas,
+                           wait_replicas_ms=settings.queue_wait_replicas_ms)
         commits = CommitWatch(db)
         # After the handlers have stopped.
         stack.push_async_callback(_within, deadline, "the commit watch",

@@ -21,6 +21,7 @@ def _instance(kind: type) -> errors.ServiceError:
     samples = {errors.StoreUnavailable: ("redis", "down"), errors.PoolTimeout: ("postgres", "x"),
                errors.WriteConflict: ("postgres", "deadlock detected"),
                errors.CommitUnknown: ("postgres", "link lost during COMMIT"),
+               errors.ReplicasShort: ("redis", "0 of 1 replica(s) confirmed an enqueue"),
                errors.CommandRefused: ("redis", "ERR unknown command 'CONFIG'"),
                errors.SlugTaken: ("cup",), errors.NotPermitted: ("read", "admin")}
     if kind is errors.MalformedInput:

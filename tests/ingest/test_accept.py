@@ -86,3 +86,22 @@ async def test_while_the_redis_breaker_is_open_ingest_writes_directly_at_once(
     assert status == 202, body
     assert "committed" not in body
     assert service.deps.queue.enqueue_calls == calls + 1
+
+
+async def test_with_wait_replicas_and_no_replica_a_202_is_committed_in_postgres(
+        clean: Stores) -> None:
+    """QUEUE_WAIT_REPLICAS=1 on a Redis without a replica: no enqueue is confirmed, so
+    each request's points go to PostgreSQL directly (202 ``committed``) — a 202 is
+    never on one Redis node alone — and their queued copies commit nothing twice."""
+    settings = make_settings(queue_workers=1, queue_wait_replicas=1,
+                             queue_wait_replicas_ms=50)
+    async with serving(settings, clean.database_url, clean.redis_url) as (service, api):
+        cid, parts = await seed(api)
+        accepted: set[str] = set()
+        for round_ in range(3):
+            status, body = await api.post("/v1/points", batch(cid, parts, f"w{round_}", 20))
+            assert (status, body.get("committed")) == (202, True), body
+            accepted.update(body["ids"])
+        assert (await service.deps.queue.stats())["totals"]["enqueued"] == 60  # in Redis too
+        await drained(service, len(accepted), clean)
+        assert_exact(clean, accepted)

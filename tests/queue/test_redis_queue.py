@@ -19,6 +19,7 @@ from server.queue.redis_queue import Claim, PointQueue, handbacks_of
 from server.queue.strategy import make_strategy
 from server.runtime.prepare import Stores
 from tests.support import BOTH_PATHS
+from tests.support.sentinel import SentinelGroup
 
 
 def points(n: int, tag: str = "p") -> list[tuple]:
@@ -304,3 +305,35 @@ async def test_per_second_commit_counts_keep_only_the_last_minute_after_a_quiet_
     assert all(now - 61 <= second <= now for second in left), left
     assert left.pop(seconds - 30) == 7 and sum(left.values()) == 3
     assert 0 < await client.pttl(keys.COMMITTED_BY_S) <= 120_000  # a quiet system keeps none
+
+
+@BOTH_PATHS
+async def test_with_wait_replicas_an_enqueue_no_replica_confirms_is_reported_unknown(
+        replicated: SentinelGroup, ingest_path: str) -> None:
+    """QUEUE_WAIT_REPLICAS=1: an enqueue returns once the replica has it; with the
+    replica gone, WAIT gives up after its milliseconds and the call's points are
+    unknown (ingest then writes them to PostgreSQL directly), not accepted."""
+    client = aioredis.Redis.from_url(replicated.primary_url)
+    replica = aioredis.Redis.from_url(replicated.primary_url.replace(
+        str(replicated.primary.port), str(replicated.replica.port)))
+    try:
+        queue = make_queue(client, ingest_path, batch=10, wait_replicas=1,
+                           wait_replicas_ms=200)
+        await queue.enqueue(points(25))
+        # Returned: the replica has the chunks already (no wait for it here).
+        assert await replica.hlen(keys.ITEMS) == await client.hlen(keys.ITEMS) > 0
+        await replica.aclose()
+        await asyncio.to_thread(replicated.replica.stop)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(EnqueueInterrupted) as info:
+            await queue.enqueue(points(5, "q"))
+        # Naive: its first call (one point) failed, and ended it; pipelined: the
+        # shared call (five).
+        sent = 1 if ingest_path == "naive" else 5
+        assert (info.value.accepted, info.value.unknown) == (0, sent)
+        assert "0 of 1 replica(s)" in str(info.value.cause)
+        assert 0.2 <= asyncio.get_running_loop().time() - started < 2
+        assert (await counters(client))["enqueued"] == 25 + sent  # on the master alone
+    finally:
+        await client.aclose()
+        await replica.aclose()

@@ -25,6 +25,9 @@ fixtures from ``tests/conftest.py``; no test module imports another.
   with short leases; ``served`` is ``serve`` for a block (killed, and its stores
   stopped, after it); ``call`` is one JSON call to it; ``setup_competition`` and
   ``send`` give it a competition and points.
+* ``sentinel.py`` — ``SentinelGroup``: a Redis primary, its replica and three
+  sentinels as real processes on free ports (fixtures ``sentinels``, and
+  ``replicated`` without sentinels); its ``url`` is a ``redis+sentinel://`` one.
 * ``proxy.py`` — ``BlackHoleProxy``, a loopback proxy that can silence its
   connections (no FIN, no RST).
 * ``replica.py`` — ``replica_of``: a streaming hot standby of a test's own

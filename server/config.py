@@ -58,6 +58,7 @@ class Settings:
     pg_statement_timeout_ms: int = 30000
     queue_workers: int = 4
     queue_batch_size: int = 1000
+    queue_shards: int = 1  # independent queues, each in one Redis Cluster slot
     queue_lease_s: float = 10.0
     queue_max_attempts: int = 8
     queue_max_handbacks: int = 5
@@ -203,7 +204,8 @@ def _path(raw: str) -> Path:
 
 
 _PG_SCHEMES = ("postgres", "postgresql")
-_REDIS_SCHEMES = ("redis", "rediss")
+REDIS_CLUSTER_SCHEME = "redis+cluster"  # redis+cluster://[:password@]host:port[,host:port...]
+_REDIS_SCHEMES = ("redis", "rediss", REDIS_CLUSTER_SCHEME)
 
 # variable name -> (settings field, parser)
 _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -221,6 +223,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PG_STATEMENT_TIMEOUT_MS": ("pg_statement_timeout_ms", _int(1)),
     "QUEUE_WORKERS": ("queue_workers", _int(0, 256)),
     "QUEUE_BATCH_SIZE": ("queue_batch_size", _int(1, 100000)),
+    "QUEUE_SHARDS": ("queue_shards", _int(1, 1024)),
     "QUEUE_LEASE_S": ("queue_lease_s", _float(1)),
     "QUEUE_MAX_ATTEMPTS": ("queue_max_attempts", _int(1, 1000)),
     "QUEUE_MAX_HANDBACKS": ("queue_max_handbacks", _int(1, 1000)),
@@ -339,7 +342,9 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
         problems.append(
             f"RETRY_BASE_S={s.retry_base_s:g}: must not exceed RETRY_MAX_S={s.retry_max_s:g}"
         )
-    # A request or chunk larger than the whole queue could never be admitted.
+    # A request or chunk larger than the whole queue could never be admitted; nor one
+    # larger than a shard's part of it (a competition's points all go to one shard).
+    shard_points = -(-s.queue_max_points // s.queue_shards)
     for name, value in (("POINTS_MAX_BATCH", s.points_max_batch),
                         ("BULK_CHUNK_POINTS", s.bulk_chunk_points),
                         ("QUEUE_BATCH_SIZE", s.queue_batch_size)):
@@ -347,6 +352,10 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
         if {field, "queue_max_points"} & given and value > s.queue_max_points:
             problems.append(f"QUEUE_MAX_POINTS={s.queue_max_points}: must be at least "
                             f"{name}={value}")
+        elif {field, "queue_shards"} & given and value > shard_points:
+            problems.append(f"QUEUE_SHARDS={s.queue_shards}: each shard admits "
+                            f"QUEUE_MAX_POINTS/QUEUE_SHARDS={shard_points} points, fewer "
+                            f"than {name}={value}")
     # One JSON body of the largest size must fit in what bodies may hold at once.
     if {"http_bodies_max_bytes", "points_max_batch"} & given and (
             s.http_bodies_max_bytes < s.json_body_max_bytes):

@@ -459,16 +459,16 @@ MUTATIONS = (
     _m("requeue-all-rereads", "a DLQ requeue always ends",
        "requeue-all reads the DLQ until it is empty, requeued entries included",
        "server/queue/dead_letters.py",
-       "        budget = int(await self.redis.zcard(keys.DEAD_INDEX))\n"
+       "        budget = int(await self.redis.zcard(at.dead_index))\n"
        "        offset = 0  # entries left in place so far, at the front of the range\n"
        "        while budget > 0:\n"
-       "            ids = [i.decode() for i in cast(list[bytes], await self.redis.zrangebyscore(\n"
-       "                keys.DEAD_INDEX, \"-inf\", began_ms, start=offset,",
+       "            page = cast(list[bytes], await self.redis.zrangebyscore(\n"
+       "                at.dead_index, \"-inf\", began_ms, start=offset,",
        "        budget = 10 ** 9\n"
        "        offset = 0  # entries left in place so far, at the front of the range\n"
        "        while budget > 0:\n"
-       "            ids = [i.decode() for i in cast(list[bytes], await self.redis.zrangebyscore(\n"
-       "                keys.DEAD_INDEX, \"-inf\", \"+inf\", start=offset,",
+       "            page = cast(list[bytes], await self.redis.zrangebyscore(\n"
+       "                at.dead_index, \"-inf\", \"+inf\", start=offset,",
        "tests/queue/test_dead_letters.py::test_requeue_all_ends_while_the_requeued_points_"
        "fail_again"),
     _m("crashed-holder-uncounted", "nothing loops forever: a chunk that kills its holders",

@@ -119,7 +119,8 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
         queue = PointQueue(client, strategy, dead_max=settings.dlq_max_entries,
                            dead_max_age_s=settings.dlq_max_age_s,
                            max_points=settings.queue_max_points,
-                           call_wait_s=settings.request_store_wait_s)
+                           call_wait_s=settings.request_store_wait_s,
+                           shards=settings.queue_shards)
         commits = CommitWatch(db)
         # After the handlers have stopped.
         stack.push_async_callback(_within, deadline, "the commit watch",

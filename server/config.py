@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 NAIVE = "naive"
 PIPELINED = "pipelined"
@@ -197,6 +197,29 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """(seed nodes, username, password) of a ``redis+cluster://`` URL; ValueError when
+    a node is not ``host:port``."""
+    netloc = urlsplit(url).netloc
+    userinfo, _, hosts = netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = []
+    for part in hosts.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"cluster nodes must be host:port[,host:port...], "
+                             f"not {part.strip()!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes, unquote(username) or None, unquote(password) or None
+
+
+def _redis_url(raw: str) -> str:
+    value = _url(_REDIS_SCHEMES)(raw)
+    if urlsplit(value).scheme == REDIS_CLUSTER_SCHEME:
+        cluster_nodes(value)
+    return value
+
+
 def _path(raw: str) -> Path:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -212,7 +235,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DATA_DIR": ("data_dir", _path),
     "DATABASE_URL": ("database_url", _url(_PG_SCHEMES)),
     "DATABASE_READ_URL": ("database_read_url", _url(_PG_SCHEMES)),
-    "REDIS_URL": ("redis_url", _url(_REDIS_SCHEMES)),
+    "REDIS_URL": ("redis_url", _redis_url),
     "REDIS_MAX_CONNECTIONS": ("redis_max_connections", _int(1, 10000)),
     "REDIS_TIMEOUT_S": ("redis_timeout_s", _float(0, strict=True)),
     "REDIS_DURABILITY_VOUCHED": ("redis_durability_vouched", _bool),

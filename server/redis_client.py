@@ -50,7 +50,7 @@ import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -58,7 +58,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from server.config import REDIS_CLUSTER_SCHEME, Settings
+from server.config import REDIS_CLUSTER_SCHEME, Settings, cluster_nodes
 from server.errors import (
     CommandRefused,
     CommitUnknown,
@@ -109,21 +109,6 @@ def redis_client(url: str, settings: Settings, *,
         health_check_interval=5, retry=Retry(NoBackoff(), 0),
     )
     return aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
-
-
-def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
-    """(seed nodes, username, password) of a ``redis+cluster://`` URL; ValueError when
-    a node is not ``host:port``."""
-    netloc = urlsplit(url).netloc
-    userinfo, _, hosts = netloc.rpartition("@")
-    username, _, password = userinfo.partition(":")
-    nodes = []
-    for part in hosts.split(","):
-        host, _, port = part.strip().rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{part.strip()!r} is not host:port")
-        nodes.append((host.strip("[]"), int(port)))
-    return nodes, unquote(username) or None, unquote(password) or None
 
 
 def cluster_client(url: str, settings: Settings, *,

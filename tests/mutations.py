@@ -508,6 +508,43 @@ MUTATIONS = (
        "        await close(10.0)",
        "tests/test_lifecycle.py::test_the_whole_stop_keeps_to_shutdown_timeout_though_a_"
        "connection_is_kept"),
+    # --- Redis Cluster and queue shards ----------------------------------------------
+    _m("cluster-untagged", "a queue shard lives in one Redis Cluster slot",
+       "the queue's keys carry no hash tag (a script's keys land in several slots)",
+       "server/queue/keys.py", "    base = f\"{PREFIX}{{q{shard}}}:\"",
+       "    base = f\"{PREFIX}q{shard}:\"",
+       "tests/test_redis_cluster.py::test_three_shards_on_a_cluster_drain_exactly_once_"
+       "across_a_primary_failover"),
+    _m("shards-unrouted", "a competition's points go to its shard, in order",
+       "every point goes to shard 0",
+       "server/queue/keys.py", "    return zlib.crc32(str(competition_id).encode()) % count",
+       "    return 0",
+       Q + "test_points_go_to_their_competitions_shard_in_their_order"),
+    _m("claims-unrotated", "workers claim across shards fairly",
+       "every claim tries shard 0 first",
+       "server/queue/redis_queue.py",
+       "        self._next_shard = (start + 1) % len(self.shards)", "",
+       Q + "test_claims_take_the_shards_in_turn_so_a_deep_one_starves_none"),
+    _m("shards-all-or-nothing", "a request spanning shards is partially accepted",
+       "a failed shard fails the request as if nothing went in",
+       "server/queue/redis_queue.py",
+       "        raise EnqueueInterrupted(causes[first], accepted=first,",
+       "        raise causes[first]\n        raise EnqueueInterrupted(causes[first], "
+       "accepted=first,",
+       Q + "test_a_request_spanning_shards_one_of_them_full_is_partially_accepted"),
+    _m("stats-one-shard", "the admin view and /metrics sum the shards",
+       "the queue's counters are read from shard 0 only",
+       "server/queue/redis_queue.py", "            for at in self.shards:\n"
+       "                pipe.hgetall(at.stats)",
+       "            for at in self.shards[:1]:\n                pipe.hgetall(at.stats)",
+       "tests/handlers/test_admin.py::test_the_queue_view_sums_the_shards_and_pause_holds_"
+       "every_shard", "tests/test_metrics.py::test_queue_gauges_sum_every_shard"),
+    _m("dlq-one-shard", "the DLQ is listed across shards",
+       "the DLQ lists shard 0 only",
+       "server/queue/dead_letters.py", "        for n, at in enumerate(self.shards):\n"
+       "            first = offset",
+       "        for n, at in enumerate(self.shards[:1]):\n            first = offset",
+       Q + "test_dead_letters_of_every_shard_are_listed_requeued_and_purged_together"),
 )
 
 

@@ -127,8 +127,6 @@ class PointQueue:
         self.dead_max = dead_max
         self.dead_max_age_ms = int(dead_max_age_s * 1000)
         self.max_points = max_points  # admission bound in points; 0 = none
-        # Each shard admits its even part of it (the whole bound with one shard).
-        self.shard_max_points = -(-max_points // shards)
         self.wakeup = WakeUp()  # a local enqueue wakes an idle worker at once
         self.enqueue_calls = 0  # ENQUEUE round trips made (coalescing makes fewer)
         self.call_max_chunks = ENQUEUE_MAX_CHUNKS  # bounds of one ENQUEUE call
@@ -139,7 +137,7 @@ class PointQueue:
         self._gathering: list[collections.deque[tuple[list[Any], int, int, asyncio.Future]]] = [
             collections.deque() for _ in self.shards]
         self._flusher: list[asyncio.Future | None] = [None for _ in self.shards]
-        self.dead = DeadLetterQueue(client, self.wakeup, max_points=self.shard_max_points,
+        self.dead = DeadLetterQueue(client, self.wakeup, max_points=-(-max_points // shards),
                                     shards=self.shards)
         self._enqueue = client.register_script(scripts.ENQUEUE)
         self._claim = client.register_script(scripts.CLAIM)
@@ -148,6 +146,12 @@ class PointQueue:
         self._release = client.register_script(scripts.RELEASE)
         self._reclaim = client.register_script(scripts.RECLAIM)
         self._pause = client.register_script(scripts.PAUSE)
+
+    @property
+    def shard_max_points(self) -> int:
+        """Each shard's admission bound: its even part of ``max_points`` (all of it with
+        one shard; 0 = none)."""
+        return -(-self.max_points // len(self.shards))
 
     def with_client(self, client: aioredis.Redis) -> PointQueue:
         """The same queue through another client (the workers' reserved connections)."""

@@ -57,10 +57,13 @@ def all_shards(count: int) -> tuple[ShardKeys, ...]:
 
 
 def shard_of(competition_id: object, count: int) -> int:
-    """The shard of a competition's points: a stable hash (the same in every process
-    and every run), so all of one competition's points go to one shard."""
+    """The shard of a competition's points, the same in every process and every run, so
+    all of one competition's points go to one shard: its id modulo the shards (ids are
+    handed out in sequence, so competitions spread evenly), or a CRC32 of any other key."""
     if count == 1:
         return 0
+    if isinstance(competition_id, int):
+        return competition_id % count
     return zlib.crc32(str(competition_id).encode()) % count
 
 

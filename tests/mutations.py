@@ -538,6 +538,11 @@ MUTATIONS = (
        "            for at in self.shards[:1]:\n                pipe.hgetall(at.stats)",
        "tests/handlers/test_admin.py::test_the_queue_view_sums_the_shards_and_pause_holds_"
        "every_shard", "tests/test_metrics.py::test_queue_gauges_sum_every_shard"),
+    _m("old-keys-stranded", "an upgrade to queue shards strands no queued point",
+       "start-up does not adopt the queue's keys named before shards",
+       "server/runtime/prepare.py", "            adopt_old_queue(redis_url, settings)\n", "",
+       "tests/queue/test_legacy.py::test_a_queue_left_under_the_old_key_names_is_adopted_"
+       "by_the_next_start"),
     _m("dlq-one-shard", "the DLQ is listed across shards",
        "the DLQ lists shard 0 only",
        "server/queue/dead_letters.py", "        for n, at in enumerate(self.shards):\n"

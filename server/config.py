@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from server.sentinel_url import SENTINEL_SCHEME, is_sentinel_url, parse_sentinel_url
 
@@ -62,6 +62,7 @@ class Settings:
     pg_statement_timeout_ms: int = 30000
     queue_workers: int = 4
     queue_batch_size: int = 1000
+    queue_shards: int = 1  # independent queues, each in one Redis Cluster slot
     queue_lease_s: float = 10.0
     queue_max_attempts: int = 8
     queue_max_handbacks: int = 5
@@ -215,6 +216,22 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """(seed nodes, username, password) of a ``redis+cluster://`` URL; ValueError when
+    a node is not ``host:port``."""
+    netloc = urlsplit(url).netloc
+    userinfo, _, hosts = netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = []
+    for part in hosts.split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"cluster nodes must be host:port[,host:port...], "
+                             f"not {part.strip()!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes, unquote(username) or None, unquote(password) or None
+
+
 def _path(raw: str) -> Path:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -222,19 +239,25 @@ def _path(raw: str) -> Path:
 
 
 _PG_SCHEMES = ("postgres", "postgresql")
-_REDIS_SCHEMES = ("redis", "rediss")
+REDIS_CLUSTER_SCHEME = "redis+cluster"  # redis+cluster://[:password@]host:port[,host:port...]
+_REDIS_SCHEMES = ("redis", "rediss", REDIS_CLUSTER_SCHEME)
 
 
 def _redis_url(raw: str) -> str:
-    """A Redis URL, or a ``redis+sentinel://`` one whose parts are checked now."""
+    """A Redis URL; a ``redis+sentinel://`` or ``redis+cluster://`` one has its parts
+    checked now."""
     if urlsplit(raw.strip()).scheme == SENTINEL_SCHEME:
         parse_sentinel_url(raw)
         return raw.strip()
     try:
-        return _url(_REDIS_SCHEMES)(raw)
+        value = _url(_REDIS_SCHEMES)(raw)
     except ValueError:
         raise ValueError(f"must be a URL with scheme {', '.join(_REDIS_SCHEMES)} or "
                          f"{SENTINEL_SCHEME}") from None
+    if urlsplit(value).scheme == REDIS_CLUSTER_SCHEME:
+        cluster_nodes(value)
+    return value
+
 
 # variable name -> (settings field, parser)
 _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -253,6 +276,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PG_STATEMENT_TIMEOUT_MS": ("pg_statement_timeout_ms", _int(1)),
     "QUEUE_WORKERS": ("queue_workers", _int(0, 256)),
     "QUEUE_BATCH_SIZE": ("queue_batch_size", _int(1, 100000)),
+    "QUEUE_SHARDS": ("queue_shards", _int(1, 1024)),
     "QUEUE_LEASE_S": ("queue_lease_s", _float(1)),
     "QUEUE_MAX_ATTEMPTS": ("queue_max_attempts", _int(1, 1000)),
     "QUEUE_MAX_HANDBACKS": ("queue_max_handbacks", _int(1, 1000)),
@@ -375,7 +399,9 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
         problems.append(
             f"RETRY_BASE_S={s.retry_base_s:g}: must not exceed RETRY_MAX_S={s.retry_max_s:g}"
         )
-    # A request or chunk larger than the whole queue could never be admitted.
+    # A request or chunk larger than the whole queue could never be admitted; nor one
+    # larger than a shard's part of it (a competition's points all go to one shard).
+    shard_points = -(-s.queue_max_points // s.queue_shards)
     for name, value in (("POINTS_MAX_BATCH", s.points_max_batch),
                         ("BULK_CHUNK_POINTS", s.bulk_chunk_points),
                         ("QUEUE_BATCH_SIZE", s.queue_batch_size)):
@@ -383,6 +409,10 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
         if {field, "queue_max_points"} & given and value > s.queue_max_points:
             problems.append(f"QUEUE_MAX_POINTS={s.queue_max_points}: must be at least "
                             f"{name}={value}")
+        elif {field, "queue_shards"} & given and value > shard_points:
+            problems.append(f"QUEUE_SHARDS={s.queue_shards}: each shard admits "
+                            f"QUEUE_MAX_POINTS/QUEUE_SHARDS={shard_points} points, fewer "
+                            f"than {name}={value}")
     # One JSON body of the largest size must fit in what bodies may hold at once.
     if {"http_bodies_max_bytes", "points_max_batch"} & given and (
             s.http_bodies_max_bytes < s.json_body_max_bytes):
@@ -395,6 +425,11 @@ def _cross_checks(s: Settings, given: set[str]) -> list[str]:
             s.queue_wait_replicas_ms >= s.request_store_wait_s * 1000):
         problems.append(f"QUEUE_WAIT_REPLICAS_MS={s.queue_wait_replicas_ms}: must be less than "
                         f"REQUEST_STORE_WAIT_S={s.request_store_wait_s:g} (in ms)")
+    # WAIT runs on the ENQUEUE call's own connection, which a cluster client does not lend.
+    if (s.enqueue_wait_replicas and s.redis_url
+            and urlsplit(s.redis_url).scheme == REDIS_CLUSTER_SCHEME):
+        problems.append(f"QUEUE_WAIT_REPLICAS={s.enqueue_wait_replicas}: not supported with "
+                        "a redis+cluster:// REDIS_URL (set 0, or use Sentinel)")
     # Asked for error reports, but the SDK that sends them is not installed.
     if s.sentry_dsn is not None and not sentry_installed():
         problems.append(SENTRY_MISSING)

@@ -7,6 +7,14 @@ dropped), idle connections are pinged before use, TCP keepalive finds a peer
 that vanished, and nothing is retried blindly: the queue's scripts are not
 idempotent, so a lost reply is reported, never replayed.
 
+**Cluster.**  ``redis+cluster://[:password@]host:port[,host:port...]`` gives
+redis-py's cluster client (``redis.asyncio.cluster.RedisCluster``) over those
+seed nodes: it learns the slots, follows MOVED/ASK, and refreshes the topology
+after a node fails (a failover).  Its own retries are off, as here: a script
+whose reply was lost is reported, not replayed.  ``max_connections`` bounds
+each node's pool.  Every key a script touches is passed to it and shares one
+hash tag (``server/queue/keys.py``), so each call goes to one node.
+
 **Errors.**  Everything above this module sees domain errors
 (``server/errors.py``), never a redis-py type:
 
@@ -47,15 +55,17 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
-from server.config import Settings
+from server.config import REDIS_CLUSTER_SCHEME, Settings, cluster_nodes
 from server.errors import (
     CommandRefused,
     CommitUnknown,
@@ -114,7 +124,11 @@ def redis_client(url: str, settings: Settings, *,
                  max_connections: int | None = None) -> aioredis.Redis:
     """A client over a bounded pool of ``max_connections`` (REDIS_MAX_CONNECTIONS);
     for a ``redis+sentinel://`` URL, a pool of connections to the master the
-    sentinels name, followed across failovers."""
+    sentinels name, followed across failovers; a cluster client (typed as a
+    client: the commands used are common to both) for a ``redis+cluster://`` URL."""
+    if urlsplit(url).scheme == REDIS_CLUSTER_SCHEME:
+        return cast(aioredis.Redis, cluster_client(url, settings,
+                                                   max_connections=max_connections))
     options: dict[str, Any] = dict(
         max_connections=max_connections or settings.redis_max_connections,
         timeout=settings.redis_timeout_s, socket_timeout=settings.redis_timeout_s,
@@ -144,6 +158,19 @@ def _sentinel_client(url: str, settings: Settings, options: dict[str, Any]) -> a
         username=target.username, password=target.password, **options)
 
 
+def cluster_client(url: str, settings: Settings, *,
+                   max_connections: int | None = None) -> RedisCluster:
+    nodes, username, password = cluster_nodes(url)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        username=username, password=password,
+        max_connections=max_connections or settings.redis_max_connections,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s, socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0),  # never replay: see the module's docstring
+    )
+
+
 def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:
     """(in use, idle, waiting) of a client's pool, for ``/metrics``.
 
@@ -151,7 +178,7 @@ def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:
     are read defensively, so a version that renames them reports zeros rather
     than failing a scrape.
     """
-    pool = client.connection_pool
+    pool = getattr(client, "connection_pool", None)  # a cluster client has one per node
     in_use = len(getattr(pool, "_in_use_connections", ()))
     idle = len(getattr(pool, "_available_connections", ()))
     waiting = 0
@@ -178,10 +205,24 @@ def _out_of_memory(exc: redis.exceptions.RedisError) -> bool:
         and "OOM command not allowed" in str(exc))  # from inside a script (see above)
 
 
-def domain_error(exc: redis.exceptions.RedisError) -> ServiceError:
+# A cluster that is failing over (no primary for a slot yet): answered, never run.
+_CLUSTER_UNSERVED = (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+                     redis.exceptions.MasterDownError)
+# The cluster client's own errors (no node reachable, a slot no node covers) are no
+# RedisError: they are raised before anything is sent.
+REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+
+
+def domain_error(exc: Exception) -> ServiceError:
     """The domain meaning of a redis-py exception."""
-    if isinstance(exc, PoolExhausted):
+    if not isinstance(exc, redis.exceptions.RedisError):  # the cluster client's own
+        return StoreUnavailable("redis", "the Redis Cluster cannot serve the call now",
+                                reason=_first_line(exc))
+    if isinstance(exc, PoolExhausted | redis.exceptions.MaxConnectionsError):
         return PoolTimeout("redis", "no Redis connection was free in time; retry shortly")
+    if isinstance(exc, _CLUSTER_UNSERVED):  # refused before running: nothing applied
+        return StoreUnavailable("redis", "the Redis Cluster cannot serve the call now",
+                                reason=_first_line(exc))
     if _out_of_memory(exc):
         return QueueFull("Redis is at its memory limit; retry shortly")
     if isinstance(exc, redis.exceptions.ResponseError):
@@ -208,7 +249,7 @@ def translated_errors() -> Iterator[None]:
     """redis-py's exceptions become domain errors (``domain_error``) in this block."""
     try:
         yield
-    except redis.exceptions.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise domain_error(exc) from exc
 
 

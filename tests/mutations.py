@@ -461,16 +461,16 @@ MUTATIONS = (
     _m("requeue-all-rereads", "a DLQ requeue always ends",
        "requeue-all reads the DLQ until it is empty, requeued entries included",
        "server/queue/dead_letters.py",
-       "        budget = int(await self.redis.zcard(keys.DEAD_INDEX))\n"
+       "        budget = int(await self.redis.zcard(at.dead_index))\n"
        "        offset = 0  # entries left in place so far, at the front of the range\n"
        "        while budget > 0:\n"
        "            page = cast(list[bytes], await self.redis.zrangebyscore(\n"
-       "                keys.DEAD_INDEX, \"-inf\", began_ms, start=offset,",
+       "                at.dead_index, \"-inf\", began_ms, start=offset,",
        "        budget = 10 ** 9\n"
        "        offset = 0  # entries left in place so far, at the front of the range\n"
        "        while budget > 0:\n"
        "            page = cast(list[bytes], await self.redis.zrangebyscore(\n"
-       "                keys.DEAD_INDEX, \"-inf\", \"+inf\", start=offset,",
+       "                at.dead_index, \"-inf\", \"+inf\", start=offset,",
        "tests/queue/test_dead_letters.py::test_requeue_all_ends_while_the_requeued_points_"
        "fail_again"),
     _m("crashed-holder-uncounted", "nothing loops forever: a chunk that kills its holders",
@@ -605,6 +605,47 @@ MUTATIONS = (
        "tests/ingest/test_accept.py::test_with_wait_replicas_and_no_replica_a_202_is_"
        "committed_in_postgres"),
 
+    # --- Redis Cluster and queue shards ----------------------------------------------
+    _m("cluster-untagged", "a queue shard lives in one Redis Cluster slot",
+       "the queue's keys carry no hash tag (a script's keys land in several slots)",
+       "server/queue/keys.py", "    base = f\"{PREFIX}{{q{shard}}}:\"",
+       "    base = f\"{PREFIX}q{shard}:\"",
+       "tests/test_redis_cluster.py::test_three_shards_on_a_cluster_drain_exactly_once_"
+       "across_a_primary_failover"),
+    _m("shards-unrouted", "a competition's points go to its shard, in order",
+       "every point goes to shard 0",
+       "server/queue/keys.py", "        return competition_id % count", "        return 0",
+       Q + "test_points_go_to_their_competitions_shard_in_their_order"),
+    _m("claims-unrotated", "workers claim across shards fairly",
+       "every claim tries shard 0 first",
+       "server/queue/redis_queue.py",
+       "        self._next_shard = (start + 1) % len(self.shards)", "",
+       Q + "test_claims_take_the_shards_in_turn_so_a_deep_one_starves_none"),
+    _m("shards-all-or-nothing", "a request spanning shards is partially accepted",
+       "a failed shard fails the request as if nothing went in",
+       "server/queue/redis_queue.py",
+       "        raise EnqueueInterrupted(causes[first], accepted=first,",
+       "        raise causes[first]\n        raise EnqueueInterrupted(causes[first], "
+       "accepted=first,",
+       Q + "test_a_request_spanning_shards_one_of_them_full_is_partially_accepted"),
+    _m("stats-one-shard", "the admin view and /metrics sum the shards",
+       "the queue's counters are read from shard 0 only",
+       "server/queue/redis_queue.py", "            for at in self.shards:\n"
+       "                pipe.hgetall(at.stats)",
+       "            for at in self.shards[:1]:\n                pipe.hgetall(at.stats)",
+       "tests/handlers/test_admin.py::test_the_queue_view_sums_the_shards_and_pause_holds_"
+       "every_shard", "tests/test_metrics.py::test_queue_gauges_sum_every_shard"),
+    _m("old-keys-stranded", "an upgrade to queue shards strands no queued point",
+       "start-up does not adopt the queue's keys named before shards",
+       "server/runtime/prepare.py", "            adopt_old_queue(redis_url, settings)\n", "",
+       "tests/queue/test_legacy.py::test_a_queue_left_under_the_old_key_names_is_adopted_"
+       "by_the_next_start"),
+    _m("dlq-one-shard", "the DLQ is listed across shards",
+       "the DLQ lists shard 0 only",
+       "server/queue/dead_letters.py", "        for n, at in enumerate(self.shards):\n"
+       "            first = offset",
+       "        for n, at in enumerate(self.shards[:1]):\n            first = offset",
+       Q + "test_dead_letters_of_every_shard_are_listed_requeued_and_purged_together"),
 )
 
 

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from server.config import SENTRY_MISSING, ConfigError, Settings, describe_settings, load_settings
+from server.config import (
+    SENTRY_MISSING,
+    ConfigError,
+    Settings,
+    cluster_nodes,
+    describe_settings,
+    load_settings,
+)
 from server.embedded import EmbeddedStores
 from server.runtime.cli import main
 from server.runtime.prepare import Stores
@@ -47,6 +54,14 @@ def test_queue_wait_replicas_must_answer_within_the_enqueue_calls_bound() -> Non
     assert load_settings({"QUEUE_WAIT_REPLICAS_MS": "1000"})  # unused while WAIT is off
 
 
+def test_queue_wait_replicas_is_refused_with_a_cluster_url() -> None:
+    cluster = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
+    assert problems({"REDIS_URL": cluster, "QUEUE_WAIT_REPLICAS": "1"}) == [
+        "QUEUE_WAIT_REPLICAS=1: not supported with a redis+cluster:// REDIS_URL (set 0, or "
+        "use Sentinel)"]
+    assert load_settings({"REDIS_URL": cluster}).enqueue_wait_replicas == 0  # the default
+
+
 def test_every_bad_value_is_named_with_its_value_and_problem() -> None:
     found = problems({"QUEUE_WORKERS": "many", "PG_POOL_MIN": "-1", "REDIS_URL": "http://x",
                       "LOG_LEVEL": "LOUD", "RETRY_BASE_S": "nan"})
@@ -54,7 +69,8 @@ def test_every_bad_value_is_named_with_its_value_and_problem() -> None:
         "PG_POOL_MIN='-1': must be between 0 and 1000",
         "QUEUE_WORKERS='many': must be an integer",
         "RETRY_BASE_S='nan': must be finite",
-        "REDIS_URL='http://x': must be a URL with scheme redis, rediss or redis+sentinel",
+        "REDIS_URL='http://x': must be a URL with scheme redis, rediss, redis+cluster or "
+        "redis+sentinel",
         "LOG_LEVEL='LOUD': must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
     ])
 
@@ -106,6 +122,20 @@ def test_a_queue_bound_below_one_request_or_chunk_is_refused() -> None:
     assert "QUEUE_MAX_POINTS=500: must be at least POINTS_MAX_BATCH=1000" in found
     assert "QUEUE_MAX_POINTS=500: must be at least QUEUE_BATCH_SIZE=800" in found
     assert "QUEUE_MAX_POINTS=500: must be at least BULK_CHUNK_POINTS=5000" in found
+
+
+def test_a_cluster_url_names_its_seed_nodes_and_each_shard_must_hold_a_request() -> None:
+    settings = load_settings({"REDIS_URL": "redis+cluster://:pw@127.0.0.1:7000,[::1]:7001",
+                              "QUEUE_SHARDS": "3"})
+    assert (cluster_nodes(settings.redis_url or ""), settings.queue_shards) == (
+        ([("127.0.0.1", 7000), ("::1", 7001)], None, "pw"), 3)
+    found = problems({"REDIS_URL": "redis+cluster://:secret@127.0.0.1:7000,nohost",
+                      "QUEUE_SHARDS": "3", "QUEUE_MAX_POINTS": "20000"})
+    assert found == [
+        "REDIS_URL='redis+cluster://:***@127.0.0.1:7000,nohost': cluster nodes must be "
+        "host:port[,host:port...], not 'nohost'",
+        "QUEUE_SHARDS=3: each shard admits QUEUE_MAX_POINTS/QUEUE_SHARDS=6667 points, fewer "
+        "than POINTS_MAX_BATCH=10000"]
 
 
 def test_a_body_budget_below_the_largest_json_body_is_refused() -> None:

@@ -21,6 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.ops.metrics_dir import PREFIX
+from server.queue import keys
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
 from server.supervisor import Supervisor
@@ -331,3 +332,23 @@ def test_two_serve_processes_answer_one_view_summed_and_queue_gauges_not_doubled
             assert pg_requests >= 2 * 2  # PG_POOL_MIN in each of the two processes
         assert server.terminate(60) == 0
         assert not directory.exists()  # serve removes its metrics directory
+
+
+@pytest.mark.parametrize("settings", [{"queue_shards": 3}], indirect=True)
+async def test_queue_gauges_sum_every_shard(api: Api, service: Service) -> None:
+    by_shard: dict[int, int] = {}  # shard -> points queued on it
+    made = 0
+    while len(by_shard) < 3:
+        made += 1
+        status, comp = await api.post("/v1/competitions", {"slug": f"m{made}", "name": "M"})
+        assert status == 201, comp
+        status, body = await api.post(f"/v1/competitions/{comp['id']}/participants", {
+            "participants": [{"external_ref": "p", "display_name": "P"}]})
+        assert status == 201, body
+        parts = [body["participants"][0]["id"]]
+        assert (await api.post("/v1/points", batch(comp["id"], parts, f"m{made}-", 10)))[0] \
+            == 202
+        shard = keys.shard_of(comp["id"], 3)
+        by_shard[shard] = by_shard.get(shard, 0) + 10
+    samples, _ = await scrape(api)
+    assert value(samples, "points_queue_depth") == sum(by_shard.values())

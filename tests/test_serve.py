@@ -14,6 +14,7 @@ import redis
 
 from harness.server import ServeProcess
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, pid_alive
+from server.queue import keys
 from tests.support import (
     ROOT,
     assert_exact,
@@ -49,7 +50,7 @@ def assert_committed_exactly_once(pg: EmbeddedPostgres, accepted: set[str]) -> N
 def redis_stats(rd: EmbeddedRedis) -> dict[bytes, bytes]:
     client = redis.Redis.from_url(rd.url)
     try:
-        return client.hgetall("pq:stats")
+        return client.hgetall(keys.STATS)
     finally:
         client.close()
 

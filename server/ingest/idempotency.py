@@ -17,7 +17,7 @@ the caller's token.  Then:
   the ids derived from the key make that harmless.  A failure that certainly
   accepted nothing frees the key.
 
-One Redis hash per key (``idem:<digest of token hash and key>``), bounded by its
+One Redis hash per key (``idem:{<digest of token hash and key>}``), bounded by its
 TTL; a streamed upload adds a list of *checkpoints* beside it (below).  While a
 request runs, its record is leased (``IDEMPOTENCY_LEASE_S``) and the lease is
 renewed by a heartbeat: the key of a process that died is taken over once its
@@ -215,8 +215,10 @@ class IdempotencyKeys:
 
     @staticmethod
     def record_key(scope: bytes, key: str) -> str:
-        return keys.IDEMPOTENCY_PREFIX + hashlib.blake2b(
-            scope + b"\0" + key.encode(), digest_size=16).hexdigest()
+        # The digest is the key's hash tag: the record and its ":cp" list share a
+        # slot on a Redis Cluster (the scripts touch both).
+        return keys.IDEMPOTENCY_PREFIX + "{" + hashlib.blake2b(
+            scope + b"\0" + key.encode(), digest_size=16).hexdigest() + "}"
 
     async def begin(self, scope: bytes, key: str, head: str, digest: str = ""
                     ) -> tuple[Begun, KeyHold]:

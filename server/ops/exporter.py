@@ -148,8 +148,8 @@ class _GlobalCollector:
                 ("max_points", self.max_points,
                  "QUEUE_MAX_POINTS: ready + in flight + retrying past it, ingest answers "
                  "503 queue_full (0: no bound).")):
-            yield GaugeMetricFamily(f"points_queue_{name}", text + " Global (one Redis).",
-                                    value=value)
+            yield GaugeMetricFamily(f"points_queue_{name}",
+                                    text + " Global (every queue shard, summed).", value=value)
 
 
 class _Forward:

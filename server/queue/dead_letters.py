@@ -1,9 +1,12 @@
 """The dead-letter queue: points (and undecodable chunks) given up on, kept for people.
 
-Entries live in ``pq:dead`` by key — ``<competition>:<point id>`` (with a
-content digest for an ``id_conflict``), or ``chunk:<id>`` — ordered by last
-failure in ``pq:dead:index``; the SETTLE script adds them and trims the queue to
-its bounds (``DLQ_MAX_ENTRIES``, ``DLQ_MAX_AGE_S``).  From here an operator lists
+Entries live in each queue shard's ``dead`` hash by key — ``<competition>:<point
+id>`` (with a content digest for an ``id_conflict``), or ``chunk:<id>`` — ordered by
+last failure in its ``dead:index``; the SETTLE script adds them and trims the
+shard's queue to its bounds (``DLQ_MAX_ENTRIES``, ``DLQ_MAX_AGE_S``, per shard).
+Listing merges the shards by failure time; requeue and purge go to every shard
+(an entry is on one: a requeued point goes back to the shard it failed on, its
+competition's).  From here an operator lists
 them, sends points back to the queue with their attempts reset, or purges them.
 
 Entries are read as data that may be anything (another producer, an older
@@ -14,6 +17,7 @@ version, a hand edit): one that is not an entry of ours is shown as
 from __future__ import annotations
 
 import base64
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -21,8 +25,9 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 
-from server.queue import keys, scripts
+from server.queue import scripts
 from server.queue.chunks import Chunk, new_chunk_ids, well_formed
+from server.queue.keys import ShardKeys, shard_keys
 from server.queue.wakeup import WakeUp
 from server.redis_client import translated
 
@@ -50,9 +55,10 @@ def _decoded(entry: bytes) -> dict[str, Any] | None:
 
 
 class DeadLetterQueue:
-    def __init__(self, client: aioredis.Redis, wakeup: WakeUp, *, max_points: int = 0
-                 ) -> None:
+    def __init__(self, client: aioredis.Redis, wakeup: WakeUp, *, max_points: int = 0,
+                 shards: Sequence[ShardKeys] = (shard_keys(0),)) -> None:
         self.redis = client
+        self.shards = tuple(shards)
         self.wakeup = wakeup  # a requeue wakes the idle workers
         self.max_points = max_points  # the queue's admission bound (0 = none)
         self._requeue_dead = client.register_script(scripts.REQUEUE_DEAD)
@@ -66,11 +72,26 @@ class DeadLetterQueue:
         pages shift it, so a page may skip or repeat an entry (admin view).
         """
         # Our clients never decode replies: bytes (redis-py types them bytes | str).
-        ids = cast(list[bytes],
-                   await self.redis.zrange(keys.DEAD_INDEX, offset, offset + limit - 1))
-        if not ids:
+        # Each shard's first offset + limit, merged by failure time, then the page.
+        heads = []
+        for n, at in enumerate(self.shards):
+            first = offset if len(self.shards) == 1 else 0
+            listed = cast(list[tuple[bytes, float]], await self.redis.zrange(
+                at.dead_index, first, offset + limit - 1, withscores=True))
+            heads.append([(score, n, key) for key, score in listed])
+        merged = list(heapq.merge(*heads))
+        window = merged if len(self.shards) == 1 else merged[offset:offset + limit]
+        if not window:
             return [], None
-        raw = cast(list[bytes | None], await self.redis.hmget(keys.DEAD, ids))
+        ids = [key for _, _, key in window]
+        raw: list[bytes | None] = [None] * len(ids)
+        for n, at in enumerate(self.shards):
+            mine = [i for i, (_, shard, _) in enumerate(window) if shard == n]
+            if mine:
+                found = cast(list[bytes | None],
+                             await self.redis.hmget(at.dead, [ids[i] for i in mine]))
+                for i, entry in zip(mine, found):
+                    raw[i] = entry
         entries = []
         for point_id, entry in zip(ids, raw):
             if entry is None:
@@ -99,28 +120,34 @@ class DeadLetterQueue:
         """
         done = Requeued()
         if point_ids is not None:
-            await self._requeue_page(list(point_ids), done)
+            for at in self.shards:  # each entry is on one shard: the others skip it
+                await self._requeue_page(at, list(point_ids), done)
             return done
         seconds, micros = await self.redis.time()
         began_ms = seconds * 1000 + micros // 1000
-        budget = int(await self.redis.zcard(keys.DEAD_INDEX))
+        for at in self.shards:
+            await self._requeue_all(at, began_ms, done)
+        return done
+
+    async def _requeue_all(self, at: ShardKeys, began_ms: int, done: Requeued) -> None:
+        """Requeue one shard's entries that failed before ``began_ms``."""
+        budget = int(await self.redis.zcard(at.dead_index))
         offset = 0  # entries left in place so far, at the front of the range
         while budget > 0:
             page = cast(list[bytes], await self.redis.zrangebyscore(
-                keys.DEAD_INDEX, "-inf", began_ms, start=offset,
+                at.dead_index, "-inf", began_ms, start=offset,
                 num=min(REQUEUE_PAGE, budget)))
             # A key that is not UTF-8 is none of ours: it matches nothing, and stays.
             ids = [i.decode(errors="replace") for i in page]
             if not ids:
                 break
             budget -= len(ids)
-            offset += len(ids) - await self._requeue_page(ids, done)
-        return done
+            offset += len(ids) - await self._requeue_page(at, ids, done)
 
-    async def _requeue_page(self, ids: list[str], done: Requeued) -> int:
-        """Requeue the points of these entries (one script call); add to ``done``; return
-        how many moved."""
-        entries = cast(list[bytes | None], await self.redis.hmget(keys.DEAD, ids))
+    async def _requeue_page(self, at: ShardKeys, ids: list[str], done: Requeued) -> int:
+        """Requeue the points of these entries of shard ``at`` (one script call); add to
+        ``done``; return how many moved."""
+        entries = cast(list[bytes | None], await self.redis.hmget(at.dead, ids))
         points: list[tuple[str, Any]] = []
         for point_id, entry in zip(ids, entries):
             if entry is None:
@@ -137,7 +164,7 @@ class DeadLetterQueue:
         for (point_id, raw), chunk_id in zip(points, new_chunk_ids([1] * len(points))):
             args += (point_id, chunk_id, Chunk(chunk_id, [tuple(raw)]).payload())
         moved, refused = await self._requeue_dead(
-            keys=[keys.DEAD, keys.DEAD_INDEX, keys.ITEMS, keys.READY, keys.STATS], args=args)
+            keys=[at.dead, at.dead_index, at.items, at.ready, at.stats], args=args)
         done.requeued += int(moved)
         done.refused_queue_full += int(refused)
         if moved:
@@ -149,5 +176,8 @@ class DeadLetterQueue:
         """Delete dead-lettered points (given ids, or all when None)."""
         if point_ids is not None and not point_ids:
             return 0
-        return int(await self._purge_dead(keys=[keys.DEAD, keys.DEAD_INDEX, keys.STATS],
-                                          args=list(point_ids or [])))
+        purged = 0
+        for at in self.shards:
+            purged += int(await self._purge_dead(keys=[at.dead, at.dead_index, at.stats],
+                                                 args=list(point_ids or [])))
+        return purged

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from server.errors import CommandRefused
 from server.redis_client import translated_errors
@@ -77,16 +78,27 @@ class Durability:
 async def read_durability(client: aioredis.Redis, *, vouched: bool = False) -> Durability:
     """Read the settings behind a 202 (None fields when CONFIG is not allowed;
     ``vouched``: REDIS_DURABILITY_VOUCHED); ``StoreUnavailable`` when Redis cannot be
-    asked."""
+    asked.  On a Redis Cluster every primary is read, and the first whose settings
+    put a 202 at risk is the answer (each holds some queue shards)."""
     names = ("appendonly", "appendfsync", "maxmemory-policy", "maxmemory")
     try:
         with translated_errors():
-            async with client.pipeline(transaction=False) as pipe:
-                for name in names:  # one name per CONFIG GET: Redis 6 takes one pattern
-                    pipe.config_get(name)
-                replies = await pipe.execute()
+            if isinstance(client, RedisCluster):
+                await client.initialize()  # learns the nodes (lazily done on a command)
+                nodes = [[await client.config_get(name, target_nodes=node) for name in names]
+                         for node in client.get_primaries()]
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for name in names:  # one name per CONFIG GET: Redis 6 takes one pattern
+                        pipe.config_get(name)
+                    nodes = [await pipe.execute()]
     except CommandRefused:
         return Durability(None, None, None, None, vouched)
+    found = [_durability(replies, vouched) for replies in nodes]
+    return next((one for one in found if one.problems()), found[0])
+
+
+def _durability(replies: list[dict], vouched: bool) -> Durability:
     config: dict[str, str] = {}
     for reply in replies:
         for key, raw in reply.items():

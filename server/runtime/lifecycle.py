@@ -133,7 +133,8 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
                            max_points=settings.queue_max_points,
                            call_wait_s=settings.request_store_wait_s,
                            wait_replicas=settings.enqueue_wait_replicas,
-                           wait_replicas_ms=settings.queue_wait_replicas_ms)
+                           wait_replicas_ms=settings.queue_wait_replicas_ms,
+                           shards=settings.queue_shards)
         commits = CommitWatch(db)
         # After the handlers have stopped.
         stack.push_async_callback(_within, deadline, "the commit watch",

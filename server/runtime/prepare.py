@@ -21,15 +21,17 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import tornado.netutil
 import uvloop
 
 from server.access.auth import first_admin_token
-from server.config import Settings
+from server.config import REDIS_CLUSTER_SCHEME, Settings
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedStoreError, EmbeddedStores
 from server.errors import StoreUnavailable
 from server.queue.durability import Durability, read_durability
+from server.queue.legacy import adopt_old_keys
 from server.redis_client import redis_client
 from server.storage.database import open_database
 from server.storage.migrate import MigrationError, apply_migrations
@@ -99,6 +101,7 @@ def stores_ready(settings: Settings, *, redis: bool = True) -> Iterator[Stores]:
             log.info("applied migrations: %s", ", ".join(applied))
         if redis_url is not None:
             check_durability(redis_url, settings)
+            adopt_old_queue(redis_url, settings)
         yield Stores(database_url, redis_url, embedded, tuple(applied))
 
 
@@ -124,6 +127,30 @@ def check_durability(redis_url: str, settings: Settings) -> None:
     if durability.appendonly is None and durability.vouched:
         log.info("Redis refuses CONFIG GET; REDIS_DURABILITY_VOUCHED=true: the operator "
                  "vouches for appendonly yes and maxmemory-policy noeviction")
+
+
+def adopt_old_queue(redis_url: str, settings: Settings) -> None:
+    """Points queued under the key names of a version before queue shards go to shard 0
+    (``server/queue/legacy.py``); nothing to do on a cluster."""
+    if urlsplit(redis_url).scheme == REDIS_CLUSTER_SCHEME:
+        return
+
+    async def adopt() -> tuple[int, list[str]]:
+        client = redis_client(redis_url, settings, max_connections=1)
+        try:
+            return await adopt_old_keys(client)
+        finally:
+            await client.aclose()
+
+    try:
+        renamed, both = run_sync(adopt())
+    except StoreUnavailable as exc:
+        raise StartupError(f"cannot reach Redis to adopt the queue's old keys: {exc}") from exc
+    if renamed:
+        log.info("adopted %d queue key(s) named before queue shards into shard 0", renamed)
+    if both:
+        log.error("queue keys held under both their old and their shard-0 names (is an "
+                  "older version still running?); the old ones are left: %s", ", ".join(both))
 
 
 @dataclass(frozen=True)

@@ -337,3 +337,90 @@ async def test_with_wait_replicas_an_enqueue_no_replica_confirms_is_reported_unk
     finally:
         await client.aclose()
         await replica.aclose()
+# --- shards (QUEUE_SHARDS) ------------------------------------------------------------
+
+
+def on_shard(shard: int, count: int, taken: tuple[int, ...] = ()) -> int:
+    """A competition id whose points go to ``shard`` of ``count`` (not one of ``taken``)."""
+    return next(cid for cid in range(1, 1000)
+                if keys.shard_of(cid, count) == shard and cid not in taken)
+
+
+def of(cid: int, n: int, tag: str) -> list[tuple]:
+    now = now_us()
+    return [(f"{tag}{i}", cid, 1, 1.0, now, now) for i in range(n)]
+
+
+async def shard_points(client: aioredis.Redis, shard: int) -> list[list]:
+    at = keys.shard_keys(shard)
+    ready = [i.decode() for i in await client.lrange(at.ready, 0, -1)]
+    return [p for i in ready for p in Chunk.from_payload(i, await client.hget(at.items, i)).points]
+
+
+@BOTH_PATHS
+async def test_points_go_to_their_competitions_shard_in_their_order(
+        client: aioredis.Redis, ingest_path: str) -> None:
+    queue = make_queue(client, ingest_path, batch=4, shards=3)
+    cids = [on_shard(0, 3), on_shard(1, 3), on_shard(2, 3)]
+    cids.append(on_shard(1, 3, taken=tuple(cids)))
+    request = [p for i in range(6) for cid in cids for p in of(cid, 1, f"{cid}-{i}-")]
+    await queue.enqueue(request)  # one request, interleaved across every shard
+    for shard in range(3):
+        expected = [list(p) for p in request if keys.shard_of(p[1], 3) == shard]
+        assert await shard_points(client, shard) == expected
+    stats = await queue.stats()
+    assert (stats["depth"], stats["totals"]["enqueued"]) == (24, 24)  # summed
+
+
+async def test_claims_take_the_shards_in_turn_so_a_deep_one_starves_none(
+        client: aioredis.Redis) -> None:
+    queue = make_queue(client, batch=10, shards=3)
+    deep, shallow = on_shard(0, 3), [on_shard(1, 3), on_shard(2, 3)]
+    await queue.enqueue(of(deep, 100, "d"))
+    for cid in shallow:
+        await queue.enqueue(of(cid, 10, f"s{cid}-"))
+    claims = [await queue.claim(10, lease_s=30) for _ in range(3)]
+    assert sorted(claim.shard for claim in claims) == [0, 1, 2]
+    for claim in claims:  # settled on the shard it came from
+        assert await queue.renew(claim, 30) == 1
+        assert await queue.settle(claim, Settlement(acked=claim.ids, committed=10))
+    stats = await queue.stats()
+    assert (stats["depth"], stats["inflight"], stats["totals"]["committed"]) == (90, 0, 30)
+
+
+async def test_a_request_spanning_shards_one_of_them_full_is_partially_accepted(
+        client: aioredis.Redis) -> None:
+    """QUEUE_MAX_POINTS is shared out between the shards; a request whose first
+    competition's shard has room and whose second's has not gets the first in only."""
+    queue = make_queue(client, batch=10, shards=2, max_points=40)  # 20 points a shard
+    full, roomy = on_shard(0, 2), on_shard(1, 2)
+    await queue.enqueue(of(full, 15, "f"))
+    with pytest.raises(EnqueueInterrupted) as caught:
+        await queue.enqueue(of(roomy, 10, "r") + of(full, 10, "x"))
+    assert (caught.value.accepted, caught.value.unknown) == (10, 0)
+    assert isinstance(caught.value.cause, QueueFull)
+    assert [p[0] for p in await shard_points(client, 1)] == [f"r{i}" for i in range(10)]
+    assert len(await shard_points(client, 0)) == 15
+    with pytest.raises(QueueFull):  # nothing of it fits: refused as it is
+        await queue.enqueue(of(full, 6, "y"))
+
+
+async def test_dead_letters_of_every_shard_are_listed_requeued_and_purged_together(
+        client: aioredis.Redis) -> None:
+    queue = make_queue(client, batch=10, shards=3)
+    cids = [on_shard(shard, 3) for shard in range(3)]
+    for failed_at, cid in enumerate(cids):
+        letter = DeadLetter(of(cid, 1, "p")[0], "unknown_participant", 8, 1, 2, "x")
+        await queue.settle(Claim("t", [], shard=keys.shard_of(cid, 3)),
+                           Settlement(dead=[letter]))
+        await client.zadd(keys.shard_keys(keys.shard_of(cid, 3)).dead_index,
+                          {f"{cid}:p0": failed_at})  # a known order of failure
+    assert (await queue.stats())["dead"] == 3
+    page, after = await queue.dead.page(2, 0)
+    assert [entry["key"] for entry in page] == [f"{cid}:p0" for cid in cids[:2]]
+    rest, end = await queue.dead.page(2, after)
+    assert ([entry["key"] for entry in rest], end) == ([f"{cids[2]}:p0"], None)
+    assert (await queue.dead.requeue([f"{cids[1]}:p0"])).requeued == 1
+    assert [p[0] for p in await shard_points(client, 1)] == ["p0"]  # back on its shard
+    assert await queue.dead.purge(None) == 2
+    assert (await queue.stats())["dead"] == 0

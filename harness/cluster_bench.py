@@ -3,7 +3,7 @@
     .venv/bin/python -m harness.cluster_bench competition_burst --shards 1,3
 
 For each value: a fresh cluster of three primaries with a replica each (the
-tests' launcher, ``tests/support/cluster.py``, on free ports), ``run.py serve``
+launcher the tests use too, ``harness/redis_cluster.py``, on free ports), ``run.py serve``
 on a fresh data directory (embedded PostgreSQL) with
 ``REDIS_URL=redis+cluster://...`` and that ``QUEUE_SHARDS``, then ``run.py
 bench SCENARIO --target`` against it (pipelined path).  Everything started is
@@ -14,17 +14,14 @@ the summary line per run gives its accepted POST/s and its lag.
 from __future__ import annotations
 
 import argparse
-import importlib
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from harness.redis_cluster import RedisCluster
 from harness.server import ROOT, ServeProcess
 from server.embedded import EmbeddedPostgres
-
-# The tests' launcher, imported by name: the harness's type check stays out of tests/.
-RedisCluster = importlib.import_module("tests.support.cluster").RedisCluster
 
 
 def run_one(scenario: str, shards: int, scale: float, out: Path) -> int:

@@ -1,5 +1,5 @@
 """The service on a real Redis Cluster (``REDIS_URL=redis+cluster://...``): three
-primaries with a replica each (``tests/support/cluster.py``), the queue split in
+primaries with a replica each (``harness/redis_cluster.py``), the queue split in
 three shards.  Ingest spanning every shard drains exactly once, and goes on after
 a primary is killed -9 and its replica takes over.
 """
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.redis_cluster import RedisCluster
 from server.queue import keys
 from server.runtime.prepare import Stores
 from tests.support import Api, assert_exact, drained, make_settings, serving, until
-from tests.support.cluster import RedisCluster
 
 SHARDS = 3
 

@@ -21,18 +21,13 @@ from tests.support import (
     call,
     lock_waiters,
     locked,
+    queue_state,
     send,
     serve,
     setup_competition,
     sql,
     until_sync,
 )
-
-
-def queue_state(url: str, token: str) -> dict:
-    status, queue = call(url, "GET", "/v1/admin/queue", token)
-    assert status == 200, queue
-    return queue
 
 
 def drain(url: str, token: str) -> None:

@@ -17,18 +17,13 @@ from server.embedded import EmbeddedPostgres, EmbeddedRedis, pid_alive
 from tests.support import (
     assert_exact,
     call,
+    queue_state,
     serve,
     served,
     setup_competition,
     sql,
     until_sync,
 )
-
-
-def queue_state(url: str, token: str) -> dict:
-    status, queue = call(url, "GET", "/v1/admin/queue", token)
-    assert status == 200, queue
-    return queue
 
 
 def restarts_counted(url: str) -> float | None:

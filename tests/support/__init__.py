@@ -36,7 +36,15 @@ fixtures from ``tests/conftest.py``; no test module imports another.
 
 from harness.server import ROOT
 from tests.support.proxy import BlackHoleProxy
-from tests.support.serve import SERVE_ENV, call, send, serve, served, setup_competition
+from tests.support.serve import (
+    SERVE_ENV,
+    call,
+    queue_state,
+    send,
+    serve,
+    served,
+    setup_competition,
+)
 from tests.support.service import (
     BOTH_PATHS,
     TOKENS,
@@ -63,9 +71,34 @@ from tests.support.stores import (
 from tests.support.waits import until, until_sync
 
 __all__ = [
-    "BOTH_PATHS", "ROOT", "SERVE_ENV", "TOKENS", "Api", "BlackHoleProxy", "assert_exact",
-    "assert_settled_cleanly", "batch", "call", "conformance_checks", "copy_cluster", "drained",
-    "key_state", "lock_waiters", "locked", "make_settings", "plant_chunk", "register",
-    "running", "seed", "send", "serve", "served", "serving", "setup_competition", "sql", "until",
+    "BOTH_PATHS",
+    "ROOT",
+    "SERVE_ENV",
+    "TOKENS",
+    "Api",
+    "BlackHoleProxy",
+    "assert_exact",
+    "assert_settled_cleanly",
+    "batch",
+    "call",
+    "conformance_checks",
+    "copy_cluster",
+    "drained",
+    "key_state",
+    "lock_waiters",
+    "locked",
+    "make_settings",
+    "plant_chunk",
+    "queue_state",
+    "register",
+    "running",
+    "seed",
+    "send",
+    "serve",
+    "served",
+    "serving",
+    "setup_competition",
+    "sql",
+    "until",
     "until_sync",
 ]

@@ -39,6 +39,13 @@ def call(url: str, method: str, path: str, token: str | None, body: object = Non
         return err.code, orjson.loads(err.read() or b"null")
 
 
+def queue_state(url: str, token: str) -> dict:
+    """The admin view of a ``serve`` subprocess's queue."""
+    status, queue = call(url, "GET", "/v1/admin/queue", token)
+    assert status == 200, queue
+    return queue
+
+
 @contextlib.contextmanager
 def served(data_dir: Path, *args: str, env: dict[str, str] | None = None
            ) -> Iterator[ServeProcess]:

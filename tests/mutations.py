@@ -395,6 +395,13 @@ MUTATIONS = (
        "            raise StoreUnavailable(",
        "            return\n            raise StoreUnavailable(",
        F + "test_a_keyed_upload_whose_redis_fails_mid_stream_stops_where_its_record_ends"),
+    _m("short-replica-hides-queue-full", "an error reply never calls unwritten points unknown",
+       "a WAIT that falls short makes the groups the bound refused unknown too",
+       "server/queue/redis_queue.py",
+       "                reply = exc.reply if isinstance(exc, ReplicasShort) else None",
+       "                reply = None",
+       "tests/queue/test_redis_queue.py::"
+       "test_with_wait_replicas_a_group_the_bound_refused_is_queue_full_not_unknown"),
     # --- tasks and start-up --------------------------------------------------------------------
     _m("no-restart", "a background task that dies is restarted",
        "the supervisor does not restart a task that died",

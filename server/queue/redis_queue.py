@@ -207,8 +207,12 @@ class PointQueue:
             error = outcomes[next(n for n, (_, where) in enumerate(groups) if 0 in where)]
             assert isinstance(error, ServiceError)
             raise error
-        raise EnqueueInterrupted(causes[first], accepted=first,
-                                 unknown=max(0, last + 1 - first))
+        cause = causes[first]
+        if isinstance(cause, ReplicasShort):  # a short replica must not hide a failure
+            # of another shard from Redis's breaker (which does not count a short one)
+            cause = next((c for c in causes.values() if not isinstance(c, ReplicasShort)),
+                         cause)
+        raise EnqueueInterrupted(cause, accepted=first, unknown=max(0, last + 1 - first))
 
     def _by_shard(self, points: Sequence[Point]) -> list[tuple[int, list[int]]]:
         """(shard, positions of its points in the request) for each shard concerned."""
@@ -338,10 +342,13 @@ class PointQueue:
             replicas = int(await conn.wait(self.wait_replicas, self.wait_replicas_ms))
         if replicas < self.wait_replicas:
             metrics.ENQUEUE_REPLICA_SHORT.inc()
-            raise ReplicasShort(
+            short = ReplicasShort(
                 "redis", f"{replicas} of {self.wait_replicas} replica(s) confirmed an enqueue "
                 f"within {self.wait_replicas_ms} ms (QUEUE_WAIT_REPLICAS); its points may be "
                 "on the master alone")
+            # What the script did: only the groups it admitted are on the master alone.
+            short.reply = (int(admitted), int(queued), int(bound))
+            raise short
         return admitted, queued, bound
 
     async def _coalesced(self, shard: int, group: list[Any], count: int, size: int) -> None:
@@ -383,10 +390,15 @@ class PointQueue:
                 admitted, queued, bound = await self._call_enqueue(
                     shard, [g for g, _, _, _ in batch])
             except BaseException as exc:
-                for _, count, _, done in batch:
+                # Groups the script refused (the bound) were never written: queue_full,
+                # even when the WAIT for the admitted ones fell short.
+                reply = exc.reply if isinstance(exc, ReplicasShort) else None
+                for index, (_, count, _, done) in enumerate(batch):
                     if done.done():
                         continue
-                    if isinstance(exc, MAYBE_RAN):  # the call may have run
+                    if reply is not None and index >= reply[0]:
+                        done.set_exception(queue_full(reply[1], reply[2]))
+                    elif isinstance(exc, MAYBE_RAN):  # the call may have run
                         done.set_exception(EnqueueInterrupted(exc, accepted=0, unknown=count))
                     elif isinstance(exc, ServiceError):
                         done.set_exception(copy.copy(exc))

@@ -337,6 +337,25 @@ async def test_with_wait_replicas_an_enqueue_no_replica_confirms_is_reported_unk
     finally:
         await client.aclose()
         await replica.aclose()
+async def test_with_wait_replicas_a_group_the_bound_refused_is_queue_full_not_unknown(
+        replicated: SentinelGroup) -> None:
+    """One coalesced call whose script admits two groups and refuses the third (the
+    bound), and no replica to confirm it: the two admitted are unknown (on the master
+    alone), the refused one is queue_full — never written, so not unknown."""
+    client = aioredis.Redis.from_url(replicated.primary_url)
+    try:
+        await asyncio.to_thread(replicated.replica.stop)
+        queue = make_queue(client, "pipelined", batch=10, wait_replicas=1,
+                           wait_replicas_ms=100, max_points=20)
+        outcomes = await asyncio.gather(
+            *(queue.enqueue(points(10, tag)) for tag in "abc"), return_exceptions=True)
+        assert [type(o).__name__ for o in outcomes] == [
+            "EnqueueInterrupted", "EnqueueInterrupted", "QueueFull"], outcomes
+        assert (await counters(client))["enqueued"] == 20  # the two admitted, on the master
+    finally:
+        await client.aclose()
+
+
 # --- shards (QUEUE_SHARDS) ------------------------------------------------------------
 
 

@@ -21,7 +21,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.ops.metrics_dir import PREFIX
-from server.queue import keys
 from server.runtime.lifecycle import Service, running_service
 from server.runtime.prepare import Stores
 from server.supervisor import Supervisor
@@ -33,6 +32,7 @@ from tests.support import (
     call,
     make_settings,
     seed,
+    seed_every_shard,
     send,
     served,
     setup_competition,
@@ -337,18 +337,9 @@ def test_two_serve_processes_answer_one_view_summed_and_queue_gauges_not_doubled
 @pytest.mark.parametrize("settings", [{"queue_shards": 3}], indirect=True)
 async def test_queue_gauges_sum_every_shard(api: Api, service: Service) -> None:
     by_shard: dict[int, int] = {}  # shard -> points queued on it
-    made = 0
-    while len(by_shard) < 3:
-        made += 1
-        status, comp = await api.post("/v1/competitions", {"slug": f"m{made}", "name": "M"})
-        assert status == 201, comp
-        status, body = await api.post(f"/v1/competitions/{comp['id']}/participants", {
-            "participants": [{"external_ref": "p", "display_name": "P"}]})
-        assert status == 201, body
-        parts = [body["participants"][0]["id"]]
-        assert (await api.post("/v1/points", batch(comp["id"], parts, f"m{made}-", 10)))[0] \
+    for shard, (cid, parts) in (await seed_every_shard(api, 3)).items():
+        assert (await api.post("/v1/points", batch(cid, parts, f"m{cid}", 10 + shard)))[0] \
             == 202
-        shard = keys.shard_of(comp["id"], 3)
-        by_shard[shard] = by_shard.get(shard, 0) + 10
+        by_shard[shard] = 10 + shard
     samples, _ = await scrape(api)
     assert value(samples, "points_queue_depth") == sum(by_shard.values())

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.queue import keys
 from server.runtime.lifecycle import Service
 from server.runtime.prepare import Stores
-from tests.support import Api, make_settings, seed, sql, until
+from tests.support import Api, batch, make_settings, seed, seed_every_shard, sql, until
 
 
 @pytest.fixture
@@ -118,23 +117,11 @@ async def test_admin_endpoints_need_the_admin_role(api: Api) -> None:
 @pytest.mark.parametrize("settings", [{"queue_shards": 3}], indirect=True)
 async def test_the_queue_view_sums_the_shards_and_pause_holds_every_shard(
         api: Api, service: Service, clean: Stores) -> None:
-    shards: dict[int, int] = {}  # shard -> a competition of it
-    made = 0
-    while len(shards) < 3:
-        made += 1
-        status, comp = await api.post("/v1/competitions", {"slug": f"s{made}", "name": "S"})
-        assert status == 201, comp
-        shards.setdefault(keys.shard_of(comp["id"], 3), comp["id"])
-    for cid in shards.values():
-        status, body = await api.post(f"/v1/competitions/{cid}/participants", {
-            "participants": [{"external_ref": "p", "display_name": "P"}]})
-        assert status == 201, body
-        part = body["participants"][0]["id"]
-        status, _ = await api.post("/v1/points", {"points": [
-            {"id": f"{cid}-{i}", "competition_id": cid, "participant_id": part, "value": 1}
-            for i in range(cid % 5 + 1)]})
+    shards = await seed_every_shard(api, 3)
+    for cid, parts in shards.values():
+        status, _ = await api.post("/v1/points", batch(cid, parts, f"{cid}", cid % 5 + 1))
         assert status == 202
-    total = sum(cid % 5 + 1 for cid in shards.values())
+    total = sum(cid % 5 + 1 for cid, _ in shards.values())
     assert await api.post("/v1/admin/queue/pause") == (200, {"paused": True})
     assert await service.deps.workers.drain() == 0  # no shard is claimed from
     _, queue = await api.get("/v1/admin/queue")

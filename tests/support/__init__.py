@@ -57,6 +57,7 @@ from tests.support.service import (
     make_settings,
     plant_chunk,
     seed,
+    seed_every_shard,
     serving,
 )
 from tests.support.stores import (
@@ -93,6 +94,7 @@ __all__ = [
     "register",
     "running",
     "seed",
+    "seed_every_shard",
     "send",
     "serve",
     "served",

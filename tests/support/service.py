@@ -100,9 +100,10 @@ async def serving(settings: Settings, database_url: str, redis_url: str | None
             api.close()
 
 
-async def seed(api: Api, participants: int = 3) -> tuple[int, list[int]]:
+async def seed(api: Api, participants: int = 3, slug: str = "cup"
+               ) -> tuple[int, list[int]]:
     """One competition with ``participants`` participants; returns their ids."""
-    status, comp = await api.post("/v1/competitions", {"slug": "cup", "name": "The Cup"})
+    status, comp = await api.post("/v1/competitions", {"slug": slug, "name": "The Cup"})
     assert status == 201, comp
     status, body = await api.post(
         f"/v1/competitions/{comp['id']}/participants",
@@ -110,6 +111,18 @@ async def seed(api: Api, participants: int = 3) -> tuple[int, list[int]]:
                           for i in range(participants)]})
     assert status == 201, body
     return comp["id"], [p["id"] for p in body["participants"]]
+
+
+async def seed_every_shard(api: Api, shards: int) -> dict[int, tuple[int, list[int]]]:
+    """shard -> a competition routed to it and its participants (``seed``), for each of
+    ``shards`` queue shards: competitions are made until every shard has one."""
+    seeded: dict[int, tuple[int, list[int]]] = {}
+    made = 0
+    while len(seeded) < shards:
+        made += 1
+        cid, parts = await seed(api, 1, slug=f"shard-{made}")
+        seeded.setdefault(keys.shard_of(cid, shards), (cid, parts))
+    return seeded
 
 
 def batch(cid: int, parts: list[int], tag: str, n: int = 100) -> dict:

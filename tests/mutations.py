@@ -284,8 +284,8 @@ MUTATIONS = (
        A + "test_401s_beyond_the_per_address_limit_answer_429"),
     _m("ingest-ignores-breaker", "while Redis's breaker is open ingest falls back at once",
        "ingest tries Redis whatever its breaker says",
-       "server/ingest/accept.py", "        if gate is False:\n            raise StoreUnavailable(",
-       "        if False:\n            raise StoreUnavailable(",
+       "server/ingest/accept.py", "        if gate is False:\n            raise breaker.refused()",
+       "        if False:\n            raise breaker.refused()",
        "tests/ingest/test_accept.py::"
        "test_while_the_redis_breaker_is_open_ingest_writes_directly_at_once"),
     _m("enqueue-waits-out-redis", "a black-holed Redis costs an ingest request ~1 s",
@@ -608,7 +608,7 @@ MUTATIONS = (
        "2xx_is_committed_once"),
     _m("replicas-short-opens-breaker", "a missing replica does not stop the queue",
        "an enqueue too few replicas confirmed opens Redis's circuit breaker",
-       "server/ingest/accept.py", " | CommandRefused | ReplicasShort):", " | CommandRefused):",
+       "server/queue/breaker.py", " | CommandRefused | ReplicasShort)", " | CommandRefused)",
        "tests/ingest/test_accept.py::test_with_wait_replicas_and_no_replica_a_202_is_"
        "committed_in_postgres"),
 
@@ -631,9 +631,8 @@ MUTATIONS = (
     _m("shards-all-or-nothing", "a request spanning shards is partially accepted",
        "a failed shard fails the request as if nothing went in",
        "server/queue/redis_queue.py",
-       "        raise EnqueueInterrupted(causes[first], accepted=first,",
-       "        raise causes[first]\n        raise EnqueueInterrupted(causes[first], "
-       "accepted=first,",
+       "        raise EnqueueInterrupted(cause, accepted=first,",
+       "        raise causes[first]\n        raise EnqueueInterrupted(cause, accepted=first,",
        Q + "test_a_request_spanning_shards_one_of_them_full_is_partially_accepted"),
     _m("stats-one-shard", "the admin view and /metrics sum the shards",
        "the queue's counters are read from shard 0 only",

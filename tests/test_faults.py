@@ -452,6 +452,8 @@ async def test_an_upload_refused_when_redis_and_postgres_fail_says_where_it_stop
                 break
             if status == 409:  # as a client does: ask again after Retry-After
                 await asyncio.sleep(int(response.headers["Retry-After"]))
+        else:
+            raise AssertionError(f"the resent upload was not taken in 5 tries: {body}")
         assert (status, body["accepted"]) == (202, 1000), body
         service.deps.workers.start(1)
         await drained(service, 1000, own)

@@ -50,10 +50,8 @@ from server.access.token_cache import Known, TokenCache
 from server.errors import (
     NotAuthenticated,
     NotPermitted,
-    PoolTimeout,
     RateLimited,
     StoreUnavailable,
-    WriteConflict,
 )
 from server.queue.breaker import CircuitBreaker
 from server.storage import tokens as sql
@@ -218,20 +216,12 @@ class Authenticator:
         try:
             async with self.db.cursor() as cur:
                 row = await sql.find_token(cur, digest)
-        except StoreUnavailable as exc:
+        except BaseException as exc:  # a busy pool or a conflict is congestion, not failure
             if breaker is not None:
-                if isinstance(exc, PoolTimeout | WriteConflict):  # congestion, not failure
-                    if probe:
-                        breaker.release_probe()
-                else:
-                    breaker.record_failure(exc.message)
+                breaker.tell(probe, exc)
             raise
-        except BaseException:
-            if probe and breaker is not None:
-                breaker.release_probe()
-            raise
-        if probe and breaker is not None:
-            breaker.record_success()
+        if breaker is not None:
+            breaker.tell(probe)
         role = row[1] if row is not None and hmac.compare_digest(row[0], digest) else None
         self.cache.remember(digest, role, time.monotonic())
         return role

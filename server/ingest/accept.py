@@ -36,7 +36,6 @@ from collections.abc import Sequence
 
 from server import metrics
 from server.errors import (
-    CommandRefused,
     CommitUnknown,
     DataRejected,
     EnqueueInterrupted,
@@ -44,11 +43,9 @@ from server.errors import (
     PartiallyAccepted,
     PoolTimeout,
     QueueFull,
-    ReplicasShort,
     ServiceError,
     StoreUnavailable,
     UnknownReferences,
-    WriteConflict,
 )
 from server.ingest.commit_watch import CommitWatch
 from server.points import COMPETITION_ID, ID, Point
@@ -168,24 +165,16 @@ class Ingest:
             return
         gate = breaker.try_pass()
         if gate is False:
-            raise StoreUnavailable("redis", "Redis is unavailable (its circuit breaker is "
-                                   "open)", reason=breaker.last_error)
+            raise breaker.refused()
         try:
             await self.queue.enqueue(points)
-        except (StoreUnavailable, EnqueueInterrupted) as exc:
-            cause = exc.cause if isinstance(exc, EnqueueInterrupted) else exc
-            if isinstance(cause, StoreUnavailable) and not isinstance(
-                    cause, PoolTimeout | WriteConflict | CommandRefused | ReplicasShort):
-                breaker.record_failure(cause.message)
-            elif gate:
-                breaker.release_probe()
+        except EnqueueInterrupted as exc:  # judged by what interrupted it
+            breaker.tell(gate, exc.cause)
             raise
-        except BaseException:
-            if gate:
-                breaker.release_probe()
+        except BaseException as exc:
+            breaker.tell(gate, exc)
             raise
-        if gate:
-            breaker.record_success()
+        breaker.tell(gate)
 
     def _count(self, accepted: int, *, direct: int = 0) -> None:
         self.written_directly += direct

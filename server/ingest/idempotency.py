@@ -57,14 +57,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from server.errors import (
-    CommandRefused,
     CommitUnknown,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
-    PoolTimeout,
     QueueFull,
     StoreUnavailable,
-    WriteConflict,
 )
 from server.queue import keys
 from server.queue.breaker import CircuitBreaker
@@ -187,9 +184,8 @@ class IdempotencyKeys:
         as a failed enqueue does, so the request's next call does not wait again."""
         breaker = self.breaker
         gate = breaker.try_pass() if breaker is not None else None
-        if gate is False:
-            raise StoreUnavailable("redis", "Redis is unavailable (its circuit breaker is "
-                                   "open)", reason=breaker.last_error if breaker else None)
+        if breaker is not None and gate is False:
+            raise breaker.refused()
         try:
             try:
                 async with asyncio.timeout(self.wait_s):
@@ -198,19 +194,12 @@ class IdempotencyKeys:
             except TimeoutError:  # cancelled in flight: it may have run
                 raise CommitUnknown("redis", "Redis did not answer an Idempotency-Key "
                                     f"call within {self.wait_s:g}s") from None
-        except StoreUnavailable as exc:
-            if breaker is not None and not isinstance(
-                    exc, PoolTimeout | WriteConflict | CommandRefused):
-                breaker.record_failure(exc.message)
-            elif gate and breaker is not None:
-                breaker.release_probe()
+        except BaseException as exc:
+            if breaker is not None:
+                breaker.tell(gate, exc)
             raise
-        except BaseException:
-            if gate and breaker is not None:
-                breaker.release_probe()
-            raise
-        if gate and breaker is not None:
-            breaker.record_success()
+        if breaker is not None:
+            breaker.tell(gate)
         return reply
 
     @staticmethod

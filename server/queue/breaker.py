@@ -13,9 +13,26 @@ import asyncio
 import time
 from typing import Any
 
+from server.errors import (
+    CommandRefused,
+    PoolTimeout,
+    ReplicasShort,
+    StoreUnavailable,
+    WriteConflict,
+)
 from server.supervisor import StopSignal
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+_NAMES = {"redis": "Redis", "postgres": "PostgreSQL"}
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store itself is failing: what opens its breaker on the
+    request path.  A local pool wait, a transaction aborted to break a conflict, a
+    command the store refused, an enqueue too few replicas confirmed: the store
+    answered (or was never asked)."""
+    return isinstance(exc, StoreUnavailable) and not isinstance(
+        exc, PoolTimeout | WriteConflict | CommandRefused | ReplicasShort)
 
 
 class CircuitBreaker:
@@ -64,6 +81,24 @@ class CircuitBreaker:
             return False
         self._probing = True
         return True
+
+    def refused(self) -> StoreUnavailable:
+        """What a caller the open breaker turns away (``try_pass`` gave False) raises."""
+        return StoreUnavailable(self.name, f"{_NAMES.get(self.name, self.name)} is "
+                                "unavailable (its circuit breaker is open)",
+                                reason=self.last_error)
+
+    def tell(self, probe: bool | None, error: BaseException | None = None) -> None:
+        """How a call ``try_pass`` let through ended (``probe``: what it returned).
+        Success closes the breaker when the call was its probe; a store failure
+        (``is_store_failure``) opens it; anything else only lets the next caller probe.
+        """
+        if error is not None and is_store_failure(error):
+            self.record_failure(getattr(error, "message", str(error)))
+        elif probe and error is None:
+            self.record_success()
+        elif probe:
+            self.release_probe()
 
     def release_probe(self) -> None:
         """The probe had nothing to try the store with; let the next caller probe.

@@ -183,6 +183,9 @@ class PointQueue:
         surely in to the last one that may be.  When nothing went in, the error of
         the shard holding the first point is raised as it is.
         """
+        if len(self.shards) == 1:  # one shard (the default): no split, no task per request
+            await self._enqueue_shard(0, points)
+            return
         groups = self._by_shard(points)
         outcomes = await asyncio.gather(*(self._outcome(shard, [points[i] for i in where])
                                           for shard, where in groups))
@@ -217,8 +220,6 @@ class PointQueue:
     def _by_shard(self, points: Sequence[Point]) -> list[tuple[int, list[int]]]:
         """(shard, positions of its points in the request) for each shard concerned."""
         count = len(self.shards)
-        if count == 1:
-            return [(0, list(range(len(points))))]
         where: dict[int, list[int]] = {}
         for index, point in enumerate(points):
             where.setdefault(keys.shard_of(point[COMPETITION_ID], count), []).append(index)

@@ -1,0 +1,1 @@
+"""The dashboard's page: index.html, app.js and app.css, served by handlers/dashboard.py."""

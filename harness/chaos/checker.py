@@ -164,11 +164,12 @@ def _check_dead(verdict: Verdict, by_value: dict[float, Sent],
     """Dead letters that are not a version sent to be refused; the values of the
     logical points that are dead letters (they are not also lost)."""
     by_key: dict[tuple[int, str], list[Sent]] = defaultdict(list)
-    for entry in by_value.values():
-        if entry.id is not None:
-            by_key[(entry.competition_id, entry.id)].append(entry)
+    for version in by_value.values():
+        if version.id is not None:
+            by_key[(version.competition_id, version.id)].append(version)
     values: set[float] = set()
     for letter in dead:
+        entry: Sent | None
         entry = by_value.get(letter.value) if letter.value is not None else None
         if entry is None and letter.competition_id is not None and letter.id is not None:
             versions = by_key.get((letter.competition_id, letter.id), [])

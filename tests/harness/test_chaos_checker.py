@@ -66,6 +66,12 @@ def test_one_competition_and_id_committed_twice_is_doubled() -> None:
     _only(check(sent, rows, {10: 5.0, 11: 6.0}, []), "doubled")
 
 
+def test_one_competition_and_id_holding_two_points_is_doubled() -> None:
+    sent, rows, standings = _run()
+    rows[3] = Committed(1, "r-s1", 11, 4.0)  # the batch point whose id nobody learnt
+    _only(check(sent, rows, standings, []), "doubled")
+
+
 def test_the_same_id_in_two_competitions_is_two_points_not_a_double() -> None:
     sent = [Sent(1, "x", 10, 1.0, ACKED), Sent(2, "x", 20, 2.0, ACKED)]
     rows = [Committed(1, "x", 10, 1.0), Committed(2, "x", 20, 2.0)]

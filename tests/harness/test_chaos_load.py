@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
+import multiprocessing
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +26,15 @@ from harness.chaos.ledger import (
     UNKNOWN,
     Ledger,
 )
-from harness.chaos.load import Answer, LoadPlan, LoadTarget, _Job, _Load, run_load
+from harness.chaos.load import (
+    Answer,
+    LoadPlan,
+    LoadTarget,
+    _Job,
+    _Load,
+    load_process,
+    run_load,
+)
 from harness.server import ServeProcess
 from tests.support import call, queue_state, serve, served, until_sync
 
@@ -179,3 +190,24 @@ def test_a_plan_refuses_an_unknown_key() -> None:
     with pytest.raises(ValueError, match="singles_per_sec"):
         LoadPlan.from_dict({"singles_per_sec": 3})
     assert LoadPlan.from_dict({"singles_per_s": 3}).singles_per_s == 3
+
+
+def test_a_load_in_its_own_process_writes_its_ledger_and_gives_up_as_unknown(
+        tmp_path: Path) -> None:
+    """Nothing listens: every point stays unknown (never refused: no answer refuses),
+    each attempt is an event, and the drain ends the retries."""
+    out = tmp_path / "ledger.json"
+    plan = dataclasses.replace(PLAN, singles_per_s=20, batches_per_s=0, bulk_every_s=0,
+                               ack_per_s=0, reads_per_s=0, drain_s=0.5)
+    with socket.socket() as closed:  # a port nobody listens on: bound, never listening
+        closed.bind(("127.0.0.1", 0))
+        target = LoadTarget(f"http://127.0.0.1:{closed.getsockname()[1]}", "t", {1: [10]})
+        process = multiprocessing.get_context("spawn").Process(
+            target=load_process, args=(target, plan, 3, "p", time.time() + 1.0, out))
+        process.start()
+        process.join(30)
+        assert process.exitcode == 0
+    ledger = Ledger.from_json(out.read_bytes())
+    assert ledger.run_id == "p" and ledger.sent
+    assert {p.outcome for p in ledger.sent} == {UNKNOWN}
+    assert {e.status for e in ledger.events} == {NO_ANSWER}

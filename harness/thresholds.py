@@ -9,8 +9,9 @@ right after the load, and by ``run.py report RUN_DIR`` from a saved
 is the one definition and both checks parse it the same way.
 
 Scopes: a phase name or ``all`` (the phase figures), ``e2e_lag`` (accepted →
-committed), ``server`` (committed rate, peak RSS, event-loop lag) and ``ratio``
-(pipelined ÷ naive, judged once per run, not per path).  Each metric has a
+committed), ``server`` (committed rate, peak RSS, event-loop lag), ``ratio``
+(pipelined ÷ naive, judged once per run, not per path) and ``chaos`` (a chaos
+run's checker counts — ``lost``, ``doubled``… — and its faults, ``fault_kinds``).  Each metric has a
 kind — a time, a fraction, a rate, a count, a size or a ratio — that decides
 which units its value may carry and how a measurement is shown, so a slip such
 as ``"server.peak_rss" = "< 250ms"`` is refused rather than judged.
@@ -41,7 +42,11 @@ _PHASE_KINDS = {"success": "fraction", "rate": "rate", "points_rate": "rate",
 _SERVER_KINDS = {"committed_rate": "rate", "peak_rss": "size",
                  "loop_lag.max": "time", "loop_lag.p99": "time"}
 _RATIOS = {"accepted": "accepted points/s", "committed": "committed points/s"}
-RESERVED_SCOPES = ("all", "e2e_lag", "server", "ratio")  # never phase names
+# A chaos run's checker and nemesis (``harness/chaos``): counts.
+CHAOS_METRICS = ("lost", "doubled", "wrong_content", "phantom", "wrong_standings",
+                 "unaccounted_dead_letters", "unknown_not_committed", "fault_kinds",
+                 "faults")
+RESERVED_SCOPES = ("all", "e2e_lag", "server", "ratio", "chaos")  # never phase names
 RATIO_LABEL = f"{PIPELINED} ÷ {NAIVE}"  # the "path" a ratio verdict is reported under
 
 
@@ -91,6 +96,8 @@ def metric_kind(scope: str, metric: str) -> str | None:
         return _SERVER_KINDS.get(metric)
     if scope == "ratio":
         return "ratio" if metric in _RATIOS else None
+    if scope == "chaos":
+        return "count" if metric in CHAOS_METRICS else None
     return "time" if _LATENCY.fullmatch(metric) else _PHASE_KINDS.get(metric)
 
 
@@ -101,6 +108,8 @@ def _unknown_metric(scope: str, metric: str) -> str:
         return f"server takes {', '.join(_SERVER_KINDS)} (got {metric!r})"
     if scope == "ratio":
         return f"ratio takes accepted or committed (got {metric!r})"
+    if scope == "chaos":
+        return f"chaos takes {', '.join(CHAOS_METRICS)} (got {metric!r})"
     return (f"unknown metric {metric!r} (success, rate, points_rate, dropped, or "
             "latency/service . p50|p90|p95|p99|p99.9|max|mean)")
 
@@ -188,6 +197,9 @@ def measure(threshold: Threshold, run: dict[str, Any]) -> float | None:
             return run.get("peak_rss_mb")
         lag_ms = (server.get("loop_lag_ms") or {}).get(metric.partition(".")[2])
         return lag_ms / 1000 if lag_ms is not None else None
+    if scope == "chaos":
+        value = (run.get("chaos") or {}).get(metric)
+        return float(value) if value is not None else None
     phases = [p for p in run["phases"] if scope == "all" or p["name"] == scope]
     return _phase_figure(metric, phases) if phases else None
 

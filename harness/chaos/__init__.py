@@ -1,0 +1,1 @@
+"""The chaos scenario: a seeded nemesis, a retrying load and an exactly-once checker."""

@@ -40,12 +40,14 @@ while any ended fault has not seen ingest recover, and reads the admin queue.
 ``ingest_recovered_s`` is the time from the end to the answer of the first
 probe, sent after the end, that got a 2xx; ``commits_recovered_s`` the time
 until the queue's ``throughput.committed`` (summed over shards, kept in Redis:
-it survives every fault here) exceeds the last value read at or before the end,
-or the queue is empty (``depth`` and ``inflight`` 0: nothing waits to be
-committed).  Both are measured, never assumed; a fault not recovered within
-``recovery_timeout_s`` keeps ``None``.  Every probe is reported (``probes``,
-and ``on_probe``) with what its answer said, so the checker counts it as it
-counts the load's points.
+it survives every fault here) exceeds its value at the end (read just before
+the undo; when the queue cannot be read then — the server or Redis down — the
+last value read before, at the injection at the latest: the queue commits
+nothing while either is down, so that value still stands), or the queue is
+empty (``depth`` and ``inflight`` 0: nothing waits to be committed).  Both are
+measured, never assumed; a fault not recovered within ``recovery_timeout_s``
+keeps ``None``.  Every probe is reported (``probes``, and ``on_probe``) with
+what its answer said, so the checker counts it as it counts the load's points.
 
 The nemesis thread is the only caller of the stack's fault methods during a
 run; an action blocks it while it runs (a restart takes a second or two), so
@@ -399,6 +401,7 @@ class Nemesis(threading.Thread):
         if fault.undo_started is None:
             fault.undo_started = now
             fault.undo_deadline = now + self.recovery_timeout_s
+            self._read_queue()  # "committed" at the end, if the queue can be read now
             fault.record["end"] = time.time()
             fault.committed_at_end = self._committed
         try:

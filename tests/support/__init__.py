@@ -29,7 +29,8 @@ fixtures from ``tests/conftest.py``; no test module imports another.
   sentinels as real processes on free ports (fixtures ``sentinels``, and
   ``replicated`` without sentinels); its ``url`` is a ``redis+sentinel://`` one.
 * ``proxy.py`` — ``BlackHoleProxy``, a loopback proxy that can silence its
-  connections (no FIN, no RST).
+  connections (no FIN, no RST), re-exported from ``harness/proxy.py`` (the
+  chaos scenario's nemesis uses it too; ``ThreadedProxy`` for blocking callers).
 * ``replica.py`` — ``replica_of``: a streaming hot standby of a test's own
   PostgreSQL (``pg_basebackup -R``) on a free port, for a block, stopped by pid.
 """

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.chaos import plan as chaos_plan
+from harness.chaos.plan import ChaosScenario
 from harness.scenario import Scenario, ScenarioError, list_scenarios, load
 from server.config import INGEST_PATHS
 
@@ -26,7 +28,8 @@ def add_commands(commands: Any) -> None:
                        help="comma-separated ingest paths (default: the scenario's "
                             f"`paths`, else {_ALL_PATHS})")
     bench.add_argument("--scale", type=float, default=1.0,
-                       help="multiply rates, vus and point counts (default 1)")
+                       help="multiply rates, vus and point counts (default 1); a chaos "
+                            "scenario's load time and fault count instead")
     bench.add_argument("--seed", type=int, help="override the scenario's seed")
     bench.add_argument("--out", type=Path, help="results directory (default ./results)")
     bench.add_argument("--target", help="URL of a running server (one path; no start-up)")
@@ -58,10 +61,15 @@ def add_commands(commands: Any) -> None:
     report.set_defaults(func=cmd_report)
 
 
+def _load(name: str) -> Scenario | ChaosScenario:
+    """A scenario file by name or path: a chaos scenario when it has a ``[chaos]`` table."""
+    return chaos_plan.load(name) if chaos_plan.is_chaos(name) else load(name)
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     for path in list_scenarios():
         try:
-            scenario = load(str(path))
+            scenario = _load(str(path))
             print(f"{path.stem:<20} {scenario.description}")
         except ScenarioError as exc:
             print(f"{path.stem:<20} INVALID: {'; '.join(exc.problems)}")
@@ -98,12 +106,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return 2
         variants = [{name.strip(): value.strip()} for value in values.split(",")]
     try:
-        scenarios = [load(name) for name in args.scenarios]
+        loaded = [_load(name) for name in args.scenarios]
     except ScenarioError as exc:
         print(f"invalid scenario {exc.path}:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    chaos = [s for s in loaded if isinstance(s, ChaosScenario)]
+    if chaos and (args.target or args.vary or args.paths):
+        print(f"{chaos[0].name}: a chaos scenario starts its own stack on the default path: "
+              "no --target, --vary or --paths", file=sys.stderr)
+        return 2
+    scenarios = [s for s in loaded if isinstance(s, Scenario)]
     plans = [(scenario, _bench_paths(args, scenario)) for scenario in scenarios]
     refused = [paths for _, paths in plans if isinstance(paths, str)]
     for message in refused:
@@ -120,6 +134,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             scale=args.scale, variants=variants,
                             measure_baseline=not args.no_baseline)
         print(f"{scenario.name}: {'all thresholds met' if ok else 'THRESHOLDS FAILED'} — "
+              f"{run_dir / 'report.md'}")
+        passed &= ok
+    for plan in chaos:
+        from harness.chaos.run import bench_chaos
+
+        if args.seed is not None:
+            plan = dataclasses.replace(plan, seed=args.seed)
+        run_dir, ok = bench_chaos(plan.scaled(args.scale), out_dir=args.out or RESULTS_DIR,
+                                  scale=args.scale, measure_baseline=not args.no_baseline)
+        print(f"{plan.name}: {'all thresholds met' if ok else 'THRESHOLDS FAILED'} — "
               f"{run_dir / 'report.md'}")
         passed &= ok
     return 0 if passed else 1

@@ -184,6 +184,12 @@ def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     from harness import charts
 
     summary = orjson.loads((run_dir / "summary.json").read_bytes())
+    if summary.get("kind") == "chaos":
+        from harness.chaos import report as chaos_report
+        from harness.chaos.run import recheck as chaos_recheck
+
+        chaos_verdicts = chaos_recheck(summary, run_dir / "summary.json")
+        return chaos_report.render(run_dir, summary, chaos_verdicts), chaos_verdicts
     # Always from the raw runs, so a run from before a headline figure existed has it too.
     summary["comparison"] = compare_paths(summary["runs"], baseline_rps(summary))
     verdicts = recheck(summary, run_dir / "summary.json")

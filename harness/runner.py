@@ -32,22 +32,23 @@ import orjson
 from harness import baseline, cost, loadgen, report, thresholds
 from harness.cost import CpuClocks
 from harness.sampler import Sampler
-from harness.scenario import Phase, Scenario
+from harness.scenario import Phase, Scenario, Setup
 from harness.server import ROOT, ManagedServer, api
 from harness.workload import Target
 
 RESULTS_DIR = ROOT / "results"
 
 
-def _setup_catalog(url: str, token: str, scenario: Scenario, run_id: str) -> Target:
+def setup_catalog(url: str, token: str, setup: Setup, name: str, run_id: str) -> Target:
+    """Register ``setup``'s competitions (slugs from ``run_id``) and participants."""
     participants: dict[int, list[int]] = {}
-    for c in range(scenario.setup.competitions):
+    for c in range(setup.competitions):
         status, comp = api(url, "POST", "/v1/competitions", token,
-                           {"slug": f"{run_id}-c{c}".lower(), "name": f"{scenario.name} {c}"})
+                           {"slug": f"{run_id}-c{c}".lower(), "name": f"{name} {c}"})
         if status != 201:
             raise RuntimeError(f"could not create a competition: {status} {comp}")
         ids: list[int] = []
-        count = scenario.setup.participants_per_competition
+        count = setup.participants_per_competition
         for start in range(0, count, 10_000):
             entries = [{"external_ref": f"p{i}", "display_name": f"Participant {i}"}
                        for i in range(start, min(count, start + 10_000))]
@@ -207,7 +208,7 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
     sampler = Sampler(url, token, server.rss_bytes if server else (lambda: 0), path, live)
     clocks = CpuClocks(server.proc.pid, server.data_dir) if server else None
     try:
-        target = _setup_catalog(url, token, scenario, run_id)
+        target = setup_catalog(url, token, scenario.setup, scenario.name, run_id)
         import uvloop
 
         ceiling = uvloop.run(loadgen.ceiling(url))

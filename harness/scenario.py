@@ -144,13 +144,18 @@ def find(name: str) -> Path:
     return candidate
 
 
+def read(path: Path) -> dict[str, Any]:
+    """A scenario file's TOML, or ScenarioError."""
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(path, [f"not valid TOML: {exc}"]) from None
+
+
 def load(name_or_path: str) -> Scenario:
     """The scenario, or ScenarioError listing every problem in the file."""
     path = find(name_or_path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(path, [f"not valid TOML: {exc}"]) from None
+    data = read(path)
     problems: list[str] = []
     scenario = _build(data, problems)
     if problems or scenario is None:

@@ -71,6 +71,10 @@ def timeline(summary: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value:,}" for key, value in counts.items())
+
+
 def _s(value: float | None) -> str:
     return "never" if value is None else f"{value:,.1f}"
 
@@ -111,9 +115,10 @@ def render(run_dir: Path, summary: dict[str, Any], verdicts: list[dict[str, Any]
     lines += ["", "Recovery: from the fault's end until a probe point was acknowledged "
                   "(ingest) and until the committed total grew again (commits).", "",
               "## Load", "",
-              f"{load['requests']:,} requests ({', '.join(f'{k} {v:,}' for k, v in load['by_kind'].items())}); "  # noqa: E501
-              f"answers by status: {', '.join(f'{k} {v:,}' for k, v in load['statuses'].items())}; "  # noqa: E501
-              f"queue drained {_s(summary.get('drain_s'))} s after the load."]
+              f"{load['requests']:,} requests ({_counts(load['by_kind'])}); answers by "
+              f"status: {_counts(load['statuses'])}; probes {load['probes']:,} "
+              f"({load['probes_acked']:,} acknowledged); queue drained "
+              f"{_s(summary.get('drain_s'))} s after the load."]
     if verdicts:
         lines += ["", "## Thresholds", "", "| threshold | measured | verdict |",
                   "|---|---|---|"]

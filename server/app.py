@@ -7,9 +7,19 @@ from typing import Any
 import tornado.web
 
 from server.deps import Deps
-from server.handlers import admin, bulk, competitions, docs, health, metrics, points, reads
+from server.handlers import (
+    admin,
+    bulk,
+    competitions,
+    dashboard,
+    docs,
+    health,
+    metrics,
+    points,
+    reads,
+)
 from server.handlers.base import NotFoundHandler
-from server.handlers.catalogue import PATHS
+from server.handlers.catalogue import PATHS, RUN_CHART
 from server.handlers.openapi import CachedDocument
 from server.metrics import observe_request
 from server.ops.logs import log_request
@@ -44,6 +54,11 @@ def make_app(deps: Deps) -> tornado.web.Application:
         (r"/v1/admin/queue/resume", admin.ResumeHandler, d),
         (r"/v1/admin/dlq", admin.DeadLettersHandler, d),
         (r"/v1/admin/dlq/requeue", admin.RequeueHandler, d),
+        (r"/dashboard", dashboard.PageHandler, d),
+        (r"/dashboard/app\.js", dashboard.ScriptHandler, d),
+        (r"/dashboard/app\.css", dashboard.StyleHandler, d),
+        (r"/v1/dashboard/summary", dashboard.SummaryHandler, d),
+        (RUN_CHART, dashboard.RunChartHandler, d),
     ]
     # Each route's handler knows its template ("/v1/competitions/{competition_id}"), as
     # /openapi.json names it: the label of its access-log lines and metrics.

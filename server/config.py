@@ -97,6 +97,7 @@ class Settings:
     access_log: bool = True
     sentry_dsn: str | None = field(default=None, repr=False)  # credentials
     shutdown_timeout_s: float = 30.0
+    results_dir: Path = Path("./results")  # benchmark runs the dashboard lists
     prod: bool = False
     # Flags (CLI overrides; also settable from the environment for containers).
     port: int = 8000
@@ -308,6 +309,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ACCESS_LOG": ("access_log", _bool),
     "SENTRY_DSN": ("sentry_dsn", _url(("http", "https"))),
     "SHUTDOWN_TIMEOUT": ("shutdown_timeout_s", _float(0, strict=True)),
+    "RESULTS_DIR": ("results_dir", _path),
     "PROD": ("prod", _bool),
     "PORT": ("port", _int(0, 65535)),
     "ADDRESS": ("address", str.strip),

@@ -17,6 +17,7 @@ from server.cache import ReadCache
 from server.config import Settings
 from server.ingest.accept import Ingest
 from server.ingest.idempotency import IdempotencyKeys
+from server.ops.dashboard import DashboardSummary
 from server.ops.exporter import Exporter
 from server.ops.loop_monitor import LoopMonitor
 from server.ops.readiness import ReadinessProbe, ServingState
@@ -45,3 +46,4 @@ class Deps:
     loop_monitor: LoopMonitor
     limiter: RateLimiter | None  # None: RATE_LIMIT_PER_TOKEN=0, nothing is limited
     idempotency: IdempotencyKeys  # Idempotency-Key records (the request handlers' client)
+    dashboard: DashboardSummary  # GET /v1/dashboard/summary's cached answer

@@ -355,6 +355,56 @@ READY = _obj({
                    description="each check's details: with an admin token only"),
 }, ("status", "failed"))
 
+_NUMBER = {"type": "number"}
+DASHBOARD_SUMMARY = _obj({
+    "as_of": {**TIMESTAMP, "description": "when this process built the summary (cached "
+                                          "1 s, shared by every viewer)"},
+    "viewer": _obj({"role": {"enum": ["read", "ingest", "admin"]}}, ("role",)),
+    "status": READY["properties"]["status"],
+    "unavailable": {"type": "array", "items": {"enum": ["queue", "competitions"]},
+                    "description": "parts that could not be read now (their store is "
+                                   "down): each is null"},
+    "queue": {"oneOf": [_obj({
+        "depth": COUNT, "inflight": COUNT, "retry_scheduled": COUNT, "dead": COUNT,
+        "oldest_age_s": {"type": "number", "minimum": 0}, "paused": {"type": "boolean"},
+        "path": {"enum": ["naive", "pipelined"]}, "committed_per_s_10s": _NUMBER,
+        "totals": {"type": "object", "additionalProperties": COUNT,
+                   "description": "counters since the queue began, over every process: "
+                                  "a rate is the change between two summaries"}},
+        ("depth", "inflight", "retry_scheduled", "dead", "oldest_age_s", "paused", "path",
+         "committed_per_s_10s", "totals")), {"type": "null"}]},
+    "workers": _obj({
+        "tasks": QUEUE_STATE["properties"]["workers"],
+        "restarts": COUNT,
+        "breakers": {"type": "object", "additionalProperties": _obj(
+            {"state": {"enum": ["closed", "open", "half_open"]}}, ("state",), closed=False)},
+        "counters": {"type": "object", "additionalProperties": COUNT}},
+        ("tasks", "restarts", "breakers", "counters")),
+    "stores": _obj({"postgres": _CHECK, "redis": _CHECK,
+                    "replica": READY["properties"]["checks"]["properties"]["replica"]},
+                   ("postgres", "redis")),
+    "loop": _obj({"lag_max_ms_last_s": _NUMBER, "lag_max_ms_60s": _NUMBER},
+                 ("lag_max_ms_last_s", "lag_max_ms_60s")),
+    "competitions": {"oneOf": [{"type": "array", "items": ref("Competition"),
+                                "description": "the newest first, at most 100"},
+                               {"type": "null"}]},
+    "runs": {"type": "array", "description": "benchmark runs under RESULTS_DIR, newest "
+                                             "first, at most 50",
+             "items": _obj({
+                 "scenario": {"type": "string"}, "run": {"type": "string"},
+                 "created": {"type": "string"}, "scale": {"type": ["number", "null"]},
+                 "paths": {"type": "array", "items": {"type": "string"}},
+                 "headline": {"type": "object", "additionalProperties": {
+                     "type": "object", "additionalProperties": _NUMBER}},
+                 "thresholds": _obj({"passed": COUNT, "failed": COUNT},
+                                    ("passed", "failed")),
+                 "charts": {"type": "array", "items": {"type": "string"}}},
+                 ("scenario", "run", "created", "scale", "paths", "headline", "thresholds",
+                  "charts"))},
+}, ("as_of", "viewer", "status", "unavailable", "queue", "workers", "stores", "loop",
+    "competitions", "runs"), description="Error texts (`error`, `last_error`) are shown "
+                                         "to an admin token only.")
+
 # Every named schema of the document, as ``ref(name)`` points at it.
 COMPONENTS: dict[str, dict[str, Any]] = {
     "Point": POINT,
@@ -385,4 +435,5 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "Purged": PURGED,
     "Health": HEALTH,
     "Ready": READY,
+    "DashboardSummary": DASHBOARD_SUMMARY,
 }

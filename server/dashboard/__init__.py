@@ -1,1 +1,1 @@
-"""The live dashboard's page: index.html, app.js and app.css, served by the same process."""
+"""The dashboard's page: index.html, app.js and app.css, served by handlers/dashboard.py."""

@@ -26,6 +26,9 @@ from server.metrics import CONTENT_TYPE as METRICS_MEDIA_TYPE
 from server.schemas import ref
 
 JSON = "application/json"
+# A benchmark run's chart: plain names only (``ops/bench_runs.py`` checks them again).
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
+RUN_CHART = rf"/v1/dashboard/runs/({_NAME})/({_NAME})/({_NAME})"
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,10 @@ PATH_PARAMETERS = {
     "competition_id": (schemas.ID64, 1),
     "participant_id": (schemas.ID64, 2),
     "point_id": (schemas.POINT_ID, "judge-7"),
+    "scenario": ({"type": "string", "pattern": f"^{_NAME}$"}, "smoke"),
+    "run": ({"type": "string", "pattern": f"^{_NAME}$"}, "latest"),
+    "chart": ({"type": "string", "pattern": f"^{_NAME}$",
+               "description": "a `.png` file of the run's folder"}, "throughput.png"),
 }
 
 
@@ -273,6 +280,25 @@ PATHS: dict[str, PathItem] = {
                             {200: ("How many were deleted", "Purged")}, role=ADMIN,
                             body="dlq_selection"),
     }),
+    r"/dashboard": PathItem("/dashboard", {"get": Operation(
+        "dashboard", "The live dashboard (a web page; it signs in with a token)", "dashboard",
+        {200: ("The page", {"text/html": {"schema": {"type": "string"}}})})}),
+    r"/dashboard/app\.js": PathItem("/dashboard/app.js", {"get": Operation(
+        "dashboardScript", "The dashboard's script", "dashboard",
+        {200: ("The file", {"text/javascript": {"schema": {"type": "string"}}})})}),
+    r"/dashboard/app\.css": PathItem("/dashboard/app.css", {"get": Operation(
+        "dashboardStyle", "The dashboard's style sheet", "dashboard",
+        {200: ("The file", {"text/css": {"schema": {"type": "string"}}})})}),
+    r"/v1/dashboard/summary": PathItem("/v1/dashboard/summary", {"get": Operation(
+        "getDashboardSummary", "Everything the dashboard shows in one answer: queue, "
+                               "workers, stores, competitions, benchmark runs; built at most "
+                               "once a second per process", "dashboard",
+        {200: ("The summary", "DashboardSummary")}, role=READ)}),
+    RUN_CHART: PathItem("/v1/dashboard/runs/{scenario}/{run}/{chart}", {"get": Operation(
+        "getRunChart", "A chart of a benchmark run under RESULTS_DIR", "dashboard",
+        {200: ("The chart", {"image/png": {"schema": {"type": "string",
+                                                     "format": "binary"}}})},
+        role=READ, errors=(404,))}),
     r"/v1/admin/dlq/requeue": PathItem("/v1/admin/dlq/requeue", {"post": Operation(
         "requeueDeadLetters", "Send dead letters back to the queue, attempts reset", "admin",
         {200: ("How many went back", "Requeued")}, role=ADMIN, body="dlq_selection")}),

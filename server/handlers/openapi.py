@@ -85,7 +85,7 @@ def build(settings: Settings, routes: Iterable[tuple[str, Any]],
                                 "UTF-8; every error is `{\"error\": {\"code\", \"message\", "
                                 "\"details\"}}`.  Nothing a client sends answers a 500."},
         "tags": [{"name": name} for name in
-                 ("points", "competitions", "reads", "admin", "operations")],
+                 ("points", "competitions", "reads", "admin", "dashboard", "operations")],
         "paths": paths,
         "components": {
             "schemas": components,

@@ -51,6 +51,7 @@ from server.errors import StoreUnavailable
 from server.ingest.accept import Ingest
 from server.ingest.commit_watch import CommitWatch
 from server.ingest.idempotency import IdempotencyKeys
+from server.ops.dashboard import DashboardSummary
 from server.ops.exporter import Exporter, Sampler
 from server.ops.loop_monitor import LoopMonitor
 from server.ops.readiness import ReadinessProbe, ServingState
@@ -168,15 +169,15 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
                              cache_ttl_s=settings.auth_cache_ttl_s,
                              wait_s=settings.request_store_wait_s)
         stack.push_async_callback(auth.close)  # lookups still running, before the pools
+        readiness = ReadinessProbe(db=db, redis=client, queue=queue, workers=pool,
+                                   supervisor=supervisor, state=serving, reads=reads,
+                                   max_points=settings.queue_max_points,
+                                   durability_vouched=settings.redis_durability_vouched)
         deps = Deps(
             settings=settings, db=db, reads=reads, redis=client, strategy=strategy, queue=queue,
             workers=pool, ingest=Ingest(queue, db, commits, breaker=pool.redis_breaker),
             cache=ReadCache(client),
-            auth=auth, serving=serving,
-            readiness=ReadinessProbe(db=db, redis=client, queue=queue, workers=pool,
-                                     supervisor=supervisor, state=serving, reads=reads,
-                                     max_points=settings.queue_max_points,
-                                     durability_vouched=settings.redis_durability_vouched),
+            auth=auth, serving=serving, readiness=readiness,
             exporter=Exporter(queue, sampler, reads, ingest_path=strategy.name,
                               max_points=settings.queue_max_points),
             loop_monitor=loop_monitor,
@@ -184,7 +185,11 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
             idempotency=IdempotencyKeys(client, ttl_s=settings.idempotency_ttl_s,
                                         lease_s=settings.idempotency_lease_s,
                                         wait_s=settings.request_store_wait_s,
-                                        breaker=pool.redis_breaker))
+                                        breaker=pool.redis_breaker),
+            dashboard=DashboardSummary(readiness=readiness, queue=queue, workers=pool,
+                                       reads=reads, loop_monitor=loop_monitor,
+                                       results_dir=settings.results_dir,
+                                       path=strategy.name))
 
         # 5. The listener.
         if sockets is None:

@@ -46,6 +46,16 @@ async def list_competitions(cur: Any, limit: int, after_id: int) -> list[dict[st
     return [dict(zip(_COMPETITION_COLUMNS, row)) for row in await cur.fetchall()]
 
 
+async def recent_competitions(cur: Any, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` newest competitions, newest first (the dashboard's list)."""
+    await cur.execute(
+        f"SELECT {', '.join(_COMPETITION_COLUMNS)} FROM competitions"
+        " ORDER BY id DESC LIMIT %s",
+        (limit,),
+    )
+    return [dict(zip(_COMPETITION_COLUMNS, row)) for row in await cur.fetchall()]
+
+
 async def upsert_participants(cur: Any, competition_id: int,
                               entries: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """Register (external_ref, display_name) pairs; existing refs are returned as they are.

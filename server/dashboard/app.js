@@ -308,7 +308,9 @@
     samples = [];
     selectedCompetition = null;
     runsKey = "";
-    for (const id of ["queue-controls", "dlq-bulk", "dlq-body", "tasks-body", "stores", "counters",
+    $("dlq-body").dataset.key = "";
+    $("competitions").dataset.key = "";
+    for (const id of ["queue-controls", "dlq-bulk", "dlq-body", "tasks-body", "stores", "breakers", "counters",
       "competitions", "leaderboard-body", "runs"]) {
       $(id).replaceChildren();
     }
@@ -615,6 +617,18 @@
         el("td", { text: typeof task.busy_s === "number" ? fmtSeconds(task.busy_s) : "idle" }),
         el("td", { className: "error-text", text: task.last_error || "–" }));
     }));
+    $("breakers").replaceChildren(...Object.entries(workers.breakers || {}).map(([name, breaker]) => {
+      const b = breaker || {};
+      const rest = {};
+      for (const [key, value] of Object.entries(b)) if (key !== "state" && key !== "last_error") rest[key] = value;
+      const details = el("dl", { className: "kv" });
+      kvList(details, rest);
+      return el("article", { className: `card ${b.state === "closed" ? "" : "card-bad"}`, "data-testid": `breaker-${name}` },
+        el("h3", {}, STORE_NAMES[name] || name, " ",
+          el("span", { className: `pill ${b.state === "closed" ? "status-ready" : "status-degraded"}`, text: b.state || "–" })),
+        details,
+        b.last_error ? el("p", { className: "error-text", text: b.last_error }) : null);
+    }));
     const cards = [];
     for (const [name, store] of Object.entries(s.stores || {})) {
       if (!store) continue;
@@ -681,7 +695,11 @@
     $("dlq-empty").textContent = dlqPage === 0 ? "No dead letters" : "No more dead letters";
     $("dlq-empty").hidden = items.length > 0;
     $("dlq-table").hidden = items.length === 0;
-    $("dlq-body").replaceChildren(...items.map(dlqRow));
+    const listKey = JSON.stringify(items);
+    if ($("dlq-body").dataset.key !== listKey) { // unchanged rows stay (focus, clicks)
+      $("dlq-body").dataset.key = listKey;
+      $("dlq-body").replaceChildren(...items.map(dlqRow));
+    }
     $("dlq-prev").disabled = dlqPage === 0;
     $("dlq-next").disabled = dlqCursors.length <= dlqPage + 1;
     setText("dlq-page", `Page ${dlqPage + 1}`);

@@ -317,12 +317,12 @@ def test_a_dead_letter_is_listed_with_its_reason_and_its_requeue_commits_it(
     row = _row(driver, key)[0]
     assert row.find_element(By.CSS_SELECTOR, '[data-testid="dlq-reason"]').text \
         == "unknown_participant"
-    assert number(driver, "dlq-count") == 1
+    wait(driver, lambda d: number(d, "dlq-count") == 1, "the summary's dead count at 1")
 
     # The fix: the participant now exists (it takes the id the point names).
     _, (made,) = competition_participant(server, admin, cid, "ghost")
     assert made == ghost
-    row.find_element(By.CSS_SELECTOR, '[data-testid="dlq-requeue"]').click()
+    _row(driver, key)[0].find_element(By.CSS_SELECTOR, '[data-testid="dlq-requeue"]').click()
     wait(driver, lambda d: text(d, "action-result") == "Requeued 1", "'Requeued 1' said")
     until_sync(lambda: committed(server, admin, cid, "ghost-1"), "the requeued point committed",
                timeout_s=WAIT_S)

@@ -21,10 +21,13 @@ import os
 import re
 import secrets
 import shutil
+import struct
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg2
 import pytest
 
@@ -78,14 +81,47 @@ _STATUS = re.compile(r"Failed to load resource: the server responded with a stat
 
 # --- fixtures ---------------------------------------------------------------------------
 
+def png(width: int, height: int) -> bytes:
+    """A real (grey) PNG image, so that the browser can decode it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+RUN = "20261201T101500Z"
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, pg_template: Path
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``RESULTS_DIR`` with one benchmark run, as the harness writes one."""
+    root = tmp_path_factory.mktemp("results")
+    folder = root / "smoke" / RUN
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_bytes(orjson.dumps({
+        "scenario": "smoke", "created": RUN, "scale": 0.5, "paths": ["naive", "pipelined"],
+        "comparison": {"headline": {"naive": {"accepted points/s": 1240.3},
+                                    "pipelined": {"accepted points/s": 5120.0}}},
+        "thresholds": [{"passed": True}] * 3 + [{"passed": False}]}))
+    (folder / "latency.png").write_bytes(png(40, 20))
+    (folder / "throughput.png").write_bytes(png(60, 30))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, pg_template: Path, results: Path
            ) -> Iterator[ServeProcess]:
     """``run.py serve`` for the module: a point that fails is dead-lettered at its first
-    attempt, and a revoked token stops working within a second."""
+    attempt, a revoked token stops working within a second, and the benchmark runs are
+    ``results``'s."""
     data_dir = tmp_path_factory.mktemp("dashboard") / "data"
     copy_cluster(pg_template, data_dir)
-    with served(data_dir, env={"QUEUE_MAX_ATTEMPTS": "1", "AUTH_CACHE_TTL_S": "1"}) as proc:
+    with served(data_dir, env={"QUEUE_MAX_ATTEMPTS": "1", "AUTH_CACHE_TTL_S": "1",
+                               "RESULTS_DIR": str(results)}) as proc:
         yield proc
 
 
@@ -149,13 +185,23 @@ def driver(server: ServeProcess) -> Iterator[WebDriver]:
 
 
 class Console:
-    """The statuses of failed loads this test provokes on purpose."""
+    """The console errors this test provokes on purpose: HTTP statuses of failed loads,
+    and other messages by pattern."""
 
     def __init__(self) -> None:
         self.allowed: set[int] = set()
+        self.patterns: list[re.Pattern[str]] = []
 
     def allow(self, *statuses: int) -> None:
         self.allowed.update(statuses)
+
+    def allow_message(self, pattern: str) -> None:
+        self.patterns.append(re.compile(pattern))
+
+    def expected(self, message: str) -> bool:
+        status = _STATUS.search(message)
+        return bool(status and int(status[1]) in self.allowed) \
+            or any(p.search(message) for p in self.patterns)
 
 
 @pytest.fixture(autouse=True)
@@ -167,12 +213,8 @@ def page(request: pytest.FixtureRequest, driver: WebDriver, server: ServeProcess
     wait(driver, lambda d: d.find_element(By.ID, "token").is_displayed(), "the sign-in form")
     yield console
     for entry in driver.get_log("browser"):
-        if entry.get("level") != "SEVERE":
-            continue
-        status = _STATUS.search(entry.get("message", ""))
-        if status and int(status[1]) in console.allowed:
-            continue
-        UNEXPECTED.append((request.node.name, entry))
+        if entry.get("level") == "SEVERE" and not console.expected(entry.get("message", "")):
+            UNEXPECTED.append((request.node.name, entry))
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -395,6 +437,41 @@ def test_a_competitions_leaderboard_shows_its_participants_in_order(
                          "value": 50})
     assert status == 201, body
     wait(driver, lambda d: names(d) == ["bravo", "charlie", "alpha"], "the new order shown")
+
+
+def test_benchmark_runs_show_their_figures_and_charts_fetched_with_the_token(
+        driver: WebDriver, admin: str, page: Console) -> None:
+    page.allow_message(r"^blob:\S+ - Failed to load resource: net::ERR_FILE_NOT_FOUND$")
+    sign_in(driver, admin)
+    show(driver, "runs")
+    card = wait(driver, lambda d: d.find_elements(
+        By.CSS_SELECTOR, f'[data-testid="run"][data-run="smoke/{RUN}"]'), "the run")[0]
+    assert "smoke" in card.text and "scale 0.5" in card.text and "naive, pipelined" in card.text
+    assert "1,240" in card.text and "5,120" in card.text
+    assert card.find_element(By.CSS_SELECTOR, '[data-testid="run-thresholds"]').text \
+        == "Thresholds: 3 passed, 1 failed"
+
+    def charts(d: WebDriver) -> list[dict]:
+        return d.execute_script(
+            "return Array.from(document.querySelectorAll('[data-testid=run-chart]'), i =>"
+            " ({src: i.getAttribute('src') || '', width: i.complete ? i.naturalWidth : 0}));")
+
+    wait(driver, lambda d: sorted(c["width"] for c in charts(d)) == [40, 60]
+         and all(c["src"].startswith("blob:") for c in charts(d)),
+         "both charts drawn from blob URLs")
+    urls = [c["src"] for c in charts(driver)]
+
+    def loads(url: str) -> bool:
+        return driver.execute_async_script(
+            "const done = arguments[arguments.length - 1], image = new Image();"
+            "image.onload = () => done(true); image.onerror = () => done(false);"
+            "image.src = arguments[0];", url)
+
+    assert all(loads(url) for url in urls)
+    driver.find_element(By.ID, "sign-out").click()
+    wait(driver, lambda d: d.find_element(By.ID, "signin").is_displayed(), "signed out")
+    # Signing out revokes the object URLs: the charts are gone from memory.
+    assert not any(loads(url) for url in urls)
 
 
 def test_a_read_token_sees_the_views_but_no_mutating_buttons_and_a_forged_pause_is_refused(

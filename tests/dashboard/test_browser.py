@@ -52,8 +52,7 @@ def _missing() -> str | None:
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             found = shutil.which(Path(path).name)
             hint = f" ({found} is on PATH, but the tests use Debian's {path})" if found else ""
-            return (f"{path} is missing{hint}: apt-get install chromium chromium-driver "
-                    "(set DASHBOARD_BROWSER_REQUIRED=1 to make this a failure)")
+            return f"{path} is missing{hint}: apt-get install chromium chromium-driver"
     return None
 
 
@@ -61,7 +60,8 @@ MISSING = _missing()
 if MISSING and REQUIRED:
     pytest.fail(f"DASHBOARD_BROWSER_REQUIRED=1 but {MISSING}", pytrace=False)
 if MISSING:
-    pytest.skip(MISSING, allow_module_level=True)
+    pytest.skip(f"{MISSING} (DASHBOARD_BROWSER_REQUIRED=1 makes this a failure)",
+                allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402

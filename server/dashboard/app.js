@@ -617,7 +617,7 @@
         el("td", { className: task.running ? "ok" : "bad", "data-testid": "task-state", text: state }),
         el("td", { text: fmtInt(task.restarts) }),
         el("td", { text: typeof task.busy_s === "number" ? fmtSeconds(task.busy_s) : "idle" }),
-        el("td", { className: "error-text", text: task.last_error || "–" }));
+        el("td", { className: task.last_error ? "error-text" : "muted", text: task.last_error || "–" }));
     }));
     $("breakers").replaceChildren(...Object.entries(workers.breakers || {}).map(([name, breaker]) => {
       const b = breaker || {};
@@ -734,7 +734,7 @@
       el("td", { "data-testid": "dlq-reason", text: item.reason || "–" }),
       el("td", { text: fmtInt(item.attempts) }),
       el("td", { text: item.last_failed_at ? fmtTime(item.last_failed_at) : "–" }),
-      el("td", { className: "error-text", text: item.last_error || "–" }),
+      el("td", { className: item.last_error ? "error-text" : "muted", text: item.last_error || "–" }),
       actions);
   }
 

@@ -50,6 +50,7 @@ D, P, B = "tests/test_durability.py::", "tests/handlers/test_points.py::", \
 A = "tests/access/test_auth.py::"
 R = "tests/storage/test_replica.py::"
 SV = "tests/test_supervise.py::"
+DB = "tests/handlers/test_dashboard.py::"
 
 MUTATIONS = (
     # --- kill -9 at any moment loses and duplicates nothing -------------------------
@@ -652,6 +653,31 @@ MUTATIONS = (
        "            first = offset",
        "        for n, at in enumerate(self.shards[:1]):\n            first = offset",
        Q + "test_dead_letters_of_every_shard_are_listed_requeued_and_purged_together"),
+    # --- the dashboard ----------------------------------------------------------------
+    _m("dashboard-errors-public", "store addresses only to an admin",
+       "the dashboard's summary shows error texts to every role",
+       "server/ops/dashboard.py",
+       "    shown = _without_private(summary) if role != \"admin\" else dict(summary)",
+       "    shown = dict(summary)",
+       DB + "test_only_an_admin_sees_error_texts",
+       DB + "test_redis_down_the_summary_answers_without_the_queue_and_says_so"),
+    _m("dashboard-uncached", "a wall of dashboards costs the stores what one does",
+       "every summary request builds its own summary",
+       "server/ops/dashboard.py", "        return await self._summary.get(SUMMARY_CACHE_S)",
+       "        return await self._summary.get(0)",
+       DB + "test_a_burst_of_viewers_costs_one_summary_build_a_second"),
+    _m("dashboard-chart-escape", "a chart request reads nothing outside a run folder",
+       "a chart's resolved path is not checked to lie inside RESULTS_DIR",
+       "server/ops/bench_runs.py",
+       "        if not resolved.is_relative_to(self.root.resolve()) or not resolved.is_file():",
+       "        if not resolved.is_file():",
+       DB + "test_run_index_refuses_names_and_links_that_leave_the_results_folder"),
+    _m("dashboard-no-csp", "no inline or foreign code runs in the dashboard",
+       "the page is served without its Content-Security-Policy",
+       "server/handlers/dashboard.py",
+       "        self.set_header(\"Content-Security-Policy\", CSP)\n", "",
+       DB + "test_page_and_assets_are_public_with_a_policy_allowing_no_inline_or_foreign_"
+       "code"),
 )
 
 

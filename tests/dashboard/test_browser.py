@@ -123,6 +123,10 @@ def server(tmp_path_factory: pytest.TempPathFactory, pg_template: Path, results:
     with served(data_dir, env={"QUEUE_MAX_ATTEMPTS": "1", "AUTH_CACHE_TTL_S": "1",
                                "RESULTS_DIR": str(results)}) as proc:
         yield proc
+        # A graceful stop: serve stops the embedded stores it started.  (``served``'s
+        # own stop of PostgreSQL after a kill does not work as root: the stop is run
+        # as root, which pg_ctl refuses, and the postmaster outlives the test run.)
+        assert proc.terminate(60) == 0, "".join(proc.output[-20:])
 
 
 def _sql(server: ServeProcess, query: str, *params: Any) -> list[tuple]:

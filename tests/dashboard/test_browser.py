@@ -524,7 +524,7 @@ def test_a_read_token_sees_the_views_but_no_mutating_buttons_and_a_forged_pause_
     assert status == 403
     assert queue_state(server.url, admin)["paused"] is False
     show(driver, "queue")
-    assert text(driver, "q-paused") == "Running"
+    wait(driver, lambda d: text(d, "q-paused") == "Running", "the queue shown claiming")
 
 
 def test_a_wrong_token_is_told_so_and_stays_on_the_sign_in_form(

@@ -111,6 +111,10 @@ class EmbeddedPostgres:
         """Stop the server if this process started it (fast shutdown: clean, durable)."""
         if not (self.started_here or even_if_reused) or self._running_port() is None:
             return
+        if os.geteuid() == 0 and self._run_as is None:
+            # A server another object (or process) started as root runs as the system
+            # user, and pg_ctl refuses to run as root: stop it as that user.
+            self._run_as = _PG_SYSTEM_USER
         self._run(["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop"],
                   what="stop PostgreSQL", check=False)
         self.started_here = False

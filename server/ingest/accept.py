@@ -13,7 +13,12 @@ The handler validates; this module decides where validated points go:
   the queue would have retried — it raises ``UnknownReferences`` and nothing is
   written; if any point's id is taken in its competition by a point of other
   content, it raises ``IdConflict`` and nothing is written;
-* when both stores fail, ``StoreUnavailable`` says that nothing was accepted.
+* when both stores fail, ``StoreUnavailable`` says that nothing was accepted —
+  within about ``REQUEST_STORE_WAIT_S`` of PostgreSQL going silent too: the
+  direct write waits no longer than that for a connection and its ``BEGIN`` (a
+  silent link then costs a request seconds, not the 30 s statement bound, and
+  nothing was sent that could commit), while its insert, which a large batch
+  may make slow, keeps the statement bound.
 
 A failure after part of a request went in (the naive path makes one call per
 point; a call's reply can be lost after it ran) is never reported as "nothing
@@ -71,9 +76,13 @@ class Ingest:
     """Where validated points go; ``commits`` (the lifecycle owner's) serves waits."""
 
     def __init__(self, queue: PointQueue, db: Database, commits: CommitWatch, *,
-                 breaker: CircuitBreaker | None = None) -> None:
+                 breaker: CircuitBreaker | None = None, wait_s: float | None = None) -> None:
         self.queue = queue
         self.db = db
+        # REQUEST_STORE_WAIT_S: how long a direct write may wait for a connection and
+        # its BEGIN before PostgreSQL is taken for gone too (None: the pool's bounds).
+        # Not its insert: a large batch may be slow, not silent.
+        self.wait_s = wait_s
         self.commits = commits
         self.breaker = breaker  # Redis's; None: never consulted
         self.written_directly = 0  # points this process wrote while Redis was down
@@ -184,7 +193,7 @@ class Ingest:
         """Write ``points`` — the request's from index ``first`` on — in one
         transaction, all or nothing."""
         try:
-            async with self.db.transaction() as cur:
+            async with self.db.transaction(wait_s=self.wait_s) as cur:
                 inserted, refused = await sql.write_points(cur, points, all_or_nothing=True)
                 conflicts = [(first + r.position, points[r.position][ID],
                               points[r.position][COMPETITION_ID])

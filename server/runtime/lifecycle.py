@@ -175,7 +175,8 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
                                    durability_vouched=settings.redis_durability_vouched)
         deps = Deps(
             settings=settings, db=db, reads=reads, redis=client, strategy=strategy, queue=queue,
-            workers=pool, ingest=Ingest(queue, db, commits, breaker=pool.redis_breaker),
+            workers=pool, ingest=Ingest(queue, db, commits, breaker=pool.redis_breaker,
+                                       wait_s=settings.request_store_wait_s),
             cache=ReadCache(client),
             auth=auth, serving=serving, readiness=readiness,
             exporter=Exporter(queue, sampler, reads, ingest_path=strategy.name,

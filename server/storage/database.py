@@ -98,20 +98,23 @@ class Database:
         self.preping_idle_s = PREPING_IDLE_S
         self._waiting: dict[int, int] = {}  # id(pool) -> tasks inside _acquire's wait
 
-    async def _acquire(self, pool: aiopg.Pool) -> Any:
+    async def _acquire(self, pool: aiopg.Pool, wait_s: float | None = None) -> Any:
         """A connection that answered recently, or answers a ping now (pre-ping).
 
         A connection idle for ``preping_idle_s`` may have been cut (server restart,
         a proxy's idle timeout, a dropped SSL session): it is pinged, and if the
-        ping fails it is closed and one other connection is tried.
+        ping fails it is closed and one other connection is tried.  ``wait_s``
+        shortens the waits for a free connection and for the ping.
         """
+        acquire_s = min(self.acquire_timeout_s, wait_s or self.acquire_timeout_s)
+        ping_s = min(PING_TIMEOUT_S, wait_s or PING_TIMEOUT_S)
         for attempt in range(2):
             self._waiting[id(pool)] = self._waiting.get(id(pool), 0) + 1
             try:
-                conn = await asyncio.wait_for(pool.acquire(), self.acquire_timeout_s)
+                conn = await asyncio.wait_for(pool.acquire(), acquire_s)
             except TimeoutError:
                 raise PoolTimeout("postgres", "no database connection was free within "
-                                  f"{self.acquire_timeout_s:g}s; try again shortly") from None
+                                  f"{acquire_s:g}s; try again shortly") from None
             finally:
                 self._waiting[id(pool)] -= 1
             idle_since = self._last_used.get(conn)
@@ -119,7 +122,7 @@ class Database:
                 return conn
             try:
                 async with conn.cursor() as cur:
-                    await cur.execute("SELECT 1", timeout=PING_TIMEOUT_S)
+                    await cur.execute("SELECT 1", timeout=ping_s)
                 return conn
             except TRANSIENT_ERRORS:
                 self.pings_failed += 1
@@ -130,11 +133,11 @@ class Database:
         raise AssertionError("unreachable")
 
     @asynccontextmanager
-    async def cursor(self) -> AsyncIterator[Any]:
-        """A cursor in autocommit mode."""
+    async def cursor(self, *, wait_s: float | None = None) -> AsyncIterator[Any]:
+        """A cursor in autocommit mode; ``wait_s`` bounds getting its connection."""
         pool = self.pool
         with translated_errors():
-            conn = await self._acquire(pool)
+            conn = await self._acquire(pool, wait_s)
             try:
                 async with conn.cursor() as cur:
                     yield cur
@@ -143,13 +146,17 @@ class Database:
                 await pool.release(conn)
 
     @asynccontextmanager
-    async def transaction(self, *, begin: bool = True) -> AsyncIterator[Any]:
+    async def transaction(self, *, begin: bool = True, wait_s: float | None = None
+                          ) -> AsyncIterator[Any]:
         """A cursor inside BEGIN … COMMIT, rolled back on any exception.  ``begin=False``:
         the caller's first statement opens the transaction itself (``BEGIN;`` ahead of
-        it: one round trip less)."""
-        async with self.cursor() as cur:
+        it: one round trip less).  ``wait_s`` bounds what comes before the caller's
+        statements — a free connection, its ping, the BEGIN's round trip — then
+        ``StoreUnavailable`` (``PoolTimeout`` for a busy pool); nothing has been sent
+        then that could commit, and aiopg closes a connection it gave up on."""
+        async with self.cursor(wait_s=wait_s) as cur:
             if begin:
-                await cur.execute("BEGIN")
+                await cur.execute("BEGIN", timeout=wait_s)
             try:
                 yield cur
             except BaseException:

@@ -105,3 +105,43 @@ async def test_with_wait_replicas_and_no_replica_a_202_is_committed_in_postgres(
         assert (await service.deps.queue.stats())["totals"]["enqueued"] == 60  # in Redis too
         await drained(service, len(accepted), clean)
         assert_exact(clean, accepted)
+
+
+async def test_redis_down_and_postgres_silent_a_request_is_refused_within_seconds(
+        own: Stores) -> None:
+    """Redis is gone, so points go to PostgreSQL directly; then PostgreSQL's link goes
+    silent too (no FIN, no RST).  The direct write's BEGIN gets no answer: after
+    REQUEST_STORE_WAIT_S the request is 503 "nothing was accepted" — not after the
+    30 s statement bound — and it is true: once the link is back, exactly the points
+    acknowledged before are stored.  (Found by `run.py bench chaos`: a Redis killed
+    while PostgreSQL was black-holed held requests ~30 s.)"""
+    assert own.postgres is not None and own.redis is not None and own.redis_url is not None
+    pg = await BlackHoleProxy("127.0.0.1", own.postgres.port).start()  # type: ignore[arg-type]
+    database_url = own.database_url.replace(f"127.0.0.1:{own.postgres.port}",
+                                            f"127.0.0.1:{pg.port}")
+    # A cached token outlives the test (its lookup would cost a wait of its own), and
+    # the pool's statement bound is the default 30 s.
+    settings = make_settings(auth_cache_ttl_s=300.0, pg_pool_max=2)
+    try:
+        async with serving(settings, database_url, own.redis_url) as (_, api):
+            cid, parts = await seed(api)
+            own.redis.kill()
+            status, body = await api.post("/v1/points", batch(cid, parts, "direct", 5))
+            assert (status, body.get("committed")) == (202, True), body
+            accepted = set(body["ids"])
+            pg.blackhole(hold=True)
+            for round_ in range(2):  # the pool's connections are each given up in turn
+                started = time.monotonic()
+                async with asyncio.timeout(40):
+                    status, body = await api.post("/v1/points",
+                                                  batch(cid, parts, f"silent{round_}", 5))
+                took = time.monotonic() - started
+                assert status == 503, body
+                assert "nothing was accepted" in body["error"]["message"]
+                assert took < FAST_S, f"request {round_} took {took:.1f} s"
+        pg.release()
+        # Rows, not standings: the service stopped with PostgreSQL silent, so its last
+        # fold of the direct write's deltas could not run.
+        assert {row[0] for row in sql(own, "SELECT id FROM points")} == accepted
+    finally:
+        await pg.close()

@@ -64,6 +64,8 @@ def make_app(deps: Deps) -> tornado.web.Application:
     # /openapi.json names it: the label of its access-log lines and metrics.
     routes = [(pattern, handler, {**kwargs, "route": PATHS[pattern].template})
               for pattern, handler, kwargs in routes]
+    for name in dashboard.ASSET_TYPES:
+        dashboard.asset(name)  # read now, before the loop serves anything
     return tornado.web.Application(
         routes,
         log_function=request_finished,

@@ -368,11 +368,13 @@ DASHBOARD_SUMMARY = _obj({
         "depth": COUNT, "inflight": COUNT, "retry_scheduled": COUNT, "dead": COUNT,
         "oldest_age_s": {"type": "number", "minimum": 0}, "paused": {"type": "boolean"},
         "path": {"enum": ["naive", "pipelined"]}, "committed_per_s_10s": _NUMBER,
+        "totals_at": {"type": "number", "description": "Redis's clock (Unix seconds) "
+                                                       "when `totals` were read"},
         "totals": {"type": "object", "additionalProperties": COUNT,
                    "description": "counters since the queue began, over every process: "
                                   "a rate is the change between two summaries"}},
         ("depth", "inflight", "retry_scheduled", "dead", "oldest_age_s", "paused", "path",
-         "committed_per_s_10s", "totals")), {"type": "null"}]},
+         "committed_per_s_10s", "totals", "totals_at")), {"type": "null"}]},
     "workers": _obj({
         "tasks": QUEUE_STATE["properties"]["workers"],
         "restarts": COUNT,
@@ -383,6 +385,11 @@ DASHBOARD_SUMMARY = _obj({
     "stores": _obj({"postgres": _CHECK, "redis": _CHECK,
                     "replica": READY["properties"]["checks"]["properties"]["replica"]},
                    ("postgres", "redis")),
+    "pools": {"type": "array", "description": "this process's connection pools",
+              "items": _obj({"store": {"enum": ["postgres", "redis"]},
+                             "pool": {"type": "string"}, "in_use": COUNT, "idle": COUNT,
+                             "waiting": COUNT},
+                            ("store", "pool", "in_use", "idle", "waiting"))},
     "loop": _obj({"lag_max_ms_last_s": _NUMBER, "lag_max_ms_60s": _NUMBER},
                  ("lag_max_ms_last_s", "lag_max_ms_60s")),
     "competitions": {"oneOf": [{"type": "array", "items": ref("Competition"),
@@ -401,8 +408,8 @@ DASHBOARD_SUMMARY = _obj({
                  "charts": {"type": "array", "items": {"type": "string"}}},
                  ("scenario", "run", "created", "scale", "paths", "headline", "thresholds",
                   "charts"))},
-}, ("as_of", "viewer", "status", "unavailable", "queue", "workers", "stores", "loop",
-    "competitions", "runs"), description="Error texts (`error`, `last_error`) are shown "
+}, ("as_of", "viewer", "status", "unavailable", "queue", "workers", "stores", "pools",
+    "loop", "competitions", "runs"), description="Error texts (`error`, `last_error`) are shown "
                                          "to an admin token only.")
 
 # Every named schema of the document, as ``ref(name)`` points at it.

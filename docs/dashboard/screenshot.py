@@ -11,9 +11,11 @@ Everything it starts it stops, by pid.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,16 +50,24 @@ def main() -> int:
             driver.find_element(By.ID, "token").send_keys(server.admin_token, Keys.ENTER)
             WebDriverWait(driver, 15).until(lambda d: d.find_element(By.ID, "app")
                                             .is_displayed())
-            bench = subprocess.Popen(
+            bench = subprocess.Popen(  # the token through the environment, not argv
                 [sys.executable, "run.py", "bench", "competition_burst", "--paths",
-                 "pipelined", "--target", server.url, "--token", server.admin_token,
-                 "--database-url", server.database_url, "--out", str(Path(tmp) / "out")],
-                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            assert bench.stdout is not None
-            for line in bench.stdout:  # the burst starts after warmup's line
-                print(line, end="")
-                if "burst" in line:
-                    break
+                 "pipelined", "--target", server.url, "--database-url",
+                 server.database_url, "--out", str(Path(tmp) / "out")],
+                cwd=ROOT, env={**os.environ, "BENCH_TOKEN": server.admin_token},
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            in_burst = threading.Event()
+
+            def pump() -> None:  # read it all, so the pipe never fills
+                assert bench is not None and bench.stdout is not None
+                for line in bench.stdout:
+                    print(line, end="")
+                    if "burst" in line:
+                        in_burst.set()
+
+            threading.Thread(target=pump, daemon=True).start()
+            if not in_burst.wait(300):
+                raise RuntimeError("the bench never reached its burst")
             time.sleep(SHOT_AT_S)  # a moment in the burst, not a sync point of a test
             driver.save_screenshot(str(OUT))
             print(f"wrote {OUT}")

@@ -23,11 +23,12 @@ import orjson
 from server import schemas
 from server.config import Settings
 from server.metrics import CONTENT_TYPE as METRICS_MEDIA_TYPE
+from server.ops import bench_runs
 from server.schemas import ref
 
 JSON = "application/json"
 # A benchmark run's chart: plain names only (``ops/bench_runs.py`` checks them again).
-_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
+_NAME = bench_runs.NAME.pattern
 RUN_CHART = rf"/v1/dashboard/runs/({_NAME})/({_NAME})/({_NAME})"
 
 

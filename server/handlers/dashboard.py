@@ -35,7 +35,8 @@ ASSET_TYPES = {
 
 @functools.cache
 def asset(name: str) -> bytes:
-    """A file of the page, read once (a few kB, packaged with ``server.dashboard``)."""
+    """A file of the page, read once (a few kB, packaged with ``server.dashboard``):
+    ``make_app`` reads them all, so no request reads a file on the event loop."""
     return resources.files("server.dashboard").joinpath(name).read_bytes()
 
 

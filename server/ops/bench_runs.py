@@ -7,8 +7,10 @@ scenario, time, scale, paths, each path's headline figures, how many of its
 thresholds passed, and its charts' names.
 
 Reading is blocking file I/O, so ``list_runs`` runs in a thread (the caller's
-job) and remembers each summary by its modification time: a folder of dozens of
-runs costs one ``stat`` each per listing, not one JSON parse each.
+job) and remembers what it read of each summary by the file's modification time:
+a folder of dozens of runs costs a ``stat`` and a directory listing each per
+listing, not a JSON parse each.  The charts are listed every time: a run's
+summary is written before its charts are drawn.
 
 Paths from a request are never joined blindly: ``chart_path`` accepts plain
 names only (no separators, no leading dot) and checks that what it resolved
@@ -52,7 +54,7 @@ class RunIndex:
             entry = cached[1] if cached is not None and cached[0] == mtime else _read(summary)
             seen[summary] = (mtime, entry)
             if entry is not None:
-                found.append((mtime, entry))
+                found.append((mtime, {**entry, "charts": _charts(summary.parent)}))
         self._seen = seen
         found.sort(key=lambda item: (item[1]["created"], item[0]), reverse=True)
         return [entry for _, entry in found[:limit]]
@@ -95,6 +97,10 @@ class RunIndex:
         return resolved
 
 
+def _charts(run: Path) -> list[str]:
+    return sorted(p.name for p in run.glob("*" + CHART_SUFFIX) if NAME.fullmatch(p.name))
+
+
 def _read(summary: Path) -> dict[str, Any] | None:
     """One run's entry; None for a summary that is not the harness's (logged once)."""
     run = summary.parent
@@ -106,15 +112,13 @@ def _read(summary: Path) -> dict[str, Any] | None:
             "scenario": run.parent.name,
             "run": run.name,
             "created": str(data.get("created") or run.name),
-            "scale": data.get("scale"),
-            "paths": list(data.get("paths") or []),
+            "scale": scale if isinstance(scale := data.get("scale"), (int, float)) else None,
+            "paths": [str(path) for path in data.get("paths") or []],
             "headline": {path: {label: value for label, value in figures.items()
                                 if isinstance(value, (int, float))}
                          for path, figures in headline.items() if isinstance(figures, dict)},
             "thresholds": {"passed": sum(1 for t in thresholds if t.get("passed")),
                            "failed": sum(1 for t in thresholds if not t.get("passed"))},
-            "charts": sorted(p.name for p in run.glob("*" + CHART_SUFFIX)
-                             if NAME.fullmatch(p.name)),
         }
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         log.warning("results: %s is not a harness summary (%s)", summary, exc)

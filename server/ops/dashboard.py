@@ -2,21 +2,27 @@
 
 The page (``GET /dashboard``) polls ``GET /v1/dashboard/summary`` every ~1.5 s
 while it is visible.  However many pages poll, each process builds the summary
-at most once per ``SUMMARY_CACHE_S`` (``Refreshed``): one Redis pipeline for the
-queue's counters, one query for the competitions, ``/ready``'s own cached probes
-for the stores, breakers and workers, and the benchmark runs read off the loop
-(in a thread) at most every ``RUNS_CACHE_S``.  So a wall of open dashboards costs
-the stores what one does.
+at most once per ``SUMMARY_CACHE_S`` (``Refreshed``): the queue's counters (one
+pipelined read over the shards, then the per-second commits and Redis's clock),
+one query for the competitions, ``/ready``'s own cached probes for the stores,
+this process's pools as ``/metrics`` samples them, and the benchmark runs read
+off the loop (in a thread) at most every ``RUNS_CACHE_S``.  So a wall of open
+dashboards costs the stores what one does.
 
 A part that cannot be read now (a store is down) is ``null`` and named in
 ``unavailable``; the rest still answers, which is when an operator needs the
 page most.  ``accepted/s`` and ``committed/s`` are not computed here: the page
 derives them from the monotonic totals (all processes, from Redis) between two
-summaries, so any process may answer any tick.
+summaries over the change in ``totals_at`` — Redis's clock when the totals
+were read, so neither a slow build nor two hosts' clocks bend a rate — and any
+process may answer any tick.
 
 What a viewer may see depends on its role: error texts (``error``,
 ``last_error``) can name store hosts and ports, as ``/ready``'s details can, so
-only an admin sees them (``for_role``).
+only an admin sees them (``for_role``).  The rest of the stores' state (pool
+sizes, breakers, durability settings) is shown to every token: ``/ready`` keeps
+it from the anonymous, but a dashboard viewer holds a token the operator gave
+out, and "is a 202 fsynced?" is what a read-only wall display is for.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from server.ops.bench_runs import RunIndex
+from server.ops.exporter import Sampler
 from server.ops.loop_monitor import LoopMonitor
 from server.ops.readiness import ReadinessProbe
 from server.ops.refreshed import Refreshed
@@ -47,11 +54,12 @@ _PRIVATE = frozenset({"error", "last_error"})  # texts that may name a store's a
 
 class DashboardSummary:
     def __init__(self, *, readiness: ReadinessProbe, queue: PointQueue, workers: Workers,
-                 reads: ReadReplica, loop_monitor: LoopMonitor, results_dir: Path,
-                 path: str) -> None:
+                 reads: ReadReplica, loop_monitor: LoopMonitor, sampler: Sampler,
+                 results_dir: Path, path: str) -> None:
         self.readiness = readiness
         self.queue = queue
         self.workers = workers
+        self.sampler = sampler
         self.reads = reads
         self.loop_monitor = loop_monitor
         self.path = path  # this process's ingest path
@@ -84,6 +92,9 @@ class DashboardSummary:
                         "counters": self.workers.stats.as_dict()},
             "stores": {name: dict(checks[name]) for name in ("postgres", "redis", "replica")
                        if name in checks},
+            "pools": [{"store": store, "pool": pool, "in_use": in_use, "idle": idle,
+                       "waiting": waiting}
+                      for store, pool, in_use, idle, waiting in self.sampler.pools()],
             "loop": self.loop_monitor.describe(),
             "competitions": competitions,
             "runs": runs,
@@ -91,6 +102,8 @@ class DashboardSummary:
 
     async def _queue(self) -> dict[str, Any]:
         stats = await self.queue.stats()
+        seconds, micros = await self.queue.redis.time()
+        stats["totals_at"] = seconds + micros / 1e6
         stats["committed_per_s_10s"] = await self.queue.committed_rate()
         stats["path"] = self.path
         return stats

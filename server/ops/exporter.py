@@ -66,14 +66,21 @@ class Sampler:
     redis_clients: Mapping[str, aioredis.Redis]  # pool name -> client
     breakers: tuple[CircuitBreaker, ...]
 
-    def sample(self) -> None:
-        """Set this process's pool and breaker gauges from their state now."""
+    def pools(self) -> list[tuple[str, str, int, int, int]]:
+        """(store, pool, in use, idle, waiting) of each of this process's pools now."""
+        found = []
         for pool, db in self.databases.items():
             for role, (in_use, idle, waiting) in db.pool_usage().items():
                 name = pool if role == "primary" else f"{pool}-{role}"
-                _set_pool("postgres", name, in_use, idle, waiting)
+                found.append(("postgres", name, in_use, idle, waiting))
         for pool, client in self.redis_clients.items():
-            _set_pool("redis", pool, *redis_pool_usage(client))
+            found.append(("redis", pool, *redis_pool_usage(client)))
+        return found
+
+    def sample(self) -> None:
+        """Set this process's pool and breaker gauges from their state now."""
+        for store, pool, in_use, idle, waiting in self.pools():
+            _set_pool(store, pool, in_use, idle, waiting)
         for breaker in self.breakers:
             BREAKER.labels(breaker.name).set(BREAKER_STATE[breaker.state])
 

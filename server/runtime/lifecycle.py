@@ -189,6 +189,7 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
                                         breaker=pool.redis_breaker),
             dashboard=DashboardSummary(readiness=readiness, queue=queue, workers=pool,
                                        reads=reads, loop_monitor=loop_monitor,
+                                       sampler=sampler,
                                        results_dir=settings.results_dir,
                                        path=strategy.name))
 

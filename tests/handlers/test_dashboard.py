@@ -100,6 +100,10 @@ async def test_summary_shows_the_queue_competitions_workers_stores_and_runs(
     assert summary["stores"]["redis"]["durability"]["appendonly"] == "yes"
     assert summary["workers"]["breakers"]["postgres"]["state"] == "closed"
     assert {"lag_max_ms_last_s", "lag_max_ms_60s"} <= set(summary["loop"])
+    assert isinstance(queue["totals_at"], float)
+    requests = {(p["store"], p["pool"]): p for p in summary["pools"]}
+    assert {("postgres", "requests"), ("redis", "requests")} <= set(requests)
+    assert requests["postgres", "requests"]["in_use"] >= 0
     burst, smoke = summary["runs"]  # newest first; `latest` and a folder without summary skipped
     assert (burst["scenario"], burst["run"], burst["thresholds"]) == (
         "competition_burst", "20261202T000000Z", {"passed": 3, "failed": 1})
@@ -162,6 +166,16 @@ def test_run_index_refuses_names_and_links_that_leave_the_results_folder(
     assert index.read_chart("smoke", "..", "results.png") is None
     assert index.read_chart(".hidden", "x", "y.png") is None
     assert RunIndex(tmp_path / "absent").list_runs() == []
+
+
+def test_a_runs_charts_drawn_after_it_was_first_listed_are_listed_too(
+        tmp_path: Path) -> None:
+    # The harness writes summary.json first, then draws the charts.
+    folder = write_run(tmp_path, "smoke", "20261201T000000Z")
+    index = RunIndex(tmp_path)
+    assert index.list_runs()[0]["charts"] == ["throughput.png"]
+    (folder / "latency.png").write_bytes(PNG)
+    assert index.list_runs()[0]["charts"] == ["latency.png", "throughput.png"]
 
 
 def test_run_index_skips_a_summary_that_is_not_the_harnesss_and_rereads_a_changed_one(

@@ -26,7 +26,7 @@ FAULT_COLORS = {
     "redis_maxmemory": "#bcbd22", "pause_claiming": "#17becf", "client_cut": "#ff7f0e",
     "redis_failover": "#2ca02c",
 }
-ACCEPTED, COMMITTED, LATENCY = "#1f77b4", "#2ca02c", "#444444"
+ACCEPTED, COMMITTED, LATENCY, FAILED = "#1f77b4", "#2ca02c", "#444444", "#d62728"
 
 
 def timeline(summary: dict[str, Any], out: Path) -> None:
@@ -50,7 +50,10 @@ def timeline(summary: dict[str, Any], out: Path) -> None:
                     f"{len({f['kind'] for f in faults})} kinds — verdict "
                     f"{'OK' if summary['verdict']['ok'] else 'FAILED'}", fontsize=10)
     for key, label, color in (("accepted", "acknowledged points/s (clients)", ACCEPTED),
-                              ("committed", "committed points/s (rows)", COMMITTED)):
+                              ("committed", "committed points/s (rows)", COMMITTED),
+                              ("failed", "attempts/s answered 5xx or not at all", FAILED)):
+        if key not in series:  # a run from before the series existed
+            continue
         xs = [t for t, _ in series[key]]
         ys = [v for _, v in series[key]]
         rates.plot(xs, ys, color=color, lw=1.1, label=label)

@@ -31,7 +31,7 @@ import orjson
 from harness import thresholds
 from harness.chaos import checker, faults
 from harness.chaos.faults import Nemesis
-from harness.chaos.ledger import ACKED, Ledger, Sent
+from harness.chaos.ledger import ACKED, CLIENT_CUT, NO_ANSWER, Ledger, Sent
 from harness.chaos.load import LoadTarget, load_process
 from harness.chaos.plan import ChaosScenario
 from harness.chaos.stack import ChaosStack
@@ -117,6 +117,9 @@ def _run(scenario: ChaosScenario, stack: ChaosStack, run_id: str) -> dict[str, A
         "drain_s": drain_s, "faults": nemesis.records, "nemesis_errors": nemesis.errors,
         "verdict": verdict.as_dict(), "load": _load_figures(ledger, nemesis),
         "timeline": _timeline(ledger, nemesis, stack.database_url, competitions, started),
+        "events": [(round(e.t_sent - started, 3), round(e.t_answered - started, 3), e.kind,
+                    e.status, round(e.latency_s, 4), e.points, e.accepted)
+                   for e in ledger.events],
         "dlq_dropped": queue.get("throughput", {}).get("dlq_dropped"),
         "chaos": {**{key: getattr(verdict, key) for key in
                      ("lost", "doubled", "wrong_content", "phantom", "wrong_standings",
@@ -153,11 +156,13 @@ def _timeline(ledger: Ledger, nemesis: Nemesis, database_url: str, competitions:
     """Per second since ``started``: points acknowledged (clients), points committed
     (rows' ``committed_at``), and the p99 latency of the answers of that second."""
     accepted: dict[int, int] = defaultdict(int)
+    unanswered: dict[int, int] = defaultdict(int)
     latencies: dict[int, list[float]] = defaultdict(list)
     for event in ledger.events:
         second = int(event.t_answered - started)
         accepted[second] += event.accepted
         latencies[second].append(event.latency_s)
+        unanswered[second] += event.status in (NO_ANSWER, CLIENT_CUT) or event.status >= 500
     for probe in nemesis.probes:
         if probe.outcome == ACKED:
             accepted[int(probe.t_answered - started)] += 1
@@ -166,6 +171,7 @@ def _timeline(ledger: Ledger, nemesis: Nemesis, database_url: str, competitions:
     return {
         "accepted": [[s, accepted.get(s, 0)] for s in range(0, last + 1)],
         "committed": [[s, committed.get(s, 0)] for s in range(0, last + 1)],
+        "failed": [[s, unanswered.get(s, 0)] for s in range(0, last + 1)],
         "p99_ms": [[s, round(_p99(latencies[s]) * 1000, 2)] for s in sorted(latencies)
                    if s >= 0],
     }
@@ -208,6 +214,7 @@ def _write(scenario: ChaosScenario, run: dict[str, Any], base: dict[str, Any] | 
            scale: float, out_dir: Path) -> tuple[Path, bool]:
     from harness.chaos import report
 
+    events = run.pop("events")
     verdicts = thresholds.check(scenario.thresholds, {PATH: run})
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = out_dir / scenario.name / stamp
@@ -223,6 +230,9 @@ def _write(scenario: ChaosScenario, run: dict[str, Any], base: dict[str, Any] | 
         "comparison": {"headline": {PATH: _headline(run)}}, "thresholds": verdicts,
     }
     (run_dir / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    with (run_dir / "events.csv").open("w") as out:  # every attempt, for a closer look
+        out.write("sent_s,answered_s,kind,status,latency_s,points,accepted\n")
+        out.writelines(",".join(map(str, row)) + "\n" for row in events)
     report.render(run_dir, summary, verdicts)
     latest = out_dir / scenario.name / "latest"
     if latest.is_symlink() or latest.exists():

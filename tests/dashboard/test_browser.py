@@ -173,6 +173,19 @@ def competition(server: ServeProcess, token: str, slug: str, names: list[str],
     return comp["id"], [p["id"] for p in body["participants"]]
 
 
+def scored(server: ServeProcess, token: str, slug: str, values: dict[str, float],
+           name: str | None = None) -> tuple[int, list[int]]:
+    """``competition`` whose participants (``values``' names) each have one committed
+    point of their value."""
+    cid, ids = competition(server, token, slug, list(values), name=name)
+    points = [{"id": f"{slug}-{p}", "competition_id": cid, "participant_id": p, "value": v}
+              for p, v in zip(ids, values.values(), strict=True)]
+    status, body = call(server.url, "POST", "/v1/points?ack=committed", token,
+                        {"points": points})
+    assert status == 201, body
+    return cid, ids
+
+
 @pytest.fixture(scope="module")
 def comp(server: ServeProcess, admin: str) -> tuple[int, list[int]]:
     return competition(server, admin, "queue", [f"q{i}" for i in range(5)])
@@ -261,6 +274,14 @@ def sign_in(driver: WebDriver, token: str) -> None:
     field.send_keys(token, Keys.ENTER)
     wait(driver, lambda d: d.find_element(By.ID, "app").is_displayed(), "the signed-in views")
     wait(driver, lambda d: number(d, "q-depth") is not None, "a queue depth on the page")
+
+
+def listed(driver: WebDriver, cid: int) -> WebElement:
+    """The competitions view, and the button of competition ``cid`` in its list."""
+    show(driver, "competitions")
+    return wait(driver, lambda d: d.find_elements(
+        By.CSS_SELECTOR, f'[data-testid="competition"][data-cid="{cid}"]'),
+        "the competition listed")[0]
 
 
 def show(driver: WebDriver, view: str) -> None:
@@ -536,19 +557,10 @@ def test_a_purge_asks_in_the_page_first_and_escape_keeps_the_entry(
 
 def test_a_competitions_leaderboard_shows_its_participants_in_order(
         driver: WebDriver, server: ServeProcess, admin: str) -> None:
-    cid, (alpha, bravo, charlie) = competition(server, admin, "board",
-                                               ["alpha", "bravo", "charlie"])
-    points = [{"id": f"b-{p}", "competition_id": cid, "participant_id": p, "value": v}
-              for p, v in ((alpha, 20), (bravo, 10), (charlie, 30))]
-    status, body = call(server.url, "POST", "/v1/points?ack=committed", admin,
-                        {"points": points})
-    assert status == 201, body
+    cid, (_, bravo, _) = scored(server, admin, "board",
+                                {"alpha": 20, "bravo": 10, "charlie": 30})
     sign_in(driver, admin)
-    show(driver, "competitions")
-    button = wait(driver, lambda d: d.find_elements(
-        By.CSS_SELECTOR, f'[data-testid="competition"][data-cid="{cid}"]'),
-        "the competition listed")[0]
-    button.click()
+    listed(driver, cid).click()
 
     def names(d: WebDriver) -> list[str]:
         return [e.text for e in by_testid(d, "lb-name")]
@@ -768,17 +780,9 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 def test_hostile_names_are_text_and_a_late_leaderboard_answer_is_dropped(
         driver: WebDriver, server: ServeProcess, admin: str) -> None:
-    cid, (ann, bob) = competition(server, admin, "hostile", ["ann", "bob"], name=HOSTILE)
-    points = [{"id": f"h-{p}", "competition_id": cid, "participant_id": p, "value": v}
-              for p, v in ((ann, 20), (bob, 10))]
-    status, body = call(server.url, "POST", "/v1/points?ack=committed", admin,
-                        {"points": points})
-    assert status == 201, body
+    cid, (_, bob) = scored(server, admin, "hostile", {"ann": 20, "bob": 10}, name=HOSTILE)
     sign_in(driver, admin)
-    show(driver, "competitions")
-    button = wait(driver, lambda d: d.find_elements(
-        By.CSS_SELECTOR, f'[data-testid="competition"][data-cid="{cid}"]'),
-        "the competition listed")[0]
+    button = listed(driver, cid)
     assert HOSTILE in button.text
     button.click()
 

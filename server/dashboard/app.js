@@ -9,6 +9,9 @@
 
 (() => {
   const POLL_MS = 1500;
+  const REQUEST_TIMEOUT_MS = 4 * POLL_MS; // a half-open connection counts as "unreachable"
+  const STALE_MS = 5000; // the shown figures are marked stale once the last good summary is this old
+  const GAP_S = (3 * POLL_MS) / 1000; // samples further apart start a new chart segment
   const WINDOW_S = 120; // the charts' span: about two minutes of samples
   const DLQ_LIMIT = 20;
   const LEADERBOARD_LIMIT = 20;
@@ -25,7 +28,8 @@
   let role = null;
   let session = 0; // bumped on sign-in and sign-out: answers for an old session are dropped
   let timer = null;
-  let ticking = false;
+  let tickingSession = null; // the session whose summary request is in flight, if any
+  let lastGood = null; // performance.now() when the last good summary arrived
   let view = "queue";
   let samples = []; // {t, depth, accepted, committed, enqueuedTotal, committedTotal}
   let summary = null;
@@ -33,7 +37,8 @@
   let dlqCursors = [null]; // the cursor that opened each page seen so far
   let dlqPage = 0;
   let dlqListedDead = null; // the summary's dead count when the list was last read
-  let dlqLoading = false;
+  let dlqSeq = 0; // numbers each dead-letter load: only the newest one's answer is shown
+  let leaderboardSeq = 0; // likewise for the leaderboard
   let runsKey = "";
   const chartUrls = new Map(); // "scenario/run/chart" -> object URL of its PNG
 
@@ -121,30 +126,39 @@
   }
 
   // --- HTTP --------------------------------------------------------------------------
-  // One call with the bearer header; never throws: {status (0: unreachable), body, retryAfter}.
-  async function request(method, path, body, withToken) {
+  // Every call of the page goes through here: the bearer header, no redirect followed,
+  // and a timeout (a half-open connection would otherwise hold a poll forever).  Never
+  // throws: {status (0: unreachable or timed out), body, retryAfter}.  `as` "blob" reads
+  // a 2xx body as a Blob (a chart), otherwise a JSON body is parsed.
+  async function request(method, path, body, withToken, as = "json") {
     const headers = { Authorization: `Bearer ${withToken || token}` };
     const init = {
       method, headers, cache: "no-store", credentials: "omit", redirect: "error",
-      referrerPolicy: "no-referrer",
+      referrerPolicy: "no-referrer", signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
+    const unreachable = { status: 0, body: null, retryAfter: POLL_MS / 1000 };
     let response;
     try {
       response = await fetch(path, init);
     } catch (err) {
-      return { status: 0, body: null, retryAfter: POLL_MS / 1000 };
+      return unreachable;
     }
     let data = null;
-    if ((response.headers.get("Content-Type") || "").includes("json")) {
-      try {
+    try {
+      if (as === "blob") {
+        if (response.ok) data = await response.blob();
+      } else if ((response.headers.get("Content-Type") || "").includes("json")) {
         data = await response.json();
-      } catch (err) {
-        data = null;
       }
+    } catch (err) {
+      if (err && (err.name === "TimeoutError" || err.name === "AbortError" || err.name === "TypeError")) {
+        return unreachable; // the body did not arrive in time, or the connection broke
+      }
+      data = null; // not JSON after all
     }
     return { status: response.status, body: data, retryAfter: retryAfterS(response) };
   }
@@ -199,11 +213,18 @@
     timer = setTimeout(tick, delay);
   }
 
+  // Whether this session's summary request is in flight.  The guard is the session's,
+  // not the page's: an old session's slow request must not hold up the next session's
+  // polling (its answer is dropped, and it reschedules nothing).
+  function polling() {
+    return tickingSession === session;
+  }
+
   async function tick() {
     timer = null;
-    if (token === null || document.hidden || ticking) return;
+    if (token === null || document.hidden || polling()) return;
     const mine = session;
-    ticking = true;
+    tickingSession = mine;
     let delay = POLL_MS;
     try {
       const result = await request("GET", "/v1/dashboard/summary");
@@ -215,7 +236,7 @@
         delay = trouble(result);
       }
     } finally {
-      ticking = false;
+      if (tickingSession === mine) tickingSession = null;
       if (mine === session && delay !== null) schedule(delay);
     }
   }
@@ -224,10 +245,26 @@
     if (document.hidden) {
       clearTimeout(timer);
       timer = null;
-    } else if (token !== null && !ticking) {
+    } else if (token !== null && !polling()) {
       tick();
     }
   });
+
+  // The figures on show are marked stale once the last good summary is STALE_MS old
+  // (the server unreachable, a slow store, a poll that hangs): checked every second.
+  function markStale() {
+    const age = token !== null && lastGood !== null ? performance.now() - lastGood : 0;
+    const stale = $("stale");
+    if (age > STALE_MS) {
+      setText("stale", `stale: ${Math.round(age / 1000)} s old`);
+      stale.hidden = false;
+      $("app").classList.add("is-stale");
+    } else if (!stale.hidden) {
+      stale.hidden = true;
+      $("app").classList.remove("is-stale");
+    }
+  }
+  setInterval(markStale, 1000);
 
   // What the shown view fetches besides the summary, each tick.
   async function refreshShown(mine) {
@@ -277,13 +314,7 @@
     token = newToken;
     session += 1;
     role = first.viewer.role;
-    samples = [];
-    summary = null;
-    selectedCompetition = null;
-    dlqCursors = [null];
-    dlqPage = 0;
-    dlqListedDead = null;
-    runsKey = "";
+    forget();
     $("signin").hidden = true;
     $("app").hidden = false;
     $("top-meta").hidden = false;
@@ -304,26 +335,55 @@
     timer = null;
     const dialog = $("confirm");
     if (dialog.open) dialog.close();
-    for (const url of chartUrls.values()) URL.revokeObjectURL(url);
-    chartUrls.clear();
-    summary = null;
-    samples = [];
-    selectedCompetition = null;
-    runsKey = "";
-    $("dlq-body").dataset.key = "";
-    $("competitions").dataset.key = "";
-    for (const id of ["queue-controls", "dlq-bulk", "dlq-body", "tasks-body", "stores", "breakers", "counters",
-      "competitions", "leaderboard-body", "runs"]) {
-      $(id).replaceChildren();
-    }
-    for (const id of ["chart-accepted", "chart-committed", "chart-depth"]) $(id).replaceChildren();
-    showResult("");
-    setBanner("");
+    forget();
     $("app").hidden = true;
     $("top-meta").hidden = true;
     $("signin").hidden = false;
     $("signin-message").textContent = message || "";
     $("token").focus();
+  }
+
+  // Everything a session read, gone from memory and from the page (the next user of
+  // this tab sees nothing of the previous one's): every figure back to "–", every
+  // list and table emptied, the per-view notes hidden.
+  function forget() {
+    for (const url of chartUrls.values()) URL.revokeObjectURL(url);
+    chartUrls.clear();
+    summary = null;
+    samples = [];
+    lastGood = null;
+    selectedCompetition = null;
+    dlqCursors = [null];
+    dlqPage = 0;
+    dlqListedDead = null;
+    dlqSeq += 1; // answers of loads still running are dropped
+    leaderboardSeq += 1;
+    runsKey = "";
+    $("dlq-body").dataset.key = "";
+    $("competitions").dataset.key = "";
+    for (const id of ["queue-controls", "dlq-bulk", "dlq-body", "tasks-body", "stores", "breakers", "counters",
+      "competitions", "leaderboard-body", "runs", "chart-accepted", "chart-committed", "chart-depth"]) {
+      $(id).replaceChildren();
+    }
+    for (const node of document.querySelectorAll("#app dl.figures dd")) node.textContent = "–";
+    for (const id of ["now-accepted", "now-committed", "now-depth", "dlq-count"]) setText(id, "–");
+    for (const id of ["max-accepted", "max-committed", "max-depth", "tab-dlq-count", "dlq-page", "leaderboard-title",
+      "leaderboard-as-of", "overall-status", "viewer-role", "as-of"]) {
+      setText(id, "");
+    }
+    $("q-paused").className = "";
+    $("overall-status").className = "pill";
+    for (const id of ["leaderboard", "leaderboard-table", "leaderboard-empty", "dlq-table", "dlq-empty", "tasks-empty",
+      "runs-empty", "competitions-empty", "competitions-unavailable", "queue-unavailable", "dlq-admin",
+      "dlq-needs-admin"]) {
+      $(id).hidden = true;
+    }
+    $("dlq-prev").disabled = true;
+    $("dlq-next").disabled = true;
+    $("stale").hidden = true;
+    $("app").classList.remove("is-stale");
+    showResult("");
+    setBanner("");
   }
 
   // --- tabs ----------------------------------------------------------------------------
@@ -395,7 +455,7 @@
     if (mine !== session) return;
     if (result.status === 200) {
       showResult(done);
-      if (!ticking) schedule(250);
+      if (!polling()) schedule(250);
     } else {
       commandFailed(result);
     }
@@ -428,7 +488,7 @@
     if (result.status === 200 && result.body) {
       showResult(dlqOutcome(result.body));
       await loadDlq();
-      if (!ticking) schedule(250);
+      if (!polling()) schedule(250);
     } else {
       commandFailed(result);
     }
@@ -460,6 +520,8 @@
   // --- rendering the summary ---------------------------------------------------------
   function render(next) {
     summary = next;
+    lastGood = performance.now();
+    markStale();
     if (next.viewer && next.viewer.role !== role) {
       role = next.viewer.role;
       buildControls();
@@ -520,23 +582,34 @@
     drawCharts();
   }
 
+  // One sample per new summary.  The rates are the change in the totals over the
+  // change in `totals_at` (Redis's clock, read right after the totals; `as_of`, the
+  // answering process's clock, when a summary has none).  No rate is drawn across a
+  // gap (a hidden tab, an outage: samples more than GAP_S apart start a new line
+  // segment rather than averaging over it) nor for a sample whose totals went down
+  // (Redis restarted without its AOF, a counter reset): that sample is only the new
+  // baseline.
   function addSample(s) {
     const q = s.queue;
     const t = parseTime(s.as_of);
     if (!Number.isFinite(t) || !q.totals) return;
     const last = samples[samples.length - 1];
     if (last && t <= last.t) return; // the same cached summary again
+    const totalsAt = typeof q.totals_at === "number" && Number.isFinite(q.totals_at) ? q.totals_at : null;
     const sample = {
-      t, depth: q.depth, accepted: null, committed: null,
+      t, totalsAt, depth: q.depth, accepted: null, committed: null, gap: false,
       enqueuedTotal: q.totals.enqueued, committedTotal: q.totals.committed,
     };
     if (last) {
-      const dt = t - last.t;
+      sample.gap = t - last.t > GAP_S;
+      const dt = totalsAt !== null && last.totalsAt !== null ? totalsAt - last.totalsAt : t - last.t;
       const accepted = sample.enqueuedTotal - last.enqueuedTotal;
       const committed = sample.committedTotal - last.committedTotal;
-      // Counters only grow; a drop means a restart: no rate for that interval.
-      sample.accepted = accepted >= 0 ? accepted / dt : null;
-      sample.committed = committed >= 0 ? committed / dt : null;
+      const fell = !(accepted >= 0 && committed >= 0);
+      if (!sample.gap && !fell && dt > 0) {
+        sample.accepted = accepted / dt;
+        sample.committed = committed / dt;
+      }
     }
     samples.push(sample);
     while (samples.length && samples[0].t < t - WINDOW_S - 5) samples.shift();
@@ -544,8 +617,16 @@
 
   function drawCharts() {
     const now = samples.length ? samples[samples.length - 1].t : 0;
-    const series = (key) => samples.filter((x) => x[key] !== null && x[key] !== undefined)
-      .map((x) => ({ t: x.t, v: x[key] }));
+    // {t, v, segment}: a gap between two samples starts a new segment.
+    const series = (key) => {
+      const points = [];
+      let segment = 0;
+      for (const x of samples) {
+        if (x.gap) segment += 1;
+        if (x[key] !== null && x[key] !== undefined) points.push({ t: x.t, v: x[key], segment });
+      }
+      return points;
+    };
     const accepted = series("accepted");
     const committed = series("committed");
     const depth = series("depth");
@@ -570,8 +651,12 @@
       const gy = (H - 2 - fraction * (H - 6)).toFixed(1);
       nodes.push(svgEl("line", { x1: 0, x2: W, y1: gy, y2: gy, class: "grid", "vector-effect": "non-scaling-stroke" }));
     }
-    const shown = points.filter((p) => now - p.t <= WINDOW_S);
-    if (shown.length) {
+    const segments = new Map();
+    for (const p of points.filter((q) => now - q.t <= WINDOW_S)) {
+      if (!segments.has(p.segment)) segments.set(p.segment, []);
+      segments.get(p.segment).push(p);
+    }
+    for (const shown of segments.values()) { // one area and one line per segment
       const line = shown.map((p) => `${x(p.t)},${y(p.v)}`).join(" ");
       const first = x(shown[0].t);
       const lastX = x(shown[shown.length - 1].t);
@@ -670,21 +755,22 @@
     setText("tab-dlq-count", typeof dead === "number" && dead > 0 ? `(${fmtInt(dead)})` : "");
   }
 
+  // The newest load always starts (a Next click during a tick's load is not dropped)
+  // and only its answer is shown: each load keeps the page and cursor it asked for, so
+  // an older answer can neither be shown under a newer page number nor push its
+  // next_cursor onto the list of pages.
   async function loadDlq() {
-    if (role !== "admin" || dlqLoading) return;
+    if (role !== "admin") return;
     const mine = session;
-    dlqLoading = true;
-    let result;
+    dlqSeq += 1;
+    const seq = dlqSeq;
+    const page = dlqPage;
+    const cursor = dlqCursors[page];
     const listedDead = summary && summary.queue ? summary.queue.dead : null;
-    try {
-      const query = new URLSearchParams({ limit: String(DLQ_LIMIT) });
-      const cursor = dlqCursors[dlqPage];
-      if (cursor !== null && cursor !== undefined) query.set("cursor", cursor);
-      result = await request("GET", `/v1/admin/dlq?${query}`);
-    } finally {
-      dlqLoading = false;
-    }
-    if (mine !== session) return;
+    const query = new URLSearchParams({ limit: String(DLQ_LIMIT) });
+    if (cursor !== null && cursor !== undefined) query.set("cursor", cursor);
+    const result = await request("GET", `/v1/admin/dlq?${query}`);
+    if (mine !== session || seq !== dlqSeq) return;
     if (result.status !== 200 || !result.body) {
       commandFailed(result);
       return;
@@ -692,9 +778,9 @@
     dlqListedDead = listedDead;
     const items = result.body.items || [];
     const next = result.body.next_cursor;
-    dlqCursors.length = dlqPage + 1;
+    dlqCursors.length = page + 1;
     if (next !== null && next !== undefined && items.length) dlqCursors.push(next);
-    $("dlq-empty").textContent = dlqPage === 0 ? "No dead letters" : "No more dead letters";
+    $("dlq-empty").textContent = page === 0 ? "No dead letters" : "No more dead letters";
     $("dlq-empty").hidden = items.length > 0;
     $("dlq-table").hidden = items.length === 0;
     const listKey = JSON.stringify(items);
@@ -702,9 +788,9 @@
       $("dlq-body").dataset.key = listKey;
       $("dlq-body").replaceChildren(...items.map(dlqRow));
     }
-    $("dlq-prev").disabled = dlqPage === 0;
-    $("dlq-next").disabled = dlqCursors.length <= dlqPage + 1;
-    setText("dlq-page", `Page ${dlqPage + 1}`);
+    $("dlq-prev").disabled = page === 0;
+    $("dlq-next").disabled = dlqCursors.length <= page + 1;
+    setText("dlq-page", `Page ${page + 1}`);
   }
 
   function dlqRow(item) {
@@ -788,11 +874,15 @@
     }
   }
 
+  // A tab click's load and a tick's may answer out of order: only the newest load's
+  // answer is shown (a tick's loads are one at a time, so the newest always arrives).
   async function loadLeaderboard(mine) {
     const cid = selectedCompetition;
     if (cid === null) return;
+    leaderboardSeq += 1;
+    const seq = leaderboardSeq;
     const result = await request("GET", `/v1/competitions/${encodeURIComponent(cid)}/leaderboard?limit=${LEADERBOARD_LIMIT}`);
-    if (mine !== session || cid !== selectedCompetition) return;
+    if (mine !== session || seq !== leaderboardSeq || cid !== selectedCompetition) return;
     if (result.status === 404) {
       $("leaderboard-empty").textContent = "This competition no longer exists";
       $("leaderboard-empty").hidden = false;
@@ -876,15 +966,16 @@
       if (img.dataset.loading || img.dataset.failed) continue;
       img.dataset.loading = "1";
       const path = "/v1/dashboard/runs/" + key.split("/").map(encodeURIComponent).join("/");
-      fetch(path, { headers: { Authorization: `Bearer ${token}` }, cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer" })
-        .then((response) => {
-          if (response.ok) return response.blob();
-          img.dataset.failed = String(response.status);
-          img.alt = `${img.alt} (not available: HTTP ${response.status})`;
-          return null;
-        })
-        .then((blob) => {
-          if (!blob || mine !== session) return;
+      request("GET", path, undefined, undefined, "blob")
+        .then((result) => {
+          if (mine !== session) return;
+          if (result.status === 0) return; // unreachable: tried again on a later tick
+          const blob = result.body;
+          if (result.status !== 200 || !blob) {
+            img.dataset.failed = String(result.status);
+            img.alt = `${img.alt} (not available: HTTP ${result.status})`;
+            return;
+          }
           const old = chartUrls.get(key);
           if (old) URL.revokeObjectURL(old);
           const url = URL.createObjectURL(blob);
@@ -893,7 +984,6 @@
             if (target.dataset.chart === key) target.src = url;
           }
         })
-        .catch(() => {})
         .finally(() => { delete img.dataset.loading; });
     }
   }

@@ -39,6 +39,7 @@ REQUIRED = os.environ.get("DASHBOARD_BROWSER_REQUIRED") == "1"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 WAIT_S = 15  # one poll is 1.5 s and the summary is cached 1 s: a view changes within ~3 s
+POLL_S = 1.5  # app.js's POLL_MS
 DENIED = "That token was not accepted: it is wrong or has been revoked."
 
 
@@ -64,7 +65,11 @@ if MISSING:
                 allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoAlertPresentException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -155,17 +160,30 @@ def reader(server: ServeProcess) -> str:
     return new_token(server, "read", "dashboard-reader")
 
 
-def competition(server: ServeProcess, token: str, slug: str, names: list[str]
-                ) -> tuple[int, list[int]]:
+def competition(server: ServeProcess, token: str, slug: str, names: list[str],
+                name: str | None = None) -> tuple[int, list[int]]:
     """A competition with participants named ``names``; its id and theirs, in order."""
     status, comp = call(server.url, "POST", "/v1/competitions", token,
-                        {"slug": slug, "name": slug.title()})
+                        {"slug": slug, "name": name or slug.title()})
     assert status == 201, comp
     status, body = call(server.url, "POST", f"/v1/competitions/{comp['id']}/participants",
                         token, {"participants": [{"external_ref": n, "display_name": n}
                                                  for n in names]})
     assert status == 201, body
     return comp["id"], [p["id"] for p in body["participants"]]
+
+
+def scored(server: ServeProcess, token: str, slug: str, values: dict[str, float],
+           name: str | None = None) -> tuple[int, list[int]]:
+    """``competition`` whose participants (``values``' names) each have one committed
+    point of their value."""
+    cid, ids = competition(server, token, slug, list(values), name=name)
+    points = [{"id": f"{slug}-{p}", "competition_id": cid, "participant_id": p, "value": v}
+              for p, v in zip(ids, values.values(), strict=True)]
+    status, body = call(server.url, "POST", "/v1/points?ack=committed", token,
+                        {"points": points})
+    assert status == 201, body
+    return cid, ids
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +276,14 @@ def sign_in(driver: WebDriver, token: str) -> None:
     wait(driver, lambda d: number(d, "q-depth") is not None, "a queue depth on the page")
 
 
+def listed(driver: WebDriver, cid: int) -> WebElement:
+    """The competitions view, and the button of competition ``cid`` in its list."""
+    show(driver, "competitions")
+    return wait(driver, lambda d: d.find_elements(
+        By.CSS_SELECTOR, f'[data-testid="competition"][data-cid="{cid}"]'),
+        "the competition listed")[0]
+
+
 def show(driver: WebDriver, view: str) -> None:
     driver.find_element(By.ID, f"tab-{view}").click()
     wait(driver, lambda d: d.find_element(By.ID, f"view-{view}").is_displayed(),
@@ -277,11 +303,106 @@ def committed(server: ServeProcess, token: str, cid: int, point_id: str) -> bool
     return call(server.url, "GET", f"/v1/competitions/{cid}/points/{point_id}", token)[0] == 200
 
 
+# The page's fetch, wrapped (app.js calls the global ``fetch``): each request's path and
+# whether it had an abort signal are logged; ``__hold[prefix] = n`` holds the next n
+# requests whose path starts with ``prefix`` (asked now, answered when the test calls
+# ``__held[i].release()``; the request's own signal still aborts it); ``__held[i].read``
+# turns true once the page has read the released answer's body (the page's handling of
+# it is then done: it runs in the microtasks that follow, before the test's next
+# script); ``__edit``, when set, rewrites the next summary's JSON.
+FAKE_FETCH = """
+if (!window.__held) {
+  const real = window.fetch.bind(window);
+  window.__held = [];
+  window.__hold = {};
+  window.__requests = [];
+  window.__edit = null;
+  window.fetch = (url, init) => {
+    const path = new URL(url, location.href).pathname;
+    window.__requests.push({path, signal: Boolean(init && init.signal)});
+    let answer = real(url, init);
+    if (window.__edit && path === '/v1/dashboard/summary') {
+      const edit = window.__edit;
+      window.__edit = null;
+      answer = answer.then(async (r) => new Response(JSON.stringify(edit(await r.json())),
+        {status: r.status, headers: r.headers}));
+    }
+    const prefix = Object.keys(window.__hold).find(p => path.startsWith(p) && window.__hold[p] > 0);
+    if (prefix === undefined) return answer;
+    window.__hold[prefix] -= 1;
+    answer.catch(() => {});  // aborted while held: no unhandled rejection
+    return new Promise((resolve, reject) => {
+      const held = {path, read: false};
+      held.release = () => answer.then((r) => {
+        const json = r.json.bind(r);
+        r.json = () => json().finally(() => { held.read = true; });
+        resolve(r);
+      }, reject);
+      window.__held.push(held);
+      const signal = init && init.signal;
+      if (signal) signal.addEventListener('abort', () => reject(signal.reason));
+    });
+  };
+}
+"""
+
+
+def fake_fetch(driver: WebDriver) -> None:
+    driver.execute_script(FAKE_FETCH)
+
+
+def hold(driver: WebDriver, prefix: str) -> None:
+    """Hold the next request under ``prefix`` and wait until one is held.  The page is
+    told it is visible (it is), which makes it poll now rather than at the next tick."""
+    held = driver.execute_script("return window.__held.length")
+    driver.execute_script("window.__hold[arguments[0]] = 1;"
+                          "document.dispatchEvent(new Event('visibilitychange'))", prefix)
+    wait(driver, lambda d: d.execute_script("return window.__held.length") > held,
+         f"a request to {prefix} held")
+
+
+def release(driver: WebDriver) -> None:
+    """Answer the first request held; wait until the page has read the answer."""
+    driver.execute_script("window.__held[0].release()")
+    wait(driver, lambda d: d.execute_script("return window.__held[0].read"),
+         "the held answer read")
+
+
+def requests_to(driver: WebDriver, path: str) -> int:
+    return driver.execute_script(
+        "return window.__requests.filter(r => r.path === arguments[0]).length", path)
+
+
+def nothing_shown(driver: WebDriver) -> dict[str, Any]:
+    """What the signed-out page still shows of the last session (all empty when none)."""
+    return driver.execute_script("""
+        const text = s => Array.from(document.querySelectorAll(s), n => n.textContent.trim())
+          .filter(t => t && t !== '–');
+        const rows = s => document.querySelectorAll(s).length;
+        const shown = s => Array.from(document.querySelectorAll(s)).filter(n => !n.hidden)
+          .map(n => n.id);
+        return {figures: text('#app dl.figures dd, #app .chart .now, #dlq-count'),
+                labels: text('#tab-dlq-count, #leaderboard-title, #leaderboard-as-of, #as-of,'
+                             + ' #viewer-role, #dlq-page, #max-accepted, #max-depth'),
+                lists: rows('#competitions li, #leaderboard-body tr, #runs article,'
+                            + ' #dlq-body tr, #tasks-body tr, #stores article, #counters div,'
+                            + ' #chart-depth polyline'),
+                panes: shown('#leaderboard, #dlq-admin, #dlq-table, #queue-controls button')};
+        """)
+
+
+NOTHING = {"figures": [], "labels": [], "lists": 0, "panes": []}
+
+
 # --- tests ------------------------------------------------------------------------------
 
 def test_an_admin_signs_in_by_typing_the_token_and_pressing_enter(
         driver: WebDriver, server: ServeProcess, admin: str) -> None:
     assert not driver.find_element(By.ID, "app").is_displayed()
+    # The token is no password for the browser to offer to keep (see index.html).
+    field = driver.find_element(By.ID, "token")
+    assert field.get_attribute("autocomplete") == "off"
+    assert driver.find_element(By.ID, "signin-form").get_attribute("autocomplete") == "off"
     sign_in(driver, admin)
     assert not driver.find_element(By.ID, "signin").is_displayed()
     assert number(driver, "q-depth") == 0
@@ -332,14 +453,15 @@ def _pause_fill_and_resume(driver: WebDriver, server: ServeProcess, admin: str, 
     assert status == 202, body
     wait(driver, lambda d: number(d, "q-depth") == 300, "the depth to reach the 300 sent")
     # accepted/s from the deltas of totals.enqueued: the line leaves the floor.
-    wait(driver, lambda d: chart_peak(d, "chart-accepted") > 0.5, "accepted/s to rise")
+    # A rate just above a scale step draws at ~half height (y is rounded to 0.1 unit).
+    wait(driver, lambda d: chart_peak(d, "chart-accepted") >= 0.45, "accepted/s to rise")
     assert chart_peak(driver, "chart-committed") == 0  # paused: nothing committed
 
     driver.find_element(By.ID, "resume").click()
     wait(driver, lambda d: text(d, "action-result").startswith("Resumed"), "'Resumed' said")
     wait(driver, lambda d: number(d, "q-depth") == 0, "the depth to fall to 0")
     wait(driver, lambda d: text(d, "q-paused") == "Running", "the queue shown running")
-    wait(driver, lambda d: chart_peak(d, "chart-committed") > 0.5, "committed/s to rise")
+    wait(driver, lambda d: chart_peak(d, "chart-committed") >= 0.45, "committed/s to rise")
     assert queue_state(server.url, admin)["paused"] is False
 
 
@@ -435,19 +557,10 @@ def test_a_purge_asks_in_the_page_first_and_escape_keeps_the_entry(
 
 def test_a_competitions_leaderboard_shows_its_participants_in_order(
         driver: WebDriver, server: ServeProcess, admin: str) -> None:
-    cid, (alpha, bravo, charlie) = competition(server, admin, "board",
-                                               ["alpha", "bravo", "charlie"])
-    points = [{"id": f"b-{p}", "competition_id": cid, "participant_id": p, "value": v}
-              for p, v in ((alpha, 20), (bravo, 10), (charlie, 30))]
-    status, body = call(server.url, "POST", "/v1/points?ack=committed", admin,
-                        {"points": points})
-    assert status == 201, body
+    cid, (_, bravo, _) = scored(server, admin, "board",
+                                {"alpha": 20, "bravo": 10, "charlie": 30})
     sign_in(driver, admin)
-    show(driver, "competitions")
-    button = wait(driver, lambda d: d.find_elements(
-        By.CSS_SELECTOR, f'[data-testid="competition"][data-cid="{cid}"]'),
-        "the competition listed")[0]
-    button.click()
+    listed(driver, cid).click()
 
     def names(d: WebDriver) -> list[str]:
         return [e.text for e in by_testid(d, "lb-name")]
@@ -550,6 +663,212 @@ def test_a_token_revoked_mid_session_sends_the_page_back_to_sign_in(
     assert text(driver, "signin-message") == DENIED
     assert not driver.find_element(By.ID, "app").is_displayed()
     assert not by_testid(driver, "pause")
+
+
+def test_polling_goes_on_after_a_sign_out_and_in_during_a_slow_poll(
+        driver: WebDriver, admin: str) -> None:
+    sign_in(driver, admin)
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-depth polyline"),
+         "a tick drawn")
+    fake_fetch(driver)
+    hold(driver, "/v1/dashboard/summary")  # the old session's poll hangs
+    driver.find_element(By.ID, "sign-out").click()
+    wait(driver, lambda d: d.find_element(By.ID, "signin").is_displayed(), "signed out")
+    # Nothing of the session stays on the page for the next user.
+    assert nothing_shown(driver) == NOTHING
+    before = requests_to(driver, "/v1/dashboard/summary")
+    sign_in(driver, admin)  # its check is one more summary request
+    # The new session polls although the old session's request is still in flight.
+    wait(driver, lambda d: requests_to(d, "/v1/dashboard/summary") >= before + 2,
+         "the new session's first poll")
+    shown = text(driver, "as-of")
+    release(driver)
+    wait(driver, lambda d: text(d, "as-of") != shown, "the next summary shown")
+    assert all(r["signal"] for r in driver.execute_script("return window.__requests"))
+
+
+def test_a_poll_that_hangs_times_out_as_unreachable_and_the_view_is_marked_stale(
+        driver: WebDriver, reader: str) -> None:
+    sign_in(driver, reader)
+    assert not driver.find_element(By.ID, "stale").is_displayed()
+    fake_fetch(driver)
+    # Shortened here (the page asks for 4 polls, 6 s) so that the test is quick; and the
+    # page's clock moved on by a minute: the last good summary is that old.
+    driver.execute_script("""
+        const timeout = AbortSignal.timeout.bind(AbortSignal);
+        window.__timeouts = [];
+        AbortSignal.timeout = ms => {
+          window.__timeouts.push(ms);
+          return timeout(Math.min(ms, 300));
+        };
+        const now = performance.now.bind(performance);
+        performance.now = () => now() + 60000;""")
+    hold(driver, "/v1/dashboard/summary")  # held, never released
+    wait(driver, lambda d: d.find_element(By.ID, "stale").is_displayed(), "'stale' shown")
+    assert text(driver, "stale").startswith("stale")
+    wait(driver, lambda d: text(d, "banner").startswith("Server unreachable"),
+         "the timed-out poll reported")
+    # The next poll answers: the banner and the marker go.
+    wait(driver, lambda d: not d.find_element(By.ID, "banner").is_displayed()
+         and not d.find_element(By.ID, "stale").is_displayed(), "fresh figures again")
+    assert set(driver.execute_script("return window.__timeouts")) == {6000}
+    # A summary with a part unavailable (a store down) names it.
+    driver.execute_script("window.__edit = b => ({...b, queue: null, unavailable: ['queue']})")
+    wait(driver, lambda d: "Not available now: queue." in text(d, "banner"),
+         "the unavailable part named")
+    assert driver.find_element(By.ID, "queue-unavailable").is_displayed()
+    assert text(driver, "q-depth") == "–"
+
+
+def _visibility(driver: WebDriver, hidden: bool) -> float:
+    """Tell the page it is hidden (or visible again); the page's clock then."""
+    return driver.execute_script("""
+        if (arguments[0]) {
+          Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});
+          Object.defineProperty(document, 'visibilityState',
+                                {configurable: true, get: () => 'hidden'});
+        } else {
+          delete document.hidden;
+          delete document.visibilityState;
+        }
+        const at = performance.now();
+        document.dispatchEvent(new Event('visibilitychange'));
+        return at;""", hidden)
+
+
+def _summaries_since(driver: WebDriver, at: float) -> int:
+    return driver.execute_script(
+        "return performance.getEntriesByType('resource').filter(e =>"
+        " e.name.endsWith('/v1/dashboard/summary') && e.startTime >= arguments[0]).length", at)
+
+
+def test_polling_pauses_while_the_tab_is_hidden_and_resumes_when_shown(
+        driver: WebDriver, reader: str) -> None:
+    sign_in(driver, reader)
+    hidden_at = _visibility(driver, True)
+    # A poll interval and more without a summary request (the tick due within POLL_S did
+    # not fire): this wait is expected to time out.
+    with pytest.raises(TimeoutException):
+        wait(driver, lambda d: _summaries_since(d, hidden_at), "no poll while hidden",
+             timeout_s=POLL_S + 0.5)
+    shown_at = _visibility(driver, False)
+    wait(driver, lambda d: _summaries_since(d, shown_at), "a poll once shown",
+         timeout_s=POLL_S + 1)
+
+
+def test_a_phone_sized_window_shows_the_tabs_and_tiles_without_sideways_scrolling(
+        driver: WebDriver, admin: str) -> None:
+    driver.set_window_size(390, 844)
+    try:
+        wait(driver, lambda d: d.execute_script("return innerWidth") <= 390, "a narrow window")
+        sign_in(driver, admin)
+        for tab in driver.find_elements(By.CSS_SELECTOR, "[role=tab]"):
+            assert tab.is_displayed(), tab.get_attribute("id")
+        tiles = driver.find_elements(By.CSS_SELECTOR, "#view-queue dl.figures > div")
+        assert len(tiles) == 8 and all(t.is_displayed() for t in tiles)
+        for view in ("queue", "workers", "dlq", "competitions", "runs"):
+            show(driver, view)
+            widths = driver.execute_script(
+                "return [document.documentElement.scrollWidth, innerWidth]")
+            assert widths[0] <= widths[1], f"{view}: {widths}"
+    finally:
+        driver.set_window_size(1280, 900)
+
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def test_hostile_names_are_text_and_a_late_leaderboard_answer_is_dropped(
+        driver: WebDriver, server: ServeProcess, admin: str) -> None:
+    cid, (_, bob) = scored(server, admin, "hostile", {"ann": 20, "bob": 10}, name=HOSTILE)
+    sign_in(driver, admin)
+    button = listed(driver, cid)
+    assert HOSTILE in button.text
+    button.click()
+
+    def names(d: WebDriver) -> list[str]:
+        return [e.text for e in by_testid(d, "lb-name")]
+
+    wait(driver, lambda d: names(d) == ["ann", "bob"], "the leaderboard")
+    assert text(driver, "leaderboard-title") == f"{HOSTILE}: leaderboard"
+    assert not driver.find_elements(By.CSS_SELECTOR, "#app img:not([data-chart])")
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018 (no alert is open)
+
+    # A tick's load answers late, after a tab click's newer one: it is dropped.
+    fake_fetch(driver)
+    hold(driver, f"/v1/competitions/{cid}/leaderboard")
+    status, body = call(server.url, "POST", "/v1/points?ack=committed", admin,
+                        {"id": "h-more", "competition_id": cid, "participant_id": bob,
+                         "value": 50})
+    assert status == 201, body
+    path = f"/v1/competitions/{cid}/leaderboard?limit=20"  # as the page asks (cached)
+    until_sync(lambda: [e["display_name"] for e in call(server.url, "GET", path, admin)[1]
+                        ["entries"]] == ["bob", "ann"], "bob ahead", timeout_s=WAIT_S)
+    show(driver, "queue")
+    show(driver, "competitions")
+    wait(driver, lambda d: names(d) == ["bob", "ann"], "the newer leaderboard")
+    release(driver)
+    assert names(driver) == ["bob", "ann"]
+
+    driver.find_element(By.ID, "sign-out").click()
+    wait(driver, lambda d: d.find_element(By.ID, "signin").is_displayed(), "signed out")
+    assert nothing_shown(driver) == NOTHING
+
+
+def test_a_next_click_during_a_dead_letter_load_shows_the_next_page(
+        driver: WebDriver, server: ServeProcess, admin: str,
+        comp: tuple[int, list[int]]) -> None:
+    cid, _ = comp
+    points = [{"id": f"page-{i}", "competition_id": cid, "participant_id": 10**12,
+               "value": 1} for i in range(25)]
+    status, body = call(server.url, "POST", "/v1/points", admin, {"points": points})
+    assert status == 202, body
+    try:
+        _page_during_a_load(driver, server, admin, cid)
+    finally:
+        assert call(server.url, "DELETE", "/v1/admin/dlq", admin, {"all": True})[0] == 200
+
+
+def _page_during_a_load(driver: WebDriver, server: ServeProcess, admin: str,
+                        cid: int) -> None:
+    def listing(cursor: str | None = None) -> dict:
+        path = "/v1/admin/dlq?limit=20" + (f"&cursor={cursor}" if cursor else "")
+        status, page = call(server.url, "GET", path, admin)
+        assert status == 200, page
+        return page
+
+    until_sync(lambda: sum(i["key"].startswith(f"{cid}:page-")
+                           for i in listing(None).get("items", [])) > 0
+               and len(call(server.url, "GET", "/v1/admin/dlq?limit=1000", admin)[1]["items"])
+               >= 25, "the 25 points dead-lettered", timeout_s=WAIT_S)
+    first = listing()
+    second = listing(first["next_cursor"])
+    page1 = [i["key"] for i in first["items"]]
+    page2 = [i["key"] for i in second["items"]]
+    assert len(page1) == 20 and page2 and second["next_cursor"] is None
+
+    def rows(d: WebDriver) -> list[str]:
+        return [r.get_attribute("data-key") for r in by_testid(d, "dlq-row")]
+
+    sign_in(driver, admin)
+    show(driver, "dlq")
+    wait(driver, lambda d: rows(d) == page1, "page 1")
+    wait(driver, lambda d: number(d, "dlq-count") == 25, "the summary's dead count")
+    fake_fetch(driver)
+    show(driver, "queue")
+    driver.execute_script("window.__hold['/v1/admin/dlq'] = 1")
+    show(driver, "dlq")  # page 1 asked again: held
+    wait(driver, lambda d: d.execute_script("return window.__held.length") == 1, "a load held")
+    driver.find_element(By.ID, "dlq-next").click()
+    wait(driver, lambda d: rows(d) == page2 and text(d, "dlq-page") == "Page 2", "page 2")
+    release(driver)
+    assert rows(driver) == page2 and text(driver, "dlq-page") == "Page 2"
+    assert driver.find_element(By.ID, "dlq-next").get_attribute("disabled") is not None
+    driver.find_element(By.ID, "dlq-prev").click()
+    wait(driver, lambda d: rows(d) == page1 and text(d, "dlq-page") == "Page 1", "page 1 again")
+    driver.find_element(By.ID, "dlq-next").click()
+    wait(driver, lambda d: rows(d) == page2, "page 2 again")
 
 
 def test_no_console_errors_and_the_token_is_kept_nowhere(

@@ -51,6 +51,7 @@ A = "tests/access/test_auth.py::"
 R = "tests/storage/test_replica.py::"
 SV = "tests/test_supervise.py::"
 DB = "tests/handlers/test_dashboard.py::"
+CH = "tests/harness/test_chaos_checker.py::"
 
 MUTATIONS = (
     # --- kill -9 at any moment loses and duplicates nothing -------------------------
@@ -678,6 +679,35 @@ MUTATIONS = (
        "        self.set_header(\"Content-Security-Policy\", CSP)\n", "",
        DB + "test_page_and_assets_are_public_with_a_policy_allowing_no_inline_or_foreign_"
        "code"),
+    # --- chaos (issue 20): what the chaos run found, and the checker itself ------------
+    _m("direct-write-unbounded", "a silent PostgreSQL costs a request seconds, not 30 s",
+       "a direct write (Redis down) waits for a connection and its BEGIN as long as the "
+       "pool's bounds allow",
+       "server/ingest/accept.py",
+       "            async with self.db.transaction(wait_s=self.wait_s) as cur:",
+       "            async with self.db.transaction() as cur:",
+       "tests/ingest/test_accept.py::test_redis_down_and_postgres_silent_a_request_is_"
+       "refused_within_seconds"),
+    _m("pg-stop-only-by-starter", "stores are stopped by pid whoever started them",
+       "as root, an EmbeddedPostgres that did not start the server runs pg_ctl as root",
+       "server/embedded/postgres.py",
+       "        if os.geteuid() == 0 and self._run_as is None:",
+       "        if False:",
+       "tests/embedded/test_postgres.py::test_a_server_another_object_started_is_stopped_"
+       "by_a_fresh_one"),
+    _m("checker-blind-to-doubles", "the chaos checker catches a doubled point",
+       "the checker does not count a value committed more than once",
+       "harness/chaos/checker.py", "        if times > 1:", "        if times > 99:",
+       CH + "test_one_value_committed_under_two_ids_is_doubled"),
+    _m("checker-blind-to-standings", "the chaos checker catches a wrong standing",
+       "the checker compares no standing",
+       "harness/chaos/checker.py", "    _check_standings(verdict, rows, standings)\n", "",
+       CH + "test_a_standing_that_is_not_the_sum_of_its_committed_points_is_wrong"),
+    _m("checker-blind-to-loss", "the chaos checker catches a lost point",
+       "the checker takes an acked point that was never committed for fine",
+       "harness/chaos/checker.py", '            verdict.fail("lost", asdict(entry))',
+       "            pass",
+       CH + "test_an_acked_point_never_committed_is_lost"),
 )
 
 

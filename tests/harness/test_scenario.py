@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.chaos import plan as chaos_plan
 from harness.executors import BulkUpload, ConstantClients, ConstantRate, RampingRate, Stage
 from harness.scenario import ScenarioError, list_scenarios, load
 
@@ -52,6 +53,9 @@ def test_every_shipped_scenario_loads() -> None:
             "leaderboard_storm", "single_points", "connection_storm", "bulk_1m",
             "sustained_commits", "steady_half"} <= names
     for path in list_scenarios():
+        if chaos_plan.is_chaos(str(path)):  # a [chaos] table instead of phases
+            assert chaos_plan.load(str(path)).name == path.stem
+            continue
         scenario = load(str(path))
         assert scenario.phases and scenario.name == path.stem
 

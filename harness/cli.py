@@ -141,8 +141,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         if args.seed is not None:
             plan = dataclasses.replace(plan, seed=args.seed)
-        run_dir, ok = bench_chaos(plan.scaled(args.scale), out_dir=args.out or RESULTS_DIR,
-                                  scale=args.scale, measure_baseline=not args.no_baseline)
+        try:
+            plan = plan.scaled(args.scale)
+            plan.schedule()
+        except ValueError as exc:
+            print(f"{plan.name}: {exc} (another --seed or a larger --scale fits)",
+                  file=sys.stderr)
+            return 2
+        run_dir, ok = bench_chaos(plan, out_dir=args.out or RESULTS_DIR,
+                                  scale=args.scale, baseline=not args.no_baseline)
         print(f"{plan.name}: {'all thresholds met' if ok else 'THRESHOLDS FAILED'} — "
               f"{run_dir / 'report.md'}")
         passed &= ok

@@ -248,7 +248,7 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
             server.stop()
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, timeout=10).stdout.strip()
@@ -256,7 +256,7 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _environment() -> dict[str, Any]:
+def environment() -> dict[str, Any]:
     import importlib.metadata as md
 
     versions: dict[str, str | None] = {}
@@ -270,7 +270,7 @@ def _environment() -> dict[str, Any]:
             "cpus": os.cpu_count(), "versions": versions}
 
 
-def _baseline(enabled: bool) -> dict[str, Any] | None:
+def bare_baseline(enabled: bool) -> dict[str, Any] | None:
     """The bare stack's POST/s on this machine now, or None when ``--no-baseline``."""
     if not enabled:
         return None
@@ -295,7 +295,7 @@ def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
     server environment, ``--vary``); a run is labelled by its path, and by its
     variant when there are several.
     """
-    base = _baseline(measure_baseline)
+    base = bare_baseline(measure_baseline)
     baseline_scale = scenario.baseline_scale(base["bare_post_rps"] if base else None)
     scenario = scenario.resolved(base["bare_post_rps"] if base else None)
     live = sys.stdout.isatty()
@@ -318,7 +318,7 @@ def bench(scenario: Scenario, paths: list[str], *, out_dir: Path = RESULTS_DIR,
         "scenario": scenario.name, "description": scenario.description,
         "seed": scenario.seed, "scale": scale, "baseline_scale": baseline_scale,
         "paths": paths, "created": stamp,
-        "git_commit": _git_commit(), "environment": _environment(), "baseline": base,
+        "git_commit": git_commit(), "environment": environment(), "baseline": base,
         "scenario_definition": scenario.to_dict(), "runs": runs,
         "comparison": comparison, "thresholds": verdicts,
     }

@@ -163,7 +163,8 @@ def load(name_or_path: str) -> Scenario:
     return scenario
 
 
-def _setup(raw: Any, problems: list[str]) -> Setup:
+def parse_setup(raw: Any, problems: list[str]) -> Setup:
+    """A file's ``[setup]`` table (a chaos scenario's too)."""
     r = TableReader(raw, "setup.", problems)
     value = TableReader(r.get("value", dict, {}), "setup.value.", problems)
     setup = Setup(
@@ -190,7 +191,7 @@ def _build(data: dict[str, Any], problems: list[str]) -> Scenario | None:
     drain_timeout_s = top.get("drain_timeout_s", float, 60.0, low=1)
     paths = _paths(top.get("paths", list, list(INGEST_PATHS)), problems)
     reference_baseline = top.get("reference_baseline", float, None, low=1)
-    setup = _setup(top.get("setup", dict, {}), problems)
+    setup = parse_setup(top.get("setup", dict, {}), problems)
 
     phases = []
     raw_phases = top.get("phases", list, [], required=True)

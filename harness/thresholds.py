@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from harness.chaos.checker import FAILURES
+from harness.chaos.run_counts import CHAOS_RUN_COUNTS
 from server.config import INGEST_PATHS, NAIVE, PIPELINED
 
 _NUMBER = r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+"
@@ -43,9 +45,7 @@ _SERVER_KINDS = {"committed_rate": "rate", "peak_rss": "size",
                  "loop_lag.max": "time", "loop_lag.p99": "time"}
 _RATIOS = {"accepted": "accepted points/s", "committed": "committed points/s"}
 # A chaos run's checker and nemesis (``harness/chaos``): counts.
-CHAOS_METRICS = ("lost", "doubled", "wrong_content", "phantom", "wrong_standings",
-                 "unaccounted_dead_letters", "unknown_not_committed", "fault_kinds",
-                 "faults")
+CHAOS_METRICS = (*FAILURES, *CHAOS_RUN_COUNTS)
 RESERVED_SCOPES = ("all", "e2e_lag", "server", "ratio", "chaos")  # never phase names
 RATIO_LABEL = f"{PIPELINED} ÷ {NAIVE}"  # the "path" a ratio verdict is reported under
 

@@ -75,9 +75,13 @@ KINDS = ("kill_server", "kill_server_child", "kill_redis", "stop_postgres", "bla
 # or one is injected (and undone) through the admin API, which needs the server and
 # Redis up and writable — a pause tried while Redis is silent is refused (503), and
 # the fault would not happen at all (seen in the first full chaos run).
+# A restart of serve while a store is black-holed would wait out its connect timeouts
+# in the nemesis's one thread, and every later fault would slip behind it.
 _NEEDS_REDIS = ("kill_server", "kill_redis", "blackhole_redis", "redis_maxmemory")
 _EXCLUSIVE = {frozenset({"kill_server", "kill_server_child"}),
-              *(frozenset({"pause_claiming", kind}) for kind in _NEEDS_REDIS)}
+              *(frozenset({"pause_claiming", kind}) for kind in _NEEDS_REDIS),
+              *(frozenset({"kill_server", kind})
+                for kind in ("blackhole_redis", "blackhole_postgres"))}
 
 
 @dataclass(frozen=True)
@@ -212,9 +216,10 @@ class Faults:
             client = stack.redis_client()
             try:
                 client.config_set("maxmemory", str(detail.get("was", 0)))
+                # The evidence it bit: commands Redis refused for memory meanwhile.
+                return {"oom_refusals": _oom_errors(client) - detail.get("oom_before", 0)}
             finally:
                 client.close()
-            return {}
         if kind == "pause_claiming":
             self._admin("resume")
             return {}
@@ -239,10 +244,11 @@ class Faults:
             was = int(client.config_get("maxmemory").get("maxmemory") or 0)
             used = int(client.info("memory")["used_memory"])
             cap = used + self.maxmemory_margin_bytes
+            oom_before = _oom_errors(client)
             client.config_set("maxmemory", str(cap))
         finally:
             client.close()
-        return {"was": was, "used": used, "cap": cap}
+        return {"was": was, "used": used, "cap": cap, "oom_before": oom_before}
 
     def _admin(self, action: str) -> None:
         status, body = api(self.stack.url, "POST", f"/v1/admin/queue/{action}",
@@ -356,6 +362,15 @@ class Nemesis(threading.Thread):
         active: dict[int, _Active] = {}
         recovering: list[_Active] = []
         next_tick = time.monotonic()
+        try:
+            self._loop(t0, events, active, recovering, next_tick)
+        except BaseException:
+            self._abandon(events, active, recovering)  # never leave a fault in place
+            raise
+
+    def _loop(self, t0: float, events: list[tuple[float, int, str]],
+              active: dict[int, _Active], recovering: list[_Active], next_tick: float
+              ) -> None:
         while events or recovering:
             now = time.monotonic()
             if self._halt.is_set():
@@ -502,14 +517,24 @@ class Nemesis(threading.Thread):
         return [asdict(probe) for probe in self.probes]
 
 
+def _oom_errors(client: Any) -> int:
+    """How many commands this Redis refused for memory (``INFO errorstats``)."""
+    return int(client.info("errorstats").get("errorstat_OOM", {}).get("count", 0))
+
+
 def _outcome(status: int, body: Any, point_id: str) -> str:
     """What an answer says of one point, as docs/api.md "What an error says was
-    accepted" tells a client to read it."""
+    accepted" tells a client to read it: an error answer accepted nothing but the
+    ids it names in ``accepted_ids`` (and perhaps those in ``unknown_ids``).  A
+    probe is never resent, so a probe refused and committed all the same is the
+    checker's ``phantom``: the one place a false "nothing was accepted" shows."""
     if 200 <= status < 300:
         return "acked"
-    error = body.get("error", {}) if isinstance(body, dict) else {}
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):  # no answer, or not the server's error shape
+        return "unknown"
     if point_id in (error.get("accepted_ids") or []):
         return "acked"
-    if 400 <= status < 500 and status not in (408, 409, 429):
-        return "refused"
-    return "unknown"
+    if point_id in (error.get("unknown_ids") or []):
+        return "unknown"
+    return "refused"

@@ -71,6 +71,7 @@ class Ledger:
     sent: list[Sent] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     _next_value: int = 0
+    errors: list[str] = field(default_factory=list)  # the writer's own failures (bugs)
 
     def __post_init__(self) -> None:
         self._next_value = max(self._next_value, self.first_value)
@@ -98,6 +99,7 @@ class Ledger:
         """Take in another writer's points and events (e.g. the nemesis's probes)."""
         self.sent.extend(other.sent)
         self.events.extend(other.events)
+        self.errors.extend(other.errors)
 
     def counts(self) -> dict[str, int]:
         """Points by kind and by outcome (for the report and for tests)."""
@@ -110,7 +112,7 @@ class Ledger:
     def to_json(self) -> bytes:
         return orjson.dumps({
             "run_id": self.run_id, "first_value": self.first_value,
-            "next_value": self._next_value,
+            "next_value": self._next_value, "errors": self.errors,
             "sent": [asdict(s) for s in self.sent],
             # Events as rows: a five-minute run makes tens of thousands of them.
             "event_fields": list(Event.__dataclass_fields__),
@@ -123,4 +125,4 @@ class Ledger:
         return cls(doc["run_id"], doc["first_value"],
                    [Sent(**s) for s in doc["sent"]],
                    [Event(**dict(zip(names, row))) for row in doc["events"]],
-                   doc["next_value"])
+                   doc["next_value"], list(doc.get("errors", [])))

@@ -459,7 +459,16 @@ class _Load:
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Future[None]) -> None:
+        """A client task that raised is a bug of the load: counted in the ledger (a
+        threshold fails the run), never dropped — its points would only look
+        "unknown", which the checker allows."""
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            self.ledger.errors.append(f"{type(error).__name__}: {error}")
 
     async def _every(self, interval: Callable[[], float],
                      start: Callable[[], Awaitable[None]]) -> None:

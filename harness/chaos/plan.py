@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import thresholds
-from harness.chaos.faults import KINDS
+from harness.chaos.faults import KINDS, FaultSpec, schedule
 from harness.chaos.load import LoadPlan
-from harness.scenario import ScenarioError, Setup, _setup, find, read
+from harness.scenario import ScenarioError, Setup, find, parse_setup, read
 from harness.thresholds import Threshold
 from harness.tomlreader import TableReader
 from server.config import PIPELINED
@@ -54,13 +54,24 @@ class ChaosScenario:
     paths: tuple[str, ...] = (PIPELINED,)
 
     def scaled(self, factor: float) -> ChaosScenario:
+        """The load's time and the fault count times ``factor``; ValueError when the
+        faults no longer fit (checked here, before any process starts)."""
         if factor == 1:
             return self
         kinds = len(set(self.nemesis.kinds))
-        return dataclasses.replace(
+        scaled = dataclasses.replace(
             self, duration_s=round(self.duration_s * factor, 1),
             nemesis=dataclasses.replace(
                 self.nemesis, faults=max(kinds, round(self.nemesis.faults * factor))))
+        scaled.schedule()
+        return scaled
+
+    def schedule(self) -> list[FaultSpec]:
+        """The nemesis's seeded schedule (ValueError when the faults cannot fit)."""
+        plan = self.nemesis
+        return schedule(self.seed, list(plan.kinds), self.duration_s - plan.quiet_s,
+                        count=plan.faults, min_s=plan.min_s, max_s=plan.max_s,
+                        max_overlap=plan.max_overlap, start_s=plan.start_s)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for summary.json (each threshold as a dict with its ``text``)."""
@@ -89,7 +100,7 @@ def build(data: dict[str, Any], problems: list[str]) -> ChaosScenario | None:
     description = top.get("description", str, "")
     seed = top.get("seed", int, 1)
     drain_timeout_s = top.get("drain_timeout_s", float, 120.0, low=1)
-    setup = _setup(top.get("setup", dict, {}), problems)
+    setup = parse_setup(top.get("setup", dict, {}), problems)
     chaos = TableReader(top.get("chaos", dict, {}), "chaos.", problems)
     duration_s = chaos.get("duration_s", float, 300.0, low=10)
     processes = chaos.get("processes", int, 2, low=1, high=16)
@@ -110,10 +121,16 @@ def build(data: dict[str, Any], problems: list[str]) -> ChaosScenario | None:
         problems.append("chaos.duration_s: too short for nemesis.start_s + max_s + quiet_s")
     if problems:
         return None
-    return ChaosScenario(name=name, description=description, seed=seed,
-                         duration_s=duration_s, setup=setup, load=load, nemesis=nemesis,
-                         thresholds=limits, drain_timeout_s=drain_timeout_s,
-                         processes=processes, server_env=dict(env))
+    scenario = ChaosScenario(name=name, description=description, seed=seed,
+                             duration_s=duration_s, setup=setup, load=load, nemesis=nemesis,
+                             thresholds=limits, drain_timeout_s=drain_timeout_s,
+                             processes=processes, server_env=dict(env))
+    try:
+        scenario.schedule()
+    except ValueError as exc:
+        problems.append(f"chaos.nemesis: {exc}")
+        return None
+    return scenario
 
 
 def _nemesis(raw: Any, processes: int, problems: list[str]) -> NemesisPlan:

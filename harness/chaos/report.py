@@ -16,6 +16,9 @@ from typing import Any
 
 import matplotlib
 
+from harness.chaos.checker import FAILURES
+from harness.chaos.run_counts import CHAOS_RUN_COUNTS
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
@@ -32,13 +35,14 @@ ACCEPTED, COMMITTED, LATENCY, FAILED = "#1f77b4", "#2ca02c", "#444444", "#d62728
 def timeline(summary: dict[str, Any], out: Path) -> None:
     """timeline.png: throughput and p99 over the run, the faults shaded in lanes."""
     series = summary["timeline"]
-    faults = [f for f in summary["faults"] if f.get("injected")]
+    faults = [f for f in summary["faults"] if f.get("injected") and f.get("start")]
     t0 = summary["started"]
     fig, (lanes, rates, latency) = plt.subplots(
         3, 1, figsize=(11, 7.5), sharex=True,
         gridspec_kw={"height_ratios": [max(1.0, 0.18 * len(faults)), 3, 2]})
     for n, fault in enumerate(faults):
-        start, end = fault["start"] - t0, max(fault["end"], fault["start"] + 0.3) - t0
+        end_at = fault.get("end") or fault["start"]  # never undone: drawn to its start
+        start, end = fault["start"] - t0, max(end_at, fault["start"] + 0.3) - t0
         color = FAULT_COLORS.get(fault["kind"], "#999999")
         lanes.barh(n, end - start, left=start, height=0.8, color=color)
         lanes.text(end + 0.5, n, fault["kind"], va="center", fontsize=6)
@@ -74,6 +78,26 @@ def timeline(summary: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+def _at(wall: float | None, t0: float) -> str:
+    return "–" if wall is None else f"{wall - t0:,.1f}"
+
+
+def _note(fault: dict[str, Any]) -> str:
+    """What a fault's row must say beyond its times: not injected, not undone, no effect
+    seen, its evidence."""
+    if not fault.get("injected"):
+        return f"not injected: {fault.get('error', '')}"
+    notes = []
+    if not fault.get("undone"):
+        notes.append(f"not undone: {fault.get('error', '')}")
+    if fault.get("effect") is False:
+        notes.append("no effect seen")
+    after = (fault.get("detail") or {}).get("after") or {}
+    if "oom_refusals" in after:
+        notes.append(f"{after['oom_refusals']:,} commands refused for memory")
+    return "; ".join(notes)
+
+
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{key} {value:,}" for key, value in counts.items())
 
@@ -97,9 +121,11 @@ def render(run_dir: Path, summary: dict[str, Any], verdicts: list[dict[str, Any]
              "## Verdict", "",
              f"**{'Exactly once: nothing lost, nothing doubled' if verdict['ok'] else 'FAILED'}"
              "**", "", "| check | count |", "|---|---|"]
-    for key in ("lost", "doubled", "wrong_content", "phantom", "wrong_standings",
-                "unaccounted_dead_letters"):
+    for key in FAILURES:
         lines.append(f"| {key} | {verdict[key]:,} |")
+    counts = summary["runs"][summary["paths"][0]].get("chaos", {})
+    lines += ["", "The run itself: " + ", ".join(
+        f"{key} {counts[key]:,}" for key in CHAOS_RUN_COUNTS if key in counts) + "."]
     lines += ["", "Points: " + ", ".join(
         f"{key} {verdict[key]:,}" for key in ("acked", "committed", "refused",
                                               "unknown_committed", "unknown_not_committed",
@@ -111,10 +137,9 @@ def render(run_dir: Path, summary: dict[str, Any], verdicts: list[dict[str, Any]
               "| # | fault | start (s) | end (s) | ingest recovered after (s) | "
               "commits recovered after (s) | note |", "|---|---|---|---|---|---|---|"]
     for n, fault in enumerate(summary["faults"], 1):
-        note = fault.get("error", "") if not fault.get("injected") else ""
-        lines.append(f"| {n} | {fault['kind']} | {fault['start'] - t0:,.1f} | "
-                     f"{fault['end'] - t0:,.1f} | {_s(fault.get('ingest_recovered_s'))} | "
-                     f"{_s(fault.get('commits_recovered_s'))} | {note} |")
+        lines.append(f"| {n} | {fault['kind']} | {_at(fault.get('start'), t0)} | "
+                     f"{_at(fault.get('end'), t0)} | {_s(fault.get('ingest_recovered_s'))} | "
+                     f"{_s(fault.get('commits_recovered_s'))} | {_note(fault)} |")
     lines += ["", "Recovery: from the fault's end until a probe point was acknowledged "
                   "(ingest) and until the committed total grew again (commits).", "",
               "## Load", "",

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import tempfile
 import threading
 import time
@@ -29,13 +30,14 @@ from typing import Any, cast
 import orjson
 
 from harness import thresholds
-from harness.chaos import checker, faults
+from harness.chaos import checker
+from harness.chaos.checker import FAILURES
 from harness.chaos.faults import Nemesis
 from harness.chaos.ledger import ACKED, CLIENT_CUT, NO_ANSWER, Ledger, Sent
 from harness.chaos.load import LoadTarget, load_process
 from harness.chaos.plan import ChaosScenario
 from harness.chaos.stack import ChaosStack
-from harness.runner import _baseline, _environment, _git_commit, setup_catalog
+from harness.runner import bare_baseline, environment, git_commit, setup_catalog
 from harness.scenario import Setup
 from harness.server import api
 from server.config import PIPELINED
@@ -45,23 +47,32 @@ PATH = PIPELINED  # the label of the one run (the stack serves the default path)
 
 
 def bench_chaos(scenario: ChaosScenario, *, out_dir: Path, scale: float = 1.0,
-                measure_baseline: bool = True) -> tuple[Path, bool]:
+                baseline: bool = True) -> tuple[Path, bool]:
     """Run ``scenario``; (its run directory, all thresholds met)."""
-    base = _baseline(measure_baseline)
+    base = bare_baseline(baseline)
     run_id = f"x{int(time.time() * 1000) % 10**10}"
     print(f"== {scenario.name}: {scenario.duration_s:g} s of load, "
           f"{scenario.nemesis.faults} faults of {len(set(scenario.nemesis.kinds))} kinds, "
           f"serve --processes {scenario.processes}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="chaos-") as work:
-        stack = ChaosStack(Path(work), processes=scenario.processes,
-                           env=scenario.server_env)
-        try:
-            stack.start()
-            run = _run(scenario, stack, run_id)
-        finally:
-            stack.stop()
+    # SIGTERM as SIGINT: the stack below is stopped (by pid) whatever ends the run.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        with tempfile.TemporaryDirectory(prefix="chaos-") as work:
+            stack = ChaosStack(Path(work), processes=scenario.processes,
+                               env=scenario.server_env)
+            try:
+                stack.start()
+                run = _run(scenario, stack, run_id)
+            finally:
+                stack.stop()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     run_dir, ok = _write(scenario, run, base, scale, out_dir)
     return run_dir, ok
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _run(scenario: ChaosScenario, stack: ChaosStack, run_id: str) -> dict[str, Any]:
@@ -70,12 +81,7 @@ def _run(scenario: ChaosScenario, stack: ChaosStack, run_id: str) -> dict[str, A
                                                          participants_per_competition=1),
                            f"{scenario.name} probes", f"{run_id}-probe")
     probe_competition, probe_participants = next(iter(probes.participants.items()))
-    nemesis_plan = scenario.nemesis
-    specs = faults.schedule(scenario.seed, list(nemesis_plan.kinds),
-                            scenario.duration_s - nemesis_plan.quiet_s,
-                            count=nemesis_plan.faults, min_s=nemesis_plan.min_s,
-                            max_s=nemesis_plan.max_s, max_overlap=nemesis_plan.max_overlap,
-                            start_s=nemesis_plan.start_s)
+    specs = scenario.schedule()
     ctx = multiprocessing.get_context("spawn")
     cut = ctx.Event()
     started = time.time() + SPAWN_S
@@ -89,7 +95,10 @@ def _run(scenario: ChaosScenario, stack: ChaosStack, run_id: str) -> dict[str, A
         nemesis = Nemesis(stack, specs, run_id=run_id,
                           probe_point=(probe_competition, probe_participants[0]),
                           cut=cast(threading.Event, cut),
-                          t0=time.monotonic() + (started - time.time()))
+                          t0=time.monotonic() + (started - time.time()),
+                          # capped at what it uses: the next write that grows it is
+                          # refused, so the fault bites whatever the load's rate
+                          maxmemory_margin_bytes=0)
         nemesis.start()
         try:
             load.join(scenario.duration_s + SPAWN_S + scenario.load.drain_s + 120)
@@ -112,6 +121,9 @@ def _run(scenario: ChaosScenario, stack: ChaosStack, run_id: str) -> dict[str, A
     verdict = checker.check(sent, rows, standings, dead)
     _, queue = api(stack.url, "GET", "/v1/admin/queue", stack.token)
     injected = [r for r in nemesis.records if r.get("injected")]
+    for record in nemesis.records:
+        record["effect"] = _effect(record, ledger)
+    kinds = {r["kind"] for r in injected}
     return {
         "path": PATH, "phases": [], "started": started, "load_ended": load_ended,
         "drain_s": drain_s, "faults": nemesis.records, "nemesis_errors": nemesis.errors,
@@ -121,12 +133,34 @@ def _run(scenario: ChaosScenario, stack: ChaosStack, run_id: str) -> dict[str, A
                     e.status, round(e.latency_s, 4), e.points, e.accepted)
                    for e in ledger.events],
         "dlq_dropped": queue.get("throughput", {}).get("dlq_dropped"),
-        "chaos": {**{key: getattr(verdict, key) for key in
-                     ("lost", "doubled", "wrong_content", "phantom", "wrong_standings",
-                      "unaccounted_dead_letters", "unknown_not_committed")},
-                  "faults": len(injected),
-                  "fault_kinds": len({r["kind"] for r in injected})},
+        "load_errors": ledger.errors[:10],
+        "chaos": {**{key: getattr(verdict, key) for key in FAILURES},
+                  "unknown_not_committed": verdict.unknown_not_committed,
+                  "faults": len(injected), "fault_kinds": len(kinds),
+                  "missing_kinds": len(set(scenario.nemesis.kinds) - kinds),
+                  "not_injected": len(nemesis.records) - len(injected),
+                  "without_effect": sum(1 for r in injected if r["effect"] is False),
+                  "not_undone": sum(1 for r in injected if not r.get("undone")),
+                  "nemesis_errors": len(nemesis.errors),
+                  "load_errors": len(ledger.errors),
+                  "dlq_dropped": int(queue.get("throughput", {}).get("dlq_dropped") or 0)},
     }
+
+
+def _effect(record: dict[str, Any], ledger: Ledger) -> bool | None:
+    """Whether the fault can be seen to have done something (None: nothing to look
+    at — a killed process, a stopped store, a pause are done by being done).  A Redis
+    capped at its memory refused commands; a cut found an upload in flight."""
+    if not record.get("injected"):
+        return None
+    if record["kind"] == "redis_maxmemory":
+        after = (record.get("detail") or {}).get("after") or {}
+        return bool(after.get("oom_refusals"))
+    if record["kind"] == "client_cut":
+        start, end = record["start"], record.get("end") or record["start"]
+        return any(e.status == CLIENT_CUT and start <= e.t_answered <= end + 1
+                   for e in ledger.events)
+    return None
 
 
 def _drain(stack: ChaosStack, timeout_s: float) -> float | None:
@@ -223,7 +257,7 @@ def _write(scenario: ChaosScenario, run: dict[str, Any], base: dict[str, Any] | 
         "kind": "chaos", "scenario": scenario.name, "description": scenario.description,
         "seed": scenario.seed, "scale": scale, "paths": [PATH], "created": stamp,
         "processes": scenario.processes, "load_s": scenario.duration_s,
-        "git_commit": _git_commit(), "environment": _environment(), "baseline": base,
+        "git_commit": git_commit(), "environment": environment(), "baseline": base,
         "scenario_definition": scenario.to_dict(), "runs": {PATH: run},
         "started": run["started"], "faults": run["faults"], "verdict": run["verdict"],
         "load": run["load"], "timeline": run["timeline"], "drain_s": run["drain_s"],

@@ -14,11 +14,12 @@ The handler validates; this module decides where validated points go:
   written; if any point's id is taken in its competition by a point of other
   content, it raises ``IdConflict`` and nothing is written;
 * when both stores fail, ``StoreUnavailable`` says that nothing was accepted —
-  within about ``REQUEST_STORE_WAIT_S`` of PostgreSQL going silent too: the
-  direct write waits no longer than that for a connection and its ``BEGIN`` (a
-  silent link then costs a request seconds, not the 30 s statement bound, and
-  nothing was sent that could commit), while its insert, which a large batch
-  may make slow, keeps the statement bound.
+  within a few ``REQUEST_STORE_WAIT_S`` of PostgreSQL going silent too: the
+  direct write waits no longer than that for a connection, for each of at most
+  two pings of an idle one, and for its ``BEGIN`` (a silent link then costs a
+  request seconds, not the 30 s statement bound, and nothing was sent that
+  could commit), while its insert, which a large batch may make slow, keeps the
+  statement bound.
 
 A failure after part of a request went in (the naive path makes one call per
 point; a call's reply can be lost after it ran) is never reported as "nothing

@@ -142,6 +142,14 @@ def test_an_expected_conflict_version_dead_lettered_is_accounted_for() -> None:
     assert verdict.dead_letters == 2
 
 
+def test_an_expected_conflict_version_dead_lettered_for_another_reason_is_unaccounted(
+        ) -> None:
+    sent, rows, standings = _run()
+    sent += [Sent(1, "r-s1", 10, 7.0, ACKED, expect_dead=True, kind="conflict")]
+    dead = [DeadLetter(1, "r-s1", 10, 7.0, "unknown_participant")]
+    _only(check(sent, rows, standings, dead), "unaccounted_dead_letters")
+
+
 def test_an_expected_conflict_version_committed_is_wrong_content() -> None:
     sent, rows, _ = _run()
     sent.append(Sent(1, "r-s1", 10, 7.0, ACKED, expect_dead=True, kind="conflict"))

@@ -11,7 +11,7 @@ from harness import report as run_report
 from harness.chaos import plan
 from harness.chaos.run import PATH
 from harness.scenario import ScenarioError
-from harness.thresholds import check
+from harness.thresholds import CHAOS_METRICS, check
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -27,6 +27,12 @@ def test_the_shipped_chaos_scenario_names_every_fault_kind_and_the_checkers_bars
     bars = {t.text for t in chaos.thresholds}
     assert {"chaos.lost < 1", "chaos.doubled < 1", "chaos.wrong_standings < 1"} <= bars
     assert plan.is_chaos("chaos") and not plan.is_chaos("smoke")
+
+
+def test_a_scale_at_which_the_faults_cannot_fit_is_refused_before_anything_starts(
+        ) -> None:
+    with pytest.raises(ValueError, match="cannot fit"):
+        plan.load("chaos").scaled(0.05)
 
 
 def test_scale_shortens_the_load_and_the_fault_count_but_keeps_every_kind() -> None:
@@ -67,12 +73,13 @@ max_s = 3
 def test_the_checkers_counts_decide_the_verdict_like_any_threshold() -> None:
     chaos = plan.load("chaos")
     clean = {"path": PATH, "phases": [], "chaos": {
-        "lost": 0, "doubled": 0, "wrong_content": 0, "phantom": 0, "wrong_standings": 0,
-        "unaccounted_dead_letters": 0, "unknown_not_committed": 3, "faults": 9,
+        **dict.fromkeys(CHAOS_METRICS, 0), "unknown_not_committed": 3, "faults": 9,
         "fault_kinds": 9}}
     assert all(v["passed"] for v in check(chaos.thresholds, {PATH: clean}))
     for key, value in (("lost", 1), ("doubled", 2), ("wrong_standings", 1),
-                       ("fault_kinds", 5)):
+                       ("fault_kinds", 5), ("missing_kinds", 1), ("not_injected", 1),
+                       ("without_effect", 1), ("not_undone", 1), ("load_errors", 2),
+                       ("dlq_dropped", 1)):
         run = {**clean, "chaos": {**clean["chaos"], key: value}}
         failed = [v["threshold"] for v in check(chaos.thresholds, {PATH: run})
                   if not v["passed"]]
@@ -80,11 +87,10 @@ def test_the_checkers_counts_decide_the_verdict_like_any_threshold() -> None:
 
 
 def test_a_saved_chaos_run_is_redrawn_and_rejudged_by_run_py_report(tmp_path: Path) -> None:
-    chaos = plan.load("chaos").scaled(0.1)
+    chaos = plan.load("chaos")
     run = {"path": PATH, "phases": [], "chaos": {
-        "lost": 1, "doubled": 0, "wrong_content": 0, "phantom": 0, "wrong_standings": 0,
-        "unaccounted_dead_letters": 0, "unknown_not_committed": 0, "faults": 2,
-        "fault_kinds": 2}}
+        **dict.fromkeys(CHAOS_METRICS, 0), "lost": 1, "faults": 2, "fault_kinds": 2,
+        "missing_kinds": 7}}
     verdict = {"ok": False, "lost": 1, "doubled": 0, "wrong_content": 0, "phantom": 0,
                "wrong_standings": 0, "unaccounted_dead_letters": 0, "acked": 10,
                "committed": 9, "examples": {"lost": [{"id": "x-s1"}]}}
@@ -94,10 +100,13 @@ def test_a_saved_chaos_run_is_redrawn_and_rejudged_by_run_py_report(tmp_path: Pa
         "git_commit": "0" * 40, "environment": {"cpus": 2}, "baseline": None,
         "scenario_definition": chaos.to_dict(), "runs": {PATH: run}, "started": 100.0,
         "faults": [{"kind": "kill_redis", "start": 105.0, "end": 110.0, "injected": True,
-                    "ingest_recovered_s": 0.4, "commits_recovered_s": 1.2},
+                    "undone": True, "ingest_recovered_s": 0.4, "commits_recovered_s": 1.2},
                    {"kind": "pause_claiming", "start": 107.0, "end": 115.0,
-                    "injected": True, "ingest_recovered_s": 0.0,
-                    "commits_recovered_s": None}],
+                    "injected": True, "undone": True, "ingest_recovered_s": 0.0,
+                    "commits_recovered_s": None},
+                   {"kind": "redis_maxmemory", "start": 108.0, "end": None,
+                    "injected": True, "undone": False, "error": "undo: boom",
+                    "effect": False}],
         "verdict": verdict, "timeline": {"accepted": [[0, 5], [1, 7]],
                                          "committed": [[0, 4], [1, 8]],
                                          "p99_ms": [[0, 12.5], [1, 40.0]]},
@@ -108,7 +117,9 @@ def test_a_saved_chaos_run_is_redrawn_and_rejudged_by_run_py_report(tmp_path: Pa
     out, verdicts = run_report.render(tmp_path)
     text = out.read_text()
     assert "**FAILED**" in text and "| lost | 1 |" in text and "x-s1" in text
-    assert "| 2 | pause_claiming | 7.0 | 15.0 | 0.0 | never |" in text
+    assert "| 2 | pause_claiming | 7.0 | 15.0 | 0.0 | never |  |" in text
+    assert "| 3 | redis_maxmemory | 8.0 | – | never | never | not undone: undo: boom; no " \
+        "effect seen |" in text
     assert (tmp_path / "timeline.png").stat().st_size > 10_000
     assert [v["threshold"] for v in verdicts if not v["passed"]] == [
-        "chaos.lost < 1", "chaos.fault_kinds >= 6"]
+        "chaos.lost < 1", "chaos.fault_kinds >= 6", "chaos.missing_kinds < 1"]

@@ -147,11 +147,13 @@ async def exchange(host: str, port: int, head: bytes, body: bytes, *, timeout_s:
                     await asyncio.sleep(pace_s)
                     if cut_before is not None and cut_before(i):
                         raise Cut
-                writer.write(body[i * size:(i + 1) * size])
                 try:
+                    writer.write(body[i * size:(i + 1) * size])
                     await writer.drain()
-                except OSError:
-                    break  # the server answered early and closed: read what it said
+                except (OSError, RuntimeError):
+                    # The server answered early and closed (uvloop says so with a
+                    # RuntimeError on a closed transport): read what it said.
+                    break
             return await _read_answer(reader)
     except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
             ValueError) as exc:

@@ -211,3 +211,35 @@ def test_a_load_in_its_own_process_writes_its_ledger_and_gives_up_as_unknown(
     assert ledger.run_id == "p" and ledger.sent
     assert {p.outcome for p in ledger.sent} == {UNKNOWN}
     assert {e.status for e in ledger.events} == {NO_ANSWER}
+
+
+def test_a_server_that_answers_and_closes_mid_body_is_read_not_a_crash() -> None:
+    """Found by the chaos run's load_errors threshold: under uvloop, writing the rest
+    of a body to a connection the server already closed raises RuntimeError, which
+    killed the client task and left its points "unknown" without a word."""
+    import uvloop
+
+    from harness.chaos.load import NoAnswer, exchange
+
+    async def scenario() -> int | str:
+        async def answer_early(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 2\r\n"
+                         b"Connection: close\r\n\r\n{}")
+            await writer.drain()
+            writer.transport.abort()  # gone at once, mid-body
+
+        server = await asyncio.start_server(answer_early, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            answer = await exchange("127.0.0.1", port, b"POST / HTTP/1.1\r\n\r\n",
+                                    b"x" * 4_000_000, timeout_s=10, pieces=8, pace_s=0.05)
+            return answer.status
+        except NoAnswer as exc:
+            return f"no answer: {exc}"
+        finally:
+            server.close()
+
+    outcome = uvloop.run(scenario())
+    assert outcome == 413 or str(outcome).startswith("no answer"), outcome

@@ -78,10 +78,14 @@ KINDS = ("kill_server", "kill_server_child", "kill_redis", "stop_postgres", "bla
 # A restart of serve while a store is black-holed would wait out its connect timeouts
 # in the nemesis's one thread, and every later fault would slip behind it.
 _NEEDS_REDIS = ("kill_server", "kill_redis", "blackhole_redis", "redis_maxmemory")
+# A Redis capped while unreachable is refused nothing (and one restarted from its
+# files forgets the cap): the cap could not bite.
 _EXCLUSIVE = {frozenset({"kill_server", "kill_server_child"}),
               *(frozenset({"pause_claiming", kind}) for kind in _NEEDS_REDIS),
               *(frozenset({"kill_server", kind})
-                for kind in ("blackhole_redis", "blackhole_postgres"))}
+                for kind in ("blackhole_redis", "blackhole_postgres")),
+              *(frozenset({"redis_maxmemory", kind})
+                for kind in ("kill_redis", "blackhole_redis"))}
 
 
 @dataclass(frozen=True)

@@ -96,9 +96,10 @@ def _run(scenario: ChaosScenario, stack: ChaosStack, run_id: str) -> dict[str, A
                           probe_point=(probe_competition, probe_participants[0]),
                           cut=cast(threading.Event, cut),
                           t0=time.monotonic() + (started - time.time()),
-                          # capped at what it uses: the next write that grows it is
-                          # refused, so the fault bites whatever the load's rate
-                          maxmemory_margin_bytes=0)
+                          # capped below what it uses: writes that grow it are refused
+                          # until the workers free 64 kB, so the fault bites whatever
+                          # the load's rate (the first full run's cap at "used" did not)
+                          maxmemory_margin_bytes=-64 * 1024)
         nemesis.start()
         try:
             load.join(scenario.duration_s + SPAWN_S + scenario.load.drain_s + 120)

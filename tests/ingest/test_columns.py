@@ -96,20 +96,20 @@ def test_plain_csv_blocks_give_the_reference_points(media_type: str) -> None:
 @pytest.mark.parametrize("line", TRICKY_VALID)
 def test_a_csv_block_with_a_line_valid_by_the_general_rules_agrees_taken_or_not(
         line: str) -> None:
-    _agree("text/csv", HEADER.encode(), [raw.encode() for raw in PLAIN[:3] + [line] + PLAIN[3:]])
+    _agree("text/csv", HEADER.encode(), [raw.encode() for raw in [*PLAIN[:3], line, *PLAIN[3:]]])
 
 
 @pytest.mark.parametrize("line", INVALID)
 def test_a_csv_block_with_a_line_the_reference_refuses_or_skips_is_left_to_it(
         line: str) -> None:
-    lines = [raw.encode() for raw in PLAIN[:3] + [line] + PLAIN[3:]]
+    lines = [raw.encode() for raw in [*PLAIN[:3], line, *PLAIN[3:]]]
     assert not _agree("text/csv", HEADER.encode(), lines)
 
 
 def test_a_csv_block_with_invalid_utf8_or_a_too_long_line_is_left_to_the_reference() -> None:
     plain = [line.encode() for line in PLAIN]
-    assert not _agree("text/csv", HEADER.encode(), plain + [b"1,7,\xff,3,"])
-    assert not _agree("text/csv", HEADER.encode(), plain + [b"1,7,\xc3", b",3,"])
+    assert not _agree("text/csv", HEADER.encode(), [*plain, b"1,7,\xff,3,"])
+    assert not _agree("text/csv", HEADER.encode(), [*plain, b"1,7,\xc3", b",3,"])
     assert not _agree("text/csv", HEADER.encode(), [None, *plain])
 
 
@@ -128,7 +128,7 @@ def test_ndjson_blocks_give_the_reference_points_or_are_left_to_it() -> None:
         header = None if media_type == "application/x-ndjson" else plain[0]
         assert _agree(media_type, header, plain)
     for line in NDJSON_INVALID:
-        assert not _agree("application/x-ndjson", None, plain + [line.encode()]), line
+        assert not _agree("application/x-ndjson", None, [*plain, line.encode()]), line
     # Two objects on one line and one spread over two: as many values as lines,
     # every one a valid point, and still each line is refused by the reference.
     spread = [b'{"competition_id":3,"participant_id":7,"value":1},{"competition_id":3,'

@@ -22,7 +22,8 @@ RECEIVED = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 # plain valid ones, valid ones the reference reads by its general rules, and one of
 # every kind of error it reports.
 PLAIN = ["1.5,7,a1,3,", "2,8,b-2,3,2025-12-31T23:00:00Z", "-0,9,,4,", "1e3,1,x,2,",
-         "1000000000000000,5,id,1,", "0.1,9223372036854775807,q,1,", "0.2,0042,z,01,"]
+         "1000000000000000,5,id,1,", "0.1,9223372036854775807,q,1,", "0.2,0042,z,01,",
+         "0.3,0000000000000000007,y,3,"]  # 19 digits: the reference's longest
 TRICKY_VALID = [
     '"2.5",7,quoted,3,',  # quotes: the csv module's rules
     "3, 7 ,sp,3,",  # spaces around an integer: stripped
@@ -38,7 +39,7 @@ INVALID = [
     "1,7,a,3", "1,7,a,3,,", "1,7,a,3,,x",  # field counts
     '"1,7,a,3,', '1,7,"a"b",3,',  # malformed quoting
     "1,-7,a,3,", "1,0,a,3,", "1,+7,a,3,", "1,7,a,99999999999999999999,", "1,٣,a,3,",
-    "1,9223372036854775808,a,3,", "1,,a,3,",  # integers
+    "1,9223372036854775808,a,3,", "1,,a,3,", "1,00000000000000000007,a,3,",  # integers
     "NaN,7,a,3,", "inf,7,a,3,", "x,7,a,3,", "1e16,7,a,3,", ",7,a,3,",  # values
     "1,7,\x01ctl,3,", "1,7," + "i" * 200 + ",3,", "1,7,  ,3,",  # ids
     "1,7,a,3,yesterday", "1,7,a,3,2999-01-01T00:00:00Z",  # timestamps

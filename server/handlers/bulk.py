@@ -3,9 +3,11 @@
 Sent as ``text/csv``, ``application/x-ndjson``, or ``application/octet-stream``
 (either format, told apart by its first line) for clients that send no text.
 
-The body is never held whole: each arriving piece is split into lines, valid
-points collect into a buffer of ``BULK_CHUNK_POINTS`` (5,000) that is enqueued (and
-awaited, which pushes back on the client through TCP) as soon as it fills.
+The body is never held whole: each arriving piece is split into lines, parsed a
+slice of lines at a time as columns (``ingest/columns.py``; line by line where a
+slice is not all plain valid points); valid points collect into a buffer of
+``BULK_CHUNK_POINTS`` (5,000) that is enqueued (and awaited, which pushes back on
+the client through TCP) as soon as it fills.
 Invalid lines are counted and the first ``MAX_REPORTED`` are described.
 Unlike ``POST /v1/points`` a bulk upload is not all-or-nothing: valid lines are
 accepted.  A bad CSV header is a 400 before anything is enqueued.
@@ -39,10 +41,12 @@ import tornado.web
 from server.errors import IdConflict, MalformedInput, PartiallyAccepted
 from server.handlers.base import BodyHandler
 from server.ingest.bulk import LineSplitter, parser_for, point_from_line, without_header
+from server.ingest.columns import needs_line_by_line, parse_block
 from server.ingest.idempotency import DONE, Begun, KeyHold, StreamDigest
 from server.points import MAX_REPORTED, KeyedIds, now_us, with_ids
 
 SLICE_LINES = 250  # lines parsed and validated per slice of the event loop (~1 ms here)
+BLOCK_LINES = 2000  # plain lines parsed as columns per slice (~1 ms here)
 # With a key whose earlier attempt failed, lines wait for the checkpoint that covers
 # them; more than this many chunks' worth between two checkpoints is another body.
 GATED_MAX_FACTOR = 2
@@ -108,7 +112,7 @@ class BulkHandler(BodyHandler):
             self.hold_body(len(chunk))  # while this piece is parsed and enqueued
             self._busy_body = True  # a slow enqueue is not the client idling
             try:
-                await self._consume(self._lines.feed(chunk))
+                await self._consume(self._lines.block(chunk))
             finally:
                 self._busy_body = False
                 self._last_byte = time.monotonic()
@@ -119,10 +123,47 @@ class BulkHandler(BodyHandler):
             await self._let_go()
             self.refuse(exc)
 
-    async def _consume(self, lines: Any) -> None:
-        for count, (line_no, raw) in enumerate(lines, 1):
-            if not count % SLICE_LINES:  # a 64 KiB piece is ~2,000 lines: let go between
+    async def _consume(self, lines: list[bytes | None]) -> None:
+        """The lines of the last ``LineSplitter.block``: in slices of at most
+        ``BLOCK_LINES``, each parsed as columns (``ingest/columns.py``) or, when a
+        slice is not all plain valid points, line by line (the reference parser,
+        which words every error).  A slice never crosses a chunk's end, so chunks
+        end on the same lines, and ``accepted_through_line`` and the key's
+        checkpoints fall where they fall line by line."""
+        first = self._lines.line_no - len(lines) + 1
+        chunk_points = self.deps.settings.bulk_chunk_points
+        at = 0
+        while at < len(lines):
+            if at:
+                await asyncio.sleep(0)  # let go between slices (~1 ms each)
+            room = chunk_points - len(self._buffer)  # <= 0: a flush was held back (gated)
+            first_line = needs_line_by_line(self._parser)  # a header, or the format
+            piece = lines[at:at + (1 if first_line else max(1, min(BLOCK_LINES, room)))]
+            points = None if first_line else parse_block(self._parser, piece,
+                                                         self._received_us)
+            if points is None:
+                await self._consume_lines(first + at, piece, at)
+            else:
+                last = first + at + len(piece) - 1
+                self._buffer.extend(points)
+                self._buffer_lines.extend(range(first + at, last + 1))
+                if len(self._buffer) >= chunk_points:
+                    self._lines.reach(at + len(piece) - 1)
+                    await self._flush(last)
+                if not self._buffer:
+                    self._accepted_through = last
+            at += len(piece)
+        if lines:
+            self._lines.reach(len(lines) - 1)
+
+    async def _consume_lines(self, first: int, lines: list[bytes | None],
+                             index: int | None) -> None:
+        """Line by line: ``lines`` numbered from ``first``; ``index``, their place in
+        the last block (None: the splitter already set ``line_end``, at the close)."""
+        for count, raw in enumerate(lines):
+            if count and not count % SLICE_LINES:
                 await asyncio.sleep(0)
+            line_no = first + count
             point, error = point_from_line(self._parser, raw, line_no, self._received_us)
             if error is not None:
                 self._rejected += 1
@@ -132,6 +173,8 @@ class BulkHandler(BodyHandler):
                 self._buffer.append(point)
                 self._buffer_lines.append(line_no)
                 if len(self._buffer) >= self.deps.settings.bulk_chunk_points:
+                    if index is not None:
+                        self._lines.reach(index + count)
                     await self._flush(line_no)
             if not self._buffer:  # nothing pending: this line is handled
                 self._accepted_through = line_no
@@ -190,7 +233,9 @@ class BulkHandler(BodyHandler):
                 raise self._digest.differs()
             self.write_replay(self._replay.status, orjson.loads(self._replay.answer))
             return
-        await self._consume(self._lines.close())
+        last = list(self._lines.close())  # an unterminated last line (sets line_end)
+        if last:
+            await self._consume_lines(last[0][0], [raw for _, raw in last], None)
         whole = self._digest.close() if self._digest is not None else ""
         await self._flush(self._lines.line_no)
         self._accepted_through = self._lines.line_no

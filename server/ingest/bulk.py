@@ -1,7 +1,8 @@
 """Streaming parsers for bulk uploads: CSV (with a header row) and NDJSON, or either
 one sent as bytes (``application/octet-stream``, for clients that send no text).
 
-Bytes arrive in arbitrary pieces; ``LineSplitter`` yields complete lines and
+Bytes arrive in arbitrary pieces; ``LineSplitter`` yields complete lines (or
+hands over a piece's lines at once, for ``ingest/columns.py``) and
 keeps only the unfinished tail, so memory stays bounded by the longest line
 (``MAX_LINE_BYTES``) whatever the upload's size.  Each line becomes a point or an
 error naming the line.  CSV fields may be quoted but may not span lines.
@@ -43,6 +44,8 @@ class LineSplitter:
         self.fed = 0  # bytes fed
         self.line_end = 0  # byte offset just past the last line yielded (its newline)
         self.unterminated = False  # the last line yielded had no newline: the body's end
+        self._block: list[bytes | None] = []  # the last ``block``'s lines, for ``reach``
+        self._first_len = self._reached = self._reached_end = self._block_end = 0
 
     def feed(self, data: bytes) -> Iterator[tuple[int, bytes | None]]:
         """Yield complete lines; ``None`` stands for a line that was too long."""
@@ -66,6 +69,43 @@ class LineSplitter:
         if len(self._tail) > MAX_LINE_BYTES:
             self._tail = b""
             self._skipping = True
+
+    def block(self, data: bytes) -> list[bytes | None]:
+        """Every line ``feed`` would yield for ``data``, at once (the first numbered
+        ``line_no - len(result) + 1``); ``line_end`` is left for ``reach`` to set."""
+        base = self.fed - len(self._tail)
+        self.fed += len(data)
+        buffer = self._tail + data if self._tail else data
+        lines: list[bytes | None] = buffer.split(b"\n")  # type: ignore[assignment]
+        self._tail = lines.pop()  # type: ignore[assignment]  # bytes: split gave it
+        # Where each line ends in the body, for ``reach``: from the lengths as received.
+        self._block, self._reached, self._reached_end = lines, -1, base
+        self._block_end = base + len(buffer) - len(self._tail)
+        if lines:
+            self._first_len = len(lines[0])  # type: ignore[arg-type]  # bytes yet
+            if self._skipping:
+                self._skipping = False
+                lines[0] = None
+            elif self.line_no == 0:
+                lines[0] = _without_bom(1, lines[0])  # type: ignore[arg-type]  # bytes
+            self.line_no += len(lines)
+        if len(self._tail) > MAX_LINE_BYTES:
+            self._tail = b""
+            self._skipping = True
+        return lines
+
+    def reach(self, index: int) -> None:
+        """Set ``line_end`` past line ``index`` of the last ``block`` (indexes only grow)."""
+        if index == len(self._block) - 1:
+            self.line_end = self._block_end
+            return
+        if self._reached < 0:
+            self._reached, self._reached_end = 0, self._reached_end + self._first_len + 1
+        if index > self._reached:
+            later = self._block[self._reached + 1:index + 1]
+            self._reached_end += sum(map(len, later)) + len(later)  # type: ignore[arg-type]
+            self._reached = index
+        self.line_end = self._reached_end
 
     def close(self) -> Iterator[tuple[int, bytes | None]]:
         if self._skipping or self._tail:

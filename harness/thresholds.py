@@ -32,7 +32,11 @@ _NUMBER = r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+"
 _CONDITION = re.compile(
     rf"\s*(<=|>=|<|>)\s*({_NUMBER})\s*(?:(ms|s|%|/s|MB)|([×x*])\s*baseline)?\s*")
 _TEXT = re.compile(r"\s*(.+?)\s*((?:<|>).*)")  # "key op value": the key holds no < or >
-_LATENCY = re.compile(r"(latency|service)\.(p50|p90|p95|p99|p99\.9|max|mean)")
+_STAT = r"p50|p90|p95|p99|p99\.9|max|mean"
+_LATENCY = re.compile(rf"(latency|service)\.({_STAT})")
+# The shape of a spectrum, not its level: "storm.latency.p99_over_p50 < 3" holds on a
+# slow day and a fast one alike, and fails on a tail that a few requests pay.
+_SPREAD = re.compile(rf"(latency|service)\.({_STAT})_over_({_STAT})")
 _E2E_METRIC = re.compile(r"p50|p90|p99|p99\.9|max")
 _OPS = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}
 
@@ -98,6 +102,8 @@ def metric_kind(scope: str, metric: str) -> str | None:
         return "ratio" if metric in _RATIOS else None
     if scope == "chaos":
         return "count" if metric in CHAOS_METRICS else None
+    if _SPREAD.fullmatch(metric):
+        return "ratio"
     return "time" if _LATENCY.fullmatch(metric) else _PHASE_KINDS.get(metric)
 
 
@@ -111,7 +117,8 @@ def _unknown_metric(scope: str, metric: str) -> str:
     if scope == "chaos":
         return f"chaos takes {', '.join(CHAOS_METRICS)} (got {metric!r})"
     return (f"unknown metric {metric!r} (success, rate, points_rate, dropped, or "
-            "latency/service . p50|p90|p95|p99|p99.9|max|mean)")
+            "latency/service . p50|p90|p95|p99|p99.9|max|mean, or a spread such as "
+            "latency.p99_over_p50)")
 
 
 def parse(key: str, condition: Any, phases: set[str], problems: list[str]
@@ -229,6 +236,12 @@ def _phase_figure(metric: str, phases: list[dict[str, Any]]) -> float | None:
         return sum(p["points_per_s"] for p in phases)
     if metric == "dropped":
         return float(sum(p["dropped"] for p in phases))
+    spread = _SPREAD.fullmatch(metric)
+    if spread:  # the worst phase's ratio of the two percentiles
+        which, top, bottom = spread.groups()
+        ratios = [hist[top] / hist[bottom] for p in phases
+                  if (hist := p[f"{which}_ms"]).get(top) is not None and hist.get(bottom)]
+        return max(ratios) if ratios else None
     which, _, stat = metric.partition(".")
     values = [v for p in phases if (v := p[f"{which}_ms"].get(stat)) is not None]
     return max(values) / 1000 if values else None

@@ -1,7 +1,9 @@
 """The Redis clients of a process, and the one place redis-py's exceptions enter.
 
 **Clients.**  A bounded pool per client: callers wait (bounded) for a
-connection instead of failing.  Every command is bounded by
+connection instead of failing, served in arrival order (``redis_pool.py``: redis-py's
+``BlockingConnectionPool`` lets late callers overtake a woken waiter, so under
+contention a few waited the whole ``REDIS_TIMEOUT_S``).  Every command is bounded by
 ``REDIS_TIMEOUT_S`` (a link that went silent is given up and its connection
 dropped), idle connections are pinged before use, TCP keepalive finds a peer
 that vanished, and nothing is retried blindly: the queue's scripts are not
@@ -74,6 +76,7 @@ from server.errors import (
     ServiceError,
     StoreUnavailable,
 )
+from server.redis_pool import FairConnectionPool
 from server.sentinel_url import is_sentinel_url, parse_sentinel_url
 
 T = TypeVar("T")
@@ -88,8 +91,9 @@ class PoolExhausted(NotSent):
     """Every connection of this process's pool stayed busy for the whole wait."""
 
 
-class _Pool(aioredis.BlockingConnectionPool):
-    """redis-py's blocking pool, raising typed errors where a call cannot start."""
+class _Pool(FairConnectionPool):
+    """A first-come-first-served bounded pool, raising typed errors where a call
+    cannot start."""
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -181,13 +185,7 @@ def pool_usage(client: aioredis.Redis) -> tuple[int, int, int]:
     pool = getattr(client, "connection_pool", None)  # a cluster client has one per node
     in_use = len(getattr(pool, "_in_use_connections", ()))
     idle = len(getattr(pool, "_available_connections", ()))
-    waiting = 0
-    condition = getattr(pool, "_condition", None)  # BlockingConnectionPool only
-    if condition is not None:
-        # Waiting for a connection to come back, or for the condition's lock.
-        lock = getattr(condition, "_lock", None)
-        waiting = len(getattr(condition, "_waiters", None) or ()) + len(
-            getattr(lock, "_waiters", None) or ())
+    waiting = pool.waiting if isinstance(pool, FairConnectionPool) else 0
     return in_use, idle, waiting
 
 

@@ -11,7 +11,8 @@ from harness import thresholds
 
 def _run(ok: int = 98, dropped: int = 0, p99_ms: float = 150.0) -> dict[str, Any]:
     phase = {"name": "burst", "sent": 100 - dropped, "ok": ok, "dropped": dropped,
-             "rate": 50.0, "latency_ms": {"p99": p99_ms}, "service_ms": {"p99": 10.0}}
+             "rate": 50.0, "latency_ms": {"p50": 60.0, "p99": p99_ms},
+             "service_ms": {"p99": 10.0}}
     return {"phases": [phase], "server": {"e2e_lag_s": {"p99": 0.4}}}
 
 
@@ -39,6 +40,9 @@ def test_text_round_trips_to_the_same_threshold() -> None:
     ("burst.rate >= 50/s", True, 50.0),
     ("e2e_lag.p99 < 1s", True, 0.4),
     ("e2e_lag.max < 1s", False, None),  # not measured: fails rather than passing silently
+    ("burst.latency.p99_over_p50 < 3", True, 2.5),  # 150 ms over 60 ms
+    ("burst.latency.p99_over_p50 < 2", False, 2.5),
+    ("burst.service.p99_over_p50 < 3", False, None),  # no p50 measured
 ])
 def test_evaluate_against_a_run(text: str, passed: bool, measured: float | None) -> None:
     (threshold,) = _parse(text)
@@ -52,6 +56,7 @@ def test_evaluate_against_a_run(text: str, passed: bool, measured: float | None)
     ("burst.rate >= 50/s", 1234.5, "1,234.5/s"),
     ("burst.dropped < 1", 2.0, "2"),
     ("burst.dropped < 1", None, "not measured"),
+    ("burst.latency.p99_over_p50 < 3", 2.5, "2.50×"),
 ])
 def test_measured_values_are_shown_in_threshold_units(text: str, measured: float | None,
                                                       shown: str) -> None:
@@ -181,3 +186,10 @@ def test_bad_new_forms_are_problems_naming_the_key(key: str, condition: str,
 def test_new_metrics_are_shown_in_their_units(text: str, measured: float, shown: str) -> None:
     (threshold,) = _parse(text)
     assert threshold.show(measured) == shown
+
+
+def test_a_spread_takes_no_unit_and_only_known_percentiles() -> None:
+    problems: list[str] = []
+    assert thresholds.parse("burst.latency.p99_over_p50", "< 3ms", {"burst"}, problems) is None
+    assert thresholds.parse("burst.latency.p98_over_p50", "< 3", {"burst"}, problems) is None
+    assert len(problems) == 2

@@ -734,6 +734,12 @@ MUTATIONS = (
        "    if settings.access_log and root.isEnabledFor(logging.INFO):",
        "    if root.isEnabledFor(logging.INFO):",
        LG + "test_access_log_false_writes_no_access_line"),
+    _m("access-backlog-unbounded", "an output that takes nothing costs bounded memory",
+       "batches pile up for a stuck output without bound",
+       "server/ops/access_log.py", "        if self._queue.qsize() >= MAX_PENDING:",
+       "        if False:",
+       LG + "test_an_output_that_takes_nothing_costs_bounded_memory_and_the_drops_are_"
+       "reported"),
 )
 
 

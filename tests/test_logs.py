@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -360,3 +362,37 @@ def test_serve_writes_access_lines_while_serving_and_the_last_ones_at_sigterm(
     lines = written()
     assert len(lines) == 20 and len({e["request_id"] for e in lines}) == 20
     assert [e for e in stderr if e["route"] == "/health"] == lines  # stderr: JSON lines too
+
+
+class _Stuck(io.StringIO):
+    """An output that takes nothing until released: a full pipe nobody reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        if not self.release.wait(30):
+            raise TimeoutError("the test never released the output")
+        return super().write(text)
+
+
+def test_an_output_that_takes_nothing_costs_bounded_memory_and_the_drops_are_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    stuck = _Stuck()
+    access = access_log.AccessLog(json_to=[logging.StreamHandler(stuck)], text_to=[],
+                                  flush_bytes=1)  # every line its own batch
+    total = access_log.MAX_PENDING + 100
+    try:
+        for n in range(total):
+            access.record(_Finished(f"req-{n}"))
+        assert access.dropped >= 99  # one batch in the stuck write, MAX_PENDING waiting
+    finally:
+        stuck.release.set()
+    with caplog.at_level(logging.WARNING, logger="points.access"):
+        assert access.close(10)
+    written = [orjson.loads(line)["request_id"] for line in stuck.getvalue().splitlines()]
+    assert len(written) + access.dropped == total and written == sorted(written, key=lambda
+                                                                          r: int(r[4:]))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{access.dropped} access lines dropped in all: the log outputs did not keep up"]

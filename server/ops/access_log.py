@@ -21,9 +21,11 @@ so the other log lines and these never write one file from two places.
 
 What can be lost: nothing at a clean stop (the lifecycle drains the buffer and
 waits for the thread, SIGTERM included); at a crash (SIGKILL, a power cut) the
-lines of at most the last flush interval.  Access lines reach the outputs in
-batches up to ``FLUSH_INTERVAL_S`` late, so other lines can sit between them out
-of order: their ``ts`` says when each happened.
+lines of at most the last flush interval; and while an output takes nothing
+(``MAX_PENDING``), the lines beyond a bounded backlog, counted and reported.
+Access lines reach the outputs in batches up to ``FLUSH_INTERVAL_S`` late, so
+other lines can sit between them out of order: their ``ts`` says when each
+happened.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ import orjson
 
 FLUSH_INTERVAL_S = 0.1
 FLUSH_BYTES = 64 * 1024
+# Batches handed over and not yet written, at most: an output that stops taking
+# lines (a full pipe nobody reads) costs at most this many buffers of memory; the
+# lines beyond are dropped, counted, and reported once the output moves again
+# (through ``logging`` it blocked the event loop instead, and with it the service).
+MAX_PENDING = 64
 _Batch = tuple[list[str], list[str]]  # (JSON lines, text lines), each ending "\n"
 
 
@@ -67,6 +74,8 @@ class AccessLog:
         self._pid = os.getpid()  # a fork's copy writes nothing: the lines are the parent's
         self._closed = False
         self.write_errors = 0
+        self.dropped = 0  # lines dropped while the outputs were stuck
+        self._reported = 0
 
     def record(self, handler: Any) -> None:
         """Buffer the access line of one finished tornado request (the hot path)."""
@@ -112,6 +121,9 @@ class AccessLog:
             return
         batch = (self._json, self._text)
         self._json, self._text, self._size = [], [], 0
+        if self._queue.qsize() >= MAX_PENDING:
+            self.dropped += len(batch[0]) or len(batch[1])
+            return
         if self._thread is None:  # started on first use: never before a fork
             self._thread = threading.Thread(target=self._write_batches,
                                             name="access-log-writer", daemon=True)
@@ -156,6 +168,10 @@ class AccessLog:
                     chunk = "".join(lines)
                     for handler in handlers:
                         self._write(handler, chunk)
+            if self.dropped != self._reported:
+                self._reported = dropped = self.dropped
+                logging.getLogger("points.access").warning(
+                    "%d access lines dropped in all: the log outputs did not keep up", dropped)
 
     def _write(self, handler: logging.StreamHandler[Any], chunk: str) -> None:
         handler.acquire()  # the lock its other lines are written under

@@ -46,7 +46,8 @@ from typing import Any
 import orjson
 
 from server.config import Settings
-from server.ops.access_log import FLUSH_INTERVAL_S, AccessLog
+from server.ops import access_log
+from server.ops.access_log import AccessLog
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 _access: AccessLog | None = None  # this process's, set by configure_logging
@@ -172,14 +173,14 @@ def log_request(handler: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def access_log_flushing(interval_s: float = FLUSH_INTERVAL_S
-                              ) -> AsyncIterator[None]:
+async def access_log_flushing() -> AsyncIterator[None]:
     """The lifecycle's flush task: hands the buffered access lines to their writer
-    every ``interval_s`` (the last ones: ``drain_access_log``, in the stop)."""
+    every ``access_log.FLUSH_INTERVAL_S`` (the last ones: ``drain_access_log``, in
+    the stop)."""
 
     async def tick() -> None:
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(access_log.FLUSH_INTERVAL_S)
             access = _access
             if access is not None:
                 access.flush()

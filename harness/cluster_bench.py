@@ -32,7 +32,7 @@ def run_one(scenario: str, shards: int, scale: float, out: Path) -> int:
         try:
             server = ServeProcess(data_dir, env={
                 "REDIS_URL": cluster.url, "QUEUE_SHARDS": str(shards),
-                "QUEUE_FSYNC": "everysec", "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text"})
+                "QUEUE_FSYNC": "everysec"})  # logging as a default serve has it
             return subprocess.call(
                 [sys.executable, "run.py", "bench", scenario, "--paths", "pipelined",
                  "--target", server.url, "--token", server.admin_token,

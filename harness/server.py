@@ -5,7 +5,9 @@ command a user runs.  ``ServeProcess`` is the one launcher, shared by the
 harness and the test suite: it asks for port 0 (the kernel's choice, so it can
 never race the embedded stores for a "free" port) and reads the port from the
 ``listening on`` line; it keeps reading the output so that the pipe never fills
-and blocks the server.  ``ManagedServer`` is the harness's: a fresh data
+and blocks the server (in chunks, not line by line: a default ``serve`` writes
+an access line per request, ~10k lines/s under load, and this thread shares the
+harness's process with the load generator).  ``ManagedServer`` is the harness's: a fresh data
 directory of its own, removed when it stops (SIGTERM, which also stops the
 embedded stores it started).  Server-side figures come from its HTTP API and
 its PostgreSQL.
@@ -54,8 +56,7 @@ class ServeProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "run.py", "serve", "--data-dir", str(self.data_dir),
              "--port", "0", *args],
-            cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True)
+            cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.port = self._wait_listening(start_timeout_s)
         self.url = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self._pump, daemon=True).start()
@@ -64,7 +65,7 @@ class ServeProcess:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
+            line = self.proc.stdout.readline().decode(errors="replace")
             if not line:
                 break
             self.output.append(line)
@@ -75,11 +76,17 @@ class ServeProcess:
         raise ServerError("server did not start:\n" + "".join(self.output[-30:]))
 
     def _pump(self) -> None:
-        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        assert stdout is not None
+        partial = b""
         with contextlib.suppress(ValueError, OSError):  # closed by kill()
-            for line in self.proc.stdout:
-                self.output.append(line)
+            while chunk := stdout.read1(1 << 16):  # type: ignore[attr-defined]
+                *lines, partial = (partial + chunk).split(b"\n")
+                self.output += [line.decode(errors="replace") + "\n"
+                                for line in lines[-self.keep_lines:]]
                 del self.output[:-self.keep_lines]
+        if partial:
+            self.output.append(partial.decode(errors="replace"))
 
     @property
     def admin_token(self) -> str:
@@ -153,9 +160,10 @@ class ManagedServer(ServeProcess):
         self.path = path
         data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{path}-"))
         try:
+            # Logging as a default ``serve`` has it (the access line included): the
+            # figures are what a user's server gives.
             super().__init__(data_dir, "--ingest-path", path, keep_lines=200,
-                             env={"LOG_FORMAT": "text", "LOG_LEVEL": "WARNING",
-                                  **(extra_env or {})})
+                             env=extra_env)
         except BaseException:
             shutil.rmtree(data_dir, ignore_errors=True)
             raise

@@ -52,6 +52,7 @@ R = "tests/storage/test_replica.py::"
 SV = "tests/test_supervise.py::"
 DB = "tests/handlers/test_dashboard.py::"
 CH = "tests/harness/test_chaos_checker.py::"
+LG = "tests/test_logs.py::"
 
 MUTATIONS = (
     # --- kill -9 at any moment loses and duplicates nothing -------------------------
@@ -708,6 +709,37 @@ MUTATIONS = (
        "harness/chaos/checker.py", '            verdict.fail("lost", asdict(entry))',
        "            pass",
        CH + "test_an_acked_point_never_committed_is_lost"),
+    # --- the access line (issue 21): buffered, off the loop, none lost at a stop ------------
+    _m("access-no-stop-drain", "a clean stop writes every access line",
+       "the lifecycle's stop does not write the buffered access lines",
+       "server/runtime/lifecycle.py",
+       '        stack.push_async_callback(_within, deadline, "the access log", drain_access_log)',
+       "        pass",
+       LG + "test_a_clean_stop_writes_every_access_line_of_the_service",
+       LG + "test_each_serving_process_writes_its_own_files"),
+    _m("access-no-flush-task", "access lines are written while the process serves",
+       "the flush task never hands the buffer to the writer",
+       "server/ops/logs.py",
+       "            if access is not None:\n                access.flush()\n\n    task",
+       "            pass\n\n    task",
+       LG + "test_a_request_id_is_echoed_and_on_every_line_of_its_request",
+       LG + "test_serve_writes_access_lines_while_serving_and_the_last_ones_at_sigterm"),
+    _m("access-no-rollover", "app.log rotates at LOG_MAX_BYTES with the access lines in it",
+       "access lines are appended to app.log without its handler's rotation",
+       "server/ops/access_log.py", "        if handler.maxBytes <= 0:", "        if True:",
+       LG + "test_access_lines_reach_app_log_whole_and_in_order_across_rotations"),
+    _m("access-log-false-ignored", "ACCESS_LOG=false writes no access line",
+       "the access log is on whatever ACCESS_LOG says",
+       "server/ops/logs.py",
+       "    if settings.access_log and root.isEnabledFor(logging.INFO):",
+       "    if root.isEnabledFor(logging.INFO):",
+       LG + "test_access_log_false_writes_no_access_line"),
+    _m("access-backlog-unbounded", "an output that takes nothing costs bounded memory",
+       "batches pile up for a stuck output without bound",
+       "server/ops/access_log.py", "        if self._queue.qsize() >= MAX_PENDING:",
+       "        if False:",
+       LG + "test_an_output_that_takes_nothing_costs_bounded_memory_and_the_drops_are_"
+       "reported"),
 )
 
 

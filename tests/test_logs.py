@@ -1,12 +1,16 @@
 """Logs an operator can use: JSON lines with the request's id, one access line per
-request, a bug logged once with its traceback, rotation at LOG_MAX_BYTES."""
+request (buffered and written off the loop, none lost at a clean stop), a bug logged
+once with its traceback, rotation at LOG_MAX_BYTES."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import os
+import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +20,18 @@ import pytest
 from server.config import Settings
 from server.errors import StoreUnavailable
 from server.handlers.base import BaseHandler
-from server.ops.logs import JsonFormatter, TextFormatter, configure_logging, request_id_from
-from tests.support import Api, call, make_settings, served, until_sync
+from server.ops import access_log
+from server.ops.logs import (
+    JsonFormatter,
+    TextFormatter,
+    close_access_log,
+    configure_logging,
+    drain_access_log,
+    log_request,
+    request_id_from,
+)
+from server.runtime.prepare import Stores
+from tests.support import Api, call, make_settings, served, serving, until, until_sync
 
 log = logging.getLogger("tests.logs")
 
@@ -51,12 +65,12 @@ def configured(settings: Settings, process: int | None = None) -> Iterator[None]
     """This process's logging as ``serve`` sets it, restored afterwards."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level
-    levels = {name: logging.getLogger(name).level for name in ("tornado.access",
-                                                                 "points.access")}
+    levels = {name: logging.getLogger(name).level for name in ("tornado.access",)}
     try:
         configure_logging(settings, process=process)
         yield
     finally:
+        close_access_log()
         for handler in root.handlers:
             handler.close()
         root.handlers[:] = saved[0]
@@ -85,14 +99,24 @@ def _lines(path: Path) -> list[dict]:
     return [orjson.loads(line) for line in path.read_text().splitlines()]
 
 
+def _access(path: Path) -> list[dict]:
+    return [e for e in _lines(path) if e["logger"] == "points.access"]
+
+
+async def _access_lines(path: Path, count: int) -> list[dict]:
+    """The file's access lines once it has ``count`` (the flush task writes them
+    within its interval; a wait that runs out raises)."""
+    await until(lambda: len(_access(path)) >= count, f"{count} access lines in {path}")
+    return _access(path)
+
+
 async def test_a_request_id_is_echoed_and_on_every_line_of_its_request(
         api: Api, routes: Path) -> None:
     response = await api.http.fetch(api.base_url + "/test/chatty",
                                     headers={"X-Request-ID": "judge-7-req-42"})
     assert response.headers["X-Request-ID"] == "judge-7-req-42"
-    lines = _lines(routes / "app.log")
-    inside = [e for e in lines if e["msg"] == "inside the request"]
-    access = [e for e in lines if e["logger"] == "points.access"]
+    access = await _access_lines(routes / "app.log", 1)
+    inside = [e for e in _lines(routes / "app.log") if e["msg"] == "inside the request"]
     assert [e["request_id"] for e in inside] == ["judge-7-req-42"]
     assert len(access) == 1
     assert access[0]["request_id"] == "judge-7-req-42"
@@ -118,7 +142,7 @@ async def test_access_lines_name_the_route_template_not_the_path(
     assert status == 404
     status, _ = await api.get("/no/such/thing")
     assert status == 404
-    access = [e for e in _lines(routes / "app.log") if e["logger"] == "points.access"]
+    access = await _access_lines(routes / "app.log", 2)
     assert [(e["route"], e["path"], e["status"]) for e in access] == [
         ("/v1/competitions/{competition_id}", "/v1/competitions/123456", 404),
         ("unmatched", "/no/such/thing", 404)]
@@ -214,3 +238,161 @@ def test_made_request_ids_never_repeat_within_or_across_forked_processes() -> No
     os.waitpid(pid, 0)
     assert len(ours) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ours)
     assert theirs not in ours and theirs[:16] != next(iter(ours))[:16]
+
+
+class _Finished:
+    """What the access line reads of a finished tornado request."""
+
+    class request:
+        method, path, remote_ip = "POST", "/v1/points", "127.0.0.1"
+
+        @staticmethod
+        def request_time() -> float:
+            return 0.00125
+
+    route = "/v1/points"
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+
+    def get_status(self) -> int:
+        return 202
+
+
+_JSON_FIELDS = ["ts", "level", "logger", "msg", "method", "route", "path", "status",
+                "duration_ms", "request_id", "remote"]
+_TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+_TEXT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO points\.access: "
+                   r"GET /v1/competitions/77 401 \d+\.\dms \[req-fmt-1\]$")
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+async def test_the_access_line_carries_its_fields_on_stderr_and_in_app_log(
+        api: Api, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        log_format: str) -> None:
+    settings = make_settings(log_dir=tmp_path, log_format=log_format)
+    with configured(settings):
+        response = await api.http.fetch(api.base_url + "/v1/competitions/77",
+                                        raise_error=False,
+                                        headers={"X-Request-ID": "req-fmt-1"})
+        assert response.code == 401  # no token: any status will do
+        [line] = await _access_lines(tmp_path / "app.log", 1)
+    assert list(line) == _JSON_FIELDS  # app.log: always JSON, the fields in this order
+    assert _TS.match(line["ts"])
+    method, path, status, took = line["msg"].split()
+    assert (method, path, status) == ("GET", "/v1/competitions/77", "401")
+    assert took.endswith("ms") and abs(float(took[:-2]) - line["duration_ms"]) <= 0.06
+    assert {k: line[k] for k in _JSON_FIELDS[4:]} == {
+        "method": "GET", "route": "/v1/competitions/{competition_id}",
+        "path": "/v1/competitions/77", "status": 401, "duration_ms": line["duration_ms"],
+        "request_id": "req-fmt-1", "remote": "127.0.0.1"}
+    assert (line["level"], line["logger"]) == ("INFO", "points.access")
+    stderr = [text for text in capsys.readouterr().err.splitlines() if "points.access" in text]
+    if log_format == "json":
+        assert [orjson.loads(text) for text in stderr] == [line]
+    else:
+        assert len(stderr) == 1 and _TEXT.match(stderr[0]), stderr
+
+
+def test_access_lines_reach_app_log_whole_and_in_order_across_rotations(
+        tmp_path: Path) -> None:
+    # One writer per file: the access lines go through app.log's own handler and its
+    # rotation, beside the other lines, so no file outgrows LOG_MAX_BYTES.
+    settings = make_settings(log_dir=tmp_path, log_max_bytes=2048, log_backups=200)
+    with configured(settings):
+        for n in range(600):
+            log_request(_Finished(f"req-{n}"))
+            if n % 200 == 100:
+                log.warning("an ordinary line among the access lines")
+    files = sorted(tmp_path.glob("app.log*"),
+                   key=lambda p: -int(p.suffix[1:]) if p.suffix != ".log" else 0)
+    assert len(files) > 50
+    assert all(0 < p.stat().st_size <= 2048 for p in files)
+    lines = [e for p in files for e in _lines(p)]  # whole lines: each one parses
+    assert [e["request_id"] for e in lines if e["logger"] == "points.access"] == [
+        f"req-{n}" for n in range(600)]
+    assert sum(e["logger"] == "tests.logs" for e in lines) == 3
+
+
+async def test_a_clean_stop_writes_every_access_line_of_the_service(
+        clean: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(access_log, "FLUSH_INTERVAL_S", 3600.0)  # only the stop writes them
+    settings = make_settings(log_dir=tmp_path)
+    with configured(settings):
+        async with serving(settings, clean.database_url, clean.redis_url) as (_, api):
+            for n in range(25):
+                response = await api.http.fetch(api.base_url + "/health",
+                                                headers={"X-Request-ID": f"stop-{n}"})
+                assert response.code == 200
+        # Stopped: no wait here, every line is in the file already.
+        assert [e["request_id"] for e in _access(tmp_path / "app.log")] == [
+            f"stop-{n}" for n in range(25)]
+
+
+async def test_access_log_false_writes_no_access_line(api: Api, tmp_path: Path) -> None:
+    with configured(make_settings(log_dir=tmp_path, access_log=False)):
+        assert (await api.get("/health"))[0] == 200
+        await drain_access_log(5.0)  # what a buffered line would need to be written
+        log.warning("after the request")
+        lines = _lines(tmp_path / "app.log")
+    assert "after the request" in [e["msg"] for e in lines]
+    assert not [e for e in lines if e["logger"] == "points.access"]
+
+
+def test_serve_writes_access_lines_while_serving_and_the_last_ones_at_sigterm(
+        serve_dir: Path, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+
+    def written() -> list[dict]:  # complete lines only: the file is being written
+        text = (logs / "app.log").read_text() if (logs / "app.log").exists() else ""
+        return [e for e in map(orjson.loads, text[:text.rfind("\n") + 1].splitlines())
+                if e["logger"] == "points.access" and e["route"] == "/health"]
+
+    # The default LOG_FORMAT (auto): stderr is a pipe here, so JSON lines.
+    with served(serve_dir, env={"LOG_DIR": str(logs), "LOG_FORMAT": "auto"}) as server:
+        for _ in range(10):
+            assert call(server.url, "GET", "/health", None)[0] == 200
+        until_sync(lambda: len(written()) == 10, "10 access lines written while serving",
+                   timeout_s=10)
+        for _ in range(10):
+            assert call(server.url, "GET", "/health", None)[0] == 200
+        assert server.terminate(60) == 0
+        stderr = [orjson.loads(line) for line in server.output
+                  if line.startswith("{") and '"points.access"' in line]
+    lines = written()
+    assert len(lines) == 20 and len({e["request_id"] for e in lines}) == 20
+    assert [e for e in stderr if e["route"] == "/health"] == lines  # stderr: JSON lines too
+
+
+class _Stuck(io.StringIO):
+    """An output that takes nothing until released: a full pipe nobody reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        if not self.release.wait(30):
+            raise TimeoutError("the test never released the output")
+        return super().write(text)
+
+
+def test_an_output_that_takes_nothing_costs_bounded_memory_and_the_drops_are_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    stuck = _Stuck()
+    access = access_log.AccessLog(json_to=[logging.StreamHandler(stuck)], text_to=[],
+                                  flush_bytes=1)  # every line its own batch
+    total = access_log.MAX_PENDING + 100
+    try:
+        for n in range(total):
+            access.record(_Finished(f"req-{n}"))
+        assert access.dropped >= 99  # one batch in the stuck write, MAX_PENDING waiting
+    finally:
+        stuck.release.set()
+    with caplog.at_level(logging.WARNING, logger="points.access"):
+        assert access.close(10)
+    written = [orjson.loads(line)["request_id"] for line in stuck.getvalue().splitlines()]
+    assert len(written) + access.dropped == total and written == sorted(written, key=lambda
+                                                                          r: int(r[4:]))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{access.dropped} access lines dropped in all: the log outputs did not keep up"]

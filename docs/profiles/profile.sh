@@ -7,7 +7,7 @@ set -eu
 OUT=${1:-/tmp/points-profiles}
 HERE=docs/profiles
 mkdir -p "$OUT"
-export DATA_DIR=$OUT/data PORT=${PORT:-8100} LOG_FORMAT=text LOG_LEVEL=WARNING
+export DATA_DIR=$OUT/data PORT=${PORT:-8100}  # logging as a default serve has it
 rm -rf "$DATA_DIR"
 .venv/bin/python run.py serve > "$OUT/serve.log" 2>&1 &
 SERVE=$!

@@ -17,7 +17,11 @@ request, an access line per request, rotating files.
   Work shared by many requests — a coalesced enqueue, the workers — has none.
 - **Access log.** One INFO line per request on ``points.access``: method, route
   template, path, status, duration, request id (``ACCESS_LOG=false`` turns it
-  off).  Tornado's own access logger is kept quiet: it would write a second line.
+  off, and so does a ``LOG_LEVEL`` above INFO).  Not through ``logging``: a
+  preformatted line, buffered and written by a thread to the same outputs
+  (``access_log.py``: why, and what a crash can lose); the lifecycle runs its
+  flush task and drains it at the stop (``access_log_flushing``).  Tornado's
+  own access logger is kept quiet: it would write a second line.
 - **Errors.** A 5xx that is a bug is logged once, at ERROR, with its traceback;
   a 503 because a store is away is one WARNING line without one (it is an
   outage, not a bug: the traceback says nothing new, thousands of times).
@@ -25,6 +29,9 @@ request, an access line per request, rotating files.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import itertools
 import logging
 import logging.handlers
@@ -32,15 +39,18 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import Any
 
 import orjson
 
 from server.config import Settings
+from server.ops import access_log
+from server.ops.access_log import AccessLog
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
-ACCESS = logging.getLogger("points.access")
+_access: AccessLog | None = None  # this process's, set by configure_logging
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 
 
@@ -106,16 +116,19 @@ class TextFormatter(logging.Formatter):
         return f"{first} [{request_id}]{newline}{rest}"
 
 
-def _stderr_formatter(settings: Settings) -> logging.Formatter:
-    text = settings.log_format == "text" or (
+def _text_on_stderr(settings: Settings) -> bool:
+    return settings.log_format == "text" or (
         settings.log_format == "auto" and sys.stderr.isatty())
-    return TextFormatter() if text else JsonFormatter()
 
 
 def configure_logging(settings: Settings, process: int | None = None) -> None:
     """Logging for this process; ``process`` (1..N) names its files under ``--processes``."""
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    handlers[0].setFormatter(_stderr_formatter(settings))
+    global _access
+    close_access_log()  # its lines go to the handlers closed below
+    text = _text_on_stderr(settings)
+    stderr = logging.StreamHandler()
+    stderr.setFormatter(TextFormatter() if text else JsonFormatter())
+    handlers: list[logging.StreamHandler[Any]] = [stderr]
     if settings.log_dir is not None:
         settings.log_dir.mkdir(parents=True, exist_ok=True)
         suffix = f"-{process}" if process is not None else ""
@@ -135,19 +148,57 @@ def configure_logging(settings: Settings, process: int | None = None) -> None:
         root.addHandler(handler)
     root.setLevel(settings.log_level)
     logging.getLogger("tornado.access").setLevel(logging.CRITICAL)  # ours is points.access
-    ACCESS.setLevel(logging.NOTSET if settings.access_log else logging.WARNING)
+    if settings.access_log and root.isEnabledFor(logging.INFO):
+        app_log = handlers[1:2]  # app.log takes every line; error.log no INFO one
+        _access = AccessLog(json_to=app_log if text else [stderr, *app_log],
+                            text_to=[stderr] if text else [])
+
+
+def close_access_log(timeout_s: float = 5.0) -> bool:
+    """Write every buffered access line and stop writing them (at exit, or before
+    logging is configured again); False when the writes did not end in time."""
+    global _access
+    access, _access = _access, None
+    return access.close(timeout_s) if access is not None else True
+
+
+atexit.register(close_access_log)  # a process that ends without the lifecycle's stop
 
 
 def log_request(handler: Any) -> None:
     """Tornado's ``log_function``: the access line of one finished request."""
-    if not ACCESS.isEnabledFor(logging.INFO):
-        return
-    request = handler.request
-    status = handler.get_status()
-    duration_ms = request.request_time() * 1000
-    route = getattr(handler, "route", None) or request.path
-    ACCESS.info("%s %s %d %.1fms", request.method, request.path, status, duration_ms,
-                extra={"method": request.method, "route": route, "path": request.path,
-                       "status": status, "duration_ms": round(duration_ms, 2),
-                       "request_id": getattr(handler, "request_id", None),
-                       "remote": request.remote_ip})
+    access = _access
+    if access is not None:
+        access.record(handler)
+
+
+@contextlib.asynccontextmanager
+async def access_log_flushing() -> AsyncIterator[None]:
+    """The lifecycle's flush task: hands the buffered access lines to their writer
+    every ``access_log.FLUSH_INTERVAL_S`` (the last ones: ``drain_access_log``, in
+    the stop)."""
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(access_log.FLUSH_INTERVAL_S)
+            access = _access
+            if access is not None:
+                access.flush()
+
+    task = asyncio.create_task(tick(), name="access-log-flush")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def drain_access_log(timeout_s: float) -> None:
+    """Every access line buffered so far, written (at most ``timeout_s``, off the loop)."""
+    access = _access
+    if access is not None:
+        written = access.handed_over()  # on the loop: the only thread that appends
+        if not await asyncio.to_thread(written.wait, timeout_s):
+            logging.getLogger(__name__).warning("access lines not written within %.1fs",
+                                                timeout_s)

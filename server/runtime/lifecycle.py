@@ -6,6 +6,7 @@ event loop after stage 1 (``runtime/prepare.py``: stores, migrations, admin
 token, sockets — before any fork).  In one ``AsyncExitStack`` it opens, in
 order:
 
+0. the access log's flush task (``ops/logs.py``);
 1. the PostgreSQL pools (the request handlers' and the workers' own, and with
    ``DATABASE_READ_URL`` the read replica's, which only ``ReadReplica`` holds)
    and the Redis clients (likewise);
@@ -21,9 +22,10 @@ Stop, in reverse, within ``SHUTDOWN_TIMEOUT``: ``/health`` turns 503
 workers stop claiming, the supervisor waits for every task (claims in hand
 finish, the rest is cancelled and handed back), detached settles finish, the
 last standings deltas are folded; the commit watch stops; connections close,
-Redis then PostgreSQL.  The whole stop, the closes included, takes at most
-SHUTDOWN_TIMEOUT (and a few tenths): each step gets what is left of it, and a
-close that would wait longer (a connection someone still holds) is cut.
+Redis then PostgreSQL; the last access lines are written.  The whole stop, the
+closes included, takes at most SHUTDOWN_TIMEOUT (and a few tenths): each step
+gets what is left of it, and a close that would wait longer (a connection
+someone still holds) is cut.
 ``serving.serve(settings)`` runs both stages (forking for ``--processes``); tests
 and the harness start the same way.
 """
@@ -53,6 +55,7 @@ from server.ingest.commit_watch import CommitWatch
 from server.ingest.idempotency import IdempotencyKeys
 from server.ops.dashboard import DashboardSummary
 from server.ops.exporter import Exporter, Sampler
+from server.ops.logs import access_log_flushing, drain_access_log
 from server.ops.loop_monitor import LoopMonitor
 from server.ops.readiness import ReadinessProbe, ServingState
 from server.queue.redis_queue import PointQueue
@@ -103,6 +106,11 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
     deadline = _Deadline(settings.shutdown_timeout_s)
     count = settings.queue_workers if workers is None else workers
     async with AsyncExitStack() as stack:
+        # 0. The access log's flush task; its last lines are written at the very end
+        # of the stop, after the last request has finished.
+        await stack.enter_async_context(access_log_flushing())
+        stack.push_async_callback(_within, deadline, "the access log", drain_access_log)
+
         # 1. Connections.  The workers have their own, never shared with request
         # handlers: a burst of requests cannot starve the drain, nor a long drain
         # the requests.

@@ -186,9 +186,8 @@ def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     summary = orjson.loads((run_dir / "summary.json").read_bytes())
     if summary.get("kind") == "chaos":
         from harness.chaos import report as chaos_report
-        from harness.chaos.run import recheck as chaos_recheck
 
-        chaos_verdicts = chaos_recheck(summary, run_dir / "summary.json")
+        chaos_verdicts = chaos_report.recheck(summary, run_dir / "summary.json")
         return chaos_report.render(run_dir, summary, chaos_verdicts), chaos_verdicts
     # Always from the raw runs, so a run from before a headline figure existed has it too.
     summary["comparison"] = compare_paths(summary["runs"], baseline_rps(summary))
@@ -212,12 +211,7 @@ def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
         ratio = summary["comparison"].get(metric, {}).get("ratio")
         if ratio:
             lines.append(f"\n**{metric}: {PIPELINED} ÷ {NAIVE} = {ratio:.1f}×**")
-    if verdicts:
-        lines += ["", "## Thresholds", "", "| threshold | path | measured | verdict |",
-                  "|---|---|---|---|"]
-        for v in verdicts:
-            lines.append(f"| `{v['threshold']}` | {v['path']} | {v['shown']} | "
-                         f"{'pass' if v['passed'] else '**FAIL**'} |")
+    lines += thresholds.table(verdicts)
     lines += cost_table(summary)
     for path, run in summary["runs"].items():
         lines += ["", f"## {path}", "",

@@ -282,3 +282,18 @@ def check(thresholds: Iterable[Threshold], runs: dict[str, dict[str, Any]], *,
                              "measured": measured,
                              "shown": _shown(threshold, measured, baseline_rps)})
     return verdicts
+
+
+def table(verdicts: list[dict[str, Any]], *, paths: bool = True) -> list[str]:
+    """report.md's thresholds section (none without verdicts); ``paths``: a column
+    naming each verdict's path."""
+    if not verdicts:
+        return []
+    path = "path | " if paths else ""
+    lines = ["", "## Thresholds", "", f"| threshold | {path}measured | verdict |",
+             "|---|" + "---|" * (3 if paths else 2)]
+    for v in verdicts:
+        where = f"{v['path']} | " if paths else ""
+        lines.append(f"| `{v['threshold']}` | {where}{v['shown']} | "
+                     f"{'pass' if v['passed'] else '**FAIL**'} |")
+    return lines

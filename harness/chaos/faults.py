@@ -79,13 +79,15 @@ KINDS = ("kill_server", "kill_server_child", "kill_redis", "stop_postgres", "bla
 # in the nemesis's one thread, and every later fault would slip behind it.
 _NEEDS_REDIS = ("kill_server", "kill_redis", "blackhole_redis", "redis_maxmemory")
 # A Redis capped while unreachable is refused nothing (and one restarted from its
-# files forgets the cap): the cap could not bite.
+# files forgets the cap), nor while no server sends it writes; a cut finds no upload
+# while the server is down: neither fault could bite.
 _EXCLUSIVE = {frozenset({"kill_server", "kill_server_child"}),
               *(frozenset({"pause_claiming", kind}) for kind in _NEEDS_REDIS),
               *(frozenset({"kill_server", kind})
                 for kind in ("blackhole_redis", "blackhole_postgres")),
               *(frozenset({"redis_maxmemory", kind})
-                for kind in ("kill_redis", "blackhole_redis"))}
+                for kind in ("kill_redis", "blackhole_redis", "kill_server")),
+              frozenset({"client_cut", "kill_server"})}
 
 
 @dataclass(frozen=True)

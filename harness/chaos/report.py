@@ -16,8 +16,10 @@ from typing import Any
 
 import matplotlib
 
+from harness import thresholds
 from harness.chaos.checker import FAILURES
 from harness.chaos.run_counts import CHAOS_RUN_COUNTS
+from harness.scenario import ScenarioError
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -147,13 +149,18 @@ def render(run_dir: Path, summary: dict[str, Any], verdicts: list[dict[str, Any]
               f"status: {_counts(load['statuses'])}; probes {load['probes']:,} "
               f"({load['probes_acked']:,} acknowledged); queue drained "
               f"{_s(summary.get('drain_s'))} s after the load."]
-    if verdicts:
-        lines += ["", "## Thresholds", "", "| threshold | measured | verdict |",
-                  "|---|---|---|"]
-        for v in verdicts:
-            lines.append(f"| `{v['threshold']}` | {v['shown']} | "
-                         f"{'pass' if v['passed'] else '**FAIL**'} |")
+    lines += thresholds.table(verdicts, paths=False)
     lines += ["", "## Timeline", "", "![timeline](timeline.png)", ""]
     out = run_dir / "report.md"
     out.write_text("\n".join(lines))
     return out
+
+
+def recheck(summary: dict[str, Any], source: Path) -> list[dict[str, Any]]:
+    """A saved chaos run's verdicts, re-decided from its thresholds' text."""
+    texts = [t["text"] for t in summary["scenario_definition"]["thresholds"]]
+    problems: list[str] = []
+    parsed = thresholds.parse_texts(texts, set(), problems)
+    if problems:
+        raise ScenarioError(source, problems)
+    return thresholds.check(parsed, summary["runs"])

@@ -274,16 +274,3 @@ def _write(scenario: ChaosScenario, run: dict[str, Any], base: dict[str, Any] | 
         latest.unlink()
     latest.symlink_to(stamp)
     return run_dir, all(v["passed"] for v in verdicts)
-
-
-def recheck(summary: dict[str, Any], source: Path) -> list[dict[str, Any]]:
-    """A saved chaos run's verdicts, re-decided from its thresholds' text."""
-    from harness.scenario import ScenarioError
-
-    texts = [t["text"] for t in summary["scenario_definition"]["thresholds"]]
-    problems: list[str] = []
-    parsed = thresholds.parse_texts(texts, set(), problems)
-    if problems:
-        raise ScenarioError(source, problems)
-    return thresholds.check(parsed, summary["runs"])
-

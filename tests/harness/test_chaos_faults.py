@@ -57,7 +57,9 @@ def test_a_schedule_gives_every_kind_a_turn_within_the_run_and_its_overlap(seed:
                               {"kill_server", "blackhole_postgres"})
                   # a cap on an unreachable Redis cannot bite
                   or pair in ({"redis_maxmemory", "kill_redis"},
-                              {"redis_maxmemory", "blackhole_redis"}))
+                              {"redis_maxmemory", "blackhole_redis"},
+                              {"redis_maxmemory", "kill_server"},
+                              {"client_cut", "kill_server"}))
         if rivals:  # never at once, and a gap between: each one's recovery is seen
             assert a.end_s + 2 <= b.at_s or b.end_s + 2 <= a.at_s, (a, b)
 

@@ -37,10 +37,10 @@ def test_a_scale_at_which_the_faults_cannot_fit_is_refused_before_anything_start
 
 def test_scale_shortens_the_load_and_the_fault_count_but_keeps_every_kind() -> None:
     chaos = plan.load("chaos")
-    small = chaos.scaled(0.2)
-    assert small.duration_s == pytest.approx(chaos.duration_s * 0.2)
+    small = chaos.scaled(0.25)
+    assert small.duration_s == pytest.approx(chaos.duration_s * 0.25)
     assert small.nemesis.faults == max(len(set(chaos.nemesis.kinds)),
-                                       round(chaos.nemesis.faults * 0.2))
+                                       round(chaos.nemesis.faults * 0.25))
     assert (small.nemesis.min_s, small.nemesis.max_s) == (chaos.nemesis.min_s,
                                                           chaos.nemesis.max_s)
     assert small.load == chaos.load  # the same clients, for less time

@@ -143,7 +143,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
             plan = dataclasses.replace(plan, seed=args.seed)
         try:
             plan = plan.scaled(args.scale)
-            plan.schedule()
         except ValueError as exc:
             print(f"{plan.name}: {exc} (another --seed or a larger --scale fits)",
                   file=sys.stderr)

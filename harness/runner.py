@@ -120,12 +120,15 @@ def _run_group(group: list[Phase], scenario: Scenario, target: Target, run_id: s
                      "start": start_at, "end": ended, "cpu": cost.cpu_delta(cpu0, cpu1)}
 
 
-def _drain(url: str, token: str, timeout_s: float) -> float | None:
-    """Seconds until the queue is empty after load, or None if it did not drain."""
+def wait_drained(url: str, token: str, timeout_s: float, *, retries: bool = False
+          ) -> float | None:
+    """Seconds until the queue is empty after load (nothing ready or in flight; with
+    ``retries``, nothing waiting for a retry either), or None if it did not drain."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
-        _, queue = api(url, "GET", "/v1/admin/queue", token)
-        if queue.get("depth") == 0 and queue.get("inflight") == 0:
+        status, queue = api(url, "GET", "/v1/admin/queue", token)
+        if status == 200 and queue["depth"] == queue["inflight"] == 0 and (
+                not retries or queue["retry_scheduled"] == 0):
             return round(time.monotonic() - start, 2)
         time.sleep(0.2)
     return None
@@ -222,7 +225,7 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
             groups.append(record)
         sampler.boundary("drain")
         drain: dict[str, Any] = {"start": time.time(), "cpu": clocks.read() if clocks else None}
-        drain_s = _drain(url, token, scenario.drain_timeout_s)
+        drain_s = wait_drained(url, token, scenario.drain_timeout_s)
         drain.update(end=time.time(), cpu=cost.cpu_delta(
             drain["cpu"], clocks.read() if clocks else None))
         sampler.stop()  # takes the final sample: the depth the drain ended at

@@ -57,6 +57,7 @@ class ChaosScenario:
         """The load's time and the fault count times ``factor``; ValueError when the
         faults no longer fit (checked here, before any process starts)."""
         if factor == 1:
+            self.schedule()
             return self
         kinds = len(set(self.nemesis.kinds))
         scaled = dataclasses.replace(

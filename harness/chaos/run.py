@@ -37,7 +37,13 @@ from harness.chaos.ledger import ACKED, CLIENT_CUT, NO_ANSWER, Ledger, Sent
 from harness.chaos.load import LoadTarget, load_process
 from harness.chaos.plan import ChaosScenario
 from harness.chaos.stack import ChaosStack
-from harness.runner import bare_baseline, environment, git_commit, setup_catalog
+from harness.runner import (
+    bare_baseline,
+    environment,
+    git_commit,
+    setup_catalog,
+    wait_drained,
+)
 from harness.scenario import Setup
 from harness.server import api
 from server.config import PIPELINED
@@ -113,7 +119,7 @@ def _run(scenario: ChaosScenario, stack: ChaosStack, run_id: str) -> dict[str, A
             raise RuntimeError(f"the chaos load failed (exit {load.exitcode})")
         ledger = Ledger.from_json(out.read_bytes())
     load_ended = time.time()
-    drain_s = _drain(stack, scenario.drain_timeout_s)
+    drain_s = wait_drained(stack.url, stack.token, scenario.drain_timeout_s, retries=True)
     competitions = [*target.participants, probe_competition]
     rows, standings, dead = checker.read_outcome(stack.database_url, stack.url, stack.token,
                                                  run_id, competitions)
@@ -161,18 +167,6 @@ def _effect(record: dict[str, Any], ledger: Ledger) -> bool | None:
         start, end = record["start"], record.get("end") or record["start"]
         return any(e.status == CLIENT_CUT and start <= e.t_answered <= end + 1
                    for e in ledger.events)
-    return None
-
-
-def _drain(stack: ChaosStack, timeout_s: float) -> float | None:
-    """Seconds until nothing is queued, in flight or waiting for a retry; None if never."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout_s:
-        status, queue = api(stack.url, "GET", "/v1/admin/queue", stack.token)
-        if status == 200 and queue["depth"] + queue["inflight"] + \
-                queue["retry_scheduled"] == 0:
-            return round(time.monotonic() - start, 2)
-        time.sleep(0.25)
     return None
 
 

@@ -19,6 +19,7 @@ from server.ingest.accept import Ingest
 from server.ingest.idempotency import IdempotencyKeys
 from server.ops.dashboard import DashboardSummary
 from server.ops.exporter import Exporter
+from server.ops.idle_bodies import IdleBodies
 from server.ops.loop_monitor import LoopMonitor
 from server.ops.readiness import ReadinessProbe, ServingState
 from server.queue.redis_queue import PointQueue
@@ -47,3 +48,4 @@ class Deps:
     limiter: RateLimiter | None  # None: RATE_LIMIT_PER_TOKEN=0, nothing is limited
     idempotency: IdempotencyKeys  # Idempotency-Key records (the request handlers' client)
     dashboard: DashboardSummary  # GET /v1/dashboard/summary's cached answer
+    bodies: IdleBodies  # the streamed bodies still arriving, cut when idle

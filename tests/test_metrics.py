@@ -102,6 +102,44 @@ async def test_a_request_is_counted_under_its_route_template_method_and_status(
     assert delta(f"{duration}_sum", route=LEADERBOARD, method="GET") > 0
 
 
+def test_requests_added_up_between_flushes_read_as_each_observed_alone() -> None:
+    """observe_request adds requests up in plain Python; flush_requests hands them
+    over.  What a scrape then reads must be what observing each would have given."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from server import metrics
+
+    durations = [0.0004, 0.001, 0.0011, 0.0049, 0.05, 0.3, 2.0, 9.0, 11.0, 0.001]
+    route = "/test/flushed"  # a label no other test uses
+    for seconds in durations:
+        request = SimpleNamespace(method="GET", request_time=lambda s=seconds: s)
+        metrics.observe_request(SimpleNamespace(request=request, route=route,
+                                                get_status=lambda: 200))
+    assert _samples(route) == {}  # nothing handed over before the flush
+    metrics.flush_requests()
+    reference = Histogram("reference_seconds", "", buckets=metrics.LATENCY_BUCKETS_S,
+                          registry=CollectorRegistry())
+    for seconds in durations:
+        reference.observe(seconds)
+    expected = {(s.name.replace("reference_seconds", "points_http_request_duration_seconds"),
+                 s.labels.get("le")): s.value
+                for s in next(iter(reference.collect())).samples
+                if not s.name.endswith("_created")}
+    got = _samples(route)
+    assert got.pop(("points_http_requests_total", None)) == len(durations)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value), key
+
+
+def _samples(route: str) -> dict[tuple[str, str | None], float]:
+    return {(s.name, s.labels.get("le")): s.value
+            for family in REGISTRY.collect() for s in family.samples
+            if s.labels.get("route") == route and not s.name.endswith("_created")}
+
+
 @BOTH_PATHS  # the write statements, which count, differ by path
 async def test_points_counters_advance_by_exactly_what_was_posted_and_committed(
         api: Api, service: Service) -> None:

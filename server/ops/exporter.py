@@ -40,7 +40,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from server.errors import StoreUnavailable
-from server.metrics import BREAKER, POOL_CONNECTIONS, POOL_WAITING
+from server.metrics import BREAKER, POOL_CONNECTIONS, POOL_WAITING, flush_requests
 from server.ops.metrics_dir import ENV as MULTIPROC_ENV
 from server.ops.metrics_dir import process_alive
 from server.ops.refreshed import Refreshed
@@ -78,7 +78,9 @@ class Sampler:
         return found
 
     def sample(self) -> None:
-        """Set this process's pool and breaker gauges from their state now."""
+        """Set this process's pool and breaker gauges from their state now, and hand
+        the requests counted since the last sample to their metrics."""
+        flush_requests()
         for store, pool, in_use, idle, waiting in self.pools():
             _set_pool(store, pool, in_use, idle, waiting)
         for breaker in self.breakers:

@@ -53,8 +53,10 @@ from server.errors import StoreUnavailable
 from server.ingest.accept import Ingest
 from server.ingest.commit_watch import CommitWatch
 from server.ingest.idempotency import IdempotencyKeys
+from server.metrics import flush_requests
 from server.ops.dashboard import DashboardSummary
 from server.ops.exporter import Exporter, Sampler
+from server.ops.idle_bodies import IdleBodies
 from server.ops.logs import access_log_flushing, drain_access_log
 from server.ops.loop_monitor import LoopMonitor
 from server.ops.readiness import ReadinessProbe, ServingState
@@ -62,6 +64,7 @@ from server.queue.redis_queue import PointQueue
 from server.queue.strategy import make_strategy
 from server.queue.worker import Workers
 from server.redis_client import redis_client
+from server.runtime.listener import Listener
 from server.runtime.prepare import bind
 from server.storage.database import open_database
 from server.storage.replica import ReadReplica
@@ -181,6 +184,9 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
                                    supervisor=supervisor, state=serving, reads=reads,
                                    max_points=settings.queue_max_points,
                                    durability_vouched=settings.redis_durability_vouched)
+        bodies = IdleBodies(settings.http_body_idle_s)
+        stack.callback(bodies.close)  # once the listener has stopped (pushed later)
+        stack.callback(flush_requests)  # the last requests' figures, to the metrics
         deps = Deps(
             settings=settings, db=db, reads=reads, redis=client, strategy=strategy, queue=queue,
             workers=pool, ingest=Ingest(queue, db, commits, breaker=pool.redis_breaker,
@@ -199,7 +205,8 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
                                        reads=reads, loop_monitor=loop_monitor,
                                        sampler=sampler,
                                        results_dir=settings.results_dir,
-                                       path=strategy.name))
+                                       path=strategy.name),
+            bodies=bodies)
 
         # 5. The listener.
         if sockets is None:
@@ -207,7 +214,7 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
             stack.callback(_close_sockets, sockets)
         # A body read whole (a route that streams none) must arrive within
         # HTTP_BODY_IDLE_S; streamed bodies are cut when idle that long instead.
-        server = tornado.httpserver.HTTPServer(
+        server = Listener(
             make_app(deps), max_body_size=settings.http_body_max_bytes,
             idle_connection_timeout=60, body_timeout=settings.http_body_idle_s)
         server.add_sockets(sockets)

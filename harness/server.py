@@ -59,7 +59,8 @@ class ServeProcess:
             cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.port = self._wait_listening(start_timeout_s)
         self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumping = threading.Thread(target=self._pump, daemon=True)
+        self._pumping.start()
 
     def _wait_listening(self, timeout_s: float) -> int:
         assert self.proc.stdout is not None
@@ -135,10 +136,14 @@ class ServeProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout_s)
+            code = self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
             raise ServerError(f"serve did not stop within {timeout_s:g}s of SIGTERM") from None
+        # Its last lines are in ``output`` once this returns (the pipe read to its end;
+        # bounded: a fork that outlived it would hold the pipe open).
+        self._pumping.join(10)
+        return code
 
     def kill(self) -> None:
         """SIGKILL, forks first (a fork outliving its parent would hold the output pipe

@@ -380,13 +380,50 @@ def load_settings(
     return settings
 
 
+def setting_text(value: Any) -> str:
+    """A setting's value as its environment variable would be written: ``true`` and
+    ``false`` for booleans (what the docs write, and what the parser reads back), ''
+    for unset."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def data_dir_setting(flag: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """DATA_DIR as ``load_settings`` resolves it (the flag, else the environment, else
+    the default), parsed alone: a command that needs nothing else (``stores``) is not
+    stopped by a problem in another setting.  ConfigError when it is invalid."""
+    env = os.environ if env is None else env
+    only = {"DATA_DIR": env["DATA_DIR"]} if "DATA_DIR" in env else {}
+    return load_settings(only, flags={"data_dir": flag}).data_dir
+
+
 def describe_settings(settings: Settings) -> list[tuple[str, str]]:
-    """(environment variable, value) for every setting, credentials masked."""
+    """(environment variable, value) for every setting, credentials masked: each
+    ``NAME=value`` line, set in an environment, gives the same setting back."""
     rows = []
     for name, (attr, _) in _VARIABLES.items():
-        value = getattr(settings, attr)
-        rows.append((name, _masked(name, "" if value is None else str(value))))
+        rows.append((name, _masked(name, setting_text(getattr(settings, attr)))))
     return rows
+
+
+def field_of(name: str) -> str:
+    """The ``Settings`` field an environment variable sets."""
+    return _VARIABLES[name][0]
+
+
+def flag_help(flag: str, text: str) -> str:
+    """A CLI flag's help: ``text``, then its default and the environment variable it
+    overrides, from this module's tables (``FLAG_VARIABLES``, ``Settings``), so
+    that ``--help`` cannot drift from what the flag does."""
+    name = FLAG_VARIABLES[flag]
+    value = getattr(Settings(), field_of(name))
+    default = setting_text(value)
+    if isinstance(value, Path) and not value.is_absolute():
+        default = f"./{default}"  # as a user types it: relative to where run.py runs
+    return f"{text} (default {default or 'unset'}; env {name})"
 
 
 def _cross_checks(s: Settings, given: set[str]) -> list[str]:

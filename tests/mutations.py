@@ -53,6 +53,8 @@ SV = "tests/test_supervise.py::"
 DB = "tests/handlers/test_dashboard.py::"
 CH = "tests/harness/test_chaos_checker.py::"
 LG = "tests/test_logs.py::"
+ST = "tests/test_stores_cli.py::"
+CF = "tests/test_config.py::"
 
 MUTATIONS = (
     # --- kill -9 at any moment loses and duplicates nothing -------------------------
@@ -762,6 +764,43 @@ MUTATIONS = (
        "        if False:",
        LG + "test_an_output_that_takes_nothing_costs_bounded_memory_and_the_drops_are_"
        "reported"),
+    # --- the embedded stores: stopped whoever started them, never under a user (issue 22) ---
+    _m("stores-lock-not-held", "stores stop never stops the stores under a running serve",
+       "a command using the embedded stores does not hold the data directory's lock",
+       "server/runtime/prepare.py",
+       "            stack.enter_context(using_stores(settings.data_dir))", "            pass",
+       ST + "test_stores_stop_is_refused_while_a_serve_uses_the_stores"),
+    _m("stores-stop-ignores-users", "stores stop never stops the stores under a running serve",
+       "stores stop goes ahead while the lock is held", "server/embedded/control.py",
+       "        if not free:", "        if False:",
+       ST + "test_stores_stop_is_refused_while_a_serve_uses_the_stores"),
+    _m("stores-stop-only-own", "stores stop stops the stores whoever started them",
+       "stores stop stops only what its own process started (nothing)",
+       "server/embedded/control.py", "            store.stop(even_if_reused=True)",
+       "            store.stop()",
+       ST + "test_stores_stop_stops_what_a_killed_serve_left_running"),
+    _m("serve-silent-on-reused-stores", "serve's last line says which stores it leaves running",
+       "the stores a serve reused are left out of its last line",
+       "server/embedded/control.py", "        elif state is not None:", "        elif False:",
+       ST + "test_serve_s_last_line_says_which_stores_it_leaves_running_and_how_to_stop_them"),
+    # --- small things a newcomer meets (issue 22) -------------------------------------------
+    _m("json-without-newline", "every JSON answer ends with a newline",
+       "answers built per request are sent without their newline",
+       "server/handlers/base.py", "    return orjson.dumps(obj, option=_NEWLINE)",
+       "    return orjson.dumps(obj)",
+       "tests/handlers/test_json_answers.py::"
+       "test_every_json_answer_ends_with_one_newline_counted_in_its_length"),
+    _m("check-config-python-booleans", "check-config writes booleans as true and false",
+       "booleans are written as Python writes them (True, False)",
+       "server/config.py", '        return "true" if value else "false"',
+       "        return str(value)",
+       CF + "test_check_config_writes_booleans_as_true_and_false_and_its_lines_read_back_the_"
+       "same"),
+    _m("help-without-env", "every --help names the variable behind each flag",
+       "flag help texts say neither default nor environment variable",
+       "server/config.py", "    return f\"{text} (default {default or 'unset'}; env {name})\"",
+       "    return text",
+       CF + "test_every_flag_backed_by_a_setting_names_its_variable_and_default_in_help"),
 )
 
 

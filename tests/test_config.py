@@ -3,6 +3,7 @@ what production needs is probed too (``check-config --prod``, ``serve``), all in
 
 from __future__ import annotations
 
+import argparse
 import socket
 import sys
 from collections.abc import Iterator
@@ -12,15 +13,18 @@ import pytest
 import redis
 
 from server.config import (
+    FLAG_VARIABLES,
     SENTRY_MISSING,
     ConfigError,
     Settings,
     cluster_nodes,
     describe_settings,
+    field_of,
     load_settings,
+    setting_text,
 )
 from server.embedded import EmbeddedStores
-from server.runtime.cli import main
+from server.runtime.cli import build_parser, main
 from server.runtime.prepare import Stores
 from tests.support import sql
 
@@ -114,6 +118,50 @@ def test_settings_are_listed_by_the_variables_users_set() -> None:
     names = [name for name, _ in describe_settings(Settings())]
     assert {"QUEUE_BATCH_SIZE", "DB_CONN_MAX_AGE", "SHUTDOWN_TIMEOUT", "INGEST_PATH"} <= set(names)
     assert not [n for n in names if n != n.upper()]
+
+
+def test_check_config_writes_booleans_as_true_and_false_and_its_lines_read_back_the_same(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    given = {"ACCESS_LOG": "off", "REDIS_DURABILITY_VOUCHED": "yes", "QUEUE_WORKERS": "3"}
+    environment(monkeypatch, **given)
+    assert main(["check-config"]) == 0
+    *lines, last = capsys.readouterr().out.splitlines()
+    assert last == "configuration ok"
+    listed = dict(line.split("=", 1) for line in lines)
+    assert [listed[name] for name in ("ACCESS_LOG", "REDIS_DURABILITY_VOUCHED", "PROD")] == [
+        "false", "true", "false"]
+    assert load_settings(listed) == load_settings(given)  # NAME=value, as env sets it
+
+
+def _options(parser: argparse.ArgumentParser, command: str = "run.py"
+             ) -> Iterator[tuple[str, argparse.Action]]:
+    """(command, option) for every option of every command and subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, f"{command} {name}")
+        elif action.option_strings:
+            yield command, action
+
+
+def test_every_flag_backed_by_a_setting_names_its_variable_and_default_in_help() -> None:
+    backed = [(command, action) for command, action in _options(build_parser())
+              if action.dest in FLAG_VARIABLES]
+    serve = {action.dest for command, action in backed if command == "run.py serve"}
+    assert serve == {"port", "address", "processes", "workers", "ingest_path", "data_dir"}
+    assert {command for command, action in backed if action.dest == "data_dir"} == {
+        "run.py serve", "run.py migrate", "run.py token create", "run.py token revoke",
+        "run.py stores status", "run.py stores stop"}
+    for command, action in backed:
+        name = FLAG_VARIABLES[action.dest]
+        default = setting_text(getattr(Settings(), field_of(name)))
+        assert f"; env {name})" in action.help, (command, action.option_strings)
+        assert f"(default {'./' if name == 'DATA_DIR' else ''}{default or 'unset'}; " in (
+            action.help), (command, action.option_strings)
+    help_text = {action.dest: action.help for command, action in backed
+                 if command == "run.py serve"}
+    assert help_text["port"] == "TCP port (default 8000; env PORT)"
+    assert help_text["workers"] == "queue workers per process (default 4; env QUEUE_WORKERS)"
 
 
 def test_a_queue_bound_below_one_request_or_chunk_is_refused() -> None:

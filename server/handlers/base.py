@@ -55,6 +55,20 @@ _INT64_MAX = schemas.INT64_MAX
 
 
 _SERVER = f"TornadoServer/{tornado.version}"
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+
+
+def json_body(obj: Any) -> bytes:
+    """A JSON answer's bytes, ending with a newline (so that ``curl`` leaves the prompt
+    on a line of its own, and a stream of answers splits into lines).
+
+    ``obj`` is a JSON-ready value, or JSON already encoded (a cached page, the
+    OpenAPI document): encoded bytes get the newline when they lack it, so bytes
+    stored by a version before this one answer alike.
+    """
+    if isinstance(obj, bytes):
+        return obj if obj.endswith(b"\n") else obj + b"\n"
+    return orjson.dumps(obj, option=_NEWLINE)
 _UNREAD = object()
 _date = (0, "")  # (second, its HTTP date): formatted once a second, not per request
 
@@ -134,7 +148,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def write_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(obj if isinstance(obj, bytes) else orjson.dumps(obj))
+        self.finish(json_body(obj))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -156,7 +170,7 @@ class BaseHandler(tornado.web.RequestHandler):
                               "message": "internal error; it has been logged", "details": []}}
         for name, value in self.error_extra().items():
             body["error"].setdefault(name, value)
-        self.finish(orjson.dumps(body))
+        self.finish(json_body(body))
 
     def error_extra(self) -> dict[str, Any]:
         """Further members of every error object this handler answers (none by default)."""

@@ -104,7 +104,8 @@ def build(settings: Settings, routes: Iterable[tuple[str, Any]],
 
 
 def document_bytes(settings: Settings, routes: Iterable[tuple[str, Any]]) -> bytes:
-    return orjson.dumps(build(settings, routes))
+    """The document as answered: JSON ending with a newline, as every JSON answer."""
+    return orjson.dumps(build(settings, routes), option=orjson.OPT_APPEND_NEWLINE)
 
 
 class CachedDocument:

@@ -1,4 +1,5 @@
-"""``python run.py COMMAND``: serve, migrate, token create|revoke, check-config.
+"""``python run.py COMMAND``: serve, migrate, token create|revoke, stores status|stop,
+check-config.
 
 This module only parses and calls: the server's commands parse the settings
 once (environment, then flags; every problem printed together, exit 2) and
@@ -14,13 +15,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from server.config import (
     INGEST_PATHS,
     ConfigError,
     Settings,
+    data_dir_setting,
     describe_settings,
+    flag_help,
     load_settings,
 )
 
@@ -43,21 +47,22 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
         "serve", help="run the HTTP server and queue workers",
         description="Run the server. Without DATABASE_URL/REDIS_URL it starts embedded "
                     "PostgreSQL and Redis under --data-dir (reused if already running).")
-    serve.add_argument("--port", type=int, help="TCP port (default 8000; env PORT)")
-    serve.add_argument("--address", help="bind address (default 127.0.0.1; env ADDRESS)")
+    serve.add_argument("--port", type=int, help=flag_help("port", "TCP port"))
+    serve.add_argument("--address", help=flag_help("address", "bind address"))
     serve.add_argument("--processes", type=int,
-                       help="fork N server processes sharing the port (default 1)")
+                       help=flag_help("processes", "fork N server processes sharing the port"))
     serve.add_argument("--workers", type=int,
-                       help="queue workers per process (default 4; env QUEUE_WORKERS)")
+                       help=flag_help("workers", "queue workers per process"))
     serve.add_argument("--ingest-path", choices=INGEST_PATHS,
-                       help="naive | pipelined (default pipelined; env INGEST_PATH)")
-    serve.add_argument("--data-dir", help="embedded stores and admin token (default ./.data)")
+                       help=flag_help("ingest_path", "ingest path: " + " | ".join(INGEST_PATHS)))
+    serve.add_argument("--data-dir", help=flag_help("data_dir",
+                                                    "embedded stores and admin token"))
     # With PROD=true, serve first probes what production needs (server/runtime/preflight.py).
     serve.set_defaults(func=cmd_serve, probe_production=True)
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations",
                                   description="Apply pending SQL migrations and exit.")
-    migrate.add_argument("--data-dir", help="embedded stores directory (default ./.data)")
+    migrate.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
     migrate.set_defaults(func=cmd_migrate)
 
     token = commands.add_parser("token", help="create or revoke API tokens",
@@ -68,7 +73,7 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
                                                "only its hash is stored.")
     create.add_argument("--role", required=True, choices=("admin", "ingest", "read"))
     create.add_argument("--name", required=True, help="who or what the token is for")
-    create.add_argument("--data-dir", help="embedded stores directory (default ./.data)")
+    create.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
     create.set_defaults(func=cmd_token_create)
     revoke = token_cmds.add_parser("revoke", help="revoke tokens by value or by name",
                                    description="Revoke a token (by its value) or all "
@@ -76,16 +81,38 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
     which = revoke.add_mutually_exclusive_group(required=True)
     which.add_argument("--token", help="the token's value")
     which.add_argument("--name", help="revoke every active token with this name")
-    revoke.add_argument("--data-dir", help="embedded stores directory (default ./.data)")
+    revoke.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
     revoke.set_defaults(func=cmd_token_revoke)
+
+    stores = commands.add_parser(
+        "stores", help="status of a data directory's embedded PostgreSQL and Redis, or stop them",
+        description="The embedded stores of a data directory: whether they run, or stop "
+                    "them whoever started them (a serve that reused stores it did not "
+                    "start leaves them running, and says so as it exits).")
+    store_cmds = stores.add_subparsers(dest="stores_command", required=True, metavar="ACTION")
+    status = store_cmds.add_parser(
+        "status", help="whether each embedded store runs, its pid and port",
+        description="Say whether each embedded store of the data directory runs (pid, "
+                    "port) and which command uses them, if any; exit 0.")
+    status.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
+    status.set_defaults(func=cmd_stores_status)
+    stop = store_cmds.add_parser(
+        "stop", help="stop them, whoever started them",
+        description="Stop the embedded PostgreSQL and Redis of the data directory, "
+                    "whoever started them.  Refused (exit 1) while a serve, migrate or "
+                    "token command uses them; nothing running is not an error (exit 0).")
+    stop.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
+    stop.set_defaults(func=cmd_stores_stop)
 
     check = commands.add_parser("check-config", help="validate the configuration and exit",
                                 description="Parse the environment; print the settings "
-                                            "or every problem (exit 2).")
+                                            "(NAME=value, as the environment would set "
+                                            "them) or every problem (exit 2).")
     check.add_argument("--prod", action="store_const", const=True,
-                       help="check as PROD=true, and probe what production needs as serve "
-                            "would: the stores answer, Redis cannot lose a 202, LOG_DIR "
-                            "(and DATA_DIR before the first admin token) can be written")
+                       help=flag_help("prod", "check as PROD=true, and probe what production "
+                                      "needs as serve would: the stores answer, Redis cannot "
+                                      "lose a 202, LOG_DIR (and DATA_DIR before the first "
+                                      "admin token) can be written"))
     check.set_defaults(func=cmd_check_config)
     if extra_commands is not None:
         extra_commands(commands)
@@ -153,6 +180,41 @@ def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{name}={value}")
     print("configuration ok" + ("; production probes passed" if args.prod else ""))
     return 0
+
+
+def _stores_command(run: Callable[[Path], tuple[int, list[str]]]
+                    ) -> Callable[[argparse.Namespace], int]:
+    """``stores ACTION``: only DATA_DIR is read (exit 2 when it is invalid), so that a
+    problem in another setting cannot keep a user from stopping the stores."""
+
+    def command(args: argparse.Namespace) -> int:
+        try:
+            data_dir = data_dir_setting(args.data_dir)
+        except ConfigError as exc:
+            print("configuration is invalid:", file=sys.stderr)
+            for problem in exc.problems:
+                print(f"  {problem}", file=sys.stderr)
+            return 2
+        code, lines = run(data_dir)
+        for line in lines:
+            print(line)
+        return code
+
+    return command
+
+
+@_stores_command
+def cmd_stores_status(data_dir: Path) -> tuple[int, list[str]]:
+    from server.embedded.control import status_lines
+
+    return 0, [f"data dir: {data_dir}", *status_lines(data_dir)]
+
+
+@_stores_command
+def cmd_stores_stop(data_dir: Path) -> tuple[int, list[str]]:
+    from server.embedded.control import stop
+
+    return stop(data_dir)
 
 
 def _with_database(settings: Settings, work: Callable[[str], Any]) -> int:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ import uvloop
 from server.access.auth import first_admin_token
 from server.config import REDIS_CLUSTER_SCHEME, Settings
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedStoreError, EmbeddedStores
+from server.embedded.lock import using_stores
 from server.errors import StoreUnavailable
 from server.queue.durability import Durability, read_durability
 from server.queue.legacy import adopt_old_keys
@@ -77,13 +78,24 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @contextlib.contextmanager
-def stores_ready(settings: Settings, *, redis: bool = True) -> Iterator[Stores]:
-    """Stores running (embedded ones started) and migrated; embedded ones stopped after."""
+def stores_ready(settings: Settings, *, redis: bool = True,
+                 on_stop: Callable[[EmbeddedStores], None] | None = None) -> Iterator[Stores]:
+    """Stores running (embedded ones started) and migrated; embedded ones stopped after.
+
+    While embedded stores are in use, the data directory's lock is held shared
+    (``embedded/lock.py``: ``stores stop`` refuses meanwhile).  ``on_stop`` is
+    called once the embedded stores are stopped (or left running, as they were
+    found), however the block ends.
+    """
     embedded = EmbeddedStores(settings.data_dir, postgres=settings.uses_embedded_postgres,
                               redis=redis and settings.uses_embedded_redis,
                               redis_fsync=settings.queue_fsync,
                               redis_maxmemory_bytes=settings.redis_maxmemory_bytes)
     with ExitStack() as stack:
+        if embedded.postgres is not None or embedded.redis is not None:
+            stack.enter_context(using_stores(settings.data_dir))
+        if on_stop is not None:
+            stack.callback(on_stop, embedded)
         try:
             stack.enter_context(embedded)
         except EmbeddedStoreError as exc:
@@ -161,10 +173,12 @@ class Prepared:
 
 
 @contextlib.contextmanager
-def prepared(settings: Settings) -> Iterator[Prepared]:
-    """Stage 1: stores, migrations, admin token, listening sockets."""
+def prepared(settings: Settings, *, on_stop: Callable[[EmbeddedStores], None] | None = None
+             ) -> Iterator[Prepared]:
+    """Stage 1: stores, migrations, admin token, listening sockets (``on_stop``: as
+    ``stores_ready``'s)."""
     with ExitStack() as stack:
-        stores = stack.enter_context(stores_ready(settings))
+        stores = stack.enter_context(stores_ready(settings, on_stop=on_stop))
         try:
             admin_token = ensure_admin_token(stores.database_url, settings)
         except StoreUnavailable as exc:

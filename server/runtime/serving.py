@@ -21,6 +21,8 @@ from contextlib import AsyncExitStack
 import uvloop
 
 from server.config import Settings
+from server.embedded import EmbeddedStores
+from server.embedded.control import exit_line
 from server.errors import StoreUnavailable
 from server.ops import error_reports
 from server.ops.logs import configure_logging
@@ -30,8 +32,21 @@ from server.runtime.supervise import Supervisor
 
 
 def serve(settings: Settings) -> int:
-    """``run.py serve``: prepare, then serve in one process or fork ``processes``."""
-    with prepared(settings) as ready:
+    """``run.py serve``: prepare, then serve in one process or fork ``processes``.
+
+    Its last line says what became of the embedded stores: those it stopped, and
+    those it leaves running (it reused them) with the command that stops them
+    (``embedded/control.py``).  Only the parent says it: a fork never unwinds
+    stage 1.
+    """
+
+    def say_what_is_left(stores: EmbeddedStores) -> None:
+        line = exit_line(stores, settings.data_dir)
+        if line is not None:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    with prepared(settings, on_stop=say_what_is_left) as ready:
         if settings.processes == 1:
             return serve_process(settings, ready)
         return _fork_and_wait(settings, ready)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-_SKIP = shutil.ignore_patterns(".git", ".data", "results", "__pycache__", "*.egg-info",
-                               ".ruff_cache", ".mypy_cache", ".pytest_cache")
+_SKIP = shutil.ignore_patterns(".git", ".data", "results", "bench-results", "__pycache__",
+                               "*.egg-info", ".ruff_cache", ".mypy_cache", ".pytest_cache")
 
 
 @dataclass(frozen=True)

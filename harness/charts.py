@@ -148,16 +148,17 @@ def phase_styles(runs: dict[str, dict]) -> dict[str, tuple[str, str]]:
 
 
 def clip_top(values: list[float], weights: list[float] | None = None, *, share: float = 0.05,
-             headroom: float = 1.2, spike: float = 2.0) -> float | None:
+             headroom: float = 1.2, spike: float = 3.0) -> float | None:
     """The top of a linear y axis that a spike does not flatten; None: no need to clip.
 
     The level the series stays under for all but ``share`` of its weight (its
     time: a step's length, a second's 1), ``q``; when the maximum is more than
-    ``spike`` × ``q``, the axis stops at ``headroom`` × ``q`` and the points
-    above are marked at the top with their value (``_mark_clipped``).  A spike
-    shorter than ``share`` of the series (one upload's fraction of a second at
-    7,000 points/s among seconds of hundreds) no longer sets the scale; a
-    series that is high for longer is drawn whole.
+    ``spike`` × ``q`` (the rest would fill less than a third of the axis), the
+    axis stops at ``headroom`` × ``q`` and the points above are marked at the
+    top with their value (``_mark_clipped``).  A spike shorter than ``share`` of
+    the series (one upload's fraction of a second at 7,000 points/s among
+    seconds of hundreds) no longer sets the scale; a series that is high for
+    longer, or a peak less than 3× the rest, is drawn whole.
     """
     pairs = sorted((v, w) for v, w in zip(values, weights or [1.0] * len(values), strict=True)
                    if not math.isnan(v) and w > 0)

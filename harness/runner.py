@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from harness import baseline, cost, loadgen, report, thresholds
+from harness import baseline, cost, loadgen, numfmt, report, thresholds
 from harness.cost import CpuClocks
 from harness.progress import Progress
 from harness.sampler import Sampler
@@ -283,9 +283,9 @@ def bare_baseline(enabled: bool) -> dict[str, Any] | None:
         return None
     print(f"== baseline: bare tornado+uvloop POST handler, {baseline.CONNECTIONS} "
           f"connections, {baseline.SECONDS:g} s", flush=True)
-    rps = baseline.measure(baseline.SECONDS)
-    print(f"   {rps:,.0f} POST/s", flush=True)
-    return {"bare_post_rps": round(rps, 1), "connections": baseline.CONNECTIONS,
+    rps = round(baseline.measure(baseline.SECONDS), 1)
+    print(f"   {numfmt.rate(rps)} POST/s", flush=True)  # as report.md will write it
+    return {"bare_post_rps": rps, "connections": baseline.CONNECTIONS,
             "seconds": baseline.SECONDS}
 
 

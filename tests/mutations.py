@@ -762,6 +762,16 @@ MUTATIONS = (
        "        if False:",
        LG + "test_an_output_that_takes_nothing_costs_bounded_memory_and_the_drops_are_"
        "reported"),
+    # --- reports that read at a glance (issue 22) ------------------------------------------
+    _m("report-compares-anything", "report A B refuses a percentage between incomparable runs",
+       "two runs of different scales, seeds or machines compare as if alike",
+       "harness/comparability.py", "    return found\n", "    return []\n",
+       "tests/harness/test_report.py::test_runs_of_different_scales_are_refused_a_percentage"),
+    _m("progress-per-group", "piped progress lines count what was answered",
+       "the progress line counts only the running group, from 0 at each phase",
+       "harness/progress.py",
+       "            self._done[0] += int(self._counters[0])\n", "",
+       "tests/harness/test_progress.py::test_piped_counts_are_the_paths_totals_across_groups"),
 )
 
 

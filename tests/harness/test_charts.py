@@ -103,3 +103,8 @@ def test_time_series_start_at_the_runs_start_never_before() -> None:
     assert xs == [0.0, pytest.approx(0.8)]
     lags = charts._lag_points(run)
     assert lags[0] == (0.0, 3.0) and 12.0 not in [lag for _, lag in lags]  # second 999: before
+
+
+def test_a_peak_that_leaves_the_rest_readable_is_not_clipped() -> None:
+    # a second at 1,456 among seconds of ~500: the rest fills a third of the axis or more
+    assert charts.clip_top([500.0, 1456.0, 550.0, 600.0], [10.0, 1.0, 10.0, 10.0]) is None

@@ -5,6 +5,13 @@ each on its own time axis with its own phases shaded and named and a "drain"
 band after the load: a dip is read against what the load was doing, and two
 paths whose phases took different times are never forced onto one timeline.
 Panel titles quote the report's headline figures, so chart and table agree.
+
+Read at a glance: every time axis starts at 0, the run's start (nothing the
+run did happened before it); a spike a few samples long does not flatten a
+linear axis (``clip_top``: the axis stops above the rest, the spike is marked
+at the top with its value); each phase has a line style and marker of its own
+(``phase_styles``), the colour naming the path; and a phase with too few
+requests for a spectrum is named in the legend as *no data*, not left out.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.transforms import blended_transform_factory
 
+from harness import numfmt, thresholds
 from harness.cost import lag_seconds
 from harness.metrics import histogram_from
 from harness.scenario import INGEST_KINDS
@@ -31,7 +39,11 @@ COLORS = {NAIVE: "#d62728", PIPELINED: "#1f77b4"}
 # Runs of one path under several settings (--vary): shades of the path's colour.
 VARIANT_SHADES = {NAIVE: ("#d62728", "#ff9896", "#8c1a1a", "#e377c2"),
                   PIPELINED: ("#1f77b4", "#17becf", "#0b3d63", "#9edae5")}
-STYLES = ("-", "--", ":", "-.")  # one per phase, the colour says the path
+# One (line style, marker) per phase, in the order phases first appear; the colour says
+# the path.  Eight pairs, no two alike, before the cycle repeats (a scenario has ≤ 7 phases).
+STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "x"),
+          (":", "P"), ("-.", "*"))
+MIN_SPECTRUM_COUNT = 10  # fewer requests than this draw no spectrum: "no data"
 BANDS = ("#ececec", "#dcdcdc")  # alternate so adjacent phase groups stay apart
 DRAIN = "#fde9c8"
 NAN = math.nan
@@ -127,8 +139,79 @@ def _save(fig: Any, axes: list[Any], out: Path, outside: bool = False) -> None:
     plt.close(fig)
 
 
+def phase_styles(runs: dict[str, dict]) -> dict[str, tuple[str, str]]:
+    """Each phase name's (line style, marker), the same in every panel and path."""
+    names: list[str] = []
+    for run in runs.values():
+        names += [p["name"] for p in run["phases"] if p["name"] not in names]
+    return {name: STYLES[index % len(STYLES)] for index, name in enumerate(names)}
+
+
+def clip_top(values: list[float], weights: list[float] | None = None, *, share: float = 0.05,
+             headroom: float = 1.2, spike: float = 3.0) -> float | None:
+    """The top of a linear y axis that a spike does not flatten; None: no need to clip.
+
+    The level the series stays under for all but ``share`` of its weight (its
+    time: a step's length, a second's 1), ``q``; when the maximum is more than
+    ``spike`` × ``q`` (the rest would fill less than a third of the axis), the
+    axis stops at ``headroom`` × ``q`` and the points above are marked at the
+    top with their value (``_mark_clipped``).  A spike shorter than ``share`` of
+    the series (one upload's fraction of a second at 7,000 points/s among
+    seconds of hundreds) no longer sets the scale; a series that is high for
+    longer, or a peak less than 3× the rest, is drawn whole.
+    """
+    pairs = sorted((v, w) for v, w in zip(values, weights or [1.0] * len(values), strict=True)
+                   if not math.isnan(v) and w > 0)
+    if not pairs:
+        return None
+    total = sum(w for _, w in pairs)
+    below, level = 0.0, pairs[-1][0]
+    for value, weight in pairs:
+        below += weight
+        if below >= (1 - share) * total:
+            level = value
+            break
+    top = pairs[-1][0]
+    if level <= 0 or top <= spike * level:
+        return None
+    return headroom * level
+
+
+def _mark_clipped(ax: Any, xs: list[float], ys: list[float], top: float, color: str
+                  ) -> list[float]:
+    """Points above ``top``: a marker at the top of the axis, labelled with their value
+    (to its left, inside the plot); the values marked."""
+    shown: list[float] = []
+    for x, y in zip(xs, ys, strict=True):
+        if math.isnan(y) or y <= top or y in shown:  # a step's two ends share one label
+            continue
+        shown.append(y)
+        ax.plot([x], [top], marker="^", color=color, clip_on=False, zorder=4,
+                markersize=7, linestyle="none")
+        ax.annotate(f"{numfmt.rate(y)} ▲", (x, top), xytext=(-6, -11), ha="right",
+                    textcoords="offset points", fontsize=7, color=color)
+    return shown
+
+
+def _steps(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+    """The (value, seconds) of each step of a step line drawn as [start, end] pairs."""
+    values, weights = [], []
+    for index in range(0, len(xs) - 1):
+        start, end = xs[index], xs[index + 1]
+        if not (math.isnan(start) or math.isnan(end)) and ys[index] == ys[index + 1]:
+            values.append(ys[index])
+            weights.append(end - start)
+    return values, weights
+
+
+def _from_zero(axes: list[Any]) -> None:
+    """Every time axis starts at the run's start."""
+    for ax in axes:
+        ax.set_xlim(left=0)
+
+
 def _number(value: Any) -> str:
-    return "–" if value is None else f"{value:,.0f}" if value >= 10 else f"{value:,.3g}"
+    return numfmt.MISSING if value is None else numfmt.rate(value)
 
 
 def _covers(start: float, end: float, window: Window) -> bool:
@@ -172,42 +255,63 @@ def _committed(run: dict[str, Any]) -> tuple[list[float], list[float]]:
     if not counts:
         return [], []
     seconds = range(min(counts), max(counts) + 1)
-    return ([s + 0.5 - run["started"] for s in seconds], [counts.get(s, 0) for s in seconds])
+    # A second the run started in is drawn from the start, not before it.
+    return ([max(0.0, s + 0.5 - run["started"]) for s in seconds],
+            [counts.get(s, 0) for s in seconds])
 
 
 def throughput(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -> None:
     fig, axes = _panels(runs)
     for ax, (label, run) in zip(axes, runs.items(), strict=True):
-        ax.plot(*_accepted(run), color=_color(label), label="accepted (queue counter)")
-        ax.plot(*_committed(run), color=_color(label), linestyle="--", alpha=0.8,
+        accepted, committed = _accepted(run), _committed(run)
+        color = _color(label)
+        ax.plot(*accepted, color=color, label="accepted (queue counter)")
+        ax.plot(*committed, color=color, linestyle="--", alpha=0.8,
                 label="committed (rows per second)")
+        steps, lengths = _steps(*accepted)
+        top = clip_top(steps + committed[1], lengths + [1.0] * len(committed[1]))
+        clipped = ""
+        if top is not None:
+            spikes = (_mark_clipped(ax, *accepted, top, color)
+                      + _mark_clipped(ax, *committed, top, color))
+            ax.set_ylim(0, top)
+            clipped = f"\naxis clipped: ▲ a spike to {numfmt.rate(max(spikes))} points/s"
+        else:
+            ax.set_ylim(bottom=0)
         head = heads.get(label, {})
         ax.set_title(f"{label}: accepted {_number(head.get('accepted points/s'))} points/s, "
-                     f"committed {_number(head.get('committed points/s'))} points/s",
-                     fontsize=9)
+                     f"committed {_number(head.get('committed points/s'))} points/s"
+                     + clipped, fontsize=9)
         ax.set_ylabel("points / s")
-        ax.set_ylim(bottom=0)
+    _from_zero(axes)
     fig.suptitle("Throughput over time", fontsize=11)
     _save(fig, axes, out, outside=True)
 
 
 def _lag_points(run: dict[str, Any]) -> list[tuple[float, float]]:
     """(mid-second since start, loop lag ms) per second the sampler saw; zeros left out
-    (the axis is logarithmic: a loop never held has nothing to draw)."""
+    (the axis is logarithmic: a loop never held has nothing to draw), and so is a
+    second that ended before the run began (the first sample reports the last full
+    second, before it); the second the run began in is drawn from its start."""
+    started = run["started"]
     lags = lag_seconds(run.get("samples", []))
-    return [(second + 0.5 - run["started"], lag) for second, lag in lags.items() if lag]
+    return [(max(0.0, second + 0.5 - started), lag) for second, lag in lags.items()
+            if lag and second + 1 > started]
 
 
 def latency_over_time(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -> None:
+    """p99 per second on a log axis: a spike there keeps the rest readable, so no clipping."""
     fig, axes = _panels(runs, sharey=True)
+    styles = phase_styles(runs)
     for ax, (label, run) in zip(axes, runs.items(), strict=True):
-        for index, phase in enumerate(run["phases"]):
+        for phase in run["phases"]:
             offset = phase["start_wall"] - run["started"]
             end = phase["generator"]["wall_s"]  # a phase's last second may be a short one
+            linestyle, marker = styles[phase["name"]]
             ax.plot([offset + (s["second"] + min(s["second"] + 1, end)) / 2
                      for s in phase["seconds"]],
                     [s["p99_ms"] for s in phase["seconds"]], color=_color(label),
-                    linestyle=STYLES[index % len(STYLES)], marker=".",
+                    linestyle=linestyle, marker=marker, markersize=4,
                     label=f"{phase['name']} p99")
         # The server's own loop lag, on the same ms axis: a p99 that tracks it was
         # spent waiting for the loop, not for the stores.
@@ -217,11 +321,12 @@ def latency_over_time(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -
                     linewidth=1, alpha=0.8, label="server loop held (max per s)")
         worst = heads.get(label, {}).get("worst phase p99 latency (ms)")
         lag_max = (run.get("server", {}).get("loop_lag_ms") or {}).get("max")
-        ax.set_title(f"{label}: worst phase p99 {_number(worst)} ms"
-                     + (f", loop held up to {_number(lag_max)} ms" if lag_max else ""),
+        ax.set_title(f"{label}: worst phase p99 {numfmt.time(worst)} ms"
+                     + (f", loop held up to {numfmt.time(lag_max)} ms" if lag_max else ""),
                      fontsize=9)
         ax.set_ylabel("ms")
         ax.set_yscale("log")
+    _from_zero(axes)
     fig.suptitle("Latency over time, p99 per second (coordinated-omission corrected), "
                  "and the server's loop lag", fontsize=11)
     _save(fig, axes, out, outside=True)
@@ -244,44 +349,79 @@ def queue_and_lag(runs: dict[str, dict], out: Path, heads: dict[str, Any]) -> No
         rss.set_ylim(0, peak_rss * 1.1 or 1)
         lag = run.get("server", {}).get("e2e_lag_s", {})
         drained = run.get("drain_s")
-        drain = "not drained by the timeout" if drained is None else f"drained in {drained:g} s"
+        drain = ("not drained by the timeout" if drained is None else
+                 f"drained in {numfmt.time(drained)} s")
         peak = max((r["queue_depth"] for r in rows), default=0)
         ax.set_title(
-            f"{label}: queue peak {peak:,}, {drain}"
-            f" · e2e lag p50 {lag.get('p50', NAN):.3f} s, p99 {lag.get('p99', NAN):.3f} s"
-            f" · peak RSS {heads.get(label, {}).get('peak RSS (MB)') or NAN:.0f} MB", fontsize=9)
+            f"{label}: queue peak {numfmt.count(peak)}, {drain}"
+            f" · e2e lag p50 {numfmt.time(lag.get('p50'))} s,"
+            f" p99 {numfmt.time(lag.get('p99'))} s"
+            f" · peak RSS {numfmt.size(heads.get(label, {}).get('peak RSS (MB)'))} MB",
+            fontsize=9)
     axes[0].set_ylim(bottom=0)  # after every panel is drawn: the shared scale fits them all
+    _from_zero(axes)
     fig.suptitle("Queue depth and server memory", fontsize=11)
     _save(fig, axes, out)
 
 
-def spectrum(runs: dict[str, dict], out: Path) -> None:
-    """Percentile spectra on a log 1/(1-p) axis, HdrHistogram-plotter style."""
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+def spectrum_points(hist: Any) -> tuple[list[float], list[float]]:
+    """(1 / (1 - p), latency ms) from the first percentile above 0 up to the last below 100.
+
+    The 0% point is the single fastest request, not a percentile of anything: drawn,
+    it plunged every curve at the left edge.  The spectrum starts at the first
+    step of the iterator instead (10% with 5 steps per halving).
+    """
+    xs, ys = [], []
+    for item in hist.get_percentile_iterator(5):
+        pct = item.percentile_level_iterated_to
+        if pct >= 100:
+            break
+        if pct <= 0:
+            continue
+        xs.append(1 / (1 - pct / 100))
+        ys.append(item.value_iterated_to / 1000)
+    return xs, ys
+
+
+def spectrum(runs: dict[str, dict], out: Path) -> list[str]:
+    """Percentile spectra on a log 1/(1-p) axis, HdrHistogram-plotter style; the legend."""
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    styles = phase_styles(runs)
+    right = 100.0  # the axis reaches 99% at least, and the highest percentile drawn
     for label, run in runs.items():
-        for index, phase in enumerate(run["phases"]):
+        for phase in run["phases"]:
             hist = histogram_from(phase)
-            if hist.get_total_count() < 10:  # a spectrum of a few requests says nothing
+            linestyle, marker = styles[phase["name"]]
+            count = hist.get_total_count()
+            if count < MIN_SPECTRUM_COUNT:  # a spectrum of a few requests says nothing
+                requests = f"{count} request" + ("" if count == 1 else "s")
+                ax.plot([], [], color=_color(label), linestyle="none", marker=marker,
+                        fillstyle="none", label=f"{label} {phase['name']}: no data ({requests})")
                 continue
-            xs, ys = [], []
-            for item in hist.get_percentile_iterator(5):
-                pct = item.percentile_level_iterated_to
-                if pct >= 100:
-                    break
-                xs.append(1 / (1 - pct / 100))
-                ys.append(item.value_iterated_to / 1000)
-            ax.plot(xs, ys, color=_color(label), linestyle=STYLES[index % len(STYLES)],
+            xs, ys = spectrum_points(hist)
+            right = max([right, *xs])
+            ax.plot(xs, ys, color=_color(label), linestyle=linestyle, marker=marker,
+                    markersize=4, markevery=max(1, len(xs) // 8),
                     label=f"{label} {phase['name']}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ticks = [1, 2, 10, 100, 1000, 10000]
-    ax.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
-    ax.set(xlabel="percentile", ylabel="latency (ms)", title="Latency by percentile")
-    _save(fig, [ax], out)
+    ticks = [(x, name) for x, name in ((2, "50%"), (10, "90%"), (100, "99%"),
+                                        (1000, "99.9%"), (10000, "99.99%"), (1e5, "99.999%"))
+             if x <= right * 1.5]
+    ax.set_xticks([1 / 0.9] + [x for x, _ in ticks], ["10%"] + [n for _, n in ticks])
+    ax.set_xlim(1 / 0.9, right * 1.5)
+    ax.set(xlabel="percentile", ylabel="latency (ms)",
+           title=f"Latency by percentile (phases under {MIN_SPECTRUM_COUNT} requests: no data)")
+    legend = ax.get_legend_handles_labels()[1]
+    _save(fig, [ax], out, outside=True)
+    return legend
 
 
-def bars(comparison: dict[str, Any], out: Path) -> bool:
-    """Each path's throughputs side by side with the ratio; False when there is no pair."""
+def bars(comparison: dict[str, Any], out: Path, notes: dict[str, str | None] | None = None
+         ) -> bool:
+    """Each path's throughputs side by side with the ratio; False when there is no pair.
+
+    ``notes``: per metric, why its ratio is not comparable with the bars (or None)."""
     metrics = [(k, v) for k, v in comparison.items() if isinstance(v, dict) and "ratio" in v]
     if not metrics:
         return False
@@ -290,7 +430,10 @@ def bars(comparison: dict[str, Any], out: Path) -> bool:
         labels = [k for k in values if k != "ratio"]
         ax.bar(labels, [values[k] or 0 for k in labels], color=[_color(k) for k in labels])
         ratio = values["ratio"]
-        ax.set_title(f"{name}\n×{ratio:.1f}" if ratio else name, fontsize=10)
+        title = f"{name}\n{PIPELINED} ÷ {NAIVE} = {numfmt.ratio(ratio)}" if ratio else name
+        if ratio and (notes or {}).get(name):
+            title += "\nnot comparable with the bars"
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
@@ -307,6 +450,9 @@ def draw_all(run_dir: Path, summary: dict[str, Any]) -> list[str]:
     spectrum(runs, run_dir / "spectrum.png")
     queue_and_lag(runs, run_dir / "queue.png", heads)
     made = ["throughput.png", "latency.png", "spectrum.png", "queue.png"]
-    if len(runs) > 1 and bars(summary.get("comparison", {}), run_dir / "paths.png"):
+    comparison = summary.get("comparison", {})
+    notes = {metric: thresholds.ratio_not_comparable(summary, metric)
+             for metric in ("accepted points/s", "committed points/s") if metric in comparison}
+    if len(runs) > 1 and bars(comparison, run_dir / "paths.png", notes):
         made.append("paths.png")
     return made

@@ -14,14 +14,17 @@ from harness.scenario import Scenario, ScenarioError, list_scenarios, load
 from server.config import INGEST_PATHS
 
 _ALL_PATHS = ",".join(INGEST_PATHS)
+NOT_COMPARABLE = 3  # report A B: the runs differ in what decides the figures
 
 
 def add_commands(commands: Any) -> None:
     bench = commands.add_parser(
         "bench", help=f"replay scenarios against the ingest paths ({_ALL_PATHS})",
         description="Start the server on fresh embedded stores once per path, replay the "
-                    "scenario's seeded workload, write results/<scenario>/<time>/. Exit 1 "
-                    "when a threshold fails, 2 on a bad scenario.")
+                    "scenario's seeded workload, write OUT/<scenario>/<time>/ (OUT: "
+                    "bench-results/ beside run.py unless --out; git ignores it) and point "
+                    "OUT/<scenario>/latest at it. The committed reference runs are in "
+                    "results/. Exit 1 when a threshold fails, 2 on a bad scenario.")
     bench.add_argument("scenarios", nargs="+", metavar="SCENARIO",
                        help="a name from `run.py scenarios` or a path to a .toml file")
     bench.add_argument("--paths",
@@ -31,7 +34,9 @@ def add_commands(commands: Any) -> None:
                        help="multiply rates, vus and point counts (default 1); a chaos "
                             "scenario's load time and fault count instead")
     bench.add_argument("--seed", type=int, help="override the scenario's seed")
-    bench.add_argument("--out", type=Path, help="results directory (default ./results)")
+    bench.add_argument("--out", type=Path,
+                       help="where runs go (default: bench-results/ beside run.py, ignored "
+                            "by git; results/ holds the committed reference runs)")
     bench.add_argument("--target", help="URL of a running server (one path; no start-up)")
     bench.add_argument("--token", help="admin token for --target (or env BENCH_TOKEN)")
     bench.add_argument("--database-url", help="PostgreSQL of --target, for e2e lag")
@@ -52,12 +57,20 @@ def add_commands(commands: Any) -> None:
         "report", help="re-render a saved run, or compare two",
         description="One RUN_DIR: redraw its charts and report.md and re-check its "
                     "thresholds from summary.json (exit 1 when any fails, like bench). "
-                    "Two: write a comparison (overlaid charts, delta table) to --out.")
+                    "Two, A and B: write a comparison (overlaid charts, a table of A, B and "
+                    "the change) to --out. Runs that differ in scenario, scale, seed, paths "
+                    "or baseline (the larger bare-handler POST/s more than 1.2x the "
+                    "smaller, or not measured) are not comparable: what differs is "
+                    "printed, the table has no change column, and the exit code is 3, "
+                    "unless --compare-anyway. Exit 2: not a run directory.")
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     report.add_argument("--out", type=Path, help="comparison directory "
-                        "(default results/compare-<A>-vs-<B>)")
+                        "(default bench-results/compare-<A>-vs-<B>)")
     report.add_argument("--min-change", type=float, default=0.05,
                         help="ignore relative changes below this (default 0.05)")
+    report.add_argument("--compare-anyway", action="store_true",
+                        help="show the changes between runs that are not comparable, under "
+                             "a warning naming what differs (exit 0)")
     report.set_defaults(func=cmd_report)
 
 
@@ -169,9 +182,21 @@ def cmd_report(args: argparse.Namespace) -> int:
         print("report takes one run (re-render) or two (compare)", file=sys.stderr)
         return 2
     a, b = args.runs
+    from harness.runner import RESULTS_DIR
+
     name = f"compare-{a.resolve().name}-vs-{b.resolve().name}"
-    out = args.out or a.resolve().parent.parent / name
-    print(report.compare_runs(a, b, out, args.min_change))
+    out, differ = report.compare_runs(a, b, args.out or RESULTS_DIR / name, args.min_change,
+                                      anyway=args.compare_anyway)
+    if differ:
+        print("A and B are not comparable:", file=sys.stderr)
+        for line in differ:
+            print(f"  {line}", file=sys.stderr)
+        if not args.compare_anyway:
+            print("no changes shown (--compare-anyway shows them under a warning): "
+                  f"{out}", file=sys.stderr)
+            return NOT_COMPARABLE
+        print("changes shown anyway, under a warning", file=sys.stderr)
+    print(out)
     return 0
 
 

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenario")
     parser.add_argument("--shards", default="1,3", help="comma-separated QUEUE_SHARDS values")
     parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "cluster")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "cluster")
     args = parser.parse_args(argv)
     codes = [run_one(args.scenario, int(n), args.scale, args.out)
              for n in args.shards.split(",")]

@@ -48,7 +48,7 @@ class Second:
 class PhaseRecorder:
     def __init__(self, name: str, kind: str, warmup_s: float, live: Any = None) -> None:
         self.name, self.kind, self.warmup_s = name, kind, warmup_s
-        self.live = live  # shared [sent, errors] for the runner's progress line, or None
+        self.live = live  # shared [answered, errors] for the runner's progress line, or None
         self.latency = new_histogram()
         self.service = new_histogram()
         self.statuses: dict[int, int] = defaultdict(int)

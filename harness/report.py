@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from harness import cost, thresholds
+from harness import comparability, cost, numfmt, thresholds
 from harness.costtable import baseline_line, cost_table
 from harness.metrics import histogram_from, new_histogram
 from harness.scenario import INGEST_KINDS, ScenarioError
@@ -23,25 +23,64 @@ from server.config import NAIVE, PIPELINED
 MIN_CHANGE = 0.05  # deltas smaller than this are reported as "~" (noise)
 
 
-def _accepted_rate(run: dict[str, Any]) -> float | None:
-    """Points accepted per second of ingest time (concurrent phases share their span)."""
-    phases = [p for p in run["phases"] if p["kind"] in INGEST_KINDS]
+def _ingest_busy_s(run: dict[str, Any]) -> float:
+    """Seconds points were being sent (concurrent ingest phases share their span)."""
     spans: dict[float, float] = {}  # phases of one group share their start time
-    for p in phases:
-        spans[p["start_wall"]] = max(spans.get(p["start_wall"], 0.0), p["generator"]["wall_s"])
-    busy = sum(spans.values())
-    return round(sum(p["points_ok"] for p in phases) / busy, 1) if busy else None
+    for p in run["phases"]:
+        if p["kind"] in INGEST_KINDS:
+            spans[p["start_wall"]] = max(spans.get(p["start_wall"], 0.0),
+                                         p["generator"]["wall_s"])
+    return sum(spans.values())
+
+
+def _accepted_rate(run: dict[str, Any]) -> float | None:
+    """Points accepted per second of ingest time."""
+    busy = _ingest_busy_s(run)
+    points = sum(p["points_ok"] for p in run["phases"] if p["kind"] in INGEST_KINDS)
+    return round(points / busy, 1) if busy else None
+
+
+def _ingest_request_rate(run: dict[str, Any]) -> float | None:
+    """Ingest requests (points, batches, uploads) answered per second of ingest time."""
+    busy = _ingest_busy_s(run)
+    sent = sum(p["sent"] for p in run["phases"] if p["kind"] in INGEST_KINDS)
+    return round(sent / busy, 1) if busy else None
 
 
 def _of(value: float | None, baseline_rps: float | None) -> float | None:
     return round(value / baseline_rps, 3) if value is not None and baseline_rps else None
 
 
+# Each headline figure's kind (harness.numfmt): how report.md writes it.
+HEADLINE_KINDS = {
+    "accepted points/s": "rate",
+    "accepted points/s per baseline POST/s": "ratio",
+    "ingest requests/s ÷ baseline POST/s": "ratio",
+    "committed points/s": "rate",
+    "committed points/s per baseline POST/s": "ratio",
+    "worst phase p99 latency (ms)": "time",
+    "e2e lag p99 (s)": "time",
+    "loop lag max (ms)": "time",
+    "server CPU µs/point": "time",
+    "errors": "count",
+    "dropped": "count",
+    "dead letters": "count",
+    "peak RSS (MB)": "size",
+}
+PER_BASELINE_NOTE = (
+    "*per baseline POST/s*: points/s divided by the bare handler's requests/s, the unit "
+    "the bars are written in (`> 25 × baseline`); a batch or an upload carries many points "
+    "per request, so it exceeds 1× without the server answering more requests than the "
+    "bare handler. *ingest requests/s ÷ baseline POST/s* compares requests with requests.")
+
+
 def headline(run: dict[str, Any], baseline_rps: float | None = None) -> dict[str, Any]:
-    """The few figures a comparison is about.
+    """The few figures a comparison is about (their kinds: ``HEADLINE_KINDS``).
 
     Rates are also given per baseline POST/s: two days' runs compare by those,
-    since the machine itself drifts between them.
+    since the machine itself drifts between them.  Points per baseline POST/s
+    is a unit, not a share of the bare handler's capacity (points are not
+    requests); ingest requests/s ÷ baseline POST/s is that share.
     """
     phases = run["phases"]
     p99s = [p["latency_ms"].get("p99") for p in phases if p["latency_ms"].get("count")]
@@ -52,9 +91,10 @@ def headline(run: dict[str, Any], baseline_rps: float | None = None) -> dict[str
     peak_rss = run.get("peak_rss_mb")
     return {
         "accepted points/s": accepted,
-        "accepted ÷ baseline POST/s": _of(accepted, baseline_rps),
+        "accepted points/s per baseline POST/s": _of(accepted, baseline_rps),
+        "ingest requests/s ÷ baseline POST/s": _of(_ingest_request_rate(run), baseline_rps),
         "committed points/s": committed,
-        "committed ÷ baseline POST/s": _of(committed, baseline_rps),
+        "committed points/s per baseline POST/s": _of(committed, baseline_rps),
         "worst phase p99 latency (ms)": max(p99s) if p99s else None,
         "e2e lag p99 (s)": server.get("e2e_lag_s", {}).get("p99"),
         "loop lag max (ms)": (server.get("loop_lag_ms") or {}).get("max"),
@@ -68,13 +108,25 @@ def headline(run: dict[str, Any], baseline_rps: float | None = None) -> dict[str
     }
 
 
+def headline_cell(metric: str, value: Any) -> str:
+    """One headline figure as report.md writes it."""
+    kind = HEADLINE_KINDS.get(metric)
+    if kind is None or not isinstance(value, int | float):
+        return numfmt.MISSING if value is None else str(value)
+    return numfmt.figure(value, kind)
+
+
+# The throughputs pipelined ÷ naive is taken of (``ratio.accepted``/``ratio.committed``).
+RATIO_METRICS = ("accepted points/s", "committed points/s")
+
+
 def compare_paths(runs: dict[str, dict[str, Any]], baseline_rps: float | None = None
                   ) -> dict[str, Any]:
     """Headline figures side by side; pipelined ÷ naive for the throughputs."""
     heads = {path: headline(run, baseline_rps) for path, run in runs.items()}
     out: dict[str, Any] = {"headline": heads}
     if {NAIVE, PIPELINED} <= set(runs):
-        for metric in ("accepted points/s", "committed points/s"):
+        for metric in RATIO_METRICS:
             naive, piped = heads[NAIVE][metric], heads[PIPELINED][metric]
             out[metric] = {NAIVE: naive, PIPELINED: piped,
                            "ratio": round(piped / naive, 2) if naive and piped else None}
@@ -147,26 +199,28 @@ def write_raw(run_dir: Path, summary: dict[str, Any]) -> None:
         writer.writerows(rows)
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
+def _generator(gen: dict[str, Any]) -> str:
+    cpu = numfmt.percent(gen["cpu_fraction"])
+    return f"**behind**, {cpu} CPU" if gen["fell_behind"] else f"{cpu} CPU"
 
 
-def _phase_table(run: dict[str, Any]) -> list[str]:
-    lines = ["| phase | kind | sent | ok | errors | dropped | req/s | points/s | p50 ms | "
-             "p99 ms | p99.9 ms | max ms | service p99 ms | generator CPU | behind |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def _phase_tables(run: dict[str, Any]) -> list[str]:
+    """Two tables of at most 8 columns: what was sent, then how long it took."""
+    lines = ["| phase | kind | sent | errors | dropped | req/s | points/s | generator |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in run["phases"]:
-        lat, svc, gen = p["latency_ms"], p["service_ms"], p["generator"]
         lines.append(
-            f"| {p['name']} | {p['kind']} | {p['sent']} | {p['ok']} | {p['errors']} | "
-            f"{p['dropped']} | {_fmt(p['rate'])} | {_fmt(p['points_per_s'])} | "
-            f"{_fmt(lat.get('p50'))} | {_fmt(lat.get('p99'))} | {_fmt(lat.get('p99.9'))} | "
-            f"{_fmt(lat.get('max'))} | {_fmt(svc.get('p99'))} | "
-            f"{gen['cpu_fraction']:.0%} | {'**YES**' if gen['fell_behind'] else 'no'} |")
+            f"| {p['name']} | {p['kind']} | {numfmt.count(p['sent'])} | "
+            f"{numfmt.count(p['errors'])} | {numfmt.count(p['dropped'])} | "
+            f"{numfmt.rate(p['rate'])} | {numfmt.rate(p['points_per_s'])} | "
+            f"{_generator(p['generator'])} |")
+    lines += ["", "| phase | p50 ms | p99 ms | p99.9 ms | max ms | service p99 ms |",
+              "|---|---|---|---|---|---|"]
+    for p in run["phases"]:
+        lat, svc = p["latency_ms"], p["service_ms"]
+        lines.append(f"| {p['name']} | " + " | ".join(
+            numfmt.time(v) for v in (lat.get("p50"), lat.get("p99"), lat.get("p99.9"),
+                                     lat.get("max"), svc.get("p99"))) + " |")
     return lines
 
 
@@ -176,7 +230,33 @@ def _baseline_scale(summary: dict[str, Any]) -> str:
     reference = summary["scenario_definition"].get("reference_baseline")
     if not reference:
         return ""
-    return f" × {factor:.3f} (baseline ÷ the {reference:,.0f} POST/s its rates were written for)"
+    return (f" × {numfmt.ratio(factor)} (baseline ÷ the {numfmt.rate(reference)} POST/s "
+            "its rates were written for)")
+
+
+def _headline_table(heads: dict[str, dict[str, Any]]) -> list[str]:
+    paths = list(heads)
+    lines = ["| figure | " + " | ".join(paths) + " |", "|---|" + "---|" * len(paths)]
+    for metric in next(iter(heads.values())):
+        lines.append(f"| {metric} | "
+                     + " | ".join(headline_cell(metric, heads[p][metric]) for p in paths)
+                     + " |")
+    return lines
+
+
+def _ratio_lines(summary: dict[str, Any]) -> list[str]:
+    """pipelined ÷ naive per throughput, each marked when the bars cannot be read into it."""
+    lines = []
+    for metric in RATIO_METRICS:
+        ratio = summary["comparison"].get(metric, {}).get("ratio")
+        if not ratio:
+            continue
+        line = f"**{metric}: {PIPELINED} ÷ {NAIVE} = {numfmt.ratio(ratio)}**"
+        why = thresholds.ratio_not_comparable(summary, metric)
+        if why:
+            line += f" — not comparable with the bars: {why}."
+        lines += ["", line]
+    return lines
 
 
 def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -196,34 +276,29 @@ def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     lines = [f"# {summary['scenario']} — {summary['created']}", "",
              summary.get("description", ""), "",
              f"Paths: {', '.join(summary['paths'])}; seed {summary['seed']}; scale "
-             f"{summary['scale']}{_baseline_scale(summary)}; "
+             f"{summary['scale']:g}{_baseline_scale(summary)}; "
              f"commit `{summary['git_commit'][:12]}`; "
              f"{summary['environment']['cpus']} CPUs, Python "
              f"{summary['environment']['python']}.", "", baseline_line(summary), "",
              "## Headline", ""]
-    heads = summary["comparison"]["headline"]
-    paths = list(heads)
-    lines += ["| figure | " + " | ".join(paths) + " |", "|---|" + "---|" * len(paths)]
-    for metric in next(iter(heads.values())):
-        lines.append(f"| {metric} | " + " | ".join(_fmt(heads[p][metric]) for p in paths)
-                     + " |")
-    for metric in ("accepted points/s", "committed points/s"):
-        ratio = summary["comparison"].get(metric, {}).get("ratio")
-        if ratio:
-            lines.append(f"\n**{metric}: {PIPELINED} ÷ {NAIVE} = {ratio:.1f}×**")
+    lines += _headline_table(summary["comparison"]["headline"])
+    lines += ["", PER_BASELINE_NOTE]
+    lines += _ratio_lines(summary)
     lines += thresholds.table(verdicts)
     lines += cost_table(summary)
     for path, run in summary["runs"].items():
         lines += ["", f"## {path}", "",
                   f"Generator ceiling (closed loop on GET /health, 32 connections, 1 s): "
-                  f"{_fmt(run['generator_ceiling_rps'])} req/s. Queue drained "
-                  f"{_fmt(run['drain_s'])} s after the load.", ""]
-        lines += _phase_table(run)
+                  f"{numfmt.rate(run['generator_ceiling_rps'])} req/s. "
+                  + ("Queue not drained within the timeout." if run["drain_s"] is None else
+                     f"Queue drained {numfmt.time(run['drain_s'])} s after the load."), ""]
+        lines += _phase_tables(run)
         dead = run.get("server", {}).get("dead_letters")
         if dead:
             lines += ["", "**Dead letters of this run** (by reason; `id_conflict`: an id "
                           "resent with other content): "
-                      + ", ".join(f"`{reason}` {count:,}" for reason, count in dead.items())]
+                      + ", ".join(f"`{reason}` {numfmt.count(count)}"
+                                  for reason, count in dead.items())]
         behind = [p["name"] for p in run["phases"] if p["generator"]["fell_behind"]]
         if behind:
             lines += ["", f"**Warning: requests were not sent on schedule in "
@@ -240,35 +315,62 @@ def render(run_dir: Path) -> tuple[Path, list[dict[str, Any]]]:
     return out, verdicts
 
 
-def compare_runs(a_dir: Path, b_dir: Path, out_dir: Path, min_change: float = MIN_CHANGE
-                 ) -> Path:
-    """Two saved runs: overlaid charts and a delta table ignoring changes < min_change."""
+def _change(va: Any, vb: Any, min_change: float) -> str:
+    """B against A as a signed percentage, ``~`` below ``min_change``."""
+    if isinstance(va, int | float) and isinstance(vb, int | float) and va:
+        change = (vb - va) / abs(va)
+        return "~" if abs(change) < min_change else (
+            "+" if change > 0 else "") + numfmt.percent(change)
+    return "–" if va == vb else "changed"
+
+
+def compare_runs(a_dir: Path, b_dir: Path, out_dir: Path, min_change: float = MIN_CHANGE,
+                 *, anyway: bool = False) -> tuple[Path, list[str]]:
+    """Two saved runs: overlaid charts and a delta table ignoring changes < min_change.
+
+    (report.md, what makes them incomparable).  Runs that differ in scenario,
+    scale, seed, paths or baseline (``harness.comparability``) get their figures
+    side by side without the change column, unless ``anyway``: then with it,
+    under a warning naming what differs.
+    """
     from harness import charts
 
     a = orjson.loads((a_dir / "summary.json").read_bytes())
     b = orjson.loads((b_dir / "summary.json").read_bytes())
+    differ = comparability.differences(a, b)
+    changes = anyway or not differ
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = {f"A {p}": r for p, r in a["runs"].items()}
     runs.update({f"B {p}": r for p, r in b["runs"].items()})
     merged = {"runs": runs, "comparison": compare_paths(runs)}
     images = charts.draw_all(out_dir, merged)
     lines = [f"# Comparison: A = {a_dir}, B = {b_dir}", "",
-             f"Baseline (bare stack POST/s): A {_fmt(baseline_rps(a))}, "
-             f"B {_fmt(baseline_rps(b))}; rates ÷ baseline compare across days.", "",
-             f"Changes smaller than {min_change:.0%} are shown as ~.", "",
-             "| path | figure | A | B | change |", "|---|---|---|---|---|"]
+             f"Scenario: A {a.get('scenario')} (scale {a.get('scale', 1):g}, seed "
+             f"{a.get('seed')}), B {b.get('scenario')} (scale {b.get('scale', 1):g}, seed "
+             f"{b.get('seed')}); {comparability.commits(a, b)}.", "",
+             f"Baseline (bare handler POST/s): A {numfmt.rate(baseline_rps(a))}, "
+             f"B {numfmt.rate(baseline_rps(b))}; figures per baseline POST/s compare "
+             "across days.", ""]
+    if differ:
+        lines += [("**Warning: these runs are not comparable — the changes below say as "
+                   "much about what differs as about the code:**") if anyway else
+                  ("**Not comparable: no changes are shown** (`run.py report A B "
+                   "--compare-anyway` shows them under a warning):"), ""]
+        lines += [f"- {line}" for line in differ] + [""]
+    header = ["path", "figure", "A", "B"] + (["change"] if changes else [])
+    if changes:
+        lines += [f"Changes smaller than {min_change:.0%} are shown as ~.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for path in sorted(set(a["runs"]) & set(b["runs"])):
         ha = headline(a["runs"][path], baseline_rps(a))
         hb = headline(b["runs"][path], baseline_rps(b))
         for metric in ha:
             va, vb = ha[metric], hb[metric]
-            if isinstance(va, int | float) and isinstance(vb, int | float) and va:
-                change = (vb - va) / abs(va)
-                shown = "~" if abs(change) < min_change else f"{change:+.0%}"
-            else:
-                shown = "–" if va == vb else "changed"
-            lines.append(f"| {path} | {metric} | {_fmt(va)} | {_fmt(vb)} | {shown} |")
+            cells = [path, metric, headline_cell(metric, va), headline_cell(metric, vb)]
+            if changes:
+                cells.append(_change(va, vb, min_change))
+            lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Charts", ""] + [f"![{name}]({name})" for name in images]
     out = out_dir / "report.md"
     out.write_text("\n".join(lines) + "\n")
-    return out
+    return out, differ

@@ -29,14 +29,17 @@ from typing import Any
 
 import orjson
 
-from harness import baseline, cost, loadgen, report, thresholds
+from harness import baseline, cost, loadgen, numfmt, report, thresholds
 from harness.cost import CpuClocks
+from harness.progress import Progress
 from harness.sampler import Sampler
 from harness.scenario import Phase, Scenario, Setup
 from harness.server import ROOT, ManagedServer, api
 from harness.workload import Target
 
-RESULTS_DIR = ROOT / "results"
+# Where bench writes by default: ignored by git (.gitignore), so a run leaves
+# `git status` clean; the committed reference runs live in results/.
+RESULTS_DIR = ROOT / "bench-results"
 
 
 def setup_catalog(url: str, token: str, setup: Setup, name: str, run_id: str) -> Target:
@@ -83,8 +86,8 @@ def _run_group(group: list[Phase], scenario: Scenario, target: Target, run_id: s
                sampler: Sampler, clocks: CpuClocks | None) -> tuple[list[dict], dict]:
     """Run one group of concurrent phases; (their results, the group's cost record)."""
     ctx = multiprocessing.get_context("spawn")
-    live = ctx.RawArray("q", 2)  # requests sent and failed, summed over the group
-    sampler.counters = live
+    live = ctx.RawArray("q", 2)  # requests answered and failed, summed over the group
+    sampler.progress.group(live)
     start = loadgen.StartSignal(ready=ctx.Semaphore(0), go=ctx.Event(),
                                 at=ctx.RawValue("d", 0.0))
     label = "+".join(p.name for p in group)
@@ -208,7 +211,8 @@ def run_path(scenario: Scenario, path: str, *, target_url: str | None = None,
         url = server.url
     token = token or (server.token if server else os.environ.get("BENCH_TOKEN", ""))
     run_id = f"b{int(time.time() * 1000) % 10**10}{path[0]}"
-    sampler = Sampler(url, token, server.rss_bytes if server else (lambda: 0), path, live)
+    sampler = Sampler(url, token, server.rss_bytes if server else (lambda: 0),
+                      Progress(path, live=live))
     clocks = CpuClocks(server.proc.pid, server.data_dir) if server else None
     try:
         target = setup_catalog(url, token, scenario.setup, scenario.name, run_id)
@@ -279,9 +283,9 @@ def bare_baseline(enabled: bool) -> dict[str, Any] | None:
         return None
     print(f"== baseline: bare tornado+uvloop POST handler, {baseline.CONNECTIONS} "
           f"connections, {baseline.SECONDS:g} s", flush=True)
-    rps = baseline.measure(baseline.SECONDS)
-    print(f"   {rps:,.0f} POST/s", flush=True)
-    return {"bare_post_rps": round(rps, 1), "connections": baseline.CONNECTIONS,
+    rps = round(baseline.measure(baseline.SECONDS), 1)
+    print(f"   {numfmt.rate(rps)} POST/s", flush=True)  # as report.md will write it
+    return {"bare_post_rps": rps, "connections": baseline.CONNECTIONS,
             "seconds": baseline.SECONDS}
 
 

@@ -4,7 +4,7 @@ The once-a-second cadence restarts at each phase group's start, so a rate spans
 whole seconds of one phase; a sample is also taken as each group ends, and a
 last one after the drain, so a chart's final point is the real final depth
 rather than whatever the queue held up to a second before the load stopped.
-The same thread prints the progress line (phase, sent, errors, rates, queue, RSS).
+The same thread prints the progress line (``harness.progress``).
 
 Loop lag is the server's own figure (``loop.lag_max_ms_last_s`` of
 ``/v1/admin/queue``): the worst time its event loop was held during the last
@@ -21,23 +21,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from harness.progress import Progress
 from harness.server import api
 
 
 class Sampler(threading.Thread):
     """Once a second, at each boundary and once at the end: one row of server figures."""
 
-    def __init__(self, url: str, token: str, rss: Callable[[], int], label: str,
-                 live: bool) -> None:
+    def __init__(self, url: str, token: str, rss: Callable[[], int],
+                 progress: Progress) -> None:
         super().__init__(daemon=True)
-        self.url, self.token, self.rss, self.label, self.live = url, token, rss, label, live
+        self.url, self.token, self.rss, self.progress = url, token, rss, progress
         self.rows: list[dict[str, Any]] = []
         self.phase = "setup"
-        self.counters: Any = None  # the running group's shared [sent, errors]
         self._halt = threading.Event()
         self._wake = threading.Event()
         self._align_at: float | None = None
-        self._last_print = 0.0
 
     def run(self) -> None:
         due = time.time()
@@ -70,8 +69,7 @@ class Sampler(threading.Thread):
         self._halt.set()
         self._wake.set()
         self.join(10)
-        if self.live:
-            print(flush=True)
+        self.progress.close()
 
     def _sample(self) -> None:
         now = time.time()
@@ -96,18 +94,4 @@ class Sampler(threading.Thread):
             row["accepted_per_s"] = (row["enqueued"] - previous["enqueued"]) / span
             row["committed_per_s"] = (row["committed"] - previous["committed"]) / span
         self.rows.append(row)
-        self._progress(row, now)
-
-    def _progress(self, row: dict[str, Any], now: float) -> None:
-        counters = self.counters
-        sent, errors = (counters[0], counters[1]) if counters is not None else (0, 0)
-        line = (f"[{self.label}] phase={self.phase:<14} sent={sent:>7} errors={errors:>5}"
-                f" accepted/s={row.get('accepted_per_s') or 0:>9.0f}"
-                f" committed/s={row.get('committed_per_s') or 0:>9.0f}"
-                f" queue={row['queue_depth']} rss={row['rss_mb']:.0f}MB"
-                f" loop={row['loop_lag_ms'] or 0:.0f}ms")
-        if self.live:
-            print("\r" + line, end="", flush=True)
-        elif now - self._last_print >= 5:
-            print(line, flush=True)
-            self._last_print = now
+        self.progress.update(self.phase, row, now)

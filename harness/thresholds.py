@@ -9,7 +9,8 @@ right after the load, and by ``run.py report RUN_DIR`` from a saved
 is the one definition and both checks parse it the same way.
 
 Scopes: a phase name or ``all`` (the phase figures), ``e2e_lag`` (accepted →
-committed), ``server`` (committed rate, peak RSS, event-loop lag), ``ratio``
+committed), ``server`` (committed rate, peak RSS, event-loop lag, the time the
+queue took to empty after the load), ``ratio``
 (pipelined ÷ naive, judged once per run, not per path) and ``chaos`` (a chaos
 run's checker counts — ``lost``, ``doubled``… — and its faults, ``fault_kinds``).  Each metric has a
 kind — a time, a fraction, a rate, a count, a size or a ratio — that decides
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from harness import numfmt
 from harness.chaos.checker import FAILURES
 from harness.chaos.run_counts import CHAOS_RUN_COUNTS
 from server.config import INGEST_PATHS, NAIVE, PIPELINED
@@ -46,7 +48,7 @@ UNITS = {"time": (None, "ms", "s"), "fraction": (None, "%"), "rate": (None, "/s"
 _PHASE_KINDS = {"success": "fraction", "rate": "rate", "points_rate": "rate",
                 "dropped": "count"}
 _SERVER_KINDS = {"committed_rate": "rate", "peak_rss": "size",
-                 "loop_lag.max": "time", "loop_lag.p99": "time"}
+                 "loop_lag.max": "time", "loop_lag.p99": "time", "drain": "time"}
 _RATIOS = {"accepted": "accepted points/s", "committed": "committed points/s"}
 # A chaos run's checker and nemesis (``harness/chaos``): counts.
 CHAOS_METRICS = (*FAILURES, *CHAOS_RUN_COUNTS)
@@ -75,21 +77,46 @@ class Threshold:
         return self.value * baseline_rps if baseline_rps else None
 
     def show(self, measured: float | None) -> str:
-        """A measured value in the units thresholds are written in (ms, s, %, /s, MB)."""
+        """A measured value in the units thresholds are written in (ms, s, %, /s, MB),
+        in report.md's number format (``harness.numfmt``)."""
         if measured is None:
             return "not measured"
         kind = self.kind
         if kind == "time":
-            return f"{measured * 1000:,.1f} ms" if measured < 1 else f"{measured:,.3f} s"
+            return (f"{numfmt.time(measured * 1000)} ms" if measured < 1 else
+                    f"{numfmt.time(measured)} s")
         if kind == "fraction":
-            return f"{measured:.2%}"
+            return numfmt.percent(measured)
         if kind == "rate":
-            return f"{measured:,.1f}/s"
+            return f"{numfmt.rate(measured)}/s"
         if kind == "size":
-            return f"{measured:,.1f} MB"
+            return f"{numfmt.size(measured)} MB"
         if kind == "ratio":
-            return f"{measured:,.2f}×"
-        return f"{measured:g}"
+            return numfmt.ratio(measured)
+        return numfmt.count(measured)
+
+
+def ratio_not_comparable(summary: dict[str, Any], metric: str) -> str | None:
+    """Why a run's pipelined ÷ naive ``metric`` ("accepted points/s" or "committed
+    points/s") cannot be read against the bars (≥ 32× accepted, ≥ 15× committed),
+    or None when it can.
+
+    A ratio is comparable with a bar only in a run that judges it: the scenario
+    has a ``ratio.accepted``/``ratio.committed`` threshold (``bulk_upload``,
+    ``competition_burst``), written for the load it offers at scale 1.  Any other
+    scenario (``smoke``: seconds at a low rate, which the naive path keeps up
+    with) or a scaled run offers a load the bar was never meant for.
+    """
+    name = next(key for key, label in _RATIOS.items() if label == metric)
+    texts = [t.get("text", "") for t in
+             summary.get("scenario_definition", {}).get("thresholds", [])]
+    if not any(text.split(" ", 1)[0] == f"ratio.{name}" for text in texts):
+        return (f"{summary.get('scenario', 'this scenario')} has no `ratio.{name}` bar "
+                "(bulk_upload and competition_burst judge the ratios, at scale 1)")
+    scale = summary.get("scale", 1.0)
+    if scale != 1:
+        return f"a run at scale {scale:g} (the bars are judged at scale 1)"
+    return None
 
 
 def metric_kind(scope: str, metric: str) -> str | None:
@@ -202,6 +229,8 @@ def measure(threshold: Threshold, run: dict[str, Any]) -> float | None:
             return server.get("committed_points_per_s")
         if metric == "peak_rss":
             return run.get("peak_rss_mb")
+        if metric == "drain":  # None: the queue did not empty within drain_timeout_s
+            return run.get("drain_s")
         lag_ms = (server.get("loop_lag_ms") or {}).get(metric.partition(".")[2])
         return lag_ms / 1000 if lag_ms is not None else None
     if scope == "chaos":
@@ -252,7 +281,8 @@ def _shown(threshold: Threshold, measured: float | None, baseline_rps: float | N
         return "not measured (no baseline in this run)"
     shown = threshold.show(measured)
     if threshold.of_baseline and measured is not None and baseline_rps:
-        shown += f" = {measured / baseline_rps:.3g} × baseline ({baseline_rps:,.0f}/s)"
+        shown += (f" = {numfmt.ratio(measured / baseline_rps)} baseline "
+                  f"({numfmt.rate(baseline_rps)}/s)")
     return shown
 
 

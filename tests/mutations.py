@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-_SKIP = shutil.ignore_patterns(".git", ".data", "results", "__pycache__", "*.egg-info",
-                               ".ruff_cache", ".mypy_cache", ".pytest_cache")
+_SKIP = shutil.ignore_patterns(".git", ".data", "results", "bench-results", "__pycache__",
+                               "*.egg-info", ".ruff_cache", ".mypy_cache", ".pytest_cache")
 
 
 @dataclass(frozen=True)
@@ -801,6 +801,16 @@ MUTATIONS = (
        "server/config.py", "    return f\"{text} (default {default or 'unset'}; env {name})\"",
        "    return text",
        CF + "test_every_flag_backed_by_a_setting_names_its_variable_and_default_in_help"),
+    # --- reports that read at a glance (issue 22) ------------------------------------------
+    _m("report-compares-anything", "report A B refuses a percentage between incomparable runs",
+       "two runs of different scales, seeds or machines compare as if alike",
+       "harness/comparability.py", "    return found\n", "    return []\n",
+       "tests/harness/test_report.py::test_runs_of_different_scales_are_refused_a_percentage"),
+    _m("progress-per-group", "piped progress lines count what was answered",
+       "the progress line counts only the running group, from 0 at each phase",
+       "harness/progress.py",
+       "            self._done[0] += int(self._counters[0])\n", "",
+       "tests/harness/test_progress.py::test_piped_counts_are_the_paths_totals_across_groups"),
 )
 
 

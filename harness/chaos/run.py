@@ -11,8 +11,8 @@
 5. When the load has ended (its retries included) and every fault is undone:
    wait for the queue to drain, read the rows, standings and dead letters, and
    run the checker over them with everything every client was told.
-6. summary.json, timeline.png and report.md under ``results/chaos/<time>/``;
-   the thresholds (``chaos.lost < 1``…) decide the exit code.
+6. summary.json, timeline.png and report.md under ``bench-results/chaos/<time>/``
+   (``--out`` chooses); the thresholds (``chaos.lost < 1``…) decide the exit code.
 """
 
 from __future__ import annotations

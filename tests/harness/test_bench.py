@@ -151,6 +151,43 @@ def test_bench_writes_every_artifact_for_both_paths_and_the_ratio(
 
 
 @pytest.mark.timeout(600)
+def test_piped_progress_lines_count_what_was_answered(bench_run: tuple[Path, str]) -> None:
+    """bench's stdout here is a pipe: a line per phase, and the last one, after the
+    drain, counts every request the path's generators had answered (it once said 0)."""
+    latest, printed = bench_run
+    summary = orjson.loads((latest / "summary.json").read_bytes())
+    for path, run_ in summary["runs"].items():
+        lines = [line for line in printed.splitlines() if line.startswith(f"[{path}] ")]
+        assert "\r" not in "".join(lines)
+        phases = {line.split("phase=")[1].split()[0] for line in lines}
+        assert {"setup", "singles", "batches+boards", "stats+health", "upload",
+                "drain"} <= phases
+        answered = int(lines[-1].split("answered=")[1].split()[0].replace(",", ""))
+        total = sum(p["sent"] for p in run_["phases"])
+        assert "phase=drain" in lines[-1]
+        assert 0.9 * total <= answered <= total  # unlocked display counters may lose one
+
+
+def test_bench_writes_to_a_folder_git_ignores_by_default() -> None:
+    from harness.runner import RESULTS_DIR
+
+    assert RESULTS_DIR == ROOT / "bench-results"
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git work tree (a copy): nothing to ignore files")
+
+    def ignored(path: str) -> bool:
+        check = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT, timeout=30)
+        assert check.returncode in (0, 1), check
+        return check.returncode == 0
+
+    assert ignored("bench-results/smoke/20260101T000000Z/summary.json")
+    assert not ignored("results/smoke/20260101T000000Z/summary.json")  # the reference runs
+    usage = run("bench", "--help", timeout=60).stdout
+    assert "bench-results/ beside run.py" in usage and "reference runs are in results/" in (
+        " ".join(usage.split()))
+
+
+@pytest.mark.timeout(600)
 def test_bench_measures_the_baseline_and_resolves_rates_and_bars_from_it(
         bench_run: tuple[Path, str]) -> None:
     latest, _ = bench_run

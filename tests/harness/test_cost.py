@@ -138,10 +138,14 @@ def test_run_cost_per_request_per_point_and_whole_run() -> None:
     assert whole["cpu_us_per_point"]["postgres"] == pytest.approx(60.8)
     assert lag == {"max": None, "p99": None, "seconds": 0}  # no lag samples at all
 
-    table = "\n".join(cost_table({"runs": {"pipelined": {"cost": record}}}))
-    assert "| pipelined | batches+health | 10.0 | 150 | 50,000 | 1.50 / 2.00 / 0.50 |" in table
-    assert "| 0.15 | 20% |" in table
+    lines = cost_table({"runs": {"pipelined": {"cost": record}}})
+    table = "\n".join(lines)
+    assert "| pipelined | batches+health | 150 | 50,000 | 10,000 | 30.0 | 40.0 | 10.0 |" in table
+    assert "| pipelined | batches+health | 10.0 | 1.50 / 2.00 / 0.50 | 0.15 | 20.0% |" in table
     assert "| 1,000 /request |" in table  # PostgreSQL for the group without ingest
+    rows = [line for line in lines if line.startswith("|")]
+    assert len(rows) == 2 * (2 + 4)  # two tables: header, rule, 2 groups, drain, whole run
+    assert max(row.count("|") - 1 for row in rows) == 8  # at most 8 columns each
 
 
 def test_without_a_managed_server_cpu_is_not_measured() -> None:

@@ -112,7 +112,7 @@ def ratio_not_comparable(summary: dict[str, Any], metric: str) -> str | None:
              summary.get("scenario_definition", {}).get("thresholds", [])]
     if not any(text.split(" ", 1)[0] == f"ratio.{name}" for text in texts):
         return (f"{summary.get('scenario', 'this scenario')} has no `ratio.{name}` bar "
-                "(bulk_upload and competition_burst judge the ratios, at scale 1)")
+                "(a ratio is judged where a scenario has its bar, at scale 1)")
     scale = summary.get("scale", 1.0)
     if scale != 1:
         return f"a run at scale {scale:g} (the bars are judged at scale 1)"

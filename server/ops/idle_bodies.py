@@ -14,8 +14,11 @@ last byte.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 
 class OpenBody(Protocol):
@@ -48,7 +51,12 @@ class IdleBodies:
         self._timer = None
         now = time.monotonic()
         for body in list(self._open):
-            if body.cut_if_idle(now, self.idle_s):
+            try:
+                done = body.cut_if_idle(now, self.idle_s)
+            except Exception:  # a bug in one body's cut must not stop the others'
+                log.exception("cutting an idle request body failed; it is no longer watched")
+                done = True
+            if done:
                 self._open.pop(body, None)
         if self._open:
             self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._sweep)

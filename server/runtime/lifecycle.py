@@ -109,6 +109,9 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
     deadline = _Deadline(settings.shutdown_timeout_s)
     count = settings.queue_workers if workers is None else workers
     async with AsyncExitStack() as stack:
+        # The requests counted since the last sample, to the metrics: last of all,
+        # after every request has finished, however the stop went.
+        stack.callback(flush_requests)
         # 0. The access log's flush task; its last lines are written at the very end
         # of the stop, after the last request has finished.
         await stack.enter_async_context(access_log_flushing())
@@ -186,7 +189,6 @@ async def running_service(settings: Settings, database_url: str, redis_url: str,
                                    durability_vouched=settings.redis_durability_vouched)
         bodies = IdleBodies(settings.http_body_idle_s)
         stack.callback(bodies.close)  # once the listener has stopped (pushed later)
-        stack.callback(flush_requests)  # the last requests' figures, to the metrics
         deps = Deps(
             settings=settings, db=db, reads=reads, redis=client, strategy=strategy, queue=queue,
             workers=pool, ingest=Ingest(queue, db, commits, breaker=pool.redis_breaker,

@@ -93,7 +93,7 @@ def stores_ready(settings: Settings, *, redis: bool = True,
                               redis_maxmemory_bytes=settings.redis_maxmemory_bytes)
     with ExitStack() as stack:
         if embedded.postgres is not None or embedded.redis is not None:
-            stack.enter_context(using_stores(settings.data_dir))
+            embedded.may_stop = stack.enter_context(using_stores(settings.data_dir)).alone
         if on_stop is not None:
             stack.callback(on_stop, embedded)
         try:

@@ -11,6 +11,7 @@ after the last child.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -43,8 +44,9 @@ def serve(settings: Settings) -> int:
     def say_what_is_left(stores: EmbeddedStores) -> None:
         line = exit_line(stores, settings.data_dir)
         if line is not None:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
+            with contextlib.suppress(OSError):  # stdout closed (a pipe nobody reads)
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
 
     with prepared(settings, on_stop=say_what_is_left) as ready:
         if settings.processes == 1:

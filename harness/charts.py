@@ -41,8 +41,10 @@ VARIANT_SHADES = {NAIVE: ("#d62728", "#ff9896", "#8c1a1a", "#e377c2"),
                   PIPELINED: ("#1f77b4", "#17becf", "#0b3d63", "#9edae5")}
 # One (line style, marker) per phase, in the order phases first appear; the colour says
 # the path.  Eight pairs, no two alike, before the cycle repeats (a scenario has ≤ 7 phases).
-STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "x"),
-          (":", "P"), ("-.", "*"))
+# Eight phases each with a line style and a marker of its own (then they repeat).
+STYLES: tuple[tuple[Any, str], ...] = (
+    ("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (8, 2, 1, 2, 1, 2)), "v"),
+    ((0, (1, 3)), "x"), ((0, (10, 3)), "P"), ((0, (4, 1, 1, 1)), "*"))
 MIN_SPECTRUM_COUNT = 10  # fewer requests than this draw no spectrum: "no data"
 BANDS = ("#ececec", "#dcdcdc")  # alternate so adjacent phase groups stay apart
 DRAIN = "#fde9c8"
@@ -400,8 +402,12 @@ def spectrum(runs: dict[str, dict], out: Path) -> list[str]:
                 continue
             xs, ys = spectrum_points(hist)
             right = max([right, *xs])
+            # A comparison's second run (labels "B …") in hollow markers, paler: the
+            # same path and phase in both runs must not look alike.
+            second = label.startswith("B ")
             ax.plot(xs, ys, color=_color(label), linestyle=linestyle, marker=marker,
-                    markersize=4, markevery=max(1, len(xs) // 8),
+                    markersize=5 if second else 4, markevery=max(1, len(xs) // 8),
+                    fillstyle="none" if second else "full", alpha=0.6 if second else 1.0,
                     label=f"{label} {phase['name']}")
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -48,7 +48,8 @@ def _ingest_request_rate(run: dict[str, Any]) -> float | None:
 
 
 def _of(value: float | None, baseline_rps: float | None) -> float | None:
-    return round(value / baseline_rps, 3) if value is not None and baseline_rps else None
+    # Kept to 6 decimals: a comparison's change is computed from these (numfmt shows 3).
+    return round(value / baseline_rps, 6) if value is not None and baseline_rps else None
 
 
 # Each headline figure's kind (harness.numfmt): how report.md writes it.
@@ -324,6 +325,16 @@ def _change(va: Any, vb: Any, min_change: float) -> str:
     return "–" if va == vb else "changed"
 
 
+def _shown(run_dir: Path) -> Path:
+    """A run folder as the comparison names it: resolved (``latest`` moves on), and
+    relative to the working directory when it is under it."""
+    resolved = run_dir.resolve()
+    try:
+        return resolved.relative_to(Path.cwd())
+    except ValueError:
+        return resolved
+
+
 def compare_runs(a_dir: Path, b_dir: Path, out_dir: Path, min_change: float = MIN_CHANGE,
                  *, anyway: bool = False) -> tuple[Path, list[str]]:
     """Two saved runs: overlaid charts and a delta table ignoring changes < min_change.
@@ -344,7 +355,7 @@ def compare_runs(a_dir: Path, b_dir: Path, out_dir: Path, min_change: float = MI
     runs.update({f"B {p}": r for p, r in b["runs"].items()})
     merged = {"runs": runs, "comparison": compare_paths(runs)}
     images = charts.draw_all(out_dir, merged)
-    lines = [f"# Comparison: A = {a_dir}, B = {b_dir}", "",
+    lines = [f"# Comparison: A = {_shown(a_dir)}, B = {_shown(b_dir)}", "",
              f"Scenario: A {a.get('scenario')} (scale {a.get('scale', 1):g}, seed "
              f"{a.get('seed')}), B {b.get('scenario')} (scale {b.get('scale', 1):g}, seed "
              f"{b.get('seed')}); {comparability.commits(a, b)}.", "",

@@ -35,7 +35,11 @@ def running(data_dir: Path) -> tuple[tuple[int, int], tuple[int, int | None]]:
 
 
 def stop_command(data_dir: Path) -> str:
-    return f"python run.py stores stop --data-dir {data_dir}"
+    """As serve and stores print it: the interpreter they run as, seen from ROOT (their
+    working directory)."""
+    relative = os.path.relpath(sys.executable, ROOT)
+    python = sys.executable if relative.startswith("..") else relative
+    return f"{python} run.py stores stop --data-dir {data_dir}"
 
 
 @pytest.mark.timeout(120)

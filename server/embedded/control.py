@@ -13,14 +13,16 @@ status is 0 unless something could not be done.
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedStores
 from server.embedded.lock import describe, no_one_using, users
 
-STOP_COMMAND = "python run.py stores stop --data-dir {}"
+STOP_COMMAND = "{} run.py stores stop --data-dir {}"
 
 
 def _stores(data_dir: Path) -> list[EmbeddedPostgres | EmbeddedRedis]:
@@ -35,8 +37,16 @@ def _and(names: Iterable[str]) -> str:
     return " and ".join(names)
 
 
+def python_command() -> str:
+    """This interpreter as a user would type it here: ``.venv/bin/python`` when it lies
+    under the working directory (a bare ``python`` may be another one, without the
+    project installed), else its absolute path."""
+    relative = os.path.relpath(sys.executable)
+    return shlex.quote(sys.executable if relative.startswith("..") else relative)
+
+
 def stop_command(data_dir: Path) -> str:
-    return STOP_COMMAND.format(shlex.quote(str(data_dir)))
+    return STOP_COMMAND.format(python_command(), shlex.quote(str(data_dir)))
 
 
 def status_lines(data_dir: Path) -> list[str]:

@@ -39,7 +39,8 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="Points server: HTTP ingest → Redis queue → batched PostgreSQL writes.",
-        epilog="Configuration comes from the environment (see README); flags override it.",
+        epilog="Configuration comes from the environment (see docs/configuration.md); "
+               "flags override it.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -6,8 +6,10 @@ block — while one whose request is being handled is not."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
+from collections.abc import AsyncIterator
 
 import tornado.netutil
 import tornado.web
@@ -32,12 +34,22 @@ class _Slow(tornado.web.RequestHandler):
         self.write("done")
 
 
-async def _listening() -> tuple[Listener, int]:
+@contextlib.asynccontextmanager
+async def _connected() -> AsyncIterator[tuple[Listener, asyncio.StreamReader,
+                                              asyncio.StreamWriter]]:
+    """A listener (idle timeout ``IDLE_S``) and one client connection to it; both
+    closed after."""
     server = Listener(tornado.web.Application([("/nodelay", _NoDelay), ("/slow", _Slow)]),
                       idle_connection_timeout=IDLE_S)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server.add_sockets(sockets)
-    return server, sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", sockets[0].getsockname()[1])
+    try:
+        yield server, reader, writer
+    finally:
+        writer.close()
+        server.stop()
+        await server.close_all_connections()
 
 
 async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -57,54 +69,30 @@ async def _closed_by_server(reader: asyncio.StreamReader) -> float:
 
 
 async def test_tcp_nodelay_stays_on_for_every_request_of_a_connection() -> None:
-    server, port = await _listening()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
+    async with _connected() as (_, reader, writer):
         # Tornado would turn it off again after each answer: the second would see 0.
         assert [await _get(reader, writer, "/nodelay") for _ in range(3)] == [b"1"] * 3
-    finally:
-        writer.close()
-        server.stop()
-        await server.close_all_connections()
 
 
 async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> None:
-    server, port = await _listening()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
+    async with _connected() as (_, reader, writer):
         assert await _get(reader, writer, "/nodelay") == b"1"
         waited = await _closed_by_server(reader)
         assert IDLE_S * 0.9 <= waited <= IDLE_S * 1.25 + 0.5, waited
-    finally:
-        writer.close()
-        server.stop()
-        await server.close_all_connections()
 
 
 async def test_a_header_block_that_never_completes_is_closed_after_the_idle_timeout() -> None:
-    server, port = await _listening()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
+    async with _connected() as (_, reader, writer):
         writer.write(b"GET /nodelay HTTP/1.1\r\nHost: x\r\n")  # no blank line: never complete
         await writer.drain()
         waited = await _closed_by_server(reader)
         assert IDLE_S * 0.9 <= waited <= IDLE_S * 1.25 + 0.5, waited
-    finally:
-        writer.close()
-        server.stop()
-        await server.close_all_connections()
 
 
 async def test_a_connection_whose_request_is_handled_past_the_timeout_is_kept() -> None:
-    server, port = await _listening()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
+    async with _connected() as (server, reader, writer):
         assert await _get(reader, writer, "/slow") == b"done"  # 3× the idle timeout
         # And it is idle again after: closed in its turn.
         await _closed_by_server(reader)
         await until(lambda: not server._connections, "the listener forgot the connection",
                     timeout_s=5)
-    finally:
-        writer.close()
-        server.stop()
-        await server.close_all_connections()

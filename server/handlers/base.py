@@ -69,6 +69,8 @@ def json_body(obj: Any) -> bytes:
     if isinstance(obj, bytes):
         return obj if obj.endswith(b"\n") else obj + b"\n"
     return orjson.dumps(obj, option=_NEWLINE)
+
+
 _UNREAD = object()
 _date = (0, "")  # (second, its HTTP date): formatted once a second, not per request
 
@@ -127,7 +129,7 @@ class BaseHandler(tornado.web.RequestHandler):
         text/html Content-Type set only to be replaced, and the default headers
         stored without the per-value check of ``set_header`` (their values are ours,
         or a request id already checked printable ASCII).  A test holds it to
-        tornado's own (``test_base.py``)."""
+        tornado's own (``tests/handlers/test_headers.py``)."""
         headers = HTTPHeaders()
         headers["Server"] = _SERVER
         headers["Date"] = _http_date()

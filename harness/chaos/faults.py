@@ -18,8 +18,9 @@ Kinds (``KINDS``):
 * ``stop_postgres`` — ``pg_ctl stop -m fast``; undo: start.
 * ``blackhole_redis`` / ``blackhole_postgres`` — the server's connections to the
   store silenced (no FIN, no RST), new ones too, until released (``hold``).
-* ``redis_maxmemory`` — ``CONFIG SET maxmemory`` a little above the memory Redis
-  uses (``noeviction`` stays: it refuses writes, never drops one); the server
+* ``redis_maxmemory`` — ``CONFIG SET maxmemory`` below the memory Redis uses and
+  near what a fresh one uses (``noeviction`` stays: it refuses writes, never
+  drops one), checked in force by a write of the nemesis's own; the server
   then answers ingest 503 ``queue_full`` (``accepted_ids`` empty: nothing
   accepted, none in doubt) — not a direct write, which is only for a Redis that
   fails or does not answer (checked in ``tests/harness/test_chaos_faults.py``);
@@ -65,6 +66,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import redis.exceptions
 
 from harness.chaos.stack import ChaosError, ChaosStack, Store
 from harness.server import api
@@ -248,10 +251,28 @@ class Faults:
         client = self.stack.redis_client()
         try:
             was = int(client.config_get("maxmemory").get("maxmemory") or 0)
-            used = int(client.info("memory")["used_memory"])
+            memory = client.info("memory")
+            used = int(memory["used_memory"])
             cap = used + self.maxmemory_margin_bytes
+            startup = int(memory.get("used_memory_startup") or 0)
+            if self.maxmemory_margin_bytes < 0 and startup:
+                # Below what it uses *and* near what a fresh Redis uses: a drain that
+                # frees the backlog (the workers catching up after a kill) cannot bring
+                # it back under the cap within the fault — one CI run's cap at "used
+                # - 64 kB" refused nothing while the queue drained.
+                cap = min(cap, startup - self.maxmemory_margin_bytes)
             oom_before = _oom_errors(client)
             client.config_set("maxmemory", str(cap))
+            # One write of the nemesis's own, at once: refused (counted in INFO
+            # errorstats) when the cap bites, whatever the load is doing — the
+            # server's refusals alone depend on the load's timing (a CI run's load
+            # wrote nothing Redis refused in the fault's 4 s).
+            try:
+                client.set(_CAP_CHECK_KEY, b"x" * 1024)
+            except redis.exceptions.ResponseError:
+                pass  # OOM: in force
+            else:
+                client.delete(_CAP_CHECK_KEY)  # not in force: leave nothing behind
         finally:
             client.close()
         return {"was": was, "used": used, "cap": cap, "oom_before": oom_before}
@@ -521,6 +542,9 @@ class Nemesis(threading.Thread):
 
     def probes_as_dicts(self) -> list[dict[str, Any]]:
         return [asdict(probe) for probe in self.probes]
+
+
+_CAP_CHECK_KEY = "chaos:maxmemory-check"
 
 
 def _oom_errors(client: Any) -> int:

@@ -768,7 +768,9 @@ MUTATIONS = (
     _m("stores-lock-not-held", "stores stop never stops the stores under a running serve",
        "a command using the embedded stores does not hold the data directory's lock",
        "server/runtime/prepare.py",
-       "            stack.enter_context(using_stores(settings.data_dir))", "            pass",
+       "            embedded.may_stop = stack.enter_context(using_stores(settings.data_dir))"
+       ".alone",
+       "            pass",
        ST + "test_stores_stop_is_refused_while_a_serve_uses_the_stores"),
     _m("stores-stop-ignores-users", "stores stop never stops the stores under a running serve",
        "stores stop goes ahead while the lock is held", "server/embedded/control.py",

@@ -34,6 +34,16 @@ def running(data_dir: Path) -> tuple[tuple[int, int], tuple[int, int | None]]:
     return pg, rd
 
 
+def last_line_of_a_serve(data_dir: Path) -> str:
+    """Start a ``serve`` on ``data_dir``, stop it cleanly (exit 0); its last line."""
+    server = serve(data_dir)
+    try:
+        assert server.terminate(60) == 0
+    finally:
+        server.kill()
+    return server.output[-1]
+
+
 def stop_command(data_dir: Path) -> str:
     """As serve and stores print it: the interpreter they run as, seen from ROOT (their
     working directory)."""
@@ -94,24 +104,14 @@ def test_serve_s_last_line_says_which_stores_it_leaves_running_and_how_to_stop_t
     with served(serve_dir) as first:
         (pg_pid, pg_port), (rd_pid, rd_port) = running(serve_dir)
         first.kill()
-        second = serve(serve_dir)  # reuses both
-        try:
-            assert second.terminate(60) == 0
-        finally:
-            second.kill()
-        assert second.output[-1] == (
+        assert last_line_of_a_serve(serve_dir) == (  # reuses both
             f"left the embedded PostgreSQL (pid {pg_pid}, port {pg_port}) and Redis (pid "
             f"{rd_pid}, port {rd_port}) running (this serve reused them, it did not start "
             f"them); stop them with: {stop_command(serve_dir)}\n")
         assert running(serve_dir) == ((pg_pid, pg_port), (rd_pid, rd_port))
 
         EmbeddedRedis(serve_dir).stop(even_if_reused=True)  # Redis gone, PostgreSQL not
-        third = serve(serve_dir)  # starts Redis, reuses PostgreSQL
-        try:
-            assert third.terminate(60) == 0
-        finally:
-            third.kill()
-        assert third.output[-1] == (
+        assert last_line_of_a_serve(serve_dir) == (  # starts Redis, reuses PostgreSQL
             f"stopped the embedded Redis this serve started; left the embedded PostgreSQL "
             f"(pid {pg_pid}, port {pg_port}) running (this serve reused it, it did not start "
             f"it); stop it with: {stop_command(serve_dir)}\n")

@@ -32,6 +32,11 @@ if TYPE_CHECKING:  # imported where used: a command loads only what it needs
     from server.storage.database import Database
 
 
+def _data_dir_flag(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir``, as every command on the embedded stores takes it."""
+    parser.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
+
+
 def build_parser(extra_commands: Callable[[Any], None] | None = None
                  ) -> argparse.ArgumentParser:
     """The CLI; ``extra_commands`` lets run.py add the harness's commands (server never
@@ -63,7 +68,7 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations",
                                   description="Apply pending SQL migrations and exit.")
-    migrate.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
+    _data_dir_flag(migrate)
     migrate.set_defaults(func=cmd_migrate)
 
     token = commands.add_parser("token", help="create or revoke API tokens",
@@ -74,7 +79,7 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
                                                "only its hash is stored.")
     create.add_argument("--role", required=True, choices=("admin", "ingest", "read"))
     create.add_argument("--name", required=True, help="who or what the token is for")
-    create.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
+    _data_dir_flag(create)
     create.set_defaults(func=cmd_token_create)
     revoke = token_cmds.add_parser("revoke", help="revoke tokens by value or by name",
                                    description="Revoke a token (by its value) or all "
@@ -82,7 +87,7 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
     which = revoke.add_mutually_exclusive_group(required=True)
     which.add_argument("--token", help="the token's value")
     which.add_argument("--name", help="revoke every active token with this name")
-    revoke.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
+    _data_dir_flag(revoke)
     revoke.set_defaults(func=cmd_token_revoke)
 
     stores = commands.add_parser(
@@ -95,14 +100,14 @@ def build_parser(extra_commands: Callable[[Any], None] | None = None
         "status", help="whether each embedded store runs, its pid and port",
         description="Say whether each embedded store of the data directory runs (pid, "
                     "port) and which command uses them, if any; exit 0.")
-    status.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
+    _data_dir_flag(status)
     status.set_defaults(func=cmd_stores_status)
     stop = store_cmds.add_parser(
         "stop", help="stop them, whoever started them",
         description="Stop the embedded PostgreSQL and Redis of the data directory, "
                     "whoever started them.  Refused (exit 1) while a serve, migrate or "
                     "token command uses them; nothing running is not an error (exit 0).")
-    stop.add_argument("--data-dir", help=flag_help("data_dir", "embedded stores directory"))
+    _data_dir_flag(stop)
     stop.set_defaults(func=cmd_stores_stop)
 
     check = commands.add_parser("check-config", help="validate the configuration and exit",
